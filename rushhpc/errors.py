@@ -1,0 +1,34 @@
+"""Exceptions raised by rushhpc.
+
+Every error says what went wrong *and* what to do about it, so that a user
+reading a traceback on a login node knows the fix without reading our code.
+"""
+
+from __future__ import annotations
+
+
+class RushError(Exception):
+    """Base class of every error rushhpc raises."""
+
+
+class RushConfigError(RushError):
+    """Bad configuration: unreachable Redis, wrong password, bad network id, ...
+
+    Example:
+        >>> try:
+        ...     rsh(config="redis://127.0.0.1:1")
+        ... except RushConfigError as e:
+        ...     print(e)  # names host:port and how to fix it
+    """
+
+
+class RushTimeoutError(RushError):
+    """A wait (`wait_for_workers`, `wait_for_tasks`) ran past its deadline."""
+
+
+class RushPayloadError(RushError):
+    """A value cannot be stored: unpicklable worker loop, too large, not JSON-able."""
+
+
+class RushWorkerError(RushError):
+    """A worker could not be started, or died before it registered."""

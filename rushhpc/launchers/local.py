@@ -1,0 +1,95 @@
+"""Local workers: child processes of the manager on this machine.
+
+Each worker runs in its own session (so a terminal's Ctrl-C reaches the
+manager, which then stops them in order), with stdout and stderr in
+``<run_dir>/workers/<worker_id>.out|.err``. They do not outlive the manager:
+the manager kills them at exit, they get SIGKILL if the manager dies
+(PR_SET_PDEATHSIG), and their heartbeat also watches the manager's pid.
+``launcher_options={"detach": True}`` lets them outlive it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from typing import Any, Sequence
+
+from ..heartbeat import set_parent_death_signal
+from .base import JobStatus, Launcher, LaunchRecord, worker_argv
+
+
+class LocalLauncher(Launcher):
+    """Start workers as local processes; poll their handles; kill their process groups."""
+
+    name = "local"
+
+    def __init__(self, rush, options=None):
+        super().__init__(rush, options)
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def launch(self, start_id: str, worker_ids: list[str], options: dict[str, Any]) -> list[LaunchRecord]:
+        detach = bool(self.options.get("detach", False))
+        main_thread = threading.current_thread() is threading.main_thread()
+        credentials = self.rush.credentials_file()
+        records = []
+        for wid in worker_ids:
+            extra = ["--launcher", "local"]
+            if not detach:
+                extra += ["--watch-pid", str(os.getpid())]
+            argv = worker_argv(self.rush, start_id, wid, str(credentials), options, extra=extra)
+            out = open(self.log_dir / f"{wid}.out", "ab")
+            err = open(self.log_dir / f"{wid}.err", "ab")
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=set_parent_death_signal if (main_thread and not detach) else None,
+                    cwd=os.getcwd(),
+                )
+            finally:
+                out.close()
+                err.close()
+            self.processes[wid] = proc
+            records.append(LaunchRecord(worker_id=wid, launcher=self.name, job_id=str(proc.pid), start_id=start_id))
+        return records
+
+    def poll(self, records: Sequence[LaunchRecord]) -> dict[str, JobStatus]:
+        out = {}
+        for rec in records:
+            proc = self.processes.get(rec.worker_id)
+            if proc is None:
+                continue
+            code = proc.poll()
+            if code is None:
+                out[rec.worker_id] = JobStatus("running", raw="alive")
+            else:
+                reason = f"exit code {code}" if code >= 0 else f"killed by signal {signal.Signals(-code).name}"
+                out[rec.worker_id] = JobStatus("finished", reason=reason, raw=str(code), exit_code=code)
+        return out
+
+    def dead(self) -> dict[str, int]:
+        """Worker id -> exit code of every local worker process that has ended."""
+        return {wid: p.returncode for wid, p in self.processes.items() if p.poll() is not None}
+
+    def kill(self, records: Sequence[LaunchRecord]) -> None:
+        procs = [self.processes[r.worker_id] for r in records if r.worker_id in self.processes]
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the worker, its heartbeat, its children
+                except ProcessLookupError:
+                    pass
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def kill_all(self) -> None:
+        """Kill every worker this launcher started (manager exit)."""
+        self.kill([LaunchRecord(worker_id=w, launcher=self.name) for w in self.processes])

@@ -1,0 +1,33 @@
+"""Worker loops shipped with rushhpc. A worker loop is any function ``loop(rush, **args)``."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable
+
+
+def queue_loop(rush, fun: Callable[..., dict[str, Any]], timeout: float = 1.0, stop_when_empty: bool = False) -> None:
+    """Pop queued tasks and evaluate ``fun(**xs)`` until the worker is terminated.
+
+    ``fun`` returns a dict of results (a number is stored as ``{"y": value}``).
+    An exception fails the task with its traceback; the worker goes on.
+    With ``stop_when_empty`` the worker ends when the queue stays empty for ``timeout``.
+
+    Example:
+        >>> rush.start_local_workers(queue_loop, n_workers=4, fun=lambda x: {"y": x ** 2})
+        >>> rush.push_tasks([{"x": i} for i in range(100)])
+    """
+    while not rush.terminated:
+        task = rush.pop_task(timeout=timeout)
+        if task is None:
+            if stop_when_empty:
+                return
+            continue
+        try:
+            ys = fun(**task["xs"])
+        except Exception:  # noqa: BLE001 - the task fails, the worker lives on
+            rush.fail_tasks([task["key"]], [{"message": traceback.format_exc()}])
+            continue
+        if not isinstance(ys, dict):
+            ys = {"y": ys}
+        rush.finish_tasks([task["key"]], [ys])

@@ -1,0 +1,91 @@
+"""The worker configuration: the worker loop and its arguments, sent once per start call.
+
+It is the one thing that must be executable, so it travels as cloudpickle,
+stored at ``{net}:start:{start_id}``, or in a file under
+``large_objects_path`` when it is larger than ``max_object_size``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import cloudpickle
+import redis
+
+from .errors import RushConfigError, RushPayloadError
+from .layout import Keys
+
+FILE_MARKER = b"rushhpc-file:"
+RESERVED_OPTIONS = ("heartbeat_period", "heartbeat_expire", "log_thresholds")
+
+
+def split_options(options_and_args: dict[str, Any], reserved: tuple[str, ...] = RESERVED_OPTIONS) -> tuple[dict, dict]:
+    """Separate rushhpc's options from the worker loop's arguments."""
+    options = {k: options_and_args[k] for k in reserved if k in options_and_args}
+    args = {k: v for k, v in options_and_args.items() if k not in reserved}
+    return options, args
+
+
+def dump(worker_loop: Callable, args: dict[str, Any], options: dict[str, Any]) -> bytes:
+    """cloudpickle the loop and its arguments; an unpicklable one is a clear error now, not in a worker."""
+    if not callable(worker_loop):
+        raise RushPayloadError(f"worker_loop must be a function loop(rush, **args), got {type(worker_loop).__name__}")
+    try:
+        return cloudpickle.dumps({"worker_loop": worker_loop, "args": args, "options": options})
+    except Exception as e:  # noqa: BLE001 - pickling raises many types
+        raise RushPayloadError(
+            f"cannot send the worker loop and its arguments to workers: {type(e).__name__}: {e}. "
+            "Open connections, locks, file handles and generators cannot be pickled: create them "
+            "inside the worker loop instead of passing them as arguments."
+        ) from None
+
+
+def store(
+    client: redis.Redis,
+    keys: Keys,
+    blob: bytes,
+    max_object_size: int,
+    large_objects_path: str | os.PathLike | None,
+) -> str:
+    """Store a start blob; return its start id."""
+    start_id = uuid.uuid4().hex[:16]
+    if len(blob) > max_object_size:
+        if not large_objects_path:
+            raise RushPayloadError(
+                f"the worker configuration is {len(blob) / 2**20:.1f} MiB, over the limit of "
+                f"{max_object_size / 2**20:.1f} MiB for Redis. Pass large data as a file path the worker "
+                "reads, or set rush_plan(large_objects_path=DIR) to a directory all workers can read."
+            )
+        directory = Path(large_objects_path).expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{keys.network_id}-{start_id}.pkl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        client.set(keys.start(start_id), FILE_MARKER + str(path.resolve()).encode())
+    else:
+        client.set(keys.start(start_id), blob)
+    return start_id
+
+
+def load(raw_client: redis.Redis, keys: Keys, start_id: str) -> dict[str, Any]:
+    """Load a start blob (from Redis or the large-objects file)."""
+    blob = raw_client.get(keys.start(start_id))
+    if blob is None:
+        raise RushConfigError(
+            f"no worker configuration {start_id!r} in network {keys.network_id!r}: "
+            "the network was reset, or the worker points at another Redis"
+        )
+    if blob.startswith(FILE_MARKER):
+        path = Path(blob[len(FILE_MARKER):].decode())
+        try:
+            blob = path.read_bytes()
+        except OSError as e:
+            raise RushConfigError(
+                f"cannot read the worker configuration file {path}: {e.strerror}. "
+                "large_objects_path must be on a file system the workers see."
+            ) from None
+    return cloudpickle.loads(blob)

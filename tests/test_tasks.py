@@ -1,0 +1,253 @@
+"""Task transitions, races, fetch and cache, with in-process workers against a real Redis."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import rushhpc
+from rushhpc import RushError, RushPayloadError, RushTimeoutError, RushWorker, WorkerStopped
+
+
+def test_push_tasks_are_queued(rush):
+    keys = rush.push_tasks([{"x": 1}, {"x": 2}])
+    assert len(keys) == 2 and len(set(keys)) == 2
+    assert rush.n_queued_tasks == 2 and rush.n_tasks == 2
+    assert rush.n_running_tasks == rush.n_finished_tasks == rush.n_failed_tasks == 0
+    df = rush.fetch_queued_tasks()
+    assert list(df["x"]) == [1, 2]  # oldest first
+    assert list(df["keys"]) == keys
+    assert rush.queued_tasks == keys
+
+
+def test_task_data_is_plain_json_in_redis(rush, worker):
+    keys = rush.push_tasks([{"x": np.float64(1.5), "v": np.arange(3)}])
+    raw = rush.connector.hget(rush.keys.task(keys[0]), "xs")
+    assert json.loads(raw) == {"x": 1.5, "v": [0, 1, 2]}
+    task = worker.pop_task(timeout=1)
+    assert task["xs"] == {"x": 1.5, "v": [0, 1, 2]}
+
+
+def test_pop_finish_cycle(rush, worker):
+    keys = rush.push_tasks([{"x": 3}], xss_extra=[{"tag": "a"}])
+    task = worker.pop_task(timeout=1)
+    assert task["key"] == keys[0] and task["xs"] == {"x": 3} and task["xs_extra"] == {"tag": "a"}
+    assert rush.n_running_tasks == 1 and rush.n_queued_tasks == 0
+    running = rush.fetch_running_tasks()
+    assert running["worker_id"].tolist() == [worker.worker_id]
+    assert worker.finish_tasks([task["key"]], [{"y": 9}], yss_extra=[{"note": "ok"}]) == []
+    df = rush.fetch_finished_tasks()
+    assert df[["x", "y", "tag", "note"]].values.tolist() == [[3, 9, "a", "ok"]]
+    assert df["worker_id"].tolist() == [worker.worker_id]
+    assert df["finished_at"].iloc[0] >= df["started_at"].iloc[0] >= df["created_at"].iloc[0]
+    assert rush.n_finished_tasks == 1 and rush.n_running_tasks == 0
+
+
+def test_pop_from_empty_queue_returns_none(worker):
+    assert worker.pop_task(timeout=0) is None
+    assert worker.pop_task(timeout=0.1) is None
+
+
+def test_fail_tasks_records_condition(rush, worker):
+    rush.push_tasks([{"x": 1}, {"x": 2}])
+    t1, t2 = worker.pop_task(timeout=1), worker.pop_task(timeout=1)
+    worker.fail_tasks([t1["key"]], ["boom"])
+    worker.fail_tasks(t2["key"], [ValueError("bad x")])
+    df = rush.fetch_failed_tasks()
+    assert sorted(df["condition"]) == ["ValueError: bad x", "boom"]
+    assert rush.n_failed_tasks == 2
+
+
+def test_push_running_tasks_and_finish(rush, worker):
+    keys = worker.push_running_tasks([{"x": 1}, {"x": 2}])
+    assert rush.n_running_tasks == 2
+    worker.finish_tasks(keys, [{"y": 1}, {"y": 4}])
+    assert sorted(rush.fetch_finished_tasks()["y"]) == [1, 4]
+
+
+def test_first_writer_wins_after_worker_lost(rush, worker, caplog):
+    keys = worker.push_running_tasks([{"x": 1}])
+    # the manager declares the worker lost (e.g. after a freeze): its task fails
+    assert rush._mark_workers("lost", [(worker.worker_id, "heartbeat_expired", "worker lost")], retry=False) == [
+        worker.worker_id
+    ]
+    assert rush.fetch_failed_tasks()["condition"].tolist() == ["worker lost"]
+    # the late result is discarded, not written over the failure
+    assert worker.finish_tasks(keys, [{"y": 1}]) == keys
+    assert rush.n_finished_tasks == 0 and rush.n_failed_tasks == 1
+    assert rush.fetch_task(keys[0])["state"] == "failed"
+    assert "discarded" in caplog.text
+    # and the worker stops taking tasks
+    assert worker.terminated
+    with pytest.raises(WorkerStopped):
+        worker.push_running_tasks([{"x": 2}])
+
+
+def test_finish_by_other_worker_is_discarded(rush, config):
+    w1 = RushWorker(rush.network_id, config=config)
+    w2 = RushWorker(rush.network_id, config=config)
+    rush.push_tasks([{"x": 1}])
+    task = w1.pop_task(timeout=1)
+    assert w2.finish_tasks([task["key"]], [{"y": 0}]) == [task["key"]]
+    assert w1.finish_tasks([task["key"]], [{"y": 1}]) == []
+    assert rush.fetch_finished_tasks()["y"].tolist() == [1]
+    # a second finish of the same task changes nothing
+    assert w1.finish_tasks([task["key"]], [{"y": 2}]) == [task["key"]]
+    assert rush.fetch_finished_tasks(reset_cache=True)["y"].tolist() == [1]
+
+
+def test_pending_list_recovery(rush, worker):
+    """A worker that dies between the blocking move and the claim leaves the task findable."""
+    keys = rush.push_tasks([{"x": 1}, {"x": 2}])
+    moved = rush.connector.lmove(rush.keys.queued, rush.keys.pending(worker.worker_id), "RIGHT", "LEFT")
+    assert moved == keys[0]
+    # counted as queued, exactly once
+    states = rush.tasks_with_state()
+    assert sorted(states["queued"]) == sorted(keys) and states["running"] == []
+    rush._mark_workers("lost", [(worker.worker_id, "process_died", "lost")], retry=True)
+    assert rush.connector.llen(rush.keys.pending(worker.worker_id)) == 0
+    assert rush.n_queued_tasks == 2 and rush.n_failed_tasks == 0
+    # the recovered task is served first
+    w2 = RushWorker(rush.network_id, config=rush.config)
+    assert w2.pop_task(timeout=1)["key"] == keys[0]
+
+
+def test_claim_by_stopped_worker_returns_task_to_queue(rush, worker):
+    keys = rush.push_tasks([{"x": 1}])
+    rush.stop_workers(type="kill", worker_ids=[worker.worker_id])
+    assert worker.pop_task(timeout=0) is None
+    assert rush.queued_tasks == keys
+
+
+def test_max_retries_requeue_and_fence(rush, config):
+    keys = rush.push_tasks([{"x": 1}], max_retries=1)
+    w1 = RushWorker(rush.network_id, config=config)
+    t = w1.pop_task(timeout=1)
+    rush._mark_workers("lost", [(w1.worker_id, "heartbeat_expired", "lost")], retry=True)
+    assert rush.queued_tasks == keys  # requeued, one retry used
+    w2 = RushWorker(rush.network_id, config=config)
+    t2 = w2.pop_task(timeout=1)
+    assert t2["key"] == t["key"]
+    assert w1.finish_tasks([t["key"]], [{"y": "stale"}]) == [t["key"]]  # fenced off
+    rush._mark_workers("lost", [(w2.worker_id, "heartbeat_expired", "lost again")], retry=True)
+    # no retry left: failed
+    assert rush.fetch_failed_tasks()["condition"].tolist() == ["lost again"]
+
+
+def test_fetch_tasks_with_state_each_task_once(rush, worker):
+    rush.push_tasks([{"x": i} for i in range(5)])
+    a = worker.pop_task(timeout=1)
+    b = worker.pop_task(timeout=1)
+    worker.finish_tasks([a["key"]], [{"y": 0}])
+    worker.fail_tasks([b["key"]], ["no"])
+    rush.connector.lmove(rush.keys.queued, rush.keys.pending(worker.worker_id), "RIGHT", "LEFT")
+    c = worker.push_running_tasks([{"x": 99}])
+    df = rush.fetch_tasks_with_state()
+    assert len(df) == 6 and df["keys"].is_unique
+    assert df["state"].value_counts().to_dict() == {"queued": 3, "running": 1, "finished": 1, "failed": 1}
+    assert df.loc[df["keys"] == c[0], "state"].item() == "running"
+    only = rush.fetch_tasks_with_state(states=["finished", "failed"])
+    assert sorted(only["state"]) == ["failed", "finished"]
+    assert len(rush.fetch_tasks()) == 6
+    with pytest.raises(RushError, match="unknown task state"):
+        rush.fetch_tasks_with_state(states=["done"])
+
+
+def test_empty_tables_have_documented_columns(rush):
+    for df in (rush.fetch_queued_tasks(), rush.fetch_finished_tasks(), rush.fetch_failed_tasks(), rush.fetch_new_tasks()):
+        assert isinstance(df, pd.DataFrame) and len(df) == 0
+        assert {"worker_id", "keys"} <= set(df.columns)
+    assert "state" in rush.fetch_tasks().columns
+    info = rush.worker_info
+    assert {"worker_id", "pid", "hostname", "heartbeat", "state", "heartbeat_pid"} <= set(info.columns)
+    assert set(rush.read_log().columns) == {"worker_id", "level", "timestamp", "logger", "msg"}
+
+
+def test_finished_cache_is_incremental(rush, worker):
+    keys = worker.push_running_tasks([{"x": i} for i in range(3)])
+    worker.finish_tasks(keys, [{"y": i} for i in range(3)])
+    assert len(rush.fetch_finished_tasks()) == 3
+    assert len(rush._finished_rows) == 3
+    # a changed hash is not re-read: the cache is append-only, as the finished list is
+    rush.connector.hset(rush.keys.task(keys[0]), "ys", '{"y": 100}')
+    keys2 = worker.push_running_tasks([{"x": 3}])
+    worker.finish_tasks(keys2, [{"y": 3}])
+    df = rush.fetch_finished_tasks()
+    assert df["y"].tolist() == [0, 1, 2, 3]
+    assert rush.fetch_finished_tasks(reset_cache=True)["y"].tolist() == [100, 1, 2, 3]
+
+
+def test_fetch_new_tasks(rush, worker):
+    assert len(rush.fetch_new_tasks()) == 0
+    k = worker.push_running_tasks([{"x": 1}, {"x": 2}])
+    worker.finish_tasks(k, [{"y": 1}, {"y": 2}])
+    assert rush.fetch_new_tasks()["y"].tolist() == [1, 2]
+    assert len(rush.fetch_new_tasks()) == 0
+    k = worker.push_running_tasks([{"x": 3}])
+    worker.finish_tasks(k, [{"y": 3}])
+    assert rush.fetch_new_tasks(timeout=1)["y"].tolist() == [3]
+    assert len(rush.fetch_finished_tasks()) == 3
+
+
+def test_push_finished_and_failed_tasks(rush):
+    rush.push_finished_tasks([{"x": 1}, {"x": 2}], [{"y": 1}, {"y": 4}], yss_extra=[{"src": "init"}, None])
+    rush.push_failed_tasks([{"x": -1}], conditions=["out of domain"])
+    assert rush.fetch_finished_tasks()["y"].tolist() == [1, 4]
+    assert rush.fetch_failed_tasks()["condition"].tolist() == ["out of domain"]
+    assert rush.n_tasks == 3
+    with pytest.raises(RushError, match="expected 2"):
+        rush.push_finished_tasks([{"x": 1}, {"x": 2}], [{"y": 1}])
+
+
+def test_empty_queue(rush):
+    rush.push_tasks([{"x": i} for i in range(4)])
+    assert rush.empty_queue() == 4
+    df = rush.fetch_failed_tasks()
+    assert len(df) == 4 and set(df["condition"]) == {"Removed from queue"}
+    assert rush.n_queued_tasks == 0
+
+
+def test_bad_payloads_are_clear_errors(rush, worker):
+    with pytest.raises(RushPayloadError, match="JSON"):
+        rush.push_tasks([{"x": object()}])
+    with pytest.raises(RushPayloadError, match="dict"):
+        rush.push_tasks([[1, 2]])
+    with pytest.raises(RushError, match="list of dicts"):
+        rush.push_tasks({"x": 1})
+    assert rush.n_tasks == 0  # nothing half-pushed
+
+
+def test_wait_for_tasks(rush, worker):
+    keys = rush.push_tasks([{"x": 1}])
+    with pytest.raises(RushTimeoutError, match="1 task"):
+        rush.wait_for_tasks(keys, timeout=0.2)
+    t = worker.pop_task(timeout=1)
+    worker.finish_tasks([t["key"]], [{"y": 1}])
+    rush.wait_for_tasks(keys, timeout=5)
+
+
+def test_terminate_flag_in_process(rush, worker):
+    assert not worker.terminated
+    assert rush.stop_workers(type="terminate", worker_ids=[worker.worker_id]) == [worker.worker_id]
+    from conftest import wait_until
+
+    wait_until(lambda: worker.terminated, 2, what="terminate flag")
+    worker.set_terminated()
+    assert rush.terminated_worker_ids == [worker.worker_id]
+    assert rush.running_worker_ids == []
+
+
+def test_reset_keeps_workers_when_asked(rush, worker):
+    rush.push_tasks([{"x": 1}])
+    rush.reset(workers=False)
+    assert rush.n_tasks == 0
+    assert rush.running_worker_ids == [worker.worker_id]
+
+
+def test_two_managers_share_state(rush, config):
+    other = rushhpc.rsh(rush.network_id, config=config)
+    keys = rush.push_tasks([{"x": 1}])
+    assert other.queued_tasks == keys
