@@ -18,6 +18,8 @@ from urllib.parse import quote, unquote, urlparse
 
 import redis
 import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .errors import RushConfigError
 
@@ -83,16 +85,25 @@ class RedisConfig:
 
     def connect(self, **kwargs: Any) -> redis.Redis:
         """A client that has answered PING, or a `RushConfigError` that says why and what to do."""
-        client = self.client(**kwargs)
-        check_connection(client, self)
-        return client
+        check_connection(self.probe_client(), self)
+        return self.client(**kwargs)
+
+    def probe_client(self, timeout: float = 5.0) -> redis.Redis:
+        """A client that tries once: a wrong password or a closed port fails at once, not after retries."""
+        return self.client(retry=Retry(NoBackoff(), 0), socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
 def check_connection(client: redis.Redis, cfg: RedisConfig) -> None:
     """PING through ``client``; turn every failure into an error naming host:port and the fix."""
     try:
         client.ping()
+        client.close()
     except redis.AuthenticationError as e:
+        if cfg.password is None:
+            raise RushConfigError(
+                f"Redis at {cfg.address} requires a password. Pass it with "
+                "redis_config(password_file=...) or in RUSHHPC_REDIS_URL (redis://:PASSWORD@host:port)."
+            ) from None
         raise RushConfigError(
             f"Redis at {cfg.address} refused the credentials ({e}). Check the password "
             "(redis_config(password=...) or password_file=...) and the username."

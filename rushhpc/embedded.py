@@ -101,7 +101,7 @@ class EmbeddedRedis:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
-                    check_connection(cfg.client(socket_connect_timeout=0.5), cfg)
+                    check_connection(cfg.probe_client(0.5), cfg)
                     self.config = cfg
                     return cfg
                 except RushConfigError as e:

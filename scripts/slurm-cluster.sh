@@ -6,7 +6,8 @@
 #   slurm-cluster.sh start [--no-accounting] write configs, start daemons, wait until ready
 #   slurm-cluster.sh stop [--cancel-jobs]    stop the daemons this script started (by pid file);
 #                                            --cancel-jobs first scancels every queued/running job
-#   slurm-cluster.sh status                  sinfo + accounting on/off; exit 0 when up
+#   slurm-cluster.sh status                  daemons, sinfo, accounting on/off; exit 0 when slurmctld
+#                                            answers, n1-n3 are usable and (if on) sacct answers
 #   slurm-cluster.sh node-kill N [--with-jobs]  SIGKILL slurmd of node nN (and its jobs' processes)
 #   slurm-cluster.sh node-restart N          (re)start slurmd of node nN and wait until it is back
 #   slurm-cluster.sh logs [N]                print log paths and tail them (N lines, default 40)
@@ -48,15 +49,21 @@ export SLURM_CONF
 # ---------------------------------------------------------------------------- helpers
 log()  { printf '[slurm-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# show_logs [N]: tail every log under $LOG, least recently written first (the culprit ends up last).
 show_logs() {
     local n=${1:-30} f
     echo "--- logs (all under $LOG) ---" >&2
-    for f in "$LOG"/*; do
+    [ -d "$LOG" ] || { echo "  (no log directory yet)" >&2; return 0; }
+    while IFS= read -r f; do
+        f=$LOG/$f
         [ -f "$f" ] || continue
-        [ -s "$f" ] || { echo "  $f (empty)" >&2; continue; }
+        case $f in
+            *mariadb-install-db.log) echo "  $f" >&2; continue ;;
+        esac
+        [ -s "$f" ] || continue
         echo "=== tail -n $n $f" >&2
         tail -n "$n" "$f" >&2 || true
-    done
+    done < <(ls -1tr "$LOG")
 }
 
 die() { log "ERROR: $*"; show_logs 30; exit 1; }
@@ -107,6 +114,24 @@ stop_pidfile() {
         for i in $(seq 50); do running "$pidfile" "$comm" || break; sleep 0.1; done
     fi
     rm -f "$pidfile"
+}
+
+# start_daemon NAME PIDFILE COMM LOGFILE CMD... : run a self-daemonising CMD, then wait for its pid
+# file; fail fast when LOGFILE gets a fatal error (e.g. port in use) instead of waiting 30 s.
+start_daemon() {
+    local name=$1 pidfile=$2 comm=$3 logfile=$4; shift 4
+    local off=0 deadline err
+    [ -f "$logfile" ] && off=$(stat -c %s "$logfile")
+    # stdio to a file: a daemon must not inherit the caller's pipes (subprocess.run(capture_output=True)
+    # would otherwise wait for the daemon to exit)
+    "$@" </dev/null >>"$LOG/$name.out" 2>&1 || die "$name failed to start: $*"
+    deadline=$((SECONDS + 30))
+    until running "$pidfile" "$comm"; do
+        err=$(tail -c +$((off + 1)) "$logfile" 2>/dev/null | grep -E 'fatal|Unable to bind' | tail -n 1 || true)
+        [ -z "$err" ] || die "$name failed: $err"
+        [ "$SECONDS" -lt "$deadline" ] || die "$name did not write its pid file $pidfile within 30 s"
+        sleep 0.1
+    done
 }
 
 node_index() {  # n2 / 2 -> 2
@@ -266,7 +291,7 @@ ensure_munge() {
     fi
     log "starting munged"
     start-stop-daemon --start --chuid munge --exec /usr/sbin/munged -- --force \
-        >>"$LOG/munged.out" 2>&1 || die "munged failed to start (see $LOG/munged.out, /var/log/munge/munged.log)"
+        </dev/null >>"$LOG/munged.out" 2>&1 || die "munged failed to start (see $LOG/munged.out, /var/log/munge/munged.log)"
     touch "$MUNGE_OURS"
     wait_until "munge -n | unmunge" "$TIMEOUT" munge_ok || die "munge does not work"
 }
@@ -281,7 +306,7 @@ ensure_mariadb() {
             log "initialising MariaDB datadir $DBDATA"
             mariadb-install-db --no-defaults --user=mysql --datadir="$DBDATA" \
                 --auth-root-authentication-method=socket --skip-test-db \
-                >"$LOG/mariadb-install-db.log" 2>&1 || die "mariadb-install-db failed"
+                </dev/null >"$LOG/mariadb-install-db.log" 2>&1 || die "mariadb-install-db failed"
         fi
         log "starting mariadbd (user mysql, port $DB_PORT, socket $DB_SOCK)"
         start-stop-daemon --start --background --chuid mysql --exec /usr/sbin/mariadbd -- \
@@ -289,9 +314,9 @@ ensure_mariadb() {
             --socket="$DB_SOCK" --pid-file="$DB_PIDFILE" \
             --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
             --log-error="$LOG/mariadb.log" \
-            --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 \
+            --innodb-buffer-pool-size=1G --innodb-lock-wait-timeout=900 \
             --innodb-flush-log-at-trx-commit=2 \
-            || die "could not start mariadbd"
+            </dev/null >>"$LOG/mariadbd.out" 2>&1 || die "could not start mariadbd"
     fi
     wait_until "mariadbd to answer on $DB_SOCK" "$TIMEOUT" mariadb_alive || die "mariadbd did not come up"
     wait_until "mariadbd pid file" 10 running "$DB_PIDFILE" mariadbd || die "mariadbd pid file $DB_PIDFILE missing"
@@ -312,7 +337,7 @@ ensure_slurmdbd() {   # $1 = "changed" when slurmdbd.conf changed
     fi
     if ! running "$RUN/slurmdbd.pid" slurmdbd; then
         log "starting slurmdbd"
-        slurmdbd >>"$LOG/slurmdbd.out" 2>&1 || die "slurmdbd failed to start"
+        start_daemon slurmdbd "$RUN/slurmdbd.pid" slurmdbd "$LOG/slurmdbd.log" slurmdbd
     fi
     wait_until "slurmdbd to answer sacctmgr" "$TIMEOUT" sacctmgr_ok || die "slurmdbd does not answer"
     if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER"; then
@@ -325,16 +350,14 @@ ctld_ok() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 
 start_slurmctld() {
     log "starting slurmctld"
-    slurmctld >>"$LOG/slurmctld.out" 2>&1 || die "slurmctld failed to start"
-    wait_until "slurmctld pid file" 30 running "$RUN/slurmctld.pid" slurmctld || die "slurmctld exited"
+    start_daemon slurmctld "$RUN/slurmctld.pid" slurmctld "$LOG/slurmctld.log" slurmctld
 }
 
 start_slurmd() {   # $1 = node index
     local i=$1
     mkdir -p "$SPOOL/n$i"
     log "starting slurmd -N n$i (port $((NODE_PORT_BASE + i)))"
-    slurmd -N "n$i" >>"$LOG/slurmd-n$i.out" 2>&1 || die "slurmd -N n$i failed to start"
-    wait_until "slurmd n$i pid file" 30 running "$(slurmd_pidfile "$i")" slurmd || die "slurmd n$i exited"
+    start_daemon "slurmd-n$i" "$(slurmd_pidfile "$i")" slurmd "$LOG/slurmd-n$i.log" slurmd -N "n$i"
 }
 
 # node_state NODE -> long state as sinfo prints it (e.g. idle, mixed, down*, drained)
@@ -475,7 +498,7 @@ cmd_stop() {
     # Job processes (slurmstepd and its children) are not daemons this script started; say if any remain.
     local left
     left=$(for p in /proc/[0-9]*; do
-               [ "$(cat "$p/comm" 2>/dev/null)" = slurmstepd ] && echo "${p#/proc/}"
+               if [ "$(cat "$p/comm" 2>/dev/null)" = slurmstepd ]; then echo "${p#/proc/}"; fi
            done | tr '\n' ' ')
     [ -z "$left" ] || log "note: job step daemons still running (slurmstepd pids: $left); they belong to jobs, not to this script"
     log "stopped"
@@ -500,6 +523,7 @@ cmd_status() {
     if ctld_ok; then
         up=1
         sinfo -N
+        all_nodes_up || { echo "nodes: not all of n1-n3 are usable (idle/mixed/allocated)"; up=0; }
         if accounting_configured; then
             if sacct_ok; then echo "accounting: on (slurmdbd)"; else echo "accounting: on, but sacct does not answer"; up=0; fi
         else
@@ -568,7 +592,7 @@ cmd_node_restart() {
     log "node n$i is $(node_state "n$i")"
 }
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 main() {
     local cmd=${1:-}
