@@ -1,0 +1,310 @@
+"""Shared helpers of the benchmark families: a private Redis server, timing,
+round-trip counting, result rows and the run context.
+
+Every family module has a ``run(ctx) -> list[Row]`` function. The driver
+(`bench/run.py`) builds one `Context`, measures the floor first (`floor.py`)
+and hands the same context to every family, so every number of a run is
+measured against the same Redis server and the same floor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import redis
+from redis.connection import AbstractConnection
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+# --------------------------------------------------------------------------- rows
+@dataclasses.dataclass
+class Row:
+    """One line of the results table.
+
+    ``value`` (a median, unless the name says otherwise) and ``p99`` are in
+    ``unit``. ``ratio`` is ``value`` expressed against a
+    reference measured in the same run (``ratio_of`` names it, e.g. "floor
+    (PING)" or "rq"). ``target`` is the issue's target in words and ``met``
+    says whether this run met it (None: no target for this row).
+    """
+
+    family: str
+    name: str
+    value: float | None
+    unit: str
+    p99: float | None = None
+    ratio: float | None = None
+    ratio_of: str = ""
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------ redis
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A private ``redis-server`` from PATH on a free loopback port.
+
+    The configuration goes in on stdin (``redis-server -``); no persistence.
+    `stop` ends exactly this process (by its pid), never anything else.
+    """
+
+    def __init__(self, workdir: Path):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
+        self.port = free_port()
+        self.dir = workdir
+        conf = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            f'dir "{workdir}"',
+            'save ""',
+            "appendonly no",
+            f'logfile "{workdir / "redis.log"}"',
+            "maxclients 10000",
+        ]
+        self.proc = subprocess.Popen(
+            [binary, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("\n".join(conf).encode())
+        self.proc.stdin.close()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if redis.Redis(port=self.port, socket_connect_timeout=1).ping():
+                    break
+            except redis.RedisError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start (see {workdir / 'redis.log'})")
+            time.sleep(0.05)
+        self.client = redis.Redis(port=self.port, decode_responses=True)
+        self.version = self.client.info("server")["redis_version"]
+
+    def config(self):
+        """A `rushhpc.RedisConfig` for this server."""
+        from rushhpc import redis_config
+
+        return redis_config(host="127.0.0.1", port=self.port)
+
+    def flushall(self) -> None:
+        """Empty the server between families (every family starts on an empty Redis)."""
+        self.client.flushall()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+# ------------------------------------------------------------------------ timing
+def sample(fn: Callable[[], Any], n: int, warmup: int = 0) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``n`` times; returns each call's seconds."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    clock = time.perf_counter
+    for _ in range(n):
+        t = clock()
+        fn()
+        out.append(clock() - t)
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def p99(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(0.99 * len(s)))]
+
+
+def us(seconds: float) -> float:
+    """Seconds -> microseconds, rounded for the table."""
+    return round(seconds * 1e6, 1)
+
+
+def ping_samples(client: redis.Redis, n: int) -> list[float]:
+    """``n`` PING round trips on ``client``, in seconds each."""
+    return sample(client.ping, n)
+
+
+def interleaved(
+    op: Callable[[], Any], floor: Callable[[], Any], n: int, rounds: int = 10, min_floor_block: int = 100
+) -> tuple[list[float], list[float]]:
+    """Time ``op`` and ``floor`` (a PING) in alternating blocks, ``n`` calls of ``op`` in all.
+
+    Both see the same machine load, so ``median(op) / median(floor)`` holds on
+    a shared machine whose absolute times drift. Returns (op samples, floor samples).
+    """
+    rounds = max(1, min(rounds, n))
+    per = max(1, n // rounds)
+    ops: list[float] = []
+    floors: list[float] = []
+    for _ in range(rounds):
+        floors += sample(floor, max(per, min_floor_block))
+        ops += sample(op, per)
+    return ops, floors
+
+
+# ---------------------------------------------------------------- round trips
+class _TripCounter:
+    def __init__(self) -> None:
+        self.count = 0
+
+
+@contextlib.contextmanager
+def count_round_trips() -> Iterator[_TripCounter]:
+    """Count client->server round trips made by redis-py in this process.
+
+    A round trip is one write of the client to the socket (one
+    ``send_packed_command``): a single command, a whole pipeline, or one
+    EVALSHA each count as one, however many Redis commands run on the server.
+
+    Example:
+        >>> with count_round_trips() as c:
+        ...     rush.detect_lost_workers()
+        >>> c.count
+        1
+    """
+    counter = _TripCounter()
+    original = AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):  # noqa: ANN001
+        counter.count += 1
+        return original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = counting
+    try:
+        yield counter
+    finally:
+        AbstractConnection.send_packed_command = original
+
+
+# ---------------------------------------------------------------- processes
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(resident set size, unique set size) of a process in MiB. USS is the memory
+    that would be freed if the process ended (not shared with other processes)."""
+    import psutil
+
+    p = psutil.Process(pid)
+    full = p.memory_full_info()
+    return round(full.rss / 2**20, 1), round(full.uss / 2**20, 1)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM one process we started (by its handle), then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until truthy; raise TimeoutError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def bench_python_env() -> dict[str, str]:
+    """Environment for peer worker processes: they import ``bench/peer_jobs.py``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(BENCH_DIR) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+# ---------------------------------------------------------------- context
+@dataclasses.dataclass
+class Context:
+    """What every family gets: the server, the mode, the floor and shared results.
+
+    ``floor_us`` is the median redis-py PING round trip on a dedicated connection
+    (the connection type of a worker), ``floor_pool_us`` the same through a
+    connection pool (the manager's), both measured at the start of the run.
+    ``shared`` holds numbers one family hands to another (e.g. the rushhpc
+    throughput that the peers family compares with).
+    """
+
+    server: RedisServer
+    quick: bool
+    workdir: Path
+    floor_us: float = 0.0
+    floor_pool_us: float = 0.0
+    shared: dict[str, Any] = dataclasses.field(default_factory=dict)
+    deadline: float = float("inf")
+
+    def network(self, prefix: str) -> str:
+        """A fresh network id for one measurement."""
+        return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+    def pick(self, full: Any, quick: Any) -> Any:
+        """``quick`` in quick mode, else ``full``."""
+        return quick if self.quick else full
+
+    def single_client(self) -> redis.Redis:
+        """A redis-py client with one dedicated connection, configured like a worker's."""
+        return self.server.config().client(single_connection=True)
+
+    def pool_client(self) -> redis.Redis:
+        """A redis-py client with a connection pool, configured like the manager's."""
+        return self.server.config().client()
+
+    def floor_now(self, n: int = 2000) -> float:
+        """Re-measure the floor (dedicated connection PING, median, seconds) right now."""
+        c = self.single_client()
+        try:
+            return median(ping_samples(c, n))
+        finally:
+            c.close()
+
+
+def make_workdir() -> Path:
+    """A private temporary directory for the Redis server and the workers' run dirs."""
+    return Path(tempfile.mkdtemp(prefix="rushhpc-bench-"))
+
+
+def log(msg: str) -> None:
+    """Progress on stderr (stdout is the table)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
