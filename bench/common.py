@@ -162,22 +162,40 @@ def ping_samples(client: redis.Redis, n: int) -> list[float]:
     return sample(client.ping, n)
 
 
-def interleaved(
-    op: Callable[[], Any], floor: Callable[[], Any], n: int, rounds: int = 10, min_floor_block: int = 100
-) -> tuple[list[float], list[float]]:
-    """Time ``op`` and ``floor`` (a PING) in alternating blocks, ``n`` calls of ``op`` in all.
+@dataclasses.dataclass
+class Paired:
+    """Samples of an operation and of the floor (PING) taken in alternating blocks.
 
-    Both see the same machine load, so ``median(op) / median(floor)`` holds on
-    a shared machine whose absolute times drift. Returns (op samples, floor samples).
+    ``ratio`` is the median over blocks of median(op block) / median(PING block):
+    each block's op is compared with the PINGs taken just before it, under the
+    same load, so the ratio holds while absolute times drift.
     """
-    rounds = max(1, min(rounds, n))
-    per = max(1, n // rounds)
+
+    op: list[float]
+    floor: list[float]
+    ratio: float
+
+
+def interleaved(
+    op: Callable[[], Any], floor: Callable[[], Any], n: int, block: int = 10, min_floor_block: int = 10
+) -> Paired:
+    """Time ``op`` and ``floor`` (a PING) in short alternating blocks, ``n`` calls of ``op`` in all.
+
+    Other jobs on a shared machine come and go within seconds, hence blocks of
+    about 10 calls, each op block paired with the PING block just before it.
+    """
+    per = max(1, min(block, n))
+    rounds = max(1, n // per)
     ops: list[float] = []
     floors: list[float] = []
+    ratios: list[float] = []
     for _ in range(rounds):
-        floors += sample(floor, max(per, min_floor_block))
-        ops += sample(op, per)
-    return ops, floors
+        f = sample(floor, max(per, min_floor_block))
+        o = sample(op, per)
+        floors += f
+        ops += o
+        ratios.append(statistics.median(o) / statistics.median(f))
+    return Paired(ops, floors, round(statistics.median(ratios), 2))
 
 
 # ---------------------------------------------------------------- round trips
@@ -212,6 +230,39 @@ def count_round_trips() -> Iterator[_TripCounter]:
         yield counter
     finally:
         AbstractConnection.send_packed_command = original
+
+
+# ---------------------------------------------------------------- placement
+def can_pin() -> bool:
+    """True when this machine has two CPUs to place Redis and a client on."""
+    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+
+
+@contextlib.contextmanager
+def placement(server: "RedisServer", where: str) -> Iterator[None]:
+    """Pin redis-server to the first CPU and this process to the same CPU
+    (``where="same"``) or to another (``"cross"``); restore both afterwards.
+
+    Why: on this kind of machine a loopback round trip costs about 3x more when
+    client and server run on different cores (the wake-up crosses CPUs) than on
+    the same core, and the scheduler moves processes between the two every
+    second or so. Unpinned, a PING flips between ~22 and ~65 us; pinned, each
+    placement is steady. A busy worker runs on another core than a busy Redis,
+    so "cross" is the placement of the worker loops and the run's floor.
+    """
+    if not can_pin():
+        yield
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    mine_before = set(cpus)
+    server_before = os.sched_getaffinity(server.proc.pid)
+    os.sched_setaffinity(server.proc.pid, {cpus[0]})
+    os.sched_setaffinity(0, {cpus[0] if where == "same" else cpus[1]})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine_before)
+        os.sched_setaffinity(server.proc.pid, server_before)
 
 
 # ---------------------------------------------------------------- processes

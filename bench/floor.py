@@ -1,31 +1,36 @@
 """The floor: what one Redis round trip costs on this machine, right now.
 
-Every other number of the run is read against it. Rows:
+Every other number of the run is read against it. Redis is pinned to one CPU
+and the client to another ("cross-core"), the placement of a busy worker (see
+`common.placement`). Rows:
 
-- ``PING, redis-py, dedicated connection``: the floor (``ctx.floor_us``). A
-  worker talks to Redis over one dedicated connection, so a worker operation
-  that costs N of these is "N round trips".
-- ``PING, redis-py, connection pool``: the manager's connection type
-  (``ctx.floor_pool_us``); its ratio to the floor is the pool's per-command cost.
-- ``PING, raw socket``: the same PING written and read with a bare socket, no
-  client library: what the network stack and Redis alone cost.
-- ``PING, C client (redis-benchmark)``: redis-benchmark, 1 connection, no
-  pipelining (its p50 is printed in steps of 8 us).
+- ``PING, redis-py, dedicated connection, cross-core``: THE floor
+  (``ctx.floor_us``). A worker talks to Redis over one dedicated connection, so
+  a worker operation that costs N of these is "N round trips".
+- ``PING, redis-py, connection pool, cross-core``: the manager's connection
+  type (``ctx.floor_pool_us``); its ratio is the pool's per-command cost.
+- ``PING, redis-py, dedicated, same core``: client and Redis on one CPU: no
+  cross-CPU wake-up, the smallest round trip this machine has.
+- ``PING, redis-py, dedicated, unpinned``: where the scheduler puts them; a
+  mixture of the two above (hence drifting absolute times).
+- ``PING, raw socket``: the same PING with a bare socket, no client library.
+- ``PING, C client (redis-benchmark)``: 1 connection, no pipelining, cross-core
+  (its p50 is printed in steps of 8 us).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import time
 
-from common import Context, Row, interleaved, median, p99, ping_samples, us
+from common import Context, Row, interleaved, median, p99, ping_samples, placement, us
 
 
 def raw_socket_ping(port: int, n: int) -> list[float]:
     """PING over a bare TCP socket (TCP_NODELAY, like redis-py); seconds each."""
-    import time
-
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     out = []
@@ -42,7 +47,8 @@ def raw_socket_ping(port: int, n: int) -> list[float]:
 
 
 def c_client_ping_us(port: int, n: int) -> float | None:
-    """Median PING latency of redis-benchmark (C, 1 connection), in us; None if not installed."""
+    """Median PING latency of redis-benchmark (C, 1 connection), in us; None if not installed.
+    It inherits this process's CPU placement."""
     binary = shutil.which("redis-benchmark")
     if binary is None:
         return None
@@ -61,29 +67,45 @@ def run(ctx: Context) -> list[Row]:
     n = ctx.pick(20_000, 5_000)
     single = ctx.single_client()
     pool = ctx.pool_client()
-    # warm both connections, then alternate blocks so both see the same load
     ping_samples(single, 500)
     ping_samples(pool, 500)
-    pool_s, single_s = interleaved(pool.ping, single.ping, n, rounds=10)
+    with placement(ctx.server, "cross"):
+        paired = interleaved(pool.ping, single.ping, n)
+        raw = raw_socket_ping(ctx.server.port, n // 2)
+        c_us = c_client_ping_us(ctx.server.port, n)
+    with placement(ctx.server, "same"):
+        same = ping_samples(single, n // 2)
+    unpinned = ping_samples(single, n // 2)
     single.close()
     pool.close()
-    raw = raw_socket_ping(ctx.server.port, n // 2)
-    c_us = c_client_ping_us(ctx.server.port, n)
 
+    pool_s, single_s = paired.op, paired.floor
     ctx.floor_us = us(median(single_s))
     ctx.floor_pool_us = us(median(pool_s))
+    f = ctx.floor_us
+
+    def row(name: str, samples: list[float], note: str = "") -> Row:
+        return Row("floor", name, us(median(samples)), "us", us(p99(samples)), round(us(median(samples)) / f, 2),
+                   "floor", note=note)
+
     rows = [
-        Row("floor", "PING, redis-py, dedicated connection (the floor)", ctx.floor_us, "us",
-            us(p99(single_s)), 1.0, "floor", note=f"n={len(single_s)}"),
-        Row("floor", "PING, redis-py, connection pool", ctx.floor_pool_us, "us",
-            us(p99(pool_s)), round(ctx.floor_pool_us / ctx.floor_us, 2), "floor",
-            note=f"the pool costs {round(ctx.floor_pool_us - ctx.floor_us, 1)} us per command"),
-        Row("floor", "PING, raw socket (no client library)", us(median(raw)), "us",
-            us(p99(raw)), round(us(median(raw)) / ctx.floor_us, 2), "floor"),
+        Row("floor", "PING, redis-py, dedicated connection, cross-core (THE floor)", f, "us", us(p99(single_s)),
+            1.0, "floor", note=f"n={len(single_s)}; Redis on one CPU, client on the other"),
+        Row("floor", "PING, redis-py, connection pool, cross-core (the manager's floor)", ctx.floor_pool_us, "us",
+            us(p99(pool_s)), paired.ratio, "floor",
+            note=f"the pool path costs {round(ctx.floor_pool_us - f, 1)} us per command"),
+        row("PING, redis-py, dedicated connection, same core", same,
+            "client and Redis on one CPU: no cross-CPU wake-up"),
+        row("PING, redis-py, dedicated connection, unpinned", unpinned,
+            "the OS moves processes: a mixture of same-core and cross-core"),
+        row("PING, raw socket (no client library), cross-core", raw, "what redis-py itself adds is the difference"),
     ]
     if c_us is not None:
-        rows.append(Row("floor", "PING, C client (redis-benchmark, 1 connection)", round(c_us, 1), "us",
-                        None, round(c_us / ctx.floor_us, 2), "floor", note="p50; redis-benchmark prints 8 us steps"))
+        rows.append(Row("floor", "PING, C client (redis-benchmark, 1 connection), cross-core", round(c_us, 1), "us",
+                        None, round(c_us / f, 2), "floor", note="p50; redis-benchmark prints 8 us steps"))
     else:
         rows.append(Row("floor", "PING, C client (redis-benchmark)", None, "us", note="redis-benchmark not installed"))
+    if os.cpu_count() and os.cpu_count() < 2:
+        for r in rows:
+            r.note += " (one CPU: nothing pinned)"
     return rows

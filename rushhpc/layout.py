@@ -24,7 +24,7 @@ Key                          type    holds
                                      state, worker_id, attempt, max_retries,
                                      created_at, started_at, finished_at
 {net}:workers                set     every worker id ever registered
-{net}:workers:{state}        set     worker ids by state (running, terminated, ...)
+{net}:workers:{state}        set     worker ids by state (pending, running, terminated, ...)
 {net}:worker:{wid}           hash    worker_id, pid, hostname, state, reason, ...
 {net}:worker_tasks:{wid}     set     running task keys of worker wid
 {net}:heartbeat:{wid}        string  exists while the worker's heartbeat is alive
@@ -43,7 +43,7 @@ from .errors import RushConfigError
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 TASK_STATES = ("queued", "running", "finished", "failed")
-WORKER_STATES = ("running", "terminated", "killed", "lost", "failed")
+WORKER_STATES = ("pending", "running", "terminated", "killed", "lost", "failed")
 
 
 def validate_id(value: str, what: str = "network id") -> str:
@@ -299,6 +299,7 @@ for i = 4, #ARGV do table.insert(fields, ARGV[i]) end
 redis.call('HSET', KEYS[3], 'worker_id', wid, 'state', 'running', 'started_at', now(), unpack(fields))
 redis.call('SADD', KEYS[1], wid)
 redis.call('SADD', KEYS[2], wid)
+redis.call('SREM', P .. 'workers:pending', wid)
 local ex = tonumber(ARGV[3])
 if ex > 0 then
   redis.call('HSET', KEYS[3], 'heartbeat_expire', ARGV[3])
@@ -307,10 +308,11 @@ end
 return 'running'
 """)
 
-# A worker leaves `running`: terminated (its own choice or asked), failed (its
-# loop raised), killed (manager), lost (heartbeat expired or process gone).
-# Only a running worker changes state: the first verdict stands.
-# KEYS: workers:running.  ARGV: prefix, new_state, retry (1/0), (wid, reason, task_message)*
+# A worker leaves `running` (or `pending`, a launched worker that never
+# registered): terminated (its own choice or asked), failed (its loop raised),
+# killed (manager), lost (heartbeat expired, process gone, job ended).
+# Only a running or pending worker changes state: the first verdict stands.
+# KEYS: workers:running or workers:pending.  ARGV: prefix, new_state, retry (1/0), (wid, reason, task_message)*
 # Returns {wid, failed_tasks, requeued_tasks}* for the workers that changed.
 STOP_WORKERS = _lua(r"""
 local new = ARGV[2]
@@ -320,7 +322,8 @@ local out = {}
 for i = 4, #ARGV, 3 do
   local wid = ARGV[i]
   if redis.call('SMOVE', KEYS[1], P .. 'workers:' .. new, wid) == 1 then
-    redis.call('HSET', P .. 'worker:' .. wid, 'state', new, 'reason', ARGV[i + 1], 'stopped_at', t)
+    redis.call('SADD', P .. 'workers', wid)
+    redis.call('HSET', P .. 'worker:' .. wid, 'worker_id', wid, 'state', new, 'reason', ARGV[i + 1], 'stopped_at', t)
     redis.call('DEL', P .. 'heartbeat:' .. wid)
     local r = release_tasks(wid, retry, ARGV[i + 2], t)
     table.insert(out, {wid, r[1], r[2]})
@@ -330,23 +333,28 @@ return out
 """)
 
 # Running workers that have a heartbeat whose key expired: lost, in one step.
+# Workers of a batch job (field `managed`) are only reported: the scheduler's
+# view decides for them (a suspended job is silent, not dead).
 # KEYS: workers:running.  ARGV: prefix, max_retries_apply (1/0)
-# Returns {wid, failed_tasks, requeued_tasks}*.
+# Returns {{wid, failed_tasks, requeued_tasks}*, {expired managed wid}*}.
 DETECT_LOST = _lua(r"""
 local retry = ARGV[2] == '1'
 local t = now()
 local out = {}
+local managed = {}
 for _, wid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local wk = P .. 'worker:' .. wid
-  if redis.call('HEXISTS', wk, 'heartbeat_expire') == 1
-     and redis.call('EXISTS', P .. 'heartbeat:' .. wid) == 0 then
+  local v = redis.call('HMGET', wk, 'heartbeat_expire', 'managed')
+  if v[1] and redis.call('EXISTS', P .. 'heartbeat:' .. wid) == 0 and v[2] == '1' then
+    table.insert(managed, wid)
+  elseif v[1] and redis.call('EXISTS', P .. 'heartbeat:' .. wid) == 0 then
     redis.call('SMOVE', KEYS[1], P .. 'workers:lost', wid)
     redis.call('HSET', wk, 'state', 'lost', 'reason', 'heartbeat_expired', 'stopped_at', t)
     local r = release_tasks(wid, retry, 'worker ' .. wid .. ' was lost (heartbeat expired)', t)
     table.insert(out, {wid, r[1], r[2]})
   end
 end
-return out
+return {out, managed}
 """)
 
 # The heartbeat process's beat: refresh only while the worker is registered
@@ -359,10 +367,10 @@ return s or ''
 """)
 
 # Every worker's hash and whether its heartbeat key is alive, in one step.
-# KEYS: workers.  ARGV: prefix.  Returns {hgetall..., heartbeat_alive}*
+# KEYS: workers, workers:pending.  ARGV: prefix.  Returns {hgetall..., heartbeat_alive}*
 WORKER_INFO = _lua(r"""
 local out = {}
-for _, wid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+for _, wid in ipairs(redis.call('SUNION', KEYS[1], KEYS[2])) do
   local h = redis.call('HGETALL', P .. 'worker:' .. wid)
   table.insert(h, 'heartbeat_alive')
   table.insert(h, tostring(redis.call('EXISTS', P .. 'heartbeat:' .. wid)))

@@ -104,6 +104,10 @@ class Rush:
         self._new_offset = 0
         self._log_last_id = "-"
         self._monitor = None
+        self._poll_floor = float(self._plan_get("launcher_options", {}).get("poll_interval") or 30.0)
+        self._poll_max = float(self._plan_get("launcher_options", {}).get("max_poll_interval") or 180.0)
+        self._poll_interval = self._poll_floor
+        self._last_poll: float | None = None
         self._check_meta()
         _MANAGERS.add(self)
 
@@ -191,7 +195,18 @@ class Rush:
         if not records:
             return
         mapping = {r.worker_id: orjson.dumps(r.__dict__).decode() for r in records}
-        self.connector.hset(self.keys.launches, mapping=mapping)
+        with self.connector.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.launches, mapping=mapping)
+            for r in records:
+                if r.launcher in ("local", "ssh"):
+                    continue
+                # batch workers exist from their submission on, as `pending`, until they register
+                pipe.hset(self.keys.worker(r.worker_id), mapping={
+                    "worker_id": r.worker_id, "state": "pending", "launcher": r.launcher,
+                    "job_id": r.job_id or "", "submitted_at": r.submitted_at, "managed": "1",
+                })
+                pipe.sadd(self.keys.workers_in("pending"), r.worker_id)
+            pipe.execute()
         for r in records:
             self._records[r.worker_id] = r
 
@@ -261,8 +276,9 @@ class Rush:
         if wanted is None and n is None:
             wanted = set(self._records)
         deadline = time.monotonic() + timeout
+        last_detect = 0.0
         while True:
-            registered = set(self.connector.smembers(self.keys.workers))
+            registered = self._registered_ids()
             if wanted is not None:
                 missing = wanted - registered
                 if not missing and (n is None or len(wanted & registered) >= n):
@@ -278,6 +294,18 @@ class Rush:
                     f"worker {wid} exited with code {code} before registering. Its stderr ends with:\n"
                     + (self._launchers["local"].stderr_tail(wid) or "(empty)")
                 )
+            if self._records and time.monotonic() - last_detect > 1.0:
+                last_detect = time.monotonic()
+                self.detect_lost_workers()
+                failed = self._never_started(wanted)
+                if failed:
+                    wid, reason = next(iter(failed.items()))
+                    rec = self._records.get(wid)
+                    tail = self._launcher(rec.launcher).stderr_tail(wid) if rec else ""
+                    raise RushWorkerError(
+                        f"{len(failed)} worker(s) failed to start, e.g. {wid}: {reason}. "
+                        f"Its stderr ends with:\n{tail or '(empty)'}"
+                    )
             if time.monotonic() > deadline:
                 have = len(registered if wanted is None else wanted & registered)
                 need = n if n is not None else len(wanted or ())
@@ -287,16 +315,55 @@ class Rush:
                 )
             time.sleep(0.05)
 
+    def _registered_ids(self) -> set[str]:
+        """Workers that registered at least once (a pending batch worker that was declared lost did not)."""
+        with self.connector.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.keys.workers)
+            pipe.smembers(self.keys.workers_in("lost"))
+            pipe.smembers(self.keys.workers_in("killed"))
+            ids, lost, killed = pipe.execute()
+        ended = (lost | killed) & set(self._records)
+        if ended:
+            never = self._never_started(ended)
+            ids -= set(never)
+        return ids
+
+    def _never_started(self, among: Iterable[str] | None) -> dict[str, str]:
+        """Worker id -> reason, for launched workers that ended without ever registering."""
+        ids = [w for w in (among if among is not None else self._records) if w in self._records]
+        if not ids:
+            return {}
+        with self.connector.pipeline(transaction=False) as pipe:
+            for wid in ids:
+                pipe.hmget(self.keys.worker(wid), ["state", "pid", "reason"])
+            rows = pipe.execute()
+        return {w: r[2] or r[0] for w, r in zip(ids, rows) if r[0] in ("lost", "killed") and not r[1]}
+
     @property
     def worker_info(self) -> pd.DataFrame:
-        """One row per registered worker: id, state, pid, hostname, heartbeat, launcher, job id, reason..."""
+        """One row per worker: id, state, pid, hostname, heartbeat, launcher, job id, reason...
+
+        ``state`` is the worker's (running, terminated, killed, lost, failed), or for batch
+        workers not registered yet, their job's (pending, held, starting); a running
+        worker whose job is suspended shows ``suspended``. ``job_state`` is the
+        scheduler's view at the last poll.
+        """
         rows = []
-        for flat in self.scripts.worker_info(keys=[self.keys.workers], args=[self.keys.prefix]):
+        for flat in self.scripts.worker_info(
+            keys=[self.keys.workers, self.keys.workers_in("pending")], args=[self.keys.prefix]
+        ):
             h = dict(zip(flat[0::2], flat[1::2]))
+            state = h.get("state")
+            job_state = h.get("job_state") or None
+            if state == "pending" and job_state in ("held", "starting", "running"):
+                state = "held" if job_state == "held" else "starting"
+            elif state == "running" and job_state == "suspended":
+                state = "suspended"
             rows.append(
                 {
                     "worker_id": h.get("worker_id"),
-                    "state": h.get("state"),
+                    "state": state,
+                    "job_state": job_state,
                     "pid": int(h["pid"]) if h.get("pid") else None,
                     "hostname": h.get("hostname"),
                     "heartbeat": "heartbeat_expire" in h,
@@ -350,14 +417,16 @@ class Rush:
     def n_running_workers(self) -> int:
         return int(self.connector.scard(self.keys.workers_in("running")))
 
-    def _mark_workers(self, state: str, items: Iterable[tuple[str, str, str]], retry: bool) -> list[str]:
-        """Move running workers to ``state``; returns the ids that changed (first verdict stands)."""
+    def _mark_workers(
+        self, state: str, items: Iterable[tuple[str, str, str]], retry: bool, source: str = "running"
+    ) -> list[str]:
+        """Move running (or pending) workers to ``state``; returns the ids that changed (first verdict stands)."""
         args: list[str] = [self.keys.prefix, state, "1" if retry else "0"]
         for wid, reason, message in items:
             args += [wid, reason, message]
         if len(args) == 3:
             return []
-        out = self.scripts.stop_workers(keys=[self.keys.workers_in("running")], args=args)
+        out = self.scripts.stop_workers(keys=[self.keys.workers_in(source)], args=args)
         for wid, failed, requeued in out:
             if failed or requeued:
                 log.warning("worker %s %s: %s running task(s) failed, %s requeued", wid, state, failed, requeued)
@@ -375,7 +444,8 @@ class Rush:
         if type not in ("kill", "terminate"):
             raise RushError(f"type must be 'kill' or 'terminate', got {type!r}")
         running = set(self.running_worker_ids)
-        targets = [w for w in (worker_ids if worker_ids is not None else sorted(running))]
+        pending = set(self._worker_ids_in("pending"))
+        targets = list(worker_ids) if worker_ids is not None else sorted(running | pending)
         if type == "terminate":
             with self.connector.pipeline(transaction=False) as pipe:
                 for wid in targets:
@@ -383,7 +453,10 @@ class Rush:
                         pipe.hset(self.keys.worker(wid), "terminate", "1")
                 pipe.execute()
             return [w for w in targets if w in running]
-        changed = self._mark_workers("killed", ((w, "killed", "worker was killed") for w in targets), retry=False)
+        changed = self._mark_workers("killed", ((w, "killed", "worker was killed") for w in targets if w in running), retry=False)
+        changed += self._mark_workers("killed", ((w, "killed", "worker was killed") for w in targets if w in pending), retry=False, source="pending")
+        if any(w not in self._records for w in targets):
+            self._batch_records()
         with self.connector.pipeline(transaction=False) as pipe:
             for wid in targets:
                 pipe.rpush(self.keys.kill(wid), "kill")
@@ -398,10 +471,16 @@ class Rush:
             self._launcher(name).kill(recs)
         return changed
 
-    def detect_lost_workers(self, restart_local_workers: bool = False) -> list[str]:
-        """Find running workers whose heartbeat expired or whose local process died; mark
-        them lost. Their pending tasks go back to the queue; their running tasks are
-        requeued while retries are left (``max_retries``), else failed. Returns the lost ids.
+    def detect_lost_workers(self, poll_scheduler: bool | None = None) -> list[str]:
+        """Find workers that are gone and mark them lost: a heartbeat expired, a local
+        process ended, or (batch workers) the scheduler's view says so (see
+        `rushhpc.reconcile`). Their pending tasks go back to the queue; their running
+        tasks are requeued while retries are left (``max_retries``), else failed.
+        Returns the ids found lost by this call.
+
+        The scheduler is asked at most once per call, for all jobs, and only when its
+        poll interval has passed or a batch worker's heartbeat expired
+        (``poll_scheduler=True`` forces, ``False`` skips).
 
         Example:
             >>> lost = rush.detect_lost_workers()
@@ -418,11 +497,105 @@ class Rush:
                     log.warning("worker %s process ended (%s) while running; stderr tail:\n%s", wid, how, tail)
                     items.append((wid, "process_died", f"worker {wid} was lost (process ended: {how})"))
             lost += self._mark_workers("lost", items, retry=True)
-        out = self.scripts.detect_lost(keys=[self.keys.workers_in("running")], args=[self.keys.prefix, "1"])
+        out, expired_managed = self.scripts.detect_lost(
+            keys=[self.keys.workers_in("running")], args=[self.keys.prefix, "1"]
+        )
         for wid, failed, requeued in out:
             log.warning("worker %s lost (heartbeat expired): %s task(s) failed, %s requeued", wid, failed, requeued)
             lost.append(wid)
+        if poll_scheduler is not False:
+            lost += self._reconcile(force=bool(poll_scheduler), urgent=bool(expired_managed))
         return lost
+
+    # ------------------------------------------------------------------ batch jobs
+    def _batch_records(self) -> dict[str, LaunchRecord]:
+        """Launch records of batch workers whose fate is not settled, read from Redis
+        (so a new manager reattaching to the network knows them too)."""
+        out = {}
+        for wid, text in self.connector.hgetall(self.keys.launches).items():
+            d = orjson.loads(text)
+            if d.get("launcher") in ("local", "ssh") or d.get("extra", {}).get("done"):
+                continue
+            rec = self._records.get(wid) or LaunchRecord(**d)
+            rec.extra = d.get("extra", {})
+            self._records[wid] = rec
+            out[wid] = rec
+        return out
+
+    def _poll_due(self, force: bool, urgent: bool) -> bool:
+        now = time.monotonic()
+        floor = self._poll_floor
+        if force or self._last_poll is None:
+            return True
+        if urgent and now - self._last_poll >= min(floor, 1.0):
+            return True
+        return now - self._last_poll >= self._poll_interval
+
+    def _reconcile(self, force: bool = False, urgent: bool = False) -> list[str]:
+        """Poll each batch launcher once (all its jobs in one query) and apply `reconcile.decide`."""
+        from .reconcile import decide
+
+        if not self._poll_due(force, urgent) and not force:
+            return []
+        records = self._batch_records()
+        if not records:
+            return []
+        self._last_poll = time.monotonic()
+        by_launcher: dict[str, list[LaunchRecord]] = {}
+        for rec in records.values():
+            by_launcher.setdefault(rec.launcher, []).append(rec)
+        statuses = {}
+        for name, recs in by_launcher.items():
+            statuses.update(self._launcher(name).poll(recs))
+        info = {row["worker_id"]: row for row in self._worker_hashes(list(records))}
+        now = time.time()
+        lost: list[str] = []
+        changed = False
+        with self.connector.pipeline(transaction=False) as pipe:
+            for wid, rec in records.items():
+                w = info.get(wid)
+                launcher = self._launcher(rec.launcher)
+                expire = float((w or {}).get("heartbeat_expire") or self._plan_get("heartbeat_expire", 60))
+                d = decide(wid, rec.extra, w, (w or {}).get("heartbeat_alive") == "1", statuses.get(wid), now,
+                           launcher.startup_grace, expire)
+                if d.job_state and (w or {}).get("job_state") != d.job_state:
+                    pipe.hset(self.keys.worker(wid), "job_state", d.job_state)
+                    changed = True
+                if d.cancel_job:
+                    launcher.kill([rec])
+                if d.lost_reason:
+                    tail = launcher.stderr_tail(wid, 10)
+                    msg = d.message + (f"; stderr ends with: {tail.splitlines()[-1]}" if tail else "")
+                    source = "pending" if (w or {}).get("state", "pending") == "pending" else "running"
+                    if self._mark_workers("lost", [(wid, d.lost_reason, msg)], retry=True, source=source):
+                        lost.append(wid)
+                        log.warning("worker %s lost (%s)%s", wid, d.lost_reason, ":\n" + tail if tail else "")
+                    changed = True
+                if d.refine_reason:
+                    pipe.hset(self.keys.worker(wid), "reason", d.refine_reason)
+                if d.track or d.done:
+                    rec.extra.update(d.track)
+                    if d.done:
+                        rec.extra["done"] = True
+                    pipe.hset(self.keys.launches, wid, orjson.dumps(rec.__dict__).decode())
+            pipe.execute()
+        # Adaptive polling: back off while nothing changes, return to the floor when something does.
+        self._poll_interval = self._poll_floor if changed else min(self._poll_max, self._poll_interval * 1.5)
+        return lost
+
+    def _worker_hashes(self, worker_ids: Sequence[str]) -> list[dict]:
+        with self.connector.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.hgetall(self.keys.worker(wid))
+                pipe.exists(self.keys.heartbeat(wid))
+            res = pipe.execute()
+        out = []
+        for wid, h, alive in zip(worker_ids, res[0::2], res[1::2]):
+            if h:
+                h = dict(h, heartbeat_alive="1" if alive else "0")
+                h.setdefault("worker_id", wid)
+                out.append(h)
+        return out
 
     def reset(self, workers: bool = True) -> None:
         """Delete the network from Redis. ``workers=True`` kills every running worker first;

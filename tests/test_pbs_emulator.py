@@ -36,13 +36,17 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, what: str
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Is any live (non-zombie) process left in the group?  Zombies wait for their reaper only."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                return True
+    return False
 
 
 def pid_alive(pid: int) -> bool:
@@ -142,7 +146,10 @@ class PBS:
             pgids, supervisors = self.recorded_processes()
             leftovers = [g for g in pgids if group_alive(g)]
             for g in leftovers:                       # safety net: only the recorded groups
-                os.killpg(g, signal.SIGKILL)
+                try:
+                    os.killpg(g, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             assert leftovers == [], f"process groups still alive after qdel: {leftovers}"
             wait_for(lambda: not any(pid_alive(p) for p in supervisors), 10, what="supervisors to exit")
 
@@ -366,11 +373,14 @@ def test_json_parses_for_normal_names_and_reproduces_the_escaping_quirk(pbs):
     assert job["Variable_List"]["ALPHA"] == 1 and job["Variable_List"]["BETA"] == "two words"
     assert job["Resource_List"] == {"ncpus": 1, "nodect": 1, "place": "pack", "select": "1:ncpus=1"}
 
-    bad = pbs.qsub("-h", "-N", "C:\\temp", "--", "/bin/true")     # backslashes are not escaped
+    # backslashes are not escaped: invalid JSON, or worse, valid JSON with another value
+    bad = pbs.qsub("-h", "-N", "C:\\data", "--", "/bin/true")
     out = pbs.run("qstat", "-f", "-F", "json", bad, check_rc=0).stdout
-    assert '"Job_Name":"C:\\temp"' in out
+    assert '"Job_Name":"C:\\data"' in out
     with pytest.raises(json.JSONDecodeError):
         json.loads(out)
+    tab = pbs.qsub("-h", "-N", "C:\\temp", "--", "/bin/true")
+    assert json.loads(pbs.run("qstat", "-f", "-F", "json", tab).stdout)["Jobs"][tab]["Job_Name"] == "C:\temp"
     quoted = pbs.qsub("-h", "-N", 'say"hi"', "--", "/bin/true")
     legacy = pbs.run("qstat", "-f", "-F", "json", quoted, env={"PBS_EMU_JSON_ESCAPE": "legacy"}, check_rc=0).stdout
     assert '"Job_Name":"say"hi""' in legacy
@@ -404,3 +414,23 @@ def test_command_line_errors(pbs):
     assert p.returncode == 2 and "usage:" in p.stderr
     p = pbs.run("qstat", "12x")
     assert (p.returncode, p.stderr) == (1, "qstat: illegally formed job identifier: 12x\n")
+
+
+def test_parallel_qsub_gets_unique_ids_and_capacity_queues_jobs(pbs):
+    env = dict(pbs.env, PBS_EMU_NCPUS="2")
+    procs = [subprocess.Popen([str(BIN / "qsub"), "-l", "ncpus=1", "--", "/bin/sleep", "0.3"], cwd=pbs.work,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    ids = [p.communicate(timeout=30)[0].strip() for p in procs]
+    assert all(JOBID_RE.match(j) for j in ids) and len(set(ids)) == 8
+    # two ncpus on the emulated node: never more than two jobs running at once
+    seen_running = 0
+    while pbs.run("qstat").stdout.strip():
+        rows = pbs.run("qstat").stdout.splitlines()[2:]
+        running = sum(1 for r in rows if r.split()[4] == "R")
+        seen_running = max(seen_running, running)
+        assert running <= 2
+        time.sleep(0.05)
+    assert seen_running >= 1
+    for j in ids:
+        assert pbs.full(j)["Exit_status"] == "0"

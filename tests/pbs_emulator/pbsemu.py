@@ -189,6 +189,36 @@ def killpg(pgid: int | None, sig: int) -> bool:
         return False
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of a group that are not zombies (Linux /proc; [] elsewhere)."""
+    out = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append(int(name))
+    return out
+
+
+def kill_group_and_wait(pgid: int, timeout: float = 2.0) -> None:
+    """SIGKILL what is left of a job's group and wait until no live member remains."""
+    deadline = time.time() + timeout
+    while True:
+        killpg(pgid, signal.SIGKILL)
+        if not live_group_members(pgid) or time.time() > deadline:
+            return
+        time.sleep(0.01)
+
+
 def range_string(indices: list[int]) -> str:
     """Compact index list: 0-9, 1,3,5-7 (steps of the -J range are kept as X-Y:Z)."""
     if not indices:
@@ -232,7 +262,8 @@ class JobRef:
 
     def ours(self) -> bool:
         s = server_name()
-        return self.server is None or self.server == s or self.server.startswith(s + ".")
+        return (self.server is None or self.server == s or self.server.startswith(s + ".")
+                or s.startswith(self.server + "."))          # short form, as in qstat's table
 
     def full(self) -> str:
         """The id the way PBS completes it (get_server appends the default server)."""
@@ -1176,7 +1207,7 @@ def watch(store: Store, rec: dict, r: Runner, runners: dict, now: float) -> bool
         gone = info is not None
     if not gone:
         return changed
-    killpg(r.pid, signal.SIGKILL)          # like MOM: nothing of the job survives its shell
+    kill_group_and_wait(r.pid)             # like MOM: nothing of the job survives its shell
     ru = None
     status = None
     with contextlib.suppress(ChildProcessError):

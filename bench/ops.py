@@ -1,0 +1,155 @@
+"""Per-operation cost, one client, in-process (no worker processes).
+
+Each operation is timed in blocks alternating with PINGs on the same
+connection, so its ratio to the floor is measured under the same load.
+Redis and this process are pinned to different CPUs ("cross-core", the
+placement of a busy worker, see `common.placement`); the two loop cycles are
+measured again on one CPU ("same core"), where the round trip is smallest and
+the client's own CPU time weighs most.
+
+Rows (value = median per call, p99 per call; ratio = median / median PING on
+the same connection = "round trips' worth of time" per call):
+
+- ``push_running_tasks``, ``finish_tasks``, ``fail_tasks``, ``pop_task``: one
+  task per call, by an in-process `RushWorker` (dedicated connection).
+- ``push_tasks`` with 1, 100 and 10,000 tasks per call, by the manager
+  (connection pool; its floor is a PING through the pool).
+- ``propose/evaluate/report cycle`` (push_running_tasks + finish_tasks) and
+  ``queue cycle`` (pop_task + finish_tasks): the per-task overhead of the two
+  worker loops without process scheduling; targets 1.3 x 2 and 1.3 x 3 floors.
+
+The note gives the Redis round trips per call (counted client writes) and p99
+as a multiple of the PING p99.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import rushhpc
+
+from common import Context, Paired, Row, count_round_trips, interleaved, median, p99, placement, us
+
+
+def round_trips(fn: Callable[[], Any], calls: int = 20) -> float:
+    """Redis round trips per call of ``fn`` (counted client writes, averaged)."""
+    with count_round_trips() as c:
+        for _ in range(calls):
+            fn()
+    return round(c.count / calls, 2)
+
+
+def op_row(name: str, m: Paired, trips: float, *, floors_target: float | None = None,
+           per_task: int = 1, note: str = "", suffix: str = "") -> Row:
+    """One table row: median and p99 of the op against the PINGs interleaved with it."""
+    op_s, floor_s = m.op, m.floor
+    name = f"{name}{suffix}"
+    floor_med, floor_p99 = median(floor_s), p99(floor_s)
+    ratio = m.ratio  # paired per block; median(op) / median(PING) is close when the load is steady
+    parts = [f"{trips:g} round trip(s)/call", f"p99 = {p99(op_s) / floor_p99:.2f}x PING p99",
+             f"PING {us(floor_med)} us"]
+    if per_task > 1:
+        parts.insert(0, f"{us(median(op_s) / per_task)} us/task")
+    if note:
+        parts.append(note)
+    row = Row("ops", name, us(median(op_s)), "us", us(p99(op_s)), ratio, "floor", note="; ".join(parts),
+              extra={"round_trips": trips, "floor_us": us(floor_med), "floor_p99_us": us(floor_p99),
+                     "p99_ratio": round(p99(op_s) / floor_p99, 2), "per_task_us": us(median(op_s) / per_task)})
+    if floors_target is not None:
+        limit = 1.3 * floors_target
+        row.target = f"<= {limit:g}x floor (1.3 x {floors_target:g} round trips)"
+        row.met = ratio <= limit
+    return row
+
+
+def worker_ops(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int) -> list[Row]:
+    """push_running / finish / fail / pop, one task per call."""
+    ping = w.connector.ping
+    rows = []
+    xs, ys = [{"x1": 0.5, "x2": 1.5}], [{"y": 2.0}]
+
+    # push_running_tasks then finish_tasks, over the keys it made
+    keys: list[str] = []
+    m = interleaved(lambda: keys.extend(w.push_running_tasks(xs)), ping, n)
+    trips = round_trips(lambda: keys.extend(w.push_running_tasks(xs)))
+    rows.append(op_row("push_running_tasks (1 task)", m, trips))
+    it = iter(keys)
+    m = interleaved(lambda: w.finish_tasks([next(it)], ys), ping, n)
+    trips = round_trips(lambda: w.finish_tasks([next(it)], ys))
+    rows.append(op_row("finish_tasks (1 task)", m, trips))
+
+    # fail_tasks over running tasks made untimed
+    keys = [k for _ in range(n + 20) for k in w.push_running_tasks(xs)]
+    it = iter(keys)
+    m = interleaved(lambda: w.fail_tasks([next(it)], ["boom"]), ping, n)
+    trips = round_trips(lambda: w.fail_tasks([next(it)], ["boom"]))
+    rows.append(op_row("fail_tasks (1 task)", m, trips))
+
+    # pop_task from a full queue (BLMOVE returns at once, then the claim script)
+    rush.push_tasks(xs * (n + 20))
+    m = interleaved(lambda: w.pop_task(timeout=1), ping, n)
+    trips = round_trips(lambda: w.pop_task(timeout=1))
+    rows.append(op_row("pop_task (timeout=1, queue not empty)", m, trips))
+
+    return rows
+
+
+def cycles(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int, suffix: str) -> list[Row]:
+    """The per-task overhead of the two worker loops, without process scheduling."""
+    ping = w.connector.ping
+    rows = []
+    xs, ys = [{"x1": 0.5, "x2": 1.5}], [{"y": 2.0}]
+
+    def propose_cycle() -> None:
+        w.finish_tasks(w.push_running_tasks(xs), ys)
+
+    m = interleaved(propose_cycle, ping, n)
+    trips = round_trips(propose_cycle)
+    rows.append(op_row("propose/evaluate/report cycle (push_running + finish), in-process", m, trips,
+                       floors_target=2, suffix=suffix))
+
+    rush.push_tasks(xs * (n + 20))
+
+    def queue_cycle() -> None:
+        task = w.pop_task(timeout=1)
+        w.finish_tasks([task["key"]], ys)
+
+    m = interleaved(queue_cycle, ping, n)
+    trips = round_trips(queue_cycle)
+    rows.append(op_row("queue cycle (pop_task + finish), in-process", m, trips, floors_target=3, suffix=suffix))
+    return rows
+
+
+def push_ops(ctx: Context, rush: rushhpc.Rush) -> list[Row]:
+    """push_tasks by the manager with 1, 100 and 10,000 tasks per call."""
+    ping = rush.connector.ping
+    rows = []
+    for size, calls in ((1, ctx.pick(3000, 500)), (100, ctx.pick(300, 50)), (10_000, ctx.pick(10, 3))):
+        batch = [{"x1": 0.5, "x2": float(i)} for i in range(size)]
+        # a large call is paired with the 10 PINGs just before it
+        m = interleaved(lambda: rush.push_tasks(batch), ping, calls, block=10 if size == 1 else 1)
+        trips = round_trips(lambda: rush.push_tasks(batch), calls=2)
+        rows.append(op_row(f"push_tasks ({size:,} task{'s' if size > 1 else ''} per call), manager", m, trips, per_task=size, note="floor: PING through the manager's pool"))
+        rush.reset(workers=False)
+    return rows
+
+
+def run(ctx: Context) -> list[Row]:
+    n = ctx.pick(5000, 1000)
+    cfg = ctx.server.config()
+    rush = rushhpc.Rush(ctx.network("ops"), config=cfg)
+    w = rushhpc.RushWorker(rush.network_id, config=cfg)
+    try:
+        with placement(ctx.server, "cross"):
+            rows = worker_ops(ctx, w, rush, n)
+            rows += cycles(ctx, w, rush, n, ", cross-core")
+            rush.reset(workers=False)
+            rows += push_ops(ctx, rush)
+        rush.reset(workers=False)
+        with placement(ctx.server, "same"):
+            rows += cycles(ctx, w, rush, n, ", same core")
+    finally:
+        w.close()
+        rush.reset()
+        rush.close()
+    return rows

@@ -1,0 +1,253 @@
+"""What SLURM and PBS launchers share: the resource table, script rendering, arrays, scheduler calls.
+
+A subclass names its template, maps the canonical resources to its
+scheduler's directives (in the template), submits one array per chunk, and
+parses its scheduler's answers into `JobStatus` (worker-side states):
+
+    pending, held, starting, running, suspended, finishing, finished
+
+A finished status carries a ``reason``: completed, failed, cancelled, timeout,
+out_of_memory, node_fail, preempted, or failed_to_start.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import math
+import re
+import secrets
+import shlex
+import subprocess
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import jinja2
+
+from ..errors import RushConfigError, RushWorkerError
+from .base import JobStatus, Launcher, LaunchRecord, worker_argv
+
+log = logging.getLogger("rushhpc.launchers")
+
+# The canonical resource table; each scheduler's template maps it to its own directives.
+RESOURCE_KEYS = (
+    "job_name", "partition", "queue", "account", "qos", "time", "walltime", "nodes", "cpus_per_task",
+    "mem", "gpus", "constraint", "exclusive", "output", "error", "requeue", "extra_directives",
+    "setup", "teardown",
+)
+# Launcher behaviour (not resources).
+BEHAVIOUR_KEYS = (
+    "template", "python", "startup_grace", "max_array_size", "walltime_margin", "poll_interval",
+    "max_poll_interval", "submit_timeout", "detach",
+)
+
+
+def parse_duration(value: Any) -> int | None:
+    """Seconds from 3600, "90" (minutes, as SLURM), "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM[:SS]".
+
+    Example:
+        >>> parse_duration("1-02:00:00")
+        93600
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    s = str(value).strip()
+    days = 0
+    if "-" in s:
+        d, s = s.split("-", 1)
+        days = int(d)
+        parts = [int(p) for p in s.split(":")]
+        while len(parts) < 3:
+            parts.append(0)  # D-HH, D-HH:MM
+    else:
+        parts = [int(p) for p in s.split(":")]
+        if len(parts) == 1:
+            parts = [0, parts[0], 0]  # minutes
+        elif len(parts) == 2:
+            parts = [0, *parts]  # MM:SS
+    h, m, sec = parts
+    return days * 86400 + h * 3600 + m * 60 + sec
+
+
+def hms(seconds: int) -> str:
+    """Seconds -> HH:MM:SS (hours may exceed 24), accepted by SLURM and PBS."""
+    h, rest = divmod(int(seconds), 3600)
+    m, s = divmod(rest, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def run_command(argv: Sequence[str], timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
+    """Run a scheduler command; a missing binary or a hang is a clear error."""
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise RushConfigError(
+            f"{argv[0]} not found: is this a login node of the cluster, with its commands on PATH?"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise RushWorkerError(f"{' '.join(argv[:2])} did not answer within {timeout:g} s") from None
+    if check and out.returncode != 0:
+        raise RushWorkerError(
+            f"{shlex.join(argv[:3])} ... failed (exit {out.returncode}): {out.stderr.strip() or out.stdout.strip()}"
+        )
+    return out
+
+
+class BatchLauncher(Launcher):
+    """Base class of the batch-scheduler launchers (one array submission per chunk of workers)."""
+
+    template_name = ""
+    scheduler = ""
+    default_max_array_size = 1000
+
+    def __init__(self, rush, options=None):
+        super().__init__(rush, options)
+        unknown = sorted(set(self.options) - set(RESOURCE_KEYS) - set(BEHAVIOUR_KEYS))
+        if unknown:
+            raise RushConfigError(
+                f"unknown launcher option(s) {unknown}; resources: {list(RESOURCE_KEYS)}, "
+                f"behaviour: {list(BEHAVIOUR_KEYS)}"
+            )
+        self.calls = 0  # scheduler commands run (queries, submissions, kills): for tests and bench
+        self.submissions = 0
+
+    # ------------------------------------------------------------ options
+    def resources(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The resource table after defaults, plan options and per-call overrides."""
+        res: dict[str, Any] = {k: None for k in RESOURCE_KEYS}
+        res.update({k: v for k, v in self.options.items() if k in RESOURCE_KEYS})
+        res.update({k: v for k, v in (overrides or {}).items() if k in RESOURCE_KEYS})
+        res["job_name"] = res["job_name"] or f"rushhpc-{self.rush.network_id}"
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", res["job_name"]):
+            raise RushConfigError(f"job_name {res['job_name']!r}: use letters, digits, '.', '_', '-'")
+        res["time"] = parse_duration(res["time"] if res["time"] is not None else res["walltime"])
+        res["queue"] = res["queue"] or res["partition"]
+        res["partition"] = res["partition"] or res["queue"]
+        for key in ("extra_directives", "setup", "teardown"):
+            v = res[key]
+            res[key] = [v] if isinstance(v, str) else list(v or [])
+        res["requeue"] = bool(res["requeue"])
+        res["exclusive"] = bool(res["exclusive"])
+        return res
+
+    def behaviour(self, name: str, default: Any) -> Any:
+        v = self.options.get(name)
+        return default if v is None else v
+
+    @property
+    def startup_grace(self) -> float:
+        return float(self.behaviour("startup_grace", 300))
+
+    def walltime_margin(self, seconds: int | None) -> int:
+        if self.options.get("walltime_margin") is not None:
+            return int(self.options["walltime_margin"])
+        if not seconds:
+            return 60
+        return int(min(300, max(5, seconds * 0.1)))
+
+    # ------------------------------------------------------------ rendering
+    def environment(self) -> jinja2.Environment:
+        template = self.options.get("template")
+        if template:
+            loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(Path(template).expanduser().parent))
+        else:
+            loader = jinja2.FunctionLoader(
+                lambda name: resources.files("rushhpc.templates").joinpath(name).read_text()
+            )
+        env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                 trim_blocks=True, lstrip_blocks=True)
+        env.filters["q"] = lambda v: shlex.quote(str(v))
+        return env
+
+    def render(self, start_id: str, worker_prefix: str, n: int, offset: int = 0,
+               options: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> str:
+        """The batch script for workers ``offset .. offset+n-1`` of one launch."""
+        res = self.resources(overrides)
+        credentials = self.rush.credentials_file()
+        walltime = res["time"]
+        extra = ["--launcher", self.name]
+        if walltime:
+            extra += ["--walltime", str(walltime), "--walltime-margin", str(self.walltime_margin(walltime))]
+        argv = worker_argv(self.rush, start_id, "WORKER_ID_PLACEHOLDER", str(credentials), options or {},
+                           python=self.behaviour("python", None), extra=extra)
+        command = " ".join('"$RUSHHPC_WORKER_ID"' if a == "WORKER_ID_PLACEHOLDER" else shlex.quote(a) for a in argv)
+        name = Path(self.options["template"]).name if self.options.get("template") else self.template_name
+        return self.environment().get_template(name).render(
+            r=res,
+            n=n,
+            offset=offset,
+            worker_prefix=worker_prefix,
+            log_dir=str(self.log_dir),
+            command=command,
+            walltime=hms(walltime) if walltime else None,
+            signal_margin=self.walltime_margin(walltime),
+            network_id=self.rush.network_id,
+        )
+
+    # ------------------------------------------------------------ launch
+    def make_worker_ids(self, n: int) -> tuple[str, list[str]]:
+        prefix = "w-" + secrets.token_hex(4)
+        return prefix, [f"{prefix}-{i}" for i in range(n)]
+
+    def launch(self, start_id: str, worker_ids: list[str], options: dict[str, Any]) -> list[LaunchRecord]:
+        n = len(worker_ids)
+        prefix = worker_ids[0].rsplit("-", 1)[0]
+        chunk = int(self.behaviour("max_array_size", 0)) or self.max_array_size()
+        records: list[LaunchRecord] = []
+        scripts_dir = Path(self.rush.run_dir) / "scripts"
+        scripts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for c in range(math.ceil(n / chunk)):
+            offset, size = c * chunk, min(chunk, n - c * chunk)
+            script = self.render(start_id, prefix, size, offset, options)
+            path = scripts_dir / f"{prefix}-{offset}.{self.scheduler}.sh"
+            path.write_text(script)
+            base_id = self.submit(path, size)
+            self.submissions += 1
+            for i in range(size):
+                wid = f"{prefix}-{offset + i}"
+                records.append(LaunchRecord(
+                    worker_id=wid, launcher=self.name, job_id=self.element_id(base_id, i, size),
+                    start_id=start_id,
+                    extra={"script": str(path), "stderr": self.stderr_path(base_id, i, size)},
+                ))
+        return records
+
+    def max_array_size(self) -> int:
+        return self.default_max_array_size
+
+    def submit(self, script: Path, n: int) -> str:
+        """Submit one array of ``n`` elements; return the scheduler's id for it."""
+        raise NotImplementedError
+
+    def element_id(self, base_id: str, index: int, n: int) -> str:
+        """The id the scheduler's kill command accepts for one element."""
+        raise NotImplementedError
+
+    def stderr_path(self, base_id: str, index: int, n: int) -> str:
+        raise NotImplementedError
+
+    def stderr_tail(self, worker_id: str, n: int = 20) -> str:
+        rec = self.rush._records.get(worker_id)
+        path = rec.extra.get("stderr") if rec else None
+        if not path:
+            return ""
+        try:
+            return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def run(self, argv: Sequence[str], timeout: float | None = None, check: bool = False) -> subprocess.CompletedProcess:
+        self.calls += 1
+        return run_command(argv, timeout=timeout or float(self.behaviour("submit_timeout", 120)), check=check)
+
+    @staticmethod
+    def user() -> str:
+        return getpass.getuser()
+
+    @staticmethod
+    def now() -> float:
+        return time.time()

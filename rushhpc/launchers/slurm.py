@@ -1,0 +1,184 @@
+"""SLURM: workers as one job array per launch (chunked by MaxArraySize).
+
+Job states come from one ``squeue`` per poll for the whole network (filtered by
+the network's job name); jobs that left the queue are asked once from
+``sacct``, or from ``scontrol`` when accounting is disabled.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import RushWorkerError
+from .base import JobStatus, LaunchRecord
+from .batch import BatchLauncher
+
+# SLURM job state -> (worker-side state, reason)
+STATES: dict[str, tuple[str, str]] = {
+    "PENDING": ("pending", ""),
+    "REQUEUED": ("pending", ""),
+    "RESV_DEL_HOLD": ("pending", ""),
+    "REQUEUE_FED": ("pending", ""),
+    "REQUEUE_HOLD": ("held", ""),
+    "CONFIGURING": ("starting", ""),
+    "RUNNING": ("running", ""),
+    "RESIZING": ("running", ""),
+    "SIGNALING": ("running", ""),
+    "COMPLETING": ("finishing", ""),
+    "STAGE_OUT": ("finishing", ""),
+    "SUSPENDED": ("suspended", ""),
+    "STOPPED": ("suspended", ""),
+    "PREEMPTED": ("finished", "preempted"),
+    "COMPLETED": ("finished", "completed"),
+    "FAILED": ("finished", "failed"),
+    "SPECIAL_EXIT": ("finished", "failed"),
+    "CANCELLED": ("finished", "cancelled"),
+    "TIMEOUT": ("finished", "timeout"),
+    "DEADLINE": ("finished", "timeout"),
+    "OUT_OF_MEMORY": ("finished", "out_of_memory"),
+    "NODE_FAIL": ("finished", "node_fail"),
+    "BOOT_FAIL": ("finished", "node_fail"),
+}
+HELD_REASONS = re.compile(r"JobHeld|held", re.IGNORECASE)
+
+
+def status_from(state: str, reason: str = "", exit_code: str = "") -> JobStatus:
+    """Map a SLURM state string (``CANCELLED by 0`` included) to a `JobStatus`."""
+    raw = state.strip()
+    key = raw.split()[0].rstrip("+") if raw else ""
+    worker_state, why = STATES.get(key, ("pending" if not key else "finished", "" if not key else "failed"))
+    if worker_state == "pending" and HELD_REASONS.search(reason or ""):
+        worker_state = "held"
+    code = None
+    if exit_code and ":" in exit_code:
+        rc, sig = exit_code.split(":", 1)
+        code = int(rc) if rc.isdigit() else None
+        if why == "completed" and code not in (0, None):
+            why = "failed"
+    return JobStatus(worker_state, reason=why, raw=raw, exit_code=code)
+
+
+def expand_ids(job_id: str) -> list[str]:
+    """``123_[0-2,5]`` -> ``123_0 123_1 123_2 123_5``; other ids unchanged."""
+    m = re.fullmatch(r"(\d+)_\[([0-9,\-%]+)\]", job_id)
+    if not m:
+        return [job_id]
+    base, spec = m.group(1), m.group(2).split("%")[0]
+    out = []
+    for part in spec.split(","):
+        if "-" in part:
+            lo, hi = part.split("-")
+            out += [f"{base}_{i}" for i in range(int(lo), int(hi) + 1)]
+        elif part:
+            out.append(f"{base}_{part}")
+    return out
+
+
+def parse_squeue(text: str) -> dict[str, JobStatus]:
+    """Lines of ``squeue -h -r -o '%i|%T|%r'``."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 2:
+            for jid in expand_ids(parts[0]):
+                out[jid] = status_from(parts[1], parts[2] if len(parts) > 2 else "")
+    return out
+
+
+def parse_sacct(text: str) -> dict[str, JobStatus]:
+    """Lines of ``sacct -X -P -n -o JobID,State,ExitCode,Reason``."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 3:
+            for jid in expand_ids(parts[0]):
+                out[jid] = status_from(parts[1], parts[3] if len(parts) > 3 else "", parts[2])
+    return out
+
+
+def parse_scontrol(text: str) -> dict[str, JobStatus]:
+    """``scontrol -o show job`` (one job per line, key=value)."""
+    out = {}
+    for line in text.splitlines():
+        kv = dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", line))
+        if "JobId" not in kv:
+            continue
+        jid = f"{kv['ArrayJobId']}_{kv['ArrayTaskId']}" if kv.get("ArrayTaskId") else kv["JobId"]
+        for j in expand_ids(jid):
+            out[j] = status_from(kv.get("JobState", ""), kv.get("Reason", ""), kv.get("ExitCode", ""))
+    return out
+
+
+class SlurmLauncher(BatchLauncher):
+    """Start workers with ``sbatch --array``; one ``squeue`` per poll; kill with ``scancel``.
+
+    Example:
+        >>> rush_plan(worker_type="slurm", launcher_options={"partition": "debug", "time": "01:00:00"})
+        >>> rush.start_workers(queue_loop, n_workers=100, fun=objective)   # one sbatch
+    """
+
+    name = "slurm"
+    scheduler = "slurm"
+    template_name = "slurm.sh.j2"
+
+    def __init__(self, rush, options=None):
+        super().__init__(rush, options)
+        self.accounting: bool | None = None
+        self._max_array: int | None = None
+
+    def max_array_size(self) -> int:
+        if self._max_array is None:
+            out = self.run(["scontrol", "show", "config"], timeout=30)
+            m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.MULTILINE)
+            self._max_array = int(m.group(1)) if m else 1001
+        return self._max_array
+
+    def submit(self, script: Path, n: int) -> str:
+        out = self.run(["sbatch", "--parsable", str(script)], check=False)
+        if out.returncode != 0:
+            raise RushWorkerError(f"sbatch refused the worker script {script}: {out.stderr.strip()}")
+        return out.stdout.strip().split(";")[0]
+
+    def element_id(self, base_id: str, index: int, n: int) -> str:
+        return f"{base_id}_{index}"
+
+    def stderr_path(self, base_id: str, index: int, n: int) -> str:
+        err = self.resources().get("error")
+        if err:
+            return err.replace("%A", base_id).replace("%a", str(index)).replace("%j", base_id)
+        return str(self.log_dir / f"{base_id}_{index}.err")
+
+    def poll(self, records: Sequence[LaunchRecord]) -> dict[str, JobStatus]:
+        ids = {r.job_id: r.worker_id for r in records if r.job_id}
+        if not ids:
+            return {}
+        name = self.resources()["job_name"]
+        out = self.run(["squeue", "-h", "-r", "--name", name, "-u", self.user(), "-o", "%i|%T|%r"], timeout=60)
+        found = parse_squeue(out.stdout) if out.returncode == 0 else {}
+        missing = [j for j in ids if j not in found]
+        if missing:
+            found.update(self._left_queue(missing))
+        return {ids[j]: st for j, st in found.items() if j in ids}
+
+    def _left_queue(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        if self.accounting is not False:
+            out = self.run(["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode,Reason"],
+                           timeout=60)
+            if out.returncode == 0:
+                self.accounting = True
+                return parse_sacct(out.stdout)
+            if "accounting storage is disabled" in (out.stderr + out.stdout).lower():
+                self.accounting = False
+        out = self.run(["scontrol", "-o", "show", "job"], timeout=60)
+        return parse_scontrol(out.stdout) if out.returncode == 0 else {}
+
+    def kill(self, records: Sequence[LaunchRecord]) -> None:
+        ids = [r.job_id for r in records if r.job_id]
+        if not ids:
+            return
+        # TERM to the batch shell and every step, then scancel's own CONT/TERM/KILL escalation.
+        # Answers about finished jobs ("already completing", "Invalid job id") are success.
+        self.run(["scancel", "--signal=TERM", "--full", *ids], timeout=60)
+        self.run(["scancel", *ids], timeout=60)
