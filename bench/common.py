@@ -343,10 +343,11 @@ class Context:
         return self.server.config().client()
 
     def floor_now(self, n: int = 2000) -> float:
-        """Re-measure the floor (dedicated connection PING, median, seconds) right now."""
+        """Re-measure the floor (dedicated connection PING, cross-core, median, seconds) right now."""
         c = self.single_client()
         try:
-            return median(ping_samples(c, n))
+            with placement(self.server, "cross"):
+                return median(ping_samples(c, n))
         finally:
             c.close()
 

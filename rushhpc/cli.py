@@ -20,6 +20,8 @@ def _worker(args: argparse.Namespace) -> int:
         heartbeat_expire=args.heartbeat_expire,
         launcher=args.launcher,
         watch_pid=args.watch_pid,
+        walltime=args.walltime,
+        walltime_margin=args.walltime_margin,
     )
 
 
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--heartbeat-expire", type=float, help="seconds until a silent worker is lost (default 60)")
     w.add_argument("--launcher", default="script", help=argparse.SUPPRESS)
     w.add_argument("--watch-pid", type=int, help=argparse.SUPPRESS)
+    w.add_argument("--walltime", type=float, help="seconds the job may run; the worker stops taking tasks near the end")
+    w.add_argument("--walltime-margin", type=float, help="seconds before the end to stop taking tasks")
     w.set_defaults(func=_worker)
     return parser
 

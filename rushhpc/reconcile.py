@@ -15,7 +15,7 @@ decisions (`Rush._reconcile`). The rules:
 | running, heartbeat off | suspended                  | never killed for a missing heartbeat                  |
 | running, heartbeat off | finishing                  | expected: wait for the end                            |
 | running, heartbeat off | ended / requeued           | lost(the scheduler's reason)                          |
-| running or pending     | absent from every answer   | after two misses: lost(vanished), never "completed"   |
+| running or pending     | absent from every answer   | after two misses over vanish_grace: lost(vanished)    |
 | lost(heartbeat/SIGTERM)| ended                      | the reason becomes the scheduler's (timeout, oom, ...)|
 """
 
@@ -61,6 +61,7 @@ def decide(
     now: float,
     startup_grace: float,
     heartbeat_expire: float,
+    vanish_grace: float = 60.0,
 ) -> Decision:
     """Decide about one launched worker. ``track`` holds what earlier polls saw (misses, times)."""
     d = Decision(worker_id)
@@ -69,16 +70,18 @@ def decide(
 
     if status is None:
         misses = int(track.get("misses", 0)) + 1
-        d.track["misses"] = misses
-        if misses >= MISSES_FOR_VANISHED and state in ("pending", "running"):
+        first = float(track.get("first_miss") or now)
+        d.track.update(misses=misses, first_miss=first)
+        gone = misses >= MISSES_FOR_VANISHED and now - first >= vanish_grace
+        if gone and state in ("pending", "running"):
             d.lost_reason = "vanished"
             d.message = f"worker {worker_id} was lost: its job vanished from the scheduler"
             d.done = True
-        elif misses >= MISSES_FOR_VANISHED:
+        elif gone:
             d.done = True
         return d
     if track.get("misses"):
-        d.track["misses"] = 0
+        d.track.update(misses=0, first_miss=None)
     d.job_state = status.state
     ended = status.state == "finished"
 

@@ -34,7 +34,7 @@ from .config import (
     write_credentials,
 )
 from .errors import RushConfigError, RushError, RushTimeoutError, RushWorkerError
-from .launchers.base import Launcher, LaunchRecord, new_worker_id, shell_join, worker_argv
+from .launchers.base import Launcher, LaunchRecord, shell_join, worker_argv
 from .layout import TASK_STATES, Keys, Scripts, validate_id
 from .tables import LOG_COLUMNS, WORKER_COLUMNS, flatten, task_table
 
@@ -185,9 +185,8 @@ class Rush:
         if not isinstance(n, int) or n < 1:
             raise RushConfigError(f"n_workers must be a positive integer, got {n!r}")
         start_id, options = self._prepare_start(worker_loop, options_and_args)
-        worker_ids = [new_worker_id() for _ in range(n)]
         launcher = self._launcher(worker_type)
-        records = launcher.launch(start_id, worker_ids, options)
+        records = launcher.launch(start_id, launcher.make_worker_ids(n), options)
         self._store_records(records)
         return [r.worker_id for r in records]
 
@@ -213,8 +212,9 @@ class Rush:
     def start_workers(self, worker_loop: Callable, n_workers: int | None = None, **options_and_args: Any) -> list[str]:
         """Start workers with the plan's launcher (``worker_type``, default local).
 
-        Keywords ``heartbeat_period``, ``heartbeat_expire`` and ``log_thresholds``
-        are options; every other keyword is passed to ``worker_loop``.
+        Keywords ``heartbeat_period``, ``heartbeat_expire``, ``log_thresholds`` and
+        ``launcher_options`` (overrides the plan's, e.g. ``{"time": "01:00:00"}``) are
+        options; every other keyword is passed to ``worker_loop``.
 
         Example:
             >>> rush_plan(n_workers=4, worker_type="local")
@@ -253,6 +253,21 @@ class Rush:
         start_id, options = self._prepare_start(worker_loop, options_and_args)
         creds = str(self.credentials_file()) if credentials == "file" else None
         return shell_join(worker_argv(self, start_id, None, creds, options, python=python, extra=["--launcher", "script"]))
+
+    def render_script(self, worker_loop: Callable, n_workers: int = 1, worker_type: str | None = None,
+                      **options_and_args: Any) -> str:
+        """The exact batch script `start_workers` would submit for ``n_workers`` (SLURM, PBS).
+
+        Example:
+            >>> print(rush.render_script(queue_loop, n_workers=10, worker_type="slurm", fun=objective))
+        """
+        worker_type = worker_type or self._plan_get("worker_type", "local")
+        launcher = self._launcher(worker_type)
+        if not hasattr(launcher, "render"):
+            raise RushConfigError(f"worker_type {worker_type!r} submits no batch script; use slurm or pbs")
+        start_id, options = self._prepare_start(worker_loop, options_and_args)
+        prefix = launcher.make_worker_ids(1)[0].rsplit("-", 1)[0]
+        return launcher.render(start_id, prefix, n_workers, 0, options, options.get("launcher_options"))
 
     def _local_dead(self) -> dict[str, int]:
         launcher = self._launchers.get("local")
@@ -557,7 +572,7 @@ class Rush:
                 launcher = self._launcher(rec.launcher)
                 expire = float((w or {}).get("heartbeat_expire") or self._plan_get("heartbeat_expire", 60))
                 d = decide(wid, rec.extra, w, (w or {}).get("heartbeat_alive") == "1", statuses.get(wid), now,
-                           launcher.startup_grace, expire)
+                           launcher.startup_grace, expire, float(launcher.behaviour("vanish_grace", 60)))
                 if d.job_state and (w or {}).get("job_state") != d.job_state:
                     pipe.hset(self.keys.worker(wid), "job_state", d.job_state)
                     changed = True

@@ -19,7 +19,7 @@ from .errors import RushConfigError, RushPayloadError
 from .layout import Keys
 
 FILE_MARKER = b"rushhpc-file:"
-RESERVED_OPTIONS = ("heartbeat_period", "heartbeat_expire", "log_thresholds")
+RESERVED_OPTIONS = ("heartbeat_period", "heartbeat_expire", "log_thresholds", "launcher_options")
 
 
 def split_options(options_and_args: dict[str, Any], reserved: tuple[str, ...] = RESERVED_OPTIONS) -> tuple[dict, dict]:

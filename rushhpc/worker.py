@@ -32,6 +32,7 @@ from .rush import Rush, _as_list, new_keys
 log = logging.getLogger("rushhpc.worker")
 
 TERMINATE_CHECK_INTERVAL = 0.02  # seconds between Redis reads of the terminate flag
+MANAGED_LAUNCHERS = ("slurm", "pbs", "submitit")
 
 
 class WorkerStopped(RushError):
@@ -76,6 +77,8 @@ class RushWorker(Rush):
         *,
         launcher: str = "manual",
         watch_pid: int | None = None,
+        walltime: float | None = None,
+        walltime_margin: float | None = None,
     ):
         super().__init__(network_id, config)
         self.worker_id = validate_id(worker_id, "worker id") if worker_id else new_worker_id()
@@ -87,6 +90,8 @@ class RushWorker(Rush):
         self._attempts: dict[str, str] = {}
         self._terminated = False
         self._last_check = float("-inf")
+        # A batch worker knows its deadline and stops taking tasks when too little time is left.
+        self.deadline = time.time() + walltime - (walltime_margin or 0) if walltime else None
         self.heartbeat_process = None
         k, wid = self.keys, self.worker_id
         self._k_pending = k.pending(wid)
@@ -94,6 +99,10 @@ class RushWorker(Rush):
         self._k_worker = k.worker(wid)
         info = {"pid": str(os.getpid()), "hostname": socket.gethostname(), "launcher": launcher}
         info.update(scheduler_job())
+        if launcher in MANAGED_LAUNCHERS:
+            info["managed"] = "1"  # the scheduler's view decides whether it is lost
+        if self.deadline:
+            info["deadline"] = f"{self.deadline:.3f}"
         expire = 0.0
         if heartbeat_period is not None:
             heartbeat_period, expire = heartbeat_settings(heartbeat_period, heartbeat_expire)
@@ -121,6 +130,9 @@ class RushWorker(Rush):
             >>> while not rush.terminated: ...
         """
         if self._terminated:
+            return True
+        if self.deadline is not None and time.time() >= self.deadline:
+            self._terminated = True
             return True
         now = time.monotonic()
         if now - self._last_check >= TERMINATE_CHECK_INTERVAL:
@@ -267,6 +279,8 @@ def run_worker(
     heartbeat_expire: float | None = None,
     launcher: str = "script",
     watch_pid: int | None = None,
+    walltime: float | None = None,
+    walltime_margin: float | None = None,
 ) -> int:
     """Run one worker to its end; returns the process exit code.
 
@@ -285,10 +299,11 @@ def run_worker(
     worker = RushWorker(
         network_id, config=cfg, worker_id=worker_id, heartbeat_period=period,
         heartbeat_expire=heartbeat_expire, launcher=launcher, watch_pid=watch_pid,
+        walltime=walltime, walltime_margin=walltime_margin,
     )
     # SLURM's pre-timeout signal (USR2): finish the current task, then end as terminated.
     signal.signal(signal.SIGUSR2, lambda *_: setattr(worker, "_terminated", True))
-    # SIGTERM (scancel, qdel, kill): end now; the worker's running tasks fail with that reason.
+    # SIGTERM (scancel, qdel, kill): end now as lost; running tasks are retried or fail.
     signal.signal(signal.SIGTERM, _on_sigterm)
     code = 0
     try:
@@ -300,7 +315,9 @@ def run_worker(
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
         if code == 128 + signal.SIGTERM:
-            worker._mark_workers("killed", [(worker.worker_id, "sigterm", f"worker {worker.worker_id} received SIGTERM")], retry=False)
+            # cancelled, preempted, or a time limit without time to finish: the scheduler's
+            # view (reconciliation) later replaces "sigterm" with the precise reason
+            worker._mark_workers("lost", [(worker.worker_id, "sigterm", f"worker {worker.worker_id} received SIGTERM")], retry=True)
         else:
             worker._fail_worker(f"SystemExit({e.code})")
     except WorkerStopped as e:

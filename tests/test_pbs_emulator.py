@@ -72,7 +72,7 @@ class PBS:
             "PBS_EMU_HOME": str(self.emu), "HOME": str(self.home), "PATH": f"{BIN}:{os.environ['PATH']}",
             "PBS_EMU_KILL_DELAY": "1",
         })
-        for var in ("PBS_EMU_SERVER", "PBS_EMU_JSON_ESCAPE", "PBS_EMU_WALLTIME_EXIT_STATUS", "PBS_EMU_NCPUS",
+        for var in ("PBS_EMU_SERVER", "PBS_EMU_JSON_STYLE", "PBS_EMU_WALLTIME_EXIT_STATUS", "PBS_EMU_NCPUS",
                     "PBS_EMU_SCHED_DELAY", "PBS_EMU_QUEUES"):
             self.env.pop(var, None)
 
@@ -382,12 +382,17 @@ def test_json_parses_for_normal_names_and_reproduces_the_escaping_quirk(pbs):
     tab = pbs.qsub("-h", "-N", "C:\\temp", "--", "/bin/true")
     assert json.loads(pbs.run("qstat", "-f", "-F", "json", tab).stdout)["Jobs"][tab]["Job_Name"] == "C:\temp"
     quoted = pbs.qsub("-h", "-N", 'say"hi"', "--", "/bin/true")
-    legacy = pbs.run("qstat", "-f", "-F", "json", quoted, env={"PBS_EMU_JSON_ESCAPE": "legacy"}, check_rc=0).stdout
+    legacy = pbs.run("qstat", "-f", "-F", "json", quoted, env={"PBS_EMU_JSON_STYLE": "legacy"}, check_rc=0).stdout
     assert '"Job_Name":"say"hi""' in legacy
     with pytest.raises(json.JSONDecodeError):
         json.loads(legacy)
     # PBS 2021+ escapes a quote unless it is the first character
     assert json.loads(pbs.run("qstat", "-f", "-F", "json", quoted).stdout)["Jobs"][quoted]["Job_Name"] == 'say"hi"'
+    # OpenPBS 23.06+ (cJSON): always valid, tab-indented, values parsed as JSON where possible
+    out = pbs.run("qstat", "-f", "-F", "json", bad, quoted, env={"PBS_EMU_JSON_STYLE": "cjson"}, check_rc=0).stdout
+    assert out.startswith('{\n\t"timestamp":\t')
+    jobs = json.loads(out)["Jobs"]
+    assert (jobs[bad]["Job_Name"], jobs[quoted]["Job_Name"]) == ("C:\\data", 'say"hi"')
 
 
 def test_dependency_afterok_and_afternotok(pbs):

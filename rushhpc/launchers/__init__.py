@@ -12,8 +12,24 @@ def get_launcher(worker_type: str) -> type[Launcher]:
         from .local import LocalLauncher
 
         return LocalLauncher
+    if worker_type == "slurm":
+        from .slurm import SlurmLauncher
+
+        return SlurmLauncher
+    if worker_type == "pbs":
+        from .pbs import PbsLauncher
+
+        return PbsLauncher
+    if worker_type == "submitit":
+        from .submitit import SubmititLauncher
+
+        return SubmititLauncher
+    if worker_type == "ssh":
+        from .ssh import SshLauncher
+
+        return SshLauncher
     raise RushConfigError(
-        f"worker_type {worker_type!r} has no launcher in this version; available: local"
+        f"unknown worker_type {worker_type!r}; available: local, slurm, pbs, submitit, ssh"
     )
 
 

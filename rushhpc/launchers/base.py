@@ -92,6 +92,10 @@ class Launcher(ABC):
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         return d
 
+    def make_worker_ids(self, n: int) -> list[str]:
+        """Ids for ``n`` new workers (batch launchers derive them from the array index)."""
+        return [new_worker_id() for _ in range(n)]
+
     @abstractmethod
     def launch(self, start_id: str, worker_ids: list[str], options: dict[str, Any]) -> list[LaunchRecord]:
         """Start one worker per id; return their records."""

@@ -40,7 +40,7 @@ RESOURCE_KEYS = (
 # Launcher behaviour (not resources).
 BEHAVIOUR_KEYS = (
     "template", "python", "startup_grace", "max_array_size", "walltime_margin", "poll_interval",
-    "max_poll_interval", "submit_timeout", "detach",
+    "max_poll_interval", "submit_timeout", "detach", "vanish_grace",
 )
 
 
@@ -189,9 +189,10 @@ class BatchLauncher(Launcher):
         )
 
     # ------------------------------------------------------------ launch
-    def make_worker_ids(self, n: int) -> tuple[str, list[str]]:
+    def make_worker_ids(self, n: int) -> list[str]:
+        """``w-<random>-<index>``: the batch script derives its worker's id from the array index."""
         prefix = "w-" + secrets.token_hex(4)
-        return prefix, [f"{prefix}-{i}" for i in range(n)]
+        return [f"{prefix}-{i}" for i in range(n)]
 
     def launch(self, start_id: str, worker_ids: list[str], options: dict[str, Any]) -> list[LaunchRecord]:
         n = len(worker_ids)
@@ -202,7 +203,7 @@ class BatchLauncher(Launcher):
         scripts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for c in range(math.ceil(n / chunk)):
             offset, size = c * chunk, min(chunk, n - c * chunk)
-            script = self.render(start_id, prefix, size, offset, options)
+            script = self.render(start_id, prefix, size, offset, options, options.get("launcher_options"))
             path = scripts_dir / f"{prefix}-{offset}.{self.scheduler}.sh"
             path.write_text(script)
             base_id = self.submit(path, size)

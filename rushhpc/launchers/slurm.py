@@ -1,8 +1,10 @@
 """SLURM: workers as one job array per launch (chunked by MaxArraySize).
 
 Job states come from one ``squeue`` per poll for the whole network (filtered by
-the network's job name); jobs that left the queue are asked once from
-``sacct``, or from ``scontrol`` when accounting is disabled.
+the network's job name). Jobs that just left the queue are read from one
+``scontrol -o show job`` (it keeps them for MinJobAge, without accounting's
+lag), older ones from one ``sacct`` (skipped when accounting is disabled).
+A job whose fate is known is not asked about again.
 """
 
 from __future__ import annotations
@@ -163,16 +165,21 @@ class SlurmLauncher(BatchLauncher):
         return {ids[j]: st for j, st in found.items() if j in ids}
 
     def _left_queue(self, job_ids: list[str]) -> dict[str, JobStatus]:
-        if self.accounting is not False:
-            out = self.run(["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode,Reason"],
+        """Jobs no longer in squeue: scontrol knows them for MinJobAge without accounting's lag;
+        sacct (when accounting is on) for the older ones."""
+        out = self.run(["scontrol", "-o", "show", "job"], timeout=60)
+        found = parse_scontrol(out.stdout) if out.returncode == 0 else {}
+        found = {j: st for j, st in found.items() if j in set(job_ids)}
+        missing = [j for j in job_ids if j not in found]
+        if missing and self.accounting is not False:
+            out = self.run(["sacct", "-X", "-P", "-n", "-j", ",".join(missing), "-o", "JobID,State,ExitCode,Reason"],
                            timeout=60)
             if out.returncode == 0:
                 self.accounting = True
-                return parse_sacct(out.stdout)
-            if "accounting storage is disabled" in (out.stderr + out.stdout).lower():
+                found.update(parse_sacct(out.stdout))
+            elif "accounting storage is disabled" in (out.stderr + out.stdout).lower():
                 self.accounting = False
-        out = self.run(["scontrol", "-o", "show", "job"], timeout=60)
-        return parse_scontrol(out.stdout) if out.returncode == 0 else {}
+        return found
 
     def kill(self, records: Sequence[LaunchRecord]) -> None:
         ids = [r.job_id for r in records if r.job_id]

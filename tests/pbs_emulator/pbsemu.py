@@ -77,8 +77,15 @@ def queues() -> list[str]:
 
 
 def json_mode() -> str:
-    """'2022' (OpenPBS 20.0+ / PBS Pro 2021+ escaping, the default) or 'legacy' (PBS Pro <= 19)."""
-    return "legacy" if os.environ.get("PBS_EMU_JSON_ESCAPE", "2022").lower() in ("legacy", "none", "19") else "2022"
+    """Which qstat -F json writer to imitate (PBS_EMU_JSON_STYLE):
+
+    '2022'   (default) the hand-written writer of OpenPBS 20.0-22.05 / PBS Pro 2020-2022: values are
+             partially escaped (backslashes never, a leading double quote never) -> JSON can be invalid;
+    'legacy' the same writer before OpenPBS PR #2049 (PBS Pro <= 19): double quotes not escaped either;
+    'cjson'  OpenPBS 23.06+ (cJSON, tab-indented): always valid JSON, values parsed as JSON when they can be.
+    """
+    v = (os.environ.get("PBS_EMU_JSON_STYLE") or "2022").lower()
+    return v if v in ("legacy", "cjson") else "2022"
 
 
 POLL = 0.05                     # supervisor tick, seconds
@@ -127,14 +134,16 @@ def err(msg: str) -> None:
 
 
 def hostname() -> str:
-    return socket.gethostname()
+    return os.environ.get("PBS_EMU_HOSTNAME") or socket.gethostname()
 
 
 def short_host() -> str:
-    return hostname().split(".")[0]
+    return os.environ.get("PBS_EMU_EXEC_HOST") or hostname().split(".")[0]
 
 
 def username() -> str:
+    if os.environ.get("PBS_EMU_USER"):
+        return os.environ["PBS_EMU_USER"]
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
@@ -1569,7 +1578,68 @@ def json_varlist_pairs(value: str, mode: str) -> list[tuple[str, str | None]]:
     return pairs
 
 
+_CJSON_NUMBER_RE = re.compile(r"^\s*[-+0-9.eE]+\s*$")
+
+
+def cjson_value(s: str):
+    """pbs_json_insert_parsed(): cJSON_ParseWithOpts(value) or, failing that, the string itself."""
+    t = s.strip()
+    if t and t[0] in "-0123456789" and _CJSON_NUMBER_RE.match(t):
+        try:
+            return float(t.replace("+", "")) if t.count("+") <= 1 else s
+        except ValueError:
+            return s
+    if t in ("true", "false", "null") or (t[:1] in "[{\"" and t):
+        try:
+            return json.loads(t)
+        except ValueError:
+            return s
+    return s
+
+
+def cjson_print(value, depth: int = 0) -> str:
+    """cJSON_Print(): tabs, '"key":\tvalue', integers without a fraction."""
+    if isinstance(value, dict):
+        if not value:
+            return "{\n" + "\t" * depth + "}"
+        inner = ",\n".join("\t" * (depth + 1) + json.dumps(k, ensure_ascii=False) + ":\t" + cjson_print(v, depth + 1)
+                           for k, v in value.items())
+        return "{\n" + inner + "\n" + "\t" * depth + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(cjson_print(v, depth + 1) for v in value) + "]"
+    if value is True or value is False or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        if value != value or value in (float("inf"), float("-inf")):
+            return "null"
+        if float(value) == int(value) and abs(value) < 2 ** 53:
+            return str(int(value))
+        text = "%1.15g" % value
+        return text if float(text) == value else "%1.17g" % value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def cjson_document(job_list: list[tuple[str, list]]) -> str:
+    doc: dict = {"timestamp": int(time.time()), "pbs_version": pbs_version(), "pbs_server": server_name()}
+    if job_list:
+        jobs: dict = {}
+        for jid, attrs in job_list:
+            job: dict = {}
+            for name, resource, value in attrs:
+                if name == "Variable_List":
+                    job[name] = {k: cjson_value(v) for k, v in json_varlist_pairs(value, "2022") if v is not None}
+                elif resource:
+                    job.setdefault(name, {})[resource] = cjson_value(value)
+                else:
+                    job[name] = cjson_value(value)
+            jobs[jid] = job
+        doc["Jobs"] = jobs
+    return cjson_print(doc) + "\n"
+
+
 def json_document(job_list: list[tuple[str, list]], mode: str) -> str:
+    if mode == "cjson":
+        return cjson_document(job_list)
     nodes: list[tuple] = [("val", "timestamp", str(int(time.time()))),
                           ("val", "pbs_version", json.dumps(pbs_version())),
                           ("val", "pbs_server", json.dumps(server_name()))]

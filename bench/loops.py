@@ -1,0 +1,111 @@
+"""Worker loops end to end: real worker processes (start_local_workers), no-op objective.
+
+Two loops, each with 1, 2 and 4 workers:
+
+- propose/evaluate/report (`workloads.propose_loop`): each worker proposes a
+  random point, registers it (push_running_tasks), evaluates the no-op and
+  reports (finish_tasks). 2 round trips per task, plus the terminate check
+  every 20 ms.
+- queue (`rushhpc.queue_loop`): the manager pushes tasks (push_tasks); each
+  worker pops one (pop_task: BLMOVE + claim script) and reports it
+  (finish_tasks). 3 round trips per task.
+
+How: start the workers, wait until all are registered (for the queue loop,
+then push enough tasks that the queue never runs dry), let them run a
+warm-up, then count finished tasks over a fixed window. Rows:
+
+- ``tasks/s``: finished tasks per second in the window, all workers together;
+  ratio = against the same loop with 1 worker (2 cores: expect at most ~2x,
+  and Redis needs a share of the cores too).
+- ``per-task time, 1 worker``: 1 / (tasks/s with 1 worker), in us; ratio = in
+  floors (cross-core PING, measured right before); target 1.3 x the loop's
+  round trips.
+"""
+
+from __future__ import annotations
+
+import time
+
+import rushhpc
+
+import workloads
+from common import Context, Row, log, us
+
+LOOPS = ("propose", "queue")
+ROUND_TRIPS = {"propose": 2, "queue": 3}
+
+
+def start(rush: rushhpc.Rush, kind: str, n_workers: int, objective) -> list[str]:
+    """Start ``n_workers`` worker processes running loop ``kind`` with ``objective``; wait until registered."""
+    workloads.rushhpc_loops()
+    if kind == "propose":
+        ids = rush.start_local_workers(workloads.propose_loop, n_workers=n_workers, objective=objective)
+    else:
+        ids = rush.start_local_workers(rushhpc.queue_loop, n_workers=n_workers, fun=objective)
+    rush.wait_for_workers(worker_ids=ids, timeout=120)
+    return ids
+
+
+def fill_queue(rush: rushhpc.Rush, n: int) -> None:
+    """Push ``n`` tasks (random points) in calls of 10,000."""
+    for lo in range(0, n, 10_000):
+        rush.push_tasks(workloads.random_xs(min(10_000, n - lo)))
+
+
+def server_time(rush: rushhpc.Rush) -> float:
+    """Redis's clock (TIME) in seconds: the clock of the tasks' timestamps."""
+    s, micro = rush.connector.time()
+    return s + micro / 1e6
+
+
+def measure(ctx: Context, kind: str, n_workers: int, window: float, objective=workloads.noop,
+            queue_size: int = 0) -> dict:
+    """Run loop ``kind`` on ``n_workers`` processes; returns the window's counts.
+
+    Returns tasks/s, the window (server clock, for utilisation), whether the
+    queue ran dry, and the stopped manager (its tasks are still in Redis:
+    call ``rush.reset()`` when done).
+    """
+    rush = rushhpc.Rush(ctx.network(f"loop-{kind}"), config=ctx.server.config())
+    start(rush, kind, n_workers, objective)
+    if kind == "queue":
+        fill_queue(rush, queue_size)
+    time.sleep(ctx.pick(0.5, 0.3))  # warm-up
+    c0, t0, s0 = rush.n_finished_tasks, time.monotonic(), server_time(rush)
+    time.sleep(window)
+    c1, t1, s1 = rush.n_finished_tasks, time.monotonic(), server_time(rush)
+    left = rush.n_queued_tasks if kind == "queue" else None
+    rush.stop_workers(type="kill")
+    return {"rate": (c1 - c0) / (t1 - t0), "tasks": c1 - c0, "window": (s0, s1), "dry": left == 0,
+            "rush": rush}
+
+
+def run(ctx: Context) -> list[Row]:
+    window = ctx.pick(3.0, 1.0)
+    # enough for ~12,000 tasks/s over push + warm-up + window (checked: "dry" below)
+    queue_size = ctx.pick(60_000, 25_000)
+    rows = []
+    for kind in LOOPS:
+        base = None
+        for n in (1, 2, 4):
+            floor = ctx.floor_now()
+            log(f"loops: {kind} loop, {n} worker(s)")
+            m = measure(ctx, kind, n, window, queue_size=queue_size)
+            m["rush"].reset()
+            m["rush"].close()
+            rate = m["rate"]
+            ctx.shared[f"loops.{kind}.{n}"] = rate
+            base = base or rate
+            note = f"{m['tasks']:,} tasks in {window:g} s"
+            if m["dry"]:
+                note += "; the queue ran dry: a lower bound"
+            rows.append(Row("loops", f"{kind} loop, no-op, {n} worker{'s' if n > 1 else ''}: tasks/s", round(rate),
+                            "tasks/s", None, round(rate / base, 2), "1 worker", note=note))
+            if n == 1:
+                per_task = 1 / rate
+                k = ROUND_TRIPS[kind]
+                ratio = round(per_task / floor, 2)
+                rows.append(Row("loops", f"{kind} loop, per-task time, 1 worker process", us(per_task), "us", None,
+                                ratio, "floor", f"<= {1.3 * k:g}x floor (1.3 x {k} round trips)", ratio <= 1.3 * k,
+                                note=f"floor measured just before: {us(floor)} us (cross-core PING)"))
+    return rows

@@ -1,0 +1,59 @@
+"""Utilisation, as in the rush paper: the share of worker time spent in the objective.
+
+2 worker processes run each loop (propose/evaluate/report and queue) with an
+objective that sleeps 1 ms or 10 ms and reports how long it really took
+(``t_obj``). Over a fixed window (server clock):
+
+    utilisation = sum of t_obj of the tasks finished in the window
+                  / (number of workers x window length)
+
+The rest is rushhpc's overhead (round trips, encoding, the terminate check)
+and the time a worker waits for a CPU. Target: at least 95 % with 10 ms.
+The note gives the overhead per task implied: (1 - utilisation) x window x
+workers / tasks.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+import loops
+import workloads
+from common import Context, Row, log
+
+
+def utilisation(rush, window: tuple[float, float], n_workers: int) -> tuple[float, int]:
+    """(utilisation, number of tasks) of the tasks finished inside ``window`` (server clock)."""
+    df = rush.fetch_finished_tasks()
+    lo = pd.Timestamp(window[0], unit="s", tz="UTC")
+    hi = pd.Timestamp(window[1], unit="s", tz="UTC")
+    inside = df[(df["finished_at"] >= lo) & (df["finished_at"] <= hi)]
+    busy = float(inside["t_obj"].sum()) if len(inside) else 0.0
+    return busy / (n_workers * (window[1] - window[0])), len(inside)
+
+
+def run(ctx: Context) -> list[Row]:
+    window = ctx.pick(3.0, 1.0)
+    n_workers = 2
+    rows = []
+    for seconds in (0.001, 0.01):
+        for kind in loops.LOOPS:
+            log(f"utilisation: {kind} loop, {seconds * 1000:g} ms objective")
+            # the queue must outlast warm-up + window: at most n_workers / seconds tasks/s
+            queue_size = int(n_workers / seconds * (window + 3))
+            m = loops.measure(ctx, kind, n_workers, window, objective=workloads.timed_sleep(seconds),
+                              queue_size=queue_size)
+            rush = m["rush"]
+            try:
+                u, n_tasks = utilisation(rush, m["window"], n_workers)
+            finally:
+                rush.reset()
+                rush.close()
+            length = m["window"][1] - m["window"][0]
+            overhead = (1 - u) * length * n_workers / n_tasks if n_tasks else float("nan")
+            row = Row("utilisation", f"{kind} loop, {seconds * 1000:g} ms objective, {n_workers} workers",
+                      round(100 * u, 1), "%", note=f"{n_tasks:,} tasks; {overhead * 1e6:.0f} us overhead per task")
+            if seconds == 0.01:
+                row.target, row.met = ">= 95 %", u >= 0.95
+            rows.append(row)
+    return rows

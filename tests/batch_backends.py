@@ -1,0 +1,93 @@
+"""The batch backends the scenario suite runs against: the real SLURM test cluster, and the PBS emulator.
+
+Each backend knows how to do from outside what an admin or the cluster would do
+to a job (cancel, suspend, resume, hold) and how to find the job's processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+
+
+def require(what: str, ok: bool, how: str) -> None:
+    """Skip with a reason, or fail when CI said this backend must run."""
+    if ok:
+        return
+    env = "RUSHHPC_REQUIRE_SLURM" if what == "slurm" else "RUSHHPC_REQUIRE_PBS"
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{what} backend required ({env}=1) but not available: {how}")
+    pytest.skip(f"{what} backend not available: {how}")
+
+
+class SlurmBackend:
+    name = "slurm"
+    worker_type = "slurm"
+
+    @staticmethod
+    def available() -> bool:
+        if not shutil.which("sinfo"):
+            return False
+        out = _run("sinfo", "-h", "-o", "%T")
+        return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
+
+    def hold_options(self) -> dict:
+        return {"extra_directives": ["--hold"]}
+
+    def cancel(self, job_id: str) -> None:
+        _run("scancel", job_id)
+
+    def suspend(self, job_id: str) -> None:
+        out = _run("scontrol", "suspend", job_id)
+        assert out.returncode == 0, out.stderr
+
+    def resume(self, job_id: str) -> None:
+        _run("scontrol", "resume", job_id)
+
+    def release(self, job_id: str) -> None:
+        _run("scontrol", "release", job_id)
+
+    def cleanup(self, job_name: str) -> None:
+        _run("scancel", "--name", job_name)
+
+
+class PbsBackend:
+    name = "pbs"
+    worker_type = "pbs"
+    bin_dir = REPO / "tests" / "pbs_emulator" / "bin"
+
+    @classmethod
+    def available(cls) -> bool:
+        return (cls.bin_dir / "qsub").exists() and (REPO / "rushhpc" / "launchers" / "pbs.py").exists()
+
+    def hold_options(self) -> dict:
+        return {"extra_directives": ["-h"]}
+
+    def cancel(self, job_id: str) -> None:
+        _run("qdel", job_id)
+
+    def suspend(self, job_id: str) -> None:
+        out = _run("qsig", "-s", "suspend", job_id)
+        assert out.returncode == 0, out.stderr
+
+    def resume(self, job_id: str) -> None:
+        _run("qsig", "-s", "resume", job_id)
+
+    def release(self, job_id: str) -> None:
+        _run("qrls", job_id)
+
+    def cleanup(self, job_name: str) -> None:
+        out = _run("qstat", "-t")
+        ids = [line.split()[0] for line in out.stdout.splitlines()[2:] if line.strip()]
+        if ids:
+            _run("qdel", "-W", "force", *ids)

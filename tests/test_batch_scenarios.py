@@ -1,0 +1,237 @@
+"""The scenario suite of the batch launchers: real SLURM cluster, and the PBS emulator.
+
+Each scenario asserts the worker's state and reason, the tasks' final states,
+and the number of scheduler calls.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import cloudpickle
+import pytest
+
+import rushhpc
+from rushhpc import RushWorkerError, queue_loop, rush_plan
+from batch_backends import PbsBackend, SlurmBackend, require
+from conftest import wait_until
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+BACKENDS = {"slurm": SlurmBackend, "pbs": PbsBackend}
+
+
+@pytest.fixture(params=["slurm", "pbs"])
+def backend(request, monkeypatch):
+    cls = BACKENDS[request.param]
+    if request.param == "pbs":
+        monkeypatch.setenv("PATH", f"{cls.bin_dir}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("PBS_EMU_HOME", str(request.getfixturevalue("tmp_path") / "pbs-emu"))
+    require(request.param, cls.available(), "start it with scripts/slurm-cluster.sh start"
+            if request.param == "slurm" else "tests/pbs_emulator and rushhpc/launchers/pbs.py are needed")
+    return cls()
+
+
+@pytest.fixture
+def batch(backend, config):
+    """A manager whose plan starts workers through the backend, with fast polls and heartbeats."""
+    created = []
+
+    def make(heartbeat_expire: float = 4, **launcher_options):
+        opts = {"poll_interval": 0.5, "max_poll_interval": 2, "startup_grace": 20, "time": "00:10:00"}
+        opts.update(launcher_options)
+        rush_plan(config=config, worker_type=backend.worker_type, heartbeat_period=0.5,
+                  heartbeat_expire=heartbeat_expire, launcher_options=opts, start_worker_timeout=60)
+        r = rushhpc.rsh("b-" + uuid.uuid4().hex[:8])
+        created.append(r)
+        return r
+
+    yield make
+    for r in created:
+        try:
+            r.reset()
+        finally:
+            backend.cleanup(f"rushhpc-{r.network_id}")
+            r.close()
+
+
+def launcher_of(r):
+    return next(iter(r._launchers.values()))
+
+
+def one_task_loop(rush, seconds: float = 120):
+    """Holds one running task; finishes it when asked to terminate."""
+    keys = rush.push_running_tasks([{"x": 1}])
+    deadline = time.monotonic() + seconds
+    while not rush.terminated and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rush.finish_tasks(keys, [{"y": 1}])
+
+
+def busy_loop(rush, seconds: float = 300):
+    """Holds one running task and ignores everything but signals."""
+    rush.push_running_tasks([{"x": 1}])
+    time.sleep(seconds)
+
+
+def poll_calls(r) -> int:
+    """Scheduler calls made by one forced poll."""
+    launcher = launcher_of(r)
+    before = launcher.calls
+    r.detect_lost_workers(poll_scheduler=True)
+    return launcher.calls - before
+
+
+def info(r, wid):
+    return r.worker_info.set_index("worker_id").loc[wid]
+
+
+def test_array_start_register_and_normal_end(batch):
+    r = batch()
+    ids = r.start_workers(queue_loop, n_workers=3, fun=lambda x: {"y": 2 * x}, stop_when_empty=True, timeout=3)
+    launcher = launcher_of(r)
+    assert launcher.submissions == 1  # one array, not three jobs
+    assert set(r.worker_info["state"]) <= {"pending", "starting", "running"}
+    r.wait_for_workers(worker_ids=ids, timeout=60)
+    df = r.worker_info.set_index("worker_id")
+    assert set(df.index) == set(ids) and set(df["state"]) == {"running"}
+    assert all(df.loc[w, "job_id"] for w in ids) and df["job_id"].is_unique
+    keys = r.push_tasks([{"x": i} for i in range(12)])
+    r.wait_for_tasks(keys, timeout=60)
+    assert sorted(r.fetch_finished_tasks()["y"]) == [2 * i for i in range(12)]
+    wait_until(lambda: set(r.terminated_worker_ids) == set(ids), 60, what="workers to end")
+    # the scheduler's view catches up: jobs finished, workers stay terminated
+    wait_until(lambda: poll_calls(r) >= 0 and set(r.worker_info["job_state"]) == {"finished"}, 30,
+               interval=0.5, what="jobs to be seen finished")
+    assert set(r.worker_info["state"]) == {"terminated"}
+    assert r.n_failed_tasks == 0
+
+
+def test_failed_start_shows_stderr(batch):
+    r = batch(setup=["rushhpc_no_such_command_xyz"])
+    ids = r.start_workers(queue_loop, n_workers=1, fun=abs)
+    with pytest.raises(RushWorkerError, match="failed to start") as e:
+        r.wait_for_workers(worker_ids=ids, timeout=60)
+    assert "rushhpc_no_such_command_xyz" in str(e.value)  # the stderr tail
+    row = info(r, ids[0])
+    assert row["state"] == "lost" and row["reason"] == "failed_to_start"
+
+
+def test_cancel_from_outside(batch, backend):
+    r = batch()
+    ids = r.start_workers(busy_loop, n_workers=1)
+    r.wait_for_workers(worker_ids=ids, timeout=60)
+    wait_until(lambda: r.n_running_tasks == 1, 30, what="running task")
+    job_id = info(r, ids[0])["job_id"]
+    backend.cancel(job_id)
+    wait_until(lambda: r.detect_lost_workers(poll_scheduler=True) is not None and info(r, ids[0])["reason"] == "cancelled",
+               60, interval=0.5, what="reason cancelled")
+    assert info(r, ids[0])["state"] == "lost"
+    assert r.n_failed_tasks == 1 and r.n_running_tasks == 0
+
+
+def test_time_limit_ends_terminated(batch, backend):
+    """The worker stops taking tasks near the limit and ends as terminated: no task is lost."""
+    r = batch(time="00:01:00", walltime_margin=50)
+    ids = r.start_workers(one_task_loop, n_workers=1)
+    r.wait_for_workers(worker_ids=ids, timeout=60)
+    wait_until(lambda: r.terminated_worker_ids == ids, 40, what="worker to terminate before its time limit")
+    assert r.n_finished_tasks == 1 and r.n_failed_tasks == 0
+
+
+def test_hung_worker_is_killed_through_the_scheduler(batch):
+    r = batch(heartbeat_expire=3)
+    ids = r.start_workers(busy_loop, n_workers=1)
+    r.wait_for_workers(worker_ids=ids, timeout=60)
+    wait_until(lambda: r.n_running_tasks == 1, 30, what="running task")
+    row = info(r, ids[0])
+    pids = [int(row["pid"]), int(row["heartbeat_pid"])]
+    assert poll_calls(r) == 1  # all jobs active: one query
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        lost = wait_until(lambda: r.detect_lost_workers(), 30, interval=0.5, what="hung worker to be found")
+        assert lost == ids
+        row = info(r, ids[0])
+        assert row["state"] == "lost" and row["reason"] in ("heartbeat_expired", "cancelled")
+        assert r.n_failed_tasks == 1
+        # the job was cancelled through the scheduler: it ends
+        wait_until(lambda: poll_calls(r) >= 0 and info(r, ids[0])["job_state"] == "finished", 60, interval=0.5,
+                   what="hung job to end")
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+def test_suspended_job_is_not_killed(batch, backend):
+    r = batch(heartbeat_expire=2)
+    ids = r.start_workers(one_task_loop, n_workers=1)
+    r.wait_for_workers(worker_ids=ids, timeout=60)
+    job_id = info(r, ids[0])["job_id"]
+    backend.suspend(job_id)
+    try:
+        wait_until(lambda: r.detect_lost_workers(poll_scheduler=True) == [] and info(r, ids[0])["state"] == "suspended",
+                   30, interval=0.5, what="suspended state")
+        hb_key = r.keys.heartbeat(ids[0])
+        wait_until(lambda: not r.connector.exists(hb_key), 10, what="heartbeat to expire while suspended")
+        for _ in range(4):
+            assert r.detect_lost_workers(poll_scheduler=True) == []
+        assert info(r, ids[0])["state"] == "suspended" and r.n_running_tasks == 1
+    finally:
+        backend.resume(job_id)
+    wait_until(lambda: r.connector.exists(r.keys.heartbeat(ids[0])), 20, what="heartbeat after resume")
+    wait_until(lambda: r.detect_lost_workers(poll_scheduler=True) == [] and info(r, ids[0])["state"] == "running",
+               20, interval=0.5, what="running again")
+    r.stop_workers(type="terminate")
+    wait_until(lambda: r.terminated_worker_ids == ids, 30, what="terminated")
+    assert r.n_finished_tasks == 1 and r.n_failed_tasks == 0
+
+
+def test_held_job_is_not_lost(batch, backend):
+    r = batch(**backend.hold_options())
+    ids = r.start_workers(queue_loop, n_workers=1, fun=abs)
+    for _ in range(4):
+        assert r.detect_lost_workers(poll_scheduler=True) == []
+        time.sleep(0.3)
+    row = info(r, ids[0])
+    assert row["state"] in ("held", "pending") and row["job_state"] in ("held", "pending")
+    backend.release(row["job_id"])
+    r.wait_for_workers(worker_ids=ids, timeout=60)
+    assert info(r, ids[0])["state"] == "running"
+
+
+def test_stop_workers_kill_and_terminate(batch):
+    r = batch()
+    ids = r.start_workers(one_task_loop, n_workers=2)
+    r.wait_for_workers(worker_ids=ids, timeout=60)
+    wait_until(lambda: r.n_running_tasks == 2, 30, what="two running tasks")
+    assert r.stop_workers(type="terminate", worker_ids=[ids[0]]) == [ids[0]]
+    wait_until(lambda: r.terminated_worker_ids == [ids[0]], 30, what="terminate")
+    pid = int(info(r, ids[1])["pid"])
+    assert r.stop_workers(type="kill", worker_ids=[ids[1]]) == [ids[1]]
+    assert r.killed_worker_ids == [ids[1]]
+    assert r.fetch_failed_tasks()["condition"].tolist() == ["worker was killed"]
+    assert r.n_finished_tasks == 1
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 30, what="killed worker process to exit")
+    wait_until(lambda: poll_calls(r) >= 0 and set(r.worker_info["job_state"]) == {"finished"}, 60, interval=0.5,
+               what="both jobs to end")
+
+
+def test_vanished_job_is_lost_after_two_misses(batch):
+    r = batch(vanish_grace=0)
+    ids = r.start_workers(queue_loop, n_workers=1, fun=abs)
+    # a job id the scheduler has never heard of stands in for one purged from every answer
+    rec = r._records[ids[0]]
+    rec.job_id = "999999" if launcher_of(r).name == "slurm" else "999999[0].pbsemu"
+    r._store_records([rec])
+    assert r.detect_lost_workers(poll_scheduler=True) == []  # one miss: not yet
+    assert r.detect_lost_workers(poll_scheduler=True) == ids
+    assert info(r, ids[0])["reason"] == "vanished"
