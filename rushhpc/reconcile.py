@@ -10,7 +10,7 @@ decisions (`Rush._reconcile`). The rules:
 | not registered         | running longer than grace  | failed start: cancel the job, lost(failed_to_start)   |
 | not registered         | ended                      | lost(failed_to_start, or the scheduler's reason)      |
 | running, heartbeat ok  | running / any active       | fine                                                  |
-| running, heartbeat ok  | ended                      | wait one heartbeat expiry, then lost(reason)          |
+| running, heartbeat ok  | ended / requeued           | wait: a beating worker is alive (cut-off node)        |
 | running, heartbeat off | running / starting         | hung: kill the job, lost(heartbeat_expired)           |
 | running, heartbeat off | suspended                  | never killed for a missing heartbeat                  |
 | running, heartbeat off | finishing                  | expected: wait for the end                            |
@@ -113,14 +113,8 @@ def decide(
 
     # registered and running
     if heartbeat_alive:
-        if ended or status.state == "pending":  # ended, or requeued, while the key lives on
-            since = float(track.get("ended_since") or now)
-            if "ended_since" not in track:
-                d.track["ended_since"] = now
-            if now - since >= heartbeat_expire:
-                d.lost_reason = _ended_reason(status, registered=True) if ended else "preempted"
-                d.message = f"worker {worker_id} was lost: job {status.raw}"
-                d.done = ended
+        # Whatever the scheduler says, a beating worker is alive (a node cut off from the
+        # controller may be declared failed while its worker still works): wait for silence.
         return d
     if status.state in ("running", "starting"):
         d.lost_reason = "heartbeat_expired"

@@ -381,6 +381,7 @@ class Rush:
                     "job_state": job_state,
                     "pid": int(h["pid"]) if h.get("pid") else None,
                     "hostname": h.get("hostname"),
+                    "node": h.get("node") or None,
                     "heartbeat": "heartbeat_expire" in h,
                     "heartbeat_alive": h.get("heartbeat_alive") == "1",
                     "heartbeat_pid": int(h["heartbeat_pid"]) if h.get("heartbeat_pid") else None,

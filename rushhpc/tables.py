@@ -15,7 +15,7 @@ META_COLUMNS = ["condition", "worker_id", "state", "keys", "created_at", "starte
 TIME_COLUMNS = ("created_at", "started_at", "finished_at")
 LOG_COLUMNS = ["worker_id", "level", "timestamp", "logger", "msg"]
 WORKER_COLUMNS = [
-    "worker_id", "state", "job_state", "pid", "hostname", "heartbeat", "heartbeat_alive", "heartbeat_pid",
+    "worker_id", "state", "job_state", "pid", "hostname", "node", "heartbeat", "heartbeat_alive", "heartbeat_pid",
     "launcher", "job_id", "reason", "started_at", "stopped_at",
 ]
 _PARTS = ("xs", "ys", "xs_extra", "ys_extra")

@@ -235,3 +235,53 @@ def test_vanished_job_is_lost_after_two_misses(batch):
     assert r.detect_lost_workers(poll_scheduler=True) == []  # one miss: not yet
     assert r.detect_lost_workers(poll_scheduler=True) == ids
     assert info(r, ids[0])["reason"] == "vanished"
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER = os.path.join(REPO, "scripts", "slurm-cluster.sh")
+
+
+@pytest.fixture
+def slurm_only(backend):
+    if backend.name != "slurm":
+        pytest.skip("SLURM-only scenario (node failure, accounting modes)")
+    return backend
+
+
+def test_node_failure(batch, slurm_only):
+    """Kill a node's slurmd and the job's processes: NODE_FAIL becomes the worker's reason."""
+    r = batch(heartbeat_expire=40)
+    ids = r.start_workers(busy_loop, n_workers=1)
+    r.wait_for_workers(worker_ids=ids, timeout=60)
+    wait_until(lambda: r.n_running_tasks == 1, 30, what="running task")
+    node = info(r, ids[0])["node"]
+    assert node and node.startswith("n")
+    out = subprocess.run(["bash", CLUSTER, "node-kill", node[1:], "--with-jobs"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    try:
+        wait_until(lambda: r.detect_lost_workers() == ids, 120, interval=1, what="node failure to be seen")
+        row = info(r, ids[0])
+        assert row["state"] == "lost" and row["reason"] == "node_fail"
+        assert r.n_failed_tasks == 1 and "NODE_FAIL" in r.fetch_failed_tasks()["condition"].item()
+    finally:
+        subprocess.run(["bash", CLUSTER, "node-restart", node[1:]], capture_output=True, timeout=120)
+
+
+def test_cancel_without_accounting(batch, slurm_only):
+    """With accounting off, finished jobs are read from scontrol."""
+    out = subprocess.run(["bash", CLUSTER, "start", "--no-accounting"], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    try:
+        r = batch()
+        ids = r.start_workers(busy_loop, n_workers=1)
+        r.wait_for_workers(worker_ids=ids, timeout=60)
+        slurm_only.cancel(info(r, ids[0])["job_id"])
+        wait_until(lambda: r.detect_lost_workers(poll_scheduler=True) is not None
+                   and info(r, ids[0])["reason"] == "cancelled", 60, interval=0.5, what="reason cancelled")
+        assert r.n_failed_tasks == 1
+        sacct = subprocess.run(["sacct"], capture_output=True, text=True)
+        assert "disabled" in (sacct.stdout + sacct.stderr)
+    finally:
+        out = subprocess.run(["bash", CLUSTER, "start"], capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr

@@ -439,3 +439,12 @@ def test_parallel_qsub_gets_unique_ids_and_capacity_queues_jobs(pbs):
     assert seen_running >= 1
     for j in ids:
         assert pbs.full(j)["Exit_status"] == "0"
+
+
+def test_without_job_history_finished_jobs_vanish(pbs):
+    jid = pbs.qsub("--", "/bin/sh", "-c", "sleep 0.3", env={"PBS_EMU_JOB_HISTORY": "0"})
+    p = wait_for(lambda: (lambda p: p if p.returncode == 153 else None)(pbs.run("qstat", "-x", jid)), 10,
+                 what="the job to vanish")
+    assert p.stderr == f"qstat: Unknown Job Id {jid}\n" and p.stdout == ""
+    p = pbs.run("qdel", jid)
+    assert (p.returncode, p.stderr) == (153, f"qdel: Unknown Job Id {jid}\n")

@@ -647,7 +647,8 @@ def escape_var_value(v: str) -> str:
     return re.sub(r"([\\,'\"])", r"\\\1", v)
 
 
-def resolve_path(value: str | None, default_name: str, workdir: str, jobid_for_dir: str, suffix: str) -> tuple[str, str]:
+def resolve_path(value: str | None, default_name: str, workdir: str, jobid_for_dir: str,
+                 suffix: str) -> tuple[str, str]:
     """(attribute value 'host:/path', local destination path)."""
     host = hostname()
     if value:
@@ -779,10 +780,12 @@ def make_record(o: SubmitOptions, script_text, default_name, workdir, environ, a
         "priority": v.get("p", "0"), "mail_points": v.get("m", "a"), "mail_users": v.get("M"),
         "shell": v.get("S"), "workdir": workdir, "home": home, "submit_host": hostname(),
         "submit_args": " ".join(argv + (["--"] + cmd_args if cmd_args is not None else [])),
-        "depend": o.wattrs.get("depend"), "other_attrs": {k: x for k, x in o.wattrs.items() if k not in ("depend", "block")},
+        "depend": o.wattrs.get("depend"),
+        "other_attrs": {k: x for k, x in o.wattrs.items() if k not in ("depend", "block")},
         "exit_status": None, "comment": None, "run_count": 0, "is_array": False,
         "opt_o": v.get("o"), "opt_e": v.get("e"),
         "executable": cmd_args[0] if cmd_args else None, "argument_list": cmd_args[1:] if cmd_args else None,
+        "history": history_enabled(),
     }
     # Variable_List: PBS_O_* first, user variables, then PBS_O_QUEUE / PBS_O_HOST
     varlist = [("PBS_O_HOME", home), ("PBS_O_LANG", environ.get("LANG", "C")),
@@ -846,7 +849,7 @@ def check_depend(store: Store, text: str | None) -> None:
     if not text:
         return
     for _kind, ref in parse_depend(text):
-        rec = store.load(ref.seq) if ref.ours() else None
+        rec = visible(store.load(ref.seq)) if ref.ours() else None
         ok, _unit = find_unit(rec, ref)
         if not ok or ref.kind == "sub":
             raise QsubError(f"qsub: {PBSE_TEXT[PBSE_UNKJOBID]} {ref.full()}", rc(PBSE_UNKJOBID))
@@ -861,8 +864,9 @@ def finish_record(store: Store, rec: dict, seq: int, script_text: str) -> None:
     rec["script"] = script
     name = rec["name"]
     tag = f".{PBS_FILE_ARRAY_INDEX_TAG}" if rec["is_array"] else ""
-    rec["output_path"], rec["out_dest"] = resolve_path(rec.pop("opt_o"), f"{name}.o{seq}{tag}", rec["workdir"], jid, "OU")
-    rec["error_path"], rec["err_dest"] = resolve_path(rec.pop("opt_e"), f"{name}.e{seq}{tag}", rec["workdir"], jid, "ER")
+    wd = rec["workdir"]
+    rec["output_path"], rec["out_dest"] = resolve_path(rec.pop("opt_o"), f"{name}.o{seq}{tag}", wd, jid, "OU")
+    rec["error_path"], rec["err_dest"] = resolve_path(rec.pop("opt_e"), f"{name}.e{seq}{tag}", wd, jid, "ER")
     if rec["depend"]:
         # PBS shows dependency ids completed with the server name
         parts = []
@@ -966,9 +970,22 @@ def job_id_key(seq, idx) -> str:
     return f"{seq}" if idx is None else f"{seq}[{idx}]"
 
 
+def history_enabled() -> bool:
+    """Server attribute job_history_enable (PBS_EMU_JOB_HISTORY=0 turns it off: finished jobs vanish)."""
+    return os.environ.get("PBS_EMU_JOB_HISTORY", "1").lower() not in ("0", "false", "no")
+
+
 def rec_purge_requested(store: Store, seq: int) -> bool:
     rec = store.load(seq)
-    return bool(rec and rec.get("purge") and rec["state"] == "F")
+    return bool(rec and rec["state"] == "F" and rec.get("purge"))
+
+
+def visible(rec: dict | None) -> dict | None:
+    """What the commands may see: without job history a finished job is unknown to the server.
+    (The record stays on disk so that dependent jobs can still read its exit status.)"""
+    if rec is not None and rec["state"] == "F" and not rec.get("history", True):
+        return None
+    return rec
 
 
 def crash_cleanup(store: Store, seq: int, runners: dict) -> None:
@@ -1282,7 +1299,8 @@ def deliver_output(store: Store, rec: dict, r: Runner) -> None:
 
 
 def finalize_unit(rec: dict, idx, unit: dict, now: float) -> None:
-    if unit.get("comment", "") and unit["comment"].startswith("Job run at") and not unit["comment"].endswith("finished"):
+    comment = unit.get("comment") or ""
+    if comment.startswith("Job run at") and not comment.endswith("finished"):
         unit["comment"] += " and finished"
     unit["pgid"] = None
     if idx is None:
@@ -1789,7 +1807,7 @@ def main_qstat(argv: list[str]) -> int:
     if not operands:
         stats = []
         for seq in store.seqs():
-            rec = store.load(seq)
+            rec = visible(store.load(seq))
             if rec is None or (is_history(rec) and not hist):
                 continue
             stats.extend(statuses_for(rec, None, subjobs, now))
@@ -1815,7 +1833,7 @@ def main_qstat(argv: list[str]) -> int:
                     continue
                 stats = []
                 for seq in store.seqs():
-                    rec = store.load(seq)
+                    rec = visible(store.load(seq))
                     if rec is None or (is_history(rec) and not hist) or (queue and rec["queue"] != queue):
                         continue
                     stats.extend(statuses_for(rec, None, subjobs, now))
@@ -1828,14 +1846,15 @@ def main_qstat(argv: list[str]) -> int:
                 err(f"qstat: illegally formed job identifier: {operand}")
                 any_failed = 1
                 continue
-            rec = store.load(ref.seq) if ref.ours() else None
+            rec = visible(store.load(ref.seq)) if ref.ours() else None
             exists, _unit = find_unit(rec, ref)
             if not exists:
                 err(f"qstat: {PBSE_TEXT[PBSE_UNKJOBID]} {ref.full()}")
                 any_failed = rc(PBSE_UNKJOBID)
                 continue
             if is_history(rec) and not hist:
-                err(f"qstat: {ref.full()} {PBSE_TEXT[PBSE_HISTJOBID]}, use -x or -H to obtain historical job information")
+                err(f"qstat: {ref.full()} {PBSE_TEXT[PBSE_HISTJOBID]}, "
+                    "use -x or -H to obtain historical job information")
                 any_failed = rc(PBSE_HISTJOBID)
                 continue
             stats = statuses_for(rec, ref.index, subjobs, now)
@@ -1914,7 +1933,7 @@ def delete_one(store: Store, ref: JobRef, force: bool, purge: bool) -> int:
     if not ref.ours():
         return PBSE_UNKJOBID
     with store.lock(ref.seq):
-        rec = store.load(ref.seq)
+        rec = visible(store.load(ref.seq))
         exists, unit = find_unit(rec, ref)
         if not exists:
             return PBSE_UNKJOBID
@@ -2018,7 +2037,7 @@ def signal_one(store: Store, ref: JobRef, sig) -> int:
     if not ref.ours():
         return PBSE_UNKJOBID
     with store.lock(ref.seq):
-        rec = store.load(ref.seq)
+        rec = visible(store.load(ref.seq))
         exists, unit = find_unit(rec, ref)
         if not exists:
             return PBSE_UNKJOBID
@@ -2092,7 +2111,7 @@ def release_one(store: Store, ref: JobRef, holds: str) -> int:
     if not ref.ours():
         return PBSE_UNKJOBID
     with store.lock(ref.seq):
-        rec = store.load(ref.seq)
+        rec = visible(store.load(ref.seq))
         exists, _unit = find_unit(rec, ref)
         if not exists:
             return PBSE_UNKJOBID

@@ -57,7 +57,7 @@ PBS_EMU_JSON_STYLE=cjson PBS_EMU_VERSION=23.06.06 qstat -x -f -F json $F $R > $O
     echo "[stdout]"; cat /tmp/rec/stdout; echo "[stderr]"; cat /tmp/rec/stderr; echo "[exit $rc]"; echo
   done
 } > $O/errors.txt
-qdel $R "$A" $H $D
+qdel $R "$A" $H $D 2>/dev/null
 sleep 0.5
 qsig -s suspend $R > /dev/null 2>&1
 sleep 4
