@@ -197,7 +197,7 @@ class Rush:
         with self.connector.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.launches, mapping=mapping)
             for r in records:
-                if r.launcher in ("local", "ssh"):
+                if not r.extra.get("managed"):
                     continue
                 # batch workers exist from their submission on, as `pending`, until they register
                 pipe.hset(self.keys.worker(r.worker_id), mapping={
@@ -530,7 +530,7 @@ class Rush:
         out = {}
         for wid, text in self.connector.hgetall(self.keys.launches).items():
             d = orjson.loads(text)
-            if d.get("launcher") in ("local", "ssh") or d.get("extra", {}).get("done"):
+            if not d.get("extra", {}).get("managed") or d.get("extra", {}).get("done"):
                 continue
             rec = self._records.get(wid) or LaunchRecord(**d)
             rec.extra = d.get("extra", {})

@@ -98,8 +98,9 @@ class RushWorker(Rush):
         self._k_wtasks = k.worker_tasks(wid)
         self._k_worker = k.worker(wid)
         info = {"pid": str(os.getpid()), "hostname": socket.gethostname(), "launcher": launcher}
-        info.update(scheduler_job())
-        if launcher in MANAGED_LAUNCHERS:
+        job = scheduler_job()
+        info.update(job)
+        if launcher in MANAGED_LAUNCHERS and job:
             info["managed"] = "1"  # the scheduler's view decides whether it is lost
         if self.deadline:
             info["deadline"] = f"{self.deadline:.3f}"

@@ -243,11 +243,14 @@ CLUSTER = os.path.join(REPO, "scripts", "slurm-cluster.sh")
 
 @pytest.fixture
 def slurm_only(backend):
-    if backend.name != "slurm":
-        pytest.skip("SLURM-only scenario (node failure, accounting modes)")
+    assert backend.name == "slurm"
     return backend
 
 
+slurm_scenario = pytest.mark.parametrize("backend", ["slurm"], indirect=True)
+
+
+@slurm_scenario
 def test_node_failure(batch, slurm_only):
     """Kill a node's slurmd and the job's processes: NODE_FAIL becomes the worker's reason."""
     r = batch(heartbeat_expire=40)
@@ -268,6 +271,7 @@ def test_node_failure(batch, slurm_only):
         subprocess.run(["bash", CLUSTER, "node-restart", node[1:]], capture_output=True, timeout=120)
 
 
+@slurm_scenario
 def test_cancel_without_accounting(batch, slurm_only):
     """With accounting off, finished jobs are read from scontrol."""
     out = subprocess.run(["bash", CLUSTER, "start", "--no-accounting"], capture_output=True, text=True, timeout=180)
@@ -285,3 +289,29 @@ def test_cancel_without_accounting(batch, slurm_only):
     finally:
         out = subprocess.run(["bash", CLUSTER, "start"], capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr
+
+
+@slurm_scenario
+def test_submitit_launcher_on_slurm(slurm_only, config):
+    """submitit submits one array; job ids are recorded and polled like the SLURM launcher's."""
+    rush_plan(config=config, worker_type="submitit", heartbeat_period=0.5, heartbeat_expire=4,
+              launcher_options={"time": "00:10:00", "poll_interval": 0.5, "startup_grace": 60})
+    r = rushhpc.rsh("s-" + uuid.uuid4().hex[:8])
+    try:
+        ids = r.start_workers(queue_loop, n_workers=2, fun=lambda x: {"y": x + 1})
+        launcher = launcher_of(r)
+        assert launcher.executor.cluster == "slurm" and launcher._slurm.submissions == 1
+        r.wait_for_workers(worker_ids=ids, timeout=90)
+        df = r.worker_info.set_index("worker_id")
+        assert set(df["launcher"]) == {"submitit"} and all("_" in j for j in df["job_id"])
+        keys = r.push_tasks([{"x": i} for i in range(6)])
+        r.wait_for_tasks(keys, timeout=60)
+        assert sorted(r.fetch_finished_tasks()["y"]) == [1, 2, 3, 4, 5, 6]
+        assert poll_calls(r) == 1
+        r.stop_workers(type="kill")
+        assert set(r.killed_worker_ids) == set(ids)
+        wait_until(lambda: poll_calls(r) >= 0 and set(r.worker_info["job_state"]) == {"finished"}, 60,
+                   interval=0.5, what="jobs to end")
+    finally:
+        r.reset()
+        slurm_only.cleanup(f"rushhpc-{r.network_id}")

@@ -213,7 +213,7 @@ class BatchLauncher(Launcher):
                 records.append(LaunchRecord(
                     worker_id=wid, launcher=self.name, job_id=self.element_id(base_id, i, size),
                     start_id=start_id,
-                    extra={"script": str(path), "stderr": self.stderr_path(base_id, i, size)},
+                    extra={"script": str(path), "stderr": self.stderr_path(base_id, i, size), "managed": True},
                 ))
         return records
 

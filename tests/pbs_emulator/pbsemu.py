@@ -33,6 +33,7 @@ import json
 import os
 import pwd
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -88,7 +89,8 @@ def json_mode() -> str:
     return v if v in ("legacy", "cjson") else "2022"
 
 
-POLL = 0.05                     # supervisor tick, seconds
+POLL = 0.05                     # supervisor tick when something is due, seconds
+IDLE_POLL = 0.25                # otherwise (a child's exit wakes the supervisor at once)
 DEFAULT_QUEUE = "workq"
 PBS_FILE_ARRAY_INDEX_TAG = "^array_index^"
 MAX_ARRAY_SIZE = 10000          # server max_array_size default
@@ -938,9 +940,29 @@ def subst_index(path: str, idx) -> str:
     return path if idx is None else path.replace(PBS_FILE_ARRAY_INDEX_TAG, str(idx))
 
 
+def next_wait(rec: dict, runners: dict, now: float) -> float:
+    """How long the supervisor may sleep: short when a deadline is near, else IDLE_POLL."""
+    wait = IDLE_POLL
+    limit = rec.get("walltime_limit")
+    for r in runners.values():
+        if r.kill_deadline is not None or r.exit_at is not None:
+            return POLL
+        if limit is not None:
+            wait = min(wait, limit - elapsed_running(unit_of(rec, r.idx), now) + 0.01)
+    if rec["state"] in ("Q", "B"):
+        wait = min(wait, rec["etime"] + _env_float("PBS_EMU_SCHED_DELAY", 0.0) - now + 0.01)
+    return max(POLL, wait)
+
+
 def supervise(home: str, seq: int) -> None:
     store = Store(home)
     runners: dict = {}
+    # SIGCHLD writes to this pipe, so a job's exit ends the select() below at once
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda _sig, _frame: None)
     try:
         while True:
             with store.lock(seq):
@@ -953,9 +975,13 @@ def supervise(home: str, seq: int) -> None:
                     rec["mtime"] = int(now)
                     store.save(rec)
                 done = rec["state"] == "F" and not runners
+                wait = next_wait(rec, runners, now)
             if done:
                 break
-            time.sleep(POLL)
+            select.select([wake_r], [], [], wait)
+            with contextlib.suppress(BlockingIOError):
+                while os.read(wake_r, 4096):
+                    pass
     except Exception:
         traceback.print_exc()
         crash_cleanup(store, seq, runners)

@@ -1,0 +1,24 @@
+"""Celery's side of the peer benchmark: an app on a Redis broker and the no-op task.
+
+Imported by ``celery -A peer_celery worker`` processes and by the driver.
+No result backend (Celery's fastest configuration); the broker URL comes from
+``BENCH_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+QUEUE = "bench"
+
+app = Celery("bench", broker=os.environ["BENCH_REDIS_URL"])
+app.conf.update(task_ignore_result=True, task_default_queue=QUEUE, worker_hijack_root_logger=False,
+                broker_connection_retry_on_startup=True)
+
+
+@app.task(name="noop")
+def noop(x1: float = 0.0, x2: float = 0.0) -> None:
+    """The no-op objective."""
+    return None
