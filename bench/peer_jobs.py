@@ -26,9 +26,10 @@ def optuna_worker(url: str, study_name: str, warmup: float, window: float) -> No
     """One Optuna worker: random search through ask/tell on the Redis journal storage.
 
     It announces itself (SADD ready), waits for the driver's start time (key
-    ``go``, Redis clock), runs ask -> suggest x1, x2 -> tell(0.0) until
-    start + warm-up + window, and reports the number of trials told inside the
-    window (HSET ``done``). The driver adds the workers' counts up.
+    ``go``, Redis clock), runs ask -> suggest x1, x2 -> tell(0.0) from then
+    until start + warm-up + window, and reports the number of trials told
+    inside the window, after the warm-up (HSET ``done``). The driver adds the
+    workers' counts up.
     """
     import optuna
     import redis
@@ -46,9 +47,9 @@ def optuna_worker(url: str, study_name: str, warmup: float, window: float) -> No
     # the driver's start time is on the Redis clock; convert once to ours
     s, micro = r.time()
     offset = time.time() - (s + micro / 1e6)
-    begin = float(go) + offset + warmup
-    end = begin + window
-    while time.time() < begin:
+    start = float(go) + offset
+    begin, end = start + warmup, start + warmup + window
+    while time.time() < start:
         time.sleep(0.001)
     n = 0
     while True:
@@ -56,9 +57,11 @@ def optuna_worker(url: str, study_name: str, warmup: float, window: float) -> No
         trial.suggest_float("x1", -5, 10)
         trial.suggest_float("x2", 0, 15)
         study.tell(trial, noop())
-        if time.time() > end:
+        now = time.time()
+        if now > end:
             break
-        n += 1
+        if now >= begin:
+            n += 1
     r.hset(f"bench:{study_name}:done", me, n)
 
 

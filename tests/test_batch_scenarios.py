@@ -175,6 +175,7 @@ def test_suspended_job_is_not_killed(batch, backend):
     r = batch(heartbeat_expire=2)
     ids = r.start_workers(one_task_loop, n_workers=1)
     r.wait_for_workers(worker_ids=ids, timeout=60)
+    wait_until(lambda: r.n_running_tasks == 1, 30, what="running task")
     job_id = info(r, ids[0])["job_id"]
     backend.suspend(job_id)
     try:
@@ -280,6 +281,7 @@ def test_cancel_without_accounting(batch, slurm_only):
         r = batch()
         ids = r.start_workers(busy_loop, n_workers=1)
         r.wait_for_workers(worker_ids=ids, timeout=60)
+        wait_until(lambda: r.n_running_tasks == 1, 30, what="running task")
         slurm_only.cancel(info(r, ids[0])["job_id"])
         wait_until(lambda: r.detect_lost_workers(poll_scheduler=True) is not None
                    and info(r, ids[0])["reason"] == "cancelled", 60, interval=0.5, what="reason cancelled")
