@@ -13,6 +13,10 @@ and the client to another ("cross-core"), the placement of a busy worker (see
   cross-CPU wake-up, the smallest round trip this machine has.
 - ``PING, redis-py, dedicated, unpinned``: where the scheduler puts them; a
   mixture of the two above (hence drifting absolute times).
+- ``PING after 10 ms idle``: the first PING after the client slept 10 ms, as a
+  worker's first call after a 10 ms objective; on this kind of machine an idle
+  CPU wakes up slowly, so it costs several warm round trips (it bounds the
+  utilisation family).
 - ``PING, raw socket``: the same PING with a bare socket, no client library.
 - ``PING, C client (redis-benchmark)``: 1 connection, no pipelining, cross-core
   (its p50 is printed in steps of 8 us).
@@ -46,6 +50,17 @@ def raw_socket_ping(port: int, n: int) -> list[float]:
     return out
 
 
+def ping_after_idle(client, n: int, idle: float = 0.01) -> list[float]:
+    """The first PING after sleeping ``idle`` seconds, ``n`` times; seconds each."""
+    out = []
+    for _ in range(n):
+        time.sleep(idle)
+        t = time.perf_counter()
+        client.ping()
+        out.append(time.perf_counter() - t)
+    return out
+
+
 def c_client_ping_us(port: int, n: int) -> float | None:
     """Median PING latency of redis-benchmark (C, 1 connection), in us; None if not installed.
     It inherits this process's CPU placement."""
@@ -72,6 +87,7 @@ def run(ctx: Context) -> list[Row]:
     with placement(ctx.server, "cross"):
         paired = interleaved(pool.ping, single.ping, n)
         raw = raw_socket_ping(ctx.server.port, n // 2)
+        cold = ping_after_idle(single, ctx.pick(200, 50))
         c_us = c_client_ping_us(ctx.server.port, n)
     with placement(ctx.server, "same"):
         same = ping_samples(single, n // 2)
@@ -98,6 +114,8 @@ def run(ctx: Context) -> list[Row]:
             "client and Redis on one CPU: no cross-CPU wake-up"),
         row("PING, redis-py, dedicated connection, unpinned", unpinned,
             "the OS moves processes: a mixture of same-core and cross-core"),
+        row("PING after 10 ms idle, redis-py, dedicated connection, cross-core", cold,
+            "a worker's first call after a 10 ms objective: idle CPUs wake up slowly"),
         row("PING, raw socket (no client library), cross-core", raw, "what redis-py itself adds is the difference"),
     ]
     if c_us is not None:

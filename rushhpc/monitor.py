@@ -1,5 +1,5 @@
-"""The manager-side monitor: detection in a background thread, so nobody calls
-`detect_lost_workers()` by hand."""
+"""The manager-side monitor: detection and reconciliation in a background thread, so nobody
+calls `detect_lost_workers()` by hand; optionally it replaces lost workers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import threading
 from typing import TYPE_CHECKING
 
 import redis
+
+from .errors import RushError
 
 if TYPE_CHECKING:
     from .rush import Rush
@@ -18,17 +20,25 @@ log = logging.getLogger("rushhpc.monitor")
 class Monitor:
     """Runs ``rush.detect_lost_workers()`` every ``interval`` seconds until stopped.
 
+    The scheduler itself is asked less often (the launcher's adaptive poll
+    interval), and early when a batch worker's heartbeat expired. With
+    ``keep_workers=True`` each lost worker is replaced by a new one started the
+    same way, at most ``restart_budget`` times in all.
+
     Example:
-        >>> rush.start_monitor(interval=5)   # creates and starts a Monitor
+        >>> rush.start_monitor(interval=5, keep_workers=True, restart_budget=20)
         >>> rush.stop_monitor()
     """
 
-    def __init__(self, rush: "Rush", interval: float = 5.0):
+    def __init__(self, rush: "Rush", interval: float = 5.0, keep_workers: bool = False, restart_budget: int = 10):
         if interval <= 0:
             raise ValueError("monitor interval must be > 0 seconds")
         self.rush = rush
         self.interval = interval
+        self.keep_workers = keep_workers
+        self.restart_budget = restart_budget
         self.lost: list[str] = []
+        self.replacements: list[str] = []
         self.errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rushhpc-monitor-{rush.network_id}", daemon=True)
@@ -39,13 +49,27 @@ class Monitor:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(self.interval + 10)
+            self._thread.join(self.interval + 30)
+
+    def step(self) -> list[str]:
+        """One round: detect, and replace what was lost while the budget lasts."""
+        lost = self.rush.detect_lost_workers()
+        self.lost += lost
+        if lost and self.keep_workers:
+            n = min(len(lost), self.restart_budget)
+            if n < len(lost):
+                log.warning("restart budget exhausted: %d lost worker(s) not replaced", len(lost) - n)
+            if n:
+                new = self.rush._replace_workers(lost[:n])
+                self.restart_budget -= len(new)
+                self.replacements += new
+        return lost
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.lost += self.rush.detect_lost_workers()
-            except redis.RedisError as e:
-                # Keep watching through Redis hiccups; the next round tries again.
+                self.step()
+            except (redis.RedisError, RushError, OSError) as e:
+                # Keep watching through Redis and scheduler hiccups; the next round tries again.
                 self.errors += 1
-                log.warning("monitor of %s: Redis error (%s); retrying", self.rush.network_id, e)
+                log.warning("monitor of %s: %s; retrying", self.rush.network_id, e)

@@ -187,8 +187,32 @@ class Rush:
         start_id, options = self._prepare_start(worker_loop, options_and_args)
         launcher = self._launcher(worker_type)
         records = launcher.launch(start_id, launcher.make_worker_ids(n), options)
+        for r in records:
+            r.extra["options"] = options  # so a monitor can start a replacement the same way
         self._store_records(records)
         return [r.worker_id for r in records]
+
+    def _replace_workers(self, worker_ids: Sequence[str]) -> list[str]:
+        """Start one new worker for each of these (lost) workers, the way they were started."""
+        groups: dict[tuple[str, str], tuple[int, dict]] = {}
+        for wid in worker_ids:
+            rec = self._records.get(wid)
+            if rec is None:
+                text = self.connector.hget(self.keys.launches, wid)
+                rec = LaunchRecord(**orjson.loads(text)) if text else None
+            if rec is not None and rec.start_id:
+                n, _ = groups.get((rec.launcher, rec.start_id), (0, {}))
+                groups[(rec.launcher, rec.start_id)] = (n + 1, rec.extra.get("options", {}))
+        new: list[str] = []
+        for (name, start_id), (n, options) in groups.items():
+            launcher = self._launcher(name)
+            records = launcher.launch(start_id, launcher.make_worker_ids(n), options)
+            for r in records:
+                r.extra["options"] = options
+            self._store_records(records)
+            new += [r.worker_id for r in records]
+            log.warning("started %d replacement worker(s) through %s: %s", n, name, ", ".join(r.worker_id for r in records))
+        return new
 
     def _store_records(self, records: Sequence[LaunchRecord]) -> None:
         if not records:
@@ -646,13 +670,19 @@ class Rush:
             self.connector.unlink(*batch)
 
     # ------------------------------------------------------------------ monitor
-    def start_monitor(self, interval: float = 5.0, **kwargs: Any) -> None:
-        """Run `detect_lost_workers` (and, for batch workers, reconciliation) every
-        ``interval`` seconds in a background thread. Stopped by `stop_monitor` or `reset`."""
+    def start_monitor(self, interval: float = 5.0, keep_workers: bool = False, restart_budget: int = 10) -> None:
+        """Run `detect_lost_workers` (and, for batch workers, reconciliation with the
+        scheduler) every ``interval`` seconds in a background thread. With
+        ``keep_workers=True`` it starts a replacement for each lost worker, at most
+        ``restart_budget`` in all. Stopped by `stop_monitor`, `reset` and `close`.
+
+        Example:
+            >>> rush.start_monitor(interval=5, keep_workers=True)
+        """
         from .monitor import Monitor
 
         self.stop_monitor()
-        self._monitor = Monitor(self, interval=interval, **kwargs)
+        self._monitor = Monitor(self, interval=interval, keep_workers=keep_workers, restart_budget=restart_budget)
         self._monitor.start()
 
     def stop_monitor(self) -> None:

@@ -364,3 +364,24 @@ def test_reset_kills_workers_and_leaves_nothing(rush):
     assert all(p.poll() is not None for p in procs)
     assert list(rush.connector.scan_iter(match=rush.keys.pattern)) == []
     assert rush.n_workers == 0
+
+
+def test_monitor_detects_and_replaces_lost_workers(rush):
+    rush.start_local_workers(queue_loop, n_workers=1, fun=lambda x: {"y": x}, **HB)
+    rush.wait_for_workers(1, timeout=30)
+    victim = rush.worker_ids[0]
+    rush.start_monitor(interval=0.2, keep_workers=True, restart_budget=1)
+    os.kill(int(rush.worker_info["pid"].iloc[0]), signal.SIGKILL)
+    wait_until(lambda: rush.lost_worker_ids == [victim], 20, what="monitor to find the lost worker")
+    wait_until(lambda: len(rush.running_worker_ids) == 1, 30, what="a replacement worker")
+    replacement = rush.running_worker_ids[0]
+    assert replacement != victim and rush._monitor.replacements == [replacement]
+    keys = rush.push_tasks([{"x": 7}])
+    rush.wait_for_tasks(keys, timeout=20)
+    assert rush.fetch_finished_tasks()["worker_id"].tolist() == [replacement]
+    # the budget is spent: a second loss is detected but not replaced
+    os.kill(int(rush.worker_info.set_index("worker_id").loc[replacement, "pid"]), signal.SIGKILL)
+    wait_until(lambda: replacement in rush.lost_worker_ids, 20, what="second loss")
+    assert rush.n_running_workers == 0
+    rush.stop_monitor()
+    assert rush._monitor is None

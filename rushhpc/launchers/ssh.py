@@ -330,7 +330,8 @@ class SshLauncher(Launcher):
         end; if it is still alive and still that worker, SIGKILL its process group."""
         rounds = max(1, math.ceil(wait / 0.1))
         fn = (
-            'k() { i=0; while kill -0 "$1" 2>/dev/null; do '
+            # gone, or a zombie nobody reaped yet: nothing to do
+            'k() { i=0; while st=$(ps -o stat= -p "$1" 2>/dev/null); do case "$st" in *Z*) return 0;; esac; '
             f'if [ "$i" -ge {rounds} ]; then '
             'case "$(ps -ww -o args= -p "$1" 2>/dev/null)" in *"--worker-id $2 "*|*"--worker-id $2") '
             'kill -s KILL -- "-$1" 2>/dev/null || kill -s KILL "$1" 2>/dev/null; '
