@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import os
 
+import redis
 from celery import Celery
+from celery.signals import worker_ready
 
 QUEUE = "bench"
 
 app = Celery("bench", broker=os.environ["BENCH_REDIS_URL"])
 app.conf.update(task_ignore_result=True, task_default_queue=QUEUE, worker_hijack_root_logger=False,
                 broker_connection_retry_on_startup=True)
+
+
+@worker_ready.connect
+def _announce(sender=None, **kwargs) -> None:
+    """Tell the driver this worker consumes (SADD bench:celery:ready)."""
+    redis.Redis.from_url(os.environ["BENCH_REDIS_URL"]).sadd("bench:celery:ready", str(os.getpid()))
 
 
 @app.task(name="noop")

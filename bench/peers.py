@@ -166,10 +166,8 @@ def run_celery(ctx: Context, n_jobs: int) -> dict:
                                       "--without-mingle", "--without-heartbeat", "-l", "WARNING"])
                 for i in range(N_WORKERS)]
 
-    def ready() -> bool:
-        return len(peer_celery.app.control.ping(timeout=0.5) or []) >= N_WORKERS
-
-    return queue_peer(ctx, "celery", fill, start, ready, lambda: conn.llen(peer_celery.QUEUE), n_jobs)
+    return queue_peer(ctx, "celery", fill, start, lambda: conn.scard("bench:celery:ready") >= N_WORKERS,
+                      lambda: conn.llen(peer_celery.QUEUE), n_jobs)
 
 
 def run_optuna(ctx: Context) -> dict:
@@ -228,7 +226,7 @@ def run(ctx: Context) -> list[Row]:
     rows = [Row("peers", f"rushhpc {kind} loop, no-op, {N_WORKERS} workers (reference)", round(rate), "tasks/s",
                 note="measured in this family, next to the peers" if not ctx.quick else "")
             for kind, rate in ours.items()]
-    n_jobs = ctx.pick(15_000, 4_000)
+    n_jobs = ctx.pick(20_000, 6_000)
     for label, package, runner, kind, targeted in PEERS:
         name = f"{label}, {N_WORKERS} workers"
         v = version(package)

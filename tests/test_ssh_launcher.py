@@ -302,6 +302,12 @@ def test_auth_failure_names_host_and_ssh_error(sshd, make_rush):
         rush.start_workers(busy_loop, n_workers=1, **HB)
 
 
+def test_failing_setup_line_fails_the_launch(sshd, make_rush):
+    rush = make_rush(sshd.options(setup=["echo 'no such module' >&2; false"]))
+    with pytest.raises(RushWorkerError, match=r"remote shell failed \(exit 1\): no such module"):
+        rush.start_workers(busy_loop, n_workers=1, **HB)
+
+
 def test_partial_start_keeps_started_workers_known(sshd, make_rush):
     good, bad = f"127.0.0.1:{sshd.port}", f"127.0.0.1:{free_port()}"
     rush = make_rush(sshd.options(hosts=[good, bad], ssh_options=sshd.ssh_options(port=False)))
@@ -317,7 +323,9 @@ def test_partial_start_keeps_started_workers_known(sshd, make_rush):
 
 def test_remote_run_dir_gets_credentials_through_stdin(sshd, make_rush, ssh_calls, tmp_path):
     remote_root = tmp_path / "remote run dir's $HOME"  # spaces, a quote and a dollar: quoting must hold
-    rush = make_rush(sshd.options(remote_run_dir=str(remote_root)))
+    # python as a command prefix; setup lines run in the remote sh before the worker
+    rush = make_rush(sshd.options(remote_run_dir=str(remote_root), python=["env", "RUSHHPC_T=1", sys.executable],
+                                  setup=["test -n \"$HOME\""]))
     password = rush.config.password
     ids = rush.start_workers(queue_loop, n_workers=1, fun=lambda x: {"y": -x}, **HB)
     rush.wait_for_workers(worker_ids=ids, timeout=30)

@@ -244,8 +244,7 @@ class SshLauncher(Launcher):
             "if command -v setsid >/dev/null 2>&1; then S=setsid; fi",
             # no `&&` before `&`: only the worker goes to the background, so $! is its pid
             f"$S nohup {shell_join(argv)} </dev/null >{remote_path(f'{wdir}/{worker_id}.out')} "
-            f"2>{remote_path(f'{wdir}/{worker_id}.err')} &",
-            f"echo {PID_MARK}$!",
+            f"2>{remote_path(f'{wdir}/{worker_id}.err')} & echo {PID_MARK}$!",
         ]
         return "; ".join(lines)
 
@@ -310,6 +309,8 @@ class SshLauncher(Launcher):
             if errors:
                 if started:
                     # the manager learns of the workers that did start, so stop_workers reaches them
+                    for r in started:
+                        r.extra["options"] = options  # as Rush._start records them
                     self.rush._store_records(started)
                 note = (
                     f" {len(started)} worker(s) started before this failure keep running: "
