@@ -1,9 +1,9 @@
 """What users would use instead, side by side on the same Redis: no-op throughput.
 
 Every peer runs the same no-op objective on 2 worker processes, against the
-same redis-server (emptied before each), next to rushhpc's own loops measured
-in this family just before (so the ratios compare numbers taken minutes, not
-hours, apart):
+same redis-server (emptied before each). The family runs in rounds (3, quick
+mode 1): each round measures rushhpc's two loops with 2 workers, then every
+peer, so each peer is compared with a rushhpc number taken seconds before it:
 
 - rq (``rq worker -w rq.worker.SimpleWorker``, 2 processes): queued no-op
   jobs; compared with rushhpc's queue loop.
@@ -18,8 +18,9 @@ Queue peers: the queue is filled first, the workers are started, and after a
 warm-up the jobs taken off the queue are counted over a fixed window (the
 queue must not run dry: the note says if it did). Optuna workers count the
 trials they told inside the window themselves. Value = jobs (trials) per
-second, all workers together; ratio = rushhpc's rate / the peer's; target:
-rushhpc at least 10x rq and 10x Optuna. A peer whose package is missing is
+second, all workers together, median over the rounds; ratio = the median over
+rounds of rushhpc's rate / the peer's; target: rushhpc at least 10x rq and
+10x Optuna. A peer whose package is missing is
 reported "not installed" and the run goes on.
 """
 
@@ -38,7 +39,7 @@ from typing import Callable
 import redis
 
 import loops
-from common import BENCH_DIR, Context, Row, bench_python_env, log, wait_for
+from common import BENCH_DIR, Context, Row, bench_python_env, log, median, wait_for
 
 N_WORKERS = 2
 
@@ -196,24 +197,16 @@ def run_optuna(ctx: Context) -> dict:
 
 
 # ------------------------------------------------------------------------ driver
-def rushhpc_rates(ctx: Context) -> dict[str, float]:
-    """rushhpc's 2-worker no-op rates, measured now (quick mode: reused from the loops family)."""
-    out = {}
-    for kind in loops.LOOPS:
-        key = f"loops.{kind}.{N_WORKERS}"
-        if ctx.quick and key in ctx.shared:
-            out[kind] = ctx.shared[key]
-            continue
-        log(f"peers: rushhpc {kind} loop, {N_WORKERS} workers (side by side)")
-        m = loops.measure(ctx, kind, N_WORKERS, ctx.pick(3.0, 1.0), queue_size=ctx.pick(60_000, 25_000))
-        m["rush"].reset()
-        m["rush"].close()
-        out[kind] = m["rate"]
-    return out
+def rushhpc_rate(ctx: Context, kind: str) -> float:
+    """rushhpc's no-op rate with N_WORKERS workers for loop ``kind``, measured now."""
+    m = loops.measure(ctx, kind, N_WORKERS, ctx.pick(3.0, 1.0), queue_size=ctx.pick(60_000, 25_000))
+    m["rush"].reset()
+    m["rush"].close()
+    return m["rate"]
 
 
 PEERS = [
-    # name, package, runner, rushhpc loop compared with, target
+    # name, package, runner, rushhpc loop compared with, has a target
     ("rq SimpleWorker, no-op jobs", "rq", lambda ctx, n: run_rq(ctx, n), "queue", True),
     ("Optuna, Redis journal storage, RandomSampler, ask/tell", "optuna", lambda ctx, n: run_optuna(ctx), "propose", True),
     ("Dramatiq, Redis broker, no-op actor", "dramatiq", lambda ctx, n: run_dramatiq(ctx, n), "queue", False),
@@ -222,31 +215,53 @@ PEERS = [
 
 
 def run(ctx: Context) -> list[Row]:
-    ours = rushhpc_rates(ctx)
-    rows = [Row("peers", f"rushhpc {kind} loop, no-op, {N_WORKERS} workers (reference)", round(rate), "tasks/s",
-                note="measured in this family, next to the peers" if not ctx.quick else "")
-            for kind, rate in ours.items()]
+    """Rounds of: rushhpc's loop, then a peer, right after each other. Each round gives a
+    ratio; the row shows the median peer rate and the median ratio over the rounds."""
+    rounds = ctx.pick(3, 1)
     n_jobs = ctx.pick(20_000, 6_000)
-    for label, package, runner, kind, targeted in PEERS:
+    peers = [(label, pkg, runner, kind, t, version(pkg)) for label, pkg, runner, kind, t in PEERS]
+    ours: dict[str, list[float]] = {"propose": [], "queue": []}
+    results: dict[str, list[dict]] = {pkg: [] for _, pkg, *_ in peers}
+    errors: dict[str, str] = {}
+    for r in range(rounds):
+        for kind in ours:
+            log(f"peers: round {r + 1}/{rounds}, rushhpc {kind} loop, {N_WORKERS} workers")
+            ctx.server.flushall()
+            ours[kind].append(rushhpc_rate(ctx, kind))
+        for label, pkg, runner, kind, _, v in peers:
+            if v is None or pkg in errors:
+                continue
+            log(f"peers: round {r + 1}/{rounds}, {pkg} {v}")
+            ctx.server.flushall()
+            try:
+                m = runner(ctx, n_jobs)
+            except Exception as e:  # noqa: BLE001 - one peer failing must not hide the others
+                errors[pkg] = f"{type(e).__name__}: {e}"
+                continue
+            m["ratio"] = ours[kind][-1] / m["rate"] if m["rate"] > 0 else None
+            results[pkg].append(m)
+
+    rows = [Row("peers", f"rushhpc {kind} loop, no-op, {N_WORKERS} workers (reference)", round(median(rates)), "tasks/s",
+                note=f"median of {len(rates)}, one per round: " + ", ".join(f"{x:,.0f}" for x in rates))
+            for kind, rates in ours.items()]
+    for label, pkg, runner, kind, targeted, v in peers:
         name = f"{label}, {N_WORKERS} workers"
-        v = version(package)
         if v is None:
             rows.append(Row("peers", name, None, "jobs/s", note="not installed (pip install -r bench/requirements.txt)"))
             continue
-        ctx.server.flushall()
-        log(f"peers: {package} {v}")
-        try:
-            m = runner(ctx, n_jobs)
-        except Exception as e:  # noqa: BLE001 - one peer failing must not hide the others
-            rows.append(Row("peers", name, None, "jobs/s", note=f"{package} {v} failed: {type(e).__name__}: {e}"))
+        if pkg in errors:
+            rows.append(Row("peers", name, None, "jobs/s", note=f"{pkg} {v} failed: {errors[pkg]}"))
             continue
-        ratio = round(ours[kind] / m["rate"], 1) if m["rate"] > 0 else None
-        note = f"{package} {v}; {m['jobs']:,} in the window"
-        if "enqueue_rate" in m:
-            note += f"; enqueued at {m['enqueue_rate']:,.0f}/s"
-        if m["dry"]:
-            note += "; the queue ran dry: a lower bound"
-        row = Row("peers", name, round(m["rate"]), "jobs/s", None, ratio, f"rushhpc {kind} loop / this", note=note)
+        ms = results[pkg]
+        ratios = [m["ratio"] for m in ms if m["ratio"] is not None]
+        ratio = round(median(ratios), 1) if ratios else None
+        note = f"{pkg} {v}; per round: " + ", ".join(f"{m['rate']:,.0f}" for m in ms) + "/s"
+        if "enqueue_rate" in ms[0]:
+            note += f"; enqueued at {median([m['enqueue_rate'] for m in ms]):,.0f}/s"
+        if any(m["dry"] for m in ms):
+            note += "; the queue ran dry in a round: a lower bound"
+        row = Row("peers", name, round(median([m["rate"] for m in ms])), "jobs/s", None, ratio,
+                  f"rushhpc {kind} loop / this (median of per-round ratios)", note=note)
         if targeted:
             row.target, row.met = "rushhpc >= 10x", ratio is not None and ratio >= 10
         rows.append(row)

@@ -601,8 +601,6 @@ class Rush:
                 if d.job_state and (w or {}).get("job_state") != d.job_state:
                     pipe.hset(self.keys.worker(wid), "job_state", d.job_state)
                     changed = True
-                if d.cancel_job:
-                    launcher.kill([rec])
                 if d.lost_reason:
                     tail = launcher.stderr_tail(wid, 10)
                     msg = d.message + (f"; stderr ends with: {tail.splitlines()[-1]}" if tail else "")
@@ -611,6 +609,8 @@ class Rush:
                         lost.append(wid)
                         log.warning("worker %s lost (%s)%s", wid, d.lost_reason, ":\n" + tail if tail else "")
                     changed = True
+                if d.cancel_job:  # after the verdict: a killed worker must not get its own word in first
+                    launcher.kill([rec])
                 if d.refine_reason:
                     pipe.hset(self.keys.worker(wid), "reason", d.refine_reason)
                 if d.track or d.done:

@@ -218,7 +218,7 @@ class SshLauncher(Launcher):
             launch_timeout=float(opts.get("launch_timeout") or 60),
             parallel=max(1, parallel),
             kill_wait=float(opts["kill_wait"]) if opts.get("kill_wait") is not None else 3.0,
-            ssh_kill=bool(opts.get("ssh_kill", True)),
+            ssh_kill=opts.get("ssh_kill") is None or bool(opts["ssh_kill"]),
         )
 
     def ssh_argv(self, host: SshHost, settings: _Settings, script: str) -> list[str]:
