@@ -70,7 +70,7 @@ def decide(
 
     if status is None:
         misses = int(track.get("misses", 0)) + 1
-        first = float(track.get("first_miss") or now)
+        first = float(track["first_miss"]) if track.get("first_miss") is not None else now
         d.track.update(misses=misses, first_miss=first)
         gone = misses >= MISSES_FOR_VANISHED and now - first >= vanish_grace
         if gone and state in ("pending", "running"):
@@ -98,7 +98,7 @@ def decide(
 
     if not registered:
         if status.state == "running":
-            since = float(track.get("running_since") or now)
+            since = float(track["running_since"]) if track.get("running_since") is not None else now
             if "running_since" not in track:
                 d.track["running_since"] = now
             if now - since > startup_grace:

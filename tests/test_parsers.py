@@ -1,0 +1,123 @@
+"""Scheduler output parsers (recorded PBS Pro outputs, SLURM strings) and the reconciliation rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rushhpc.launchers.base import JobStatus
+from rushhpc.launchers.batch import hms, parse_duration
+from rushhpc.launchers.pbs import exit_reason, parse_exit_statuses, parse_full_text, parse_table, short_id
+from rushhpc.launchers.slurm import expand_ids, parse_sacct, parse_scontrol, parse_squeue, status_from
+from rushhpc.reconcile import decide
+
+RECORDED = Path(__file__).parent / "pbs_emulator" / "recorded"
+
+
+def test_pbs_table():
+    states = parse_table((RECORDED / "qstat_xt_array_table.txt").read_text())
+    assert states["4711"] == "F" and states["4714"] == "H" and states["4715[]"] == "B"
+    assert states["4715[0]"] == "X" and states["4715[2]"] == "R"
+    wide = parse_table((RECORDED / "qstat_xw_wide_table.txt").read_text())
+    assert wide and all("*" not in k for k in wide)
+
+
+def test_pbs_json_valid_and_invalid():
+    codes = parse_exit_statuses((RECORDED / "qstat_xtf_json_array_finished.json").read_text())
+    assert codes["4715[]"] == 1 and codes["4715[0]"] == 0 and codes["4715[3]"] == 271
+    for name in ("qstat_f_json_invalid_2022.txt", "qstat_f_json_invalid_legacy.txt"):
+        text = (RECORDED / name).read_text()
+        with pytest.raises(ValueError):
+            json.loads(text)
+        got = parse_exit_statuses(text)
+        assert got, name  # the jobs are still read
+    cjson = parse_exit_statuses((RECORDED / "qstat_xf_json_cjson_23.06.json").read_text())
+    assert 0 in cjson.values()
+
+
+def test_pbs_full_text():
+    codes = parse_full_text((RECORDED / "qstat_xf_finished.txt").read_text())
+    assert codes and all(isinstance(v, int) or v is None for v in codes.values())
+
+
+@pytest.mark.parametrize("code,reason", [(0, "completed"), (3, "failed"), (271, "cancelled"), (265, "cancelled"),
+                                         (143, "cancelled"), (-29, "timeout"), (-1, "failed_to_start"),
+                                         (None, "cancelled")])
+def test_pbs_exit_reason(code, reason):
+    assert exit_reason(code) == reason
+
+
+def test_pbs_short_id():
+    assert short_id("123[4].pbs01.example.org") == "123[4]" and short_id("99.pbsemu") == "99"
+
+
+@pytest.mark.parametrize("raw,state,reason", [
+    ("PENDING", "pending", ""), ("RUNNING", "running", ""), ("SUSPENDED", "suspended", ""),
+    ("COMPLETING", "finishing", ""), ("CANCELLED by 0", "finished", "cancelled"), ("TIMEOUT", "finished", "timeout"),
+    ("OUT_OF_MEMORY", "finished", "out_of_memory"), ("NODE_FAIL", "finished", "node_fail"),
+    ("PREEMPTED", "finished", "preempted"), ("REQUEUE_HOLD", "held", ""), ("CONFIGURING", "starting", ""),
+])
+def test_slurm_states(raw, state, reason):
+    st = status_from(raw)
+    assert (st.state, st.reason) == (state, reason)
+
+
+def test_slurm_held_reason_and_exit_codes():
+    assert status_from("PENDING", "JobHeldUser").state == "held"
+    assert status_from("COMPLETED", exit_code="0:0").reason == "completed"
+    assert status_from("COMPLETED", exit_code="2:0").reason == "failed"
+
+
+def test_slurm_parsers():
+    assert expand_ids("12_[0-2,5]") == ["12_0", "12_1", "12_2", "12_5"] and expand_ids("12_3") == ["12_3"]
+    q = parse_squeue("12_0|RUNNING|None\n12_[1-2]|PENDING|JobHeldUser\n")
+    assert q["12_0"].state == "running" and q["12_2"].state == "held"
+    a = parse_sacct("12_0|CANCELLED by 0|0:15|None\n13|NODE_FAIL|0:0|None\n")
+    assert a["12_0"].reason == "cancelled" and a["13"].reason == "node_fail"
+    c = parse_scontrol("JobId=14 ArrayJobId=12 ArrayTaskId=1 JobName=x JobState=TIMEOUT Reason=TimeLimit ExitCode=0:15\n")
+    assert c["12_1"].reason == "timeout"
+
+
+def test_durations():
+    assert parse_duration("90") == 5400 and parse_duration("01:30:00") == 5400 and parse_duration("2-00") == 172800
+    assert parse_duration("10:00") == 600 and parse_duration(42) == 42 and hms(93600) == "26:00:00"
+
+
+RUN = JobStatus("running")
+ENDED = lambda reason, raw="X": JobStatus("finished", reason=reason, raw=raw)  # noqa: E731
+
+
+def test_rules_unregistered():
+    assert not decide("w", {}, None, False, JobStatus("pending"), 0, 60, 10).lost_reason
+    d = decide("w", {}, None, False, RUN, 100, 60, 10)
+    assert not d.lost_reason and d.track["running_since"] == 100
+    d = decide("w", {"running_since": 100}, None, False, RUN, 200, 60, 10)
+    assert d.lost_reason == "failed_to_start" and d.cancel_job
+    assert decide("w", {}, None, False, ENDED("completed"), 0, 60, 10).lost_reason == "failed_to_start"
+    assert decide("w", {}, None, False, ENDED("out_of_memory"), 0, 60, 10).lost_reason == "out_of_memory"
+
+
+def test_rules_registered():
+    w = {"state": "running"}
+    assert not decide("w", {}, w, True, RUN, 0, 60, 10).lost_reason
+    assert not decide("w", {}, w, True, ENDED("node_fail"), 0, 60, 10).lost_reason  # still beating: alive
+    d = decide("w", {}, w, False, RUN, 0, 60, 10)
+    assert d.lost_reason == "heartbeat_expired" and d.cancel_job
+    assert not decide("w", {}, w, False, JobStatus("suspended"), 0, 60, 10).lost_reason
+    assert not decide("w", {}, w, False, JobStatus("finishing"), 0, 60, 10).lost_reason
+    assert decide("w", {}, w, False, ENDED("timeout"), 0, 60, 10).lost_reason == "timeout"
+
+
+def test_rules_vanished_and_refined():
+    w = {"state": "running"}
+    d1 = decide("w", {}, w, True, None, 0, 60, 10, vanish_grace=5)
+    assert not d1.lost_reason and d1.track["misses"] == 1
+    d2 = decide("w", d1.track, w, True, None, 3, 60, 10, vanish_grace=5)
+    assert not d2.lost_reason  # two misses, but not yet long enough
+    d3 = decide("w", d2.track, w, True, None, 6, 60, 10, vanish_grace=5)
+    assert d3.lost_reason == "vanished"
+    lost = {"state": "lost", "reason": "sigterm"}
+    assert decide("w", {}, lost, False, ENDED("cancelled"), 0, 60, 10).refine_reason == "cancelled"
+    assert decide("w", {}, {"state": "terminated"}, False, ENDED("completed"), 0, 60, 10).done
