@@ -59,12 +59,29 @@ def peer_env(ctx: Context) -> dict[str, str]:
 
 def spawn(ctx: Context, name: str, argv: list[str]) -> subprocess.Popen:
     """Start one peer worker process in its own process group, output to a log file."""
-    logfile = open(ctx.workdir / f"{name}-{uuid.uuid4().hex[:6]}.log", "ab")
+    path = ctx.workdir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+    logfile = open(path, "ab")
     try:
-        return subprocess.Popen(argv, cwd=BENCH_DIR, env=peer_env(ctx), stdout=logfile, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, cwd=BENCH_DIR, env=peer_env(ctx), stdout=logfile, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     finally:
         logfile.close()
+    proc.logpath = path  # type: ignore[attr-defined]
+    return proc
+
+
+def log_errors(procs: list[subprocess.Popen]) -> str:
+    """The first error line in the workers' logs, or "" (a job that fails is also
+    taken off the queue: a rate measured over failing jobs would be worthless)."""
+    for p in procs:
+        try:
+            text = p.logpath.read_text(errors="replace")  # type: ignore[attr-defined]
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if "Traceback" in line or "ERROR" in line or "Error:" in line:
+                return line.strip()[:200]
+    return ""
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -102,6 +119,8 @@ def queue_peer(ctx: Context, name: str, fill: Callable[[int], None], start: Call
     finally:
         for p in procs:
             stop_group(p)
+    if err := log_errors(procs):
+        raise RuntimeError(f"{name} workers logged an error: {err}")
     return {"rate": (r0 - r1) / (t1 - t0), "jobs": r0 - r1, "dry": r1 == 0, "enqueue_rate": enqueue_rate}
 
 
@@ -193,6 +212,8 @@ def run_optuna(ctx: Context) -> dict:
     finally:
         for p in procs:
             stop_group(p)
+    if err := log_errors(procs):
+        raise RuntimeError(f"Optuna workers logged an error: {err}")
     return {"rate": trials / window, "jobs": trials, "dry": False}
 
 

@@ -32,6 +32,7 @@ from .config import redis_config
 from .layout import HEARTBEAT, Keys
 
 PR_SET_PDEATHSIG = 1
+REGISTER_WAIT = 120.0  # seconds a heartbeat waits for its worker to register
 
 
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
@@ -117,6 +118,8 @@ def run(settings: dict) -> int:
     worker_key, hb_key, kill_key = keys.worker(wid), keys.heartbeat(wid), keys.kill(wid)
     failures = 0
     me = os.getpid()
+    seen_running = False
+    started = time.monotonic()
 
     while True:
         if os.getppid() != worker_pid or not _alive(worker_pid):
@@ -127,6 +130,13 @@ def run(settings: dict) -> int:
             return 0
         try:
             state = beat(keys=[worker_key, hb_key], args=[keys.prefix, max(1, round(expire))])
+            if state in ("", "pending") and not seen_running:
+                # started just before the worker registers (so its pid is in the registration)
+                if time.monotonic() - started > REGISTER_WAIT:
+                    return 0
+                time.sleep(min(0.05, period))
+                continue
+            seen_running = True
             if state in ("", "killed"):
                 # killed by the manager, or the network was reset: stop the worker now
                 kill_tree(worker_pid, skip=me)

@@ -107,6 +107,11 @@ class RushWorker(Rush):
         expire = 0.0
         if heartbeat_period is not None:
             heartbeat_period, expire = heartbeat_settings(heartbeat_period, heartbeat_expire)
+            # started first, so that its pid is part of the registration (one atomic write)
+            self.heartbeat_process = start_heartbeat(
+                self.config.url(), self.network_id, wid, heartbeat_period, expire, watch_pid=watch_pid
+            )
+            info["heartbeat_pid"] = str(self.heartbeat_process.pid)
         fields = [x for kv in info.items() for x in kv]
         try:
             self.scripts.register_worker(
@@ -114,12 +119,8 @@ class RushWorker(Rush):
                 args=[k.prefix, wid, str(max(1, round(expire)) if expire else 0), *fields],
             )
         except redis.ResponseError as e:
+            self.stop_heartbeat()
             raise RushConfigError(f"cannot register worker: {e}") from None
-        if heartbeat_period is not None:
-            self.heartbeat_process = start_heartbeat(
-                self.config.url(), self.network_id, wid, heartbeat_period, expire, watch_pid=watch_pid
-            )
-            self.connector.hset(self._k_worker, "heartbeat_pid", str(self.heartbeat_process.pid))
 
     # ------------------------------------------------------------------ state
     @property
