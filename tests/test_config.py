@@ -144,4 +144,4 @@ def test_embedded_redis_missing_binary_message(monkeypatch):
 
 def test_remote_redis_without_password_is_refused(monkeypatch):
     with pytest.raises(RushConfigError, match="no password is configured"):
-        rsh("x", config="redis://10.255.255.1:6379")  # refused before any connection is tried
+        rsh("x", config="redis://redis.example.invalid:6379")  # refused before any connection is tried
