@@ -10,7 +10,9 @@ Two loops, each with 1, 2 and 4 workers:
   worker pops one (pop_task: BLMOVE + claim script) and reports it
   (finish_tasks). 3 round trips per task.
 
-How: start the workers, wait until all are registered (for the queue loop,
+How: start the workers (1 worker: pinned to another CPU than Redis, the
+floor's placement; more workers: where the OS puts them), wait until all are
+registered (for the queue loop,
 then push enough tasks that the queue never runs dry), let them run a
 warm-up, then count finished tasks over a fixed window. Rows:
 
@@ -26,12 +28,13 @@ warm-up, then count finished tasks over a fixed window. Rows:
 
 from __future__ import annotations
 
+import os
 import time
 
 import rushhpc
 
 import workloads
-from common import Context, Row, log, median, us
+from common import Context, Row, can_pin, log, median, us
 
 LOOPS = ("propose", "queue")
 ROUND_TRIPS = {"propose": 2, "queue": 3}
@@ -60,24 +63,42 @@ def server_time(rush: rushhpc.Rush) -> float:
     return s + micro / 1e6
 
 
+def pin_cross(ctx: Context, rush: rushhpc.Rush) -> dict:
+    """Pin Redis to the first CPU and the workers to the second (the floor's placement);
+    returns Redis's old affinity to restore."""
+    before = os.sched_getaffinity(ctx.server.proc.pid)
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(ctx.server.proc.pid, {cpus[0]})
+    for pid in rush.worker_info["pid"].dropna():
+        os.sched_setaffinity(int(pid), {cpus[1]})
+    return {"redis": before}
+
+
 def measure(ctx: Context, kind: str, n_workers: int, window: float, objective=workloads.noop,
-            queue_size: int = 0) -> dict:
+            queue_size: int = 0, pin: bool = False) -> dict:
     """Run loop ``kind`` on ``n_workers`` processes; returns the window's counts.
 
+    ``pin``: place Redis and the workers on different CPUs as for the floor
+    (used with 1 worker; several workers share the cores as the OS likes).
     Returns tasks/s, the window (server clock, for utilisation), whether the
     queue ran dry, and the stopped manager (its tasks are still in Redis:
     call ``rush.reset()`` when done).
     """
     rush = rushhpc.Rush(ctx.network(f"loop-{kind}"), config=ctx.server.config())
     start(rush, kind, n_workers, objective)
-    if kind == "queue":
-        fill_queue(rush, queue_size)
-    time.sleep(ctx.pick(0.5, 0.3))  # warm-up
-    c0, t0, s0 = rush.n_finished_tasks, time.monotonic(), server_time(rush)
-    time.sleep(window)
-    c1, t1, s1 = rush.n_finished_tasks, time.monotonic(), server_time(rush)
-    left = rush.n_queued_tasks if kind == "queue" else None
-    rush.stop_workers(type="kill")
+    pinned = pin_cross(ctx, rush) if pin and can_pin() else None
+    try:
+        if kind == "queue":
+            fill_queue(rush, queue_size)
+        time.sleep(ctx.pick(0.5, 0.3))  # warm-up
+        c0, t0, s0 = rush.n_finished_tasks, time.monotonic(), server_time(rush)
+        time.sleep(window)
+        c1, t1, s1 = rush.n_finished_tasks, time.monotonic(), server_time(rush)
+        left = rush.n_queued_tasks if kind == "queue" else None
+        rush.stop_workers(type="kill")
+    finally:
+        if pinned:
+            os.sched_setaffinity(ctx.server.proc.pid, pinned["redis"])
     return {"rate": (c1 - c0) / (t1 - t0), "tasks": c1 - c0, "window": (s0, s1), "dry": left == 0,
             "rush": rush}
 
@@ -95,7 +116,7 @@ def run(ctx: Context) -> list[Row]:
             for r in range(repeats):
                 floor_before = ctx.floor_now()
                 log(f"loops: {kind} loop, {n} worker(s), run {r + 1}/{repeats}")
-                m = measure(ctx, kind, n, window, queue_size=queue_size)
+                m = measure(ctx, kind, n, window, queue_size=queue_size, pin=n == 1)
                 m["rush"].reset()
                 m["rush"].close()
                 floor_after = ctx.floor_now()
@@ -110,6 +131,8 @@ def run(ctx: Context) -> list[Row]:
             note = f"{window:g} s windows, median of {repeats}: " + ", ".join(f"{x:,.0f}" for x in rates)
             if dry:
                 note += "; the queue ran dry: a lower bound"
+            if n == 1:
+                note += "; worker and Redis pinned to different CPUs"
             rows.append(Row("loops", f"{kind} loop, no-op, {n} worker{'s' if n > 1 else ''}: tasks/s", round(rate),
                             "tasks/s", None, round(rate / base, 2), "1 worker", note=note))
             if n == 1:

@@ -85,6 +85,11 @@ def fmt(x) -> str:
     return str(x)
 
 
+def cell(text: str) -> str:
+    """Text safe for one Markdown table cell."""
+    return " / ".join(line.strip() for line in str(text).splitlines() if line.strip()).replace("|", "\\|")
+
+
 def markdown(rows: list[Row], info: dict, quick: bool) -> str:
     """The results table plus the targets list, as Markdown."""
     lines = [
@@ -99,7 +104,7 @@ def markdown(rows: list[Row], info: dict, quick: bool) -> str:
         value = fmt(r.value) if r.value is not None else "n/a"
         lines.append(
             f"| {r.family} | {r.name} | {value} | {fmt(r.p99)} | {r.unit} | {fmt(r.ratio)} | {r.ratio_of} | "
-            f"{r.target} | {met} | {r.note} |"
+            f"{r.target} | {met} | {cell(r.note)} |"
         )
     targets = [r for r in rows if r.target]
     if targets:

@@ -14,7 +14,13 @@ from .config import (
     rush_config,
     rush_plan,
 )
-from .errors import RushConfigError, RushError, RushPayloadError, RushTimeoutError, RushWorkerError
+from .errors import (
+    RushConfigError,
+    RushError,
+    RushPayloadError,
+    RushTimeoutError,
+    RushWorkerError,
+)
 from .loops import queue_loop
 from .rush import Rush, __version__, rsh
 from .worker import RushWorker, WorkerStopped

@@ -22,9 +22,18 @@ decisions (`Rush._reconcile`). The rules:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Sequence
 
-from .launchers.base import JobStatus
+import orjson
+
+from .launchers.base import JobStatus, LaunchRecord
+
+if TYPE_CHECKING:
+    from .rush import Rush
+
+log = logging.getLogger("rushhpc")
 
 FINAL_WORKER_STATES = ("terminated", "killed", "lost", "failed")
 ACTIVE_JOB_STATES = ("pending", "held", "starting", "running", "suspended", "finishing")
@@ -130,3 +139,113 @@ def decide(
         d.message = f"worker {worker_id} was lost: its job was requeued ({status.raw})"
     # suspended: silent, not dead. finishing: the end is near; decide when it has ended.
     return d
+
+
+class Reconciler:
+    """Polls the batch launchers of a manager and applies `decide` to every launched worker.
+
+    State that must survive the manager (launch records, misses, times) is in Redis
+    (``{net}:launches``); only the poll timing lives here.
+
+    Example:
+        >>> lost = Reconciler(rush).run(force=True)
+    """
+
+    def __init__(self, rush: "Rush"):
+        self.rush = rush
+        options = rush._plan_get("launcher_options", {})
+        self.floor = float(options.get("poll_interval") or 30.0)
+        self.max_interval = float(options.get("max_poll_interval") or 180.0)
+        self.interval = self.floor
+        self.last_poll: float | None = None
+
+    def records(self) -> dict[str, LaunchRecord]:
+        """Launch records of batch workers whose fate is not settled, read from Redis
+        (so a new manager reattaching to the network knows them too)."""
+        r = self.rush
+        out = {}
+        for wid, text in r.connector.hgetall(r.keys.launches).items():
+            d = orjson.loads(text)
+            if not d.get("extra", {}).get("managed") or d.get("extra", {}).get("done"):
+                continue
+            rec = r._records.get(wid) or LaunchRecord(**d)
+            rec.extra = d.get("extra", {})
+            r._records[wid] = rec
+            out[wid] = rec
+        return out
+
+    def due(self, force: bool, urgent: bool) -> bool:
+        now = time.monotonic()
+        floor = self.floor
+        if force or self.last_poll is None:
+            return True
+        if urgent and now - self.last_poll >= min(floor, 1.0):
+            return True
+        return now - self.last_poll >= self.interval
+
+    def run(self, force: bool = False, urgent: bool = False) -> list[str]:
+        """Poll each batch launcher once (all its jobs in one query) and apply `reconcile.decide`."""
+        r = self.rush
+        if not self.due(force, urgent) and not force:
+            return []
+        records = self.records()
+        if not records:
+            return []
+        self.last_poll = time.monotonic()
+        by_launcher: dict[str, list[LaunchRecord]] = {}
+        for rec in records.values():
+            by_launcher.setdefault(rec.launcher, []).append(rec)
+        statuses = {}
+        for name, recs in by_launcher.items():
+            statuses.update(r._launcher(name).poll(recs))
+        info = {row["worker_id"]: row for row in self.worker_hashes(list(records))}
+        now = time.time()
+        lost: list[str] = []
+        changed = False
+        with r.connector.pipeline(transaction=False) as pipe:
+            for wid, rec in records.items():
+                w = info.get(wid)
+                launcher = r._launcher(rec.launcher)
+                expire = float((w or {}).get("heartbeat_expire") or r._plan_get("heartbeat_expire", 60))
+                d = decide(wid, rec.extra, w, (w or {}).get("heartbeat_alive") == "1", statuses.get(wid), now,
+                           launcher.startup_grace, expire, float(launcher.behaviour("vanish_grace", 60)))
+                if d.job_state and (w or {}).get("job_state") != d.job_state:
+                    pipe.hset(r.keys.worker(wid), "job_state", d.job_state)
+                    changed = True
+                if d.lost_reason:
+                    tail = launcher.stderr_tail(wid, 10)
+                    msg = d.message + (f"; stderr ends with: {tail.splitlines()[-1]}" if tail else "")
+                    source = "pending" if (w or {}).get("state", "pending") == "pending" else "running"
+                    if r._mark_workers("lost", [(wid, d.lost_reason, msg)], retry=True, source=source):
+                        lost.append(wid)
+                        log.warning("worker %s lost (%s)%s", wid, d.lost_reason, ":\n" + tail if tail else "")
+                    changed = True
+                if d.cancel_job:  # after the verdict: a killed worker must not get its own word in first
+                    launcher.kill([rec])
+                if d.refine_reason:
+                    pipe.hset(r.keys.worker(wid), "reason", d.refine_reason)
+                if d.track or d.done:
+                    rec.extra.update(d.track)
+                    if d.done:
+                        rec.extra["done"] = True
+                    pipe.hset(r.keys.launches, wid, orjson.dumps(rec.__dict__).decode())
+            pipe.execute()
+        # Adaptive polling: back off while nothing changes, return to the floor when something does.
+        self.interval = self.floor if changed else min(self.max_interval, self.interval * 1.5)
+        return lost
+
+    def worker_hashes(self, worker_ids: Sequence[str]) -> list[dict]:
+        r = self.rush
+        with r.connector.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.hgetall(r.keys.worker(wid))
+                pipe.exists(r.keys.heartbeat(wid))
+            res = pipe.execute()
+        out = []
+        for wid, h, alive in zip(worker_ids, res[0::2], res[1::2]):
+            if h:
+                h = dict(h, heartbeat_alive="1" if alive else "0")
+                h.setdefault("worker_id", wid)
+                out.append(h)
+        return out
+

@@ -22,7 +22,7 @@ import orjson
 import pandas as pd
 import redis
 
-from . import codec, startargs
+from . import startargs
 from .config import (
     DEFAULT_MAX_OBJECT_SIZE,
     DEFAULT_START_WORKER_TIMEOUT,
@@ -35,36 +35,22 @@ from .config import (
 )
 from .errors import RushConfigError, RushError, RushTimeoutError, RushWorkerError
 from .launchers.base import Launcher, LaunchRecord, shell_join, worker_argv
-from .layout import TASK_STATES, Keys, Scripts, validate_id
-from .tables import LOG_COLUMNS, WORKER_COLUMNS, flatten, task_table
+from .layout import Keys, Scripts, validate_id
+from .reconcile import Reconciler
+from .tables import WORKER_COLUMNS
+from .tasks import TaskStore
 
 __version__ = "0.1.0"
 
 log = logging.getLogger("rushhpc")
 
-FETCH_CHUNK = 20_000  # keys per fetch script call: bounds how long Redis is busy
-PUSH_CHUNK = 5_000
 
 
 def _default_run_root() -> Path:
     return Path(os.environ.get("RUSHHPC_RUN_DIR", Path.home() / ".rushhpc" / "runs")).expanduser()
 
 
-def new_keys(n: int) -> list[str]:
-    """n fresh task keys (random, 128 bits, hex)."""
-    return [os.urandom(16).hex() for _ in range(n)]
-
-
-def _as_list(x: Any, n: int, what: str) -> list:
-    if x is None:
-        return [None] * n
-    x = list(x)
-    if len(x) != n:
-        raise RushError(f"{what} has {len(x)} elements, expected {n} (one per task)")
-    return x
-
-
-class Rush:
+class Rush(TaskStore):
     """The manager of one network: starts and watches workers, pushes and fetches tasks.
 
     Example:
@@ -99,15 +85,9 @@ class Rush:
         self.scripts = Scripts(self.connector)
         self._launchers: dict[str, Launcher] = {}
         self._records: dict[str, LaunchRecord] = {}
-        self._finished_rows: list[dict] = []
-        self._finished_df: pd.DataFrame | None = None
-        self._new_offset = 0
-        self._log_last_id = "-"
+        self._init_caches()
         self._monitor = None
-        self._poll_floor = float(self._plan_get("launcher_options", {}).get("poll_interval") or 30.0)
-        self._poll_max = float(self._plan_get("launcher_options", {}).get("max_poll_interval") or 180.0)
-        self._poll_interval = self._poll_floor
-        self._last_poll: float | None = None
+        self._reconciler = Reconciler(self)
         self._check_meta()
         _MANAGERS.add(self)
 
@@ -378,6 +358,36 @@ class Rush:
             rows = pipe.execute()
         return {w: r[2] or r[0] for w, r in zip(ids, rows) if r[0] in ("lost", "killed") and not r[1]}
 
+    def wait_for_tasks(
+        self, keys: Sequence[str], timeout: float | None = None, detect_lost_workers: bool = True
+    ) -> None:
+        """Block until every task in ``keys`` is finished or failed. Runs
+        `detect_lost_workers` as it polls (so a dead worker cannot hang the wait).
+
+        Example:
+            >>> rush.wait_for_tasks(keys, timeout=600)
+        """
+        keys = list(keys)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sleep = 0.005
+        last_detect = 0.0
+        while True:
+            with self.connector.pipeline(transaction=False) as pipe:
+                for k in keys:
+                    pipe.hget(self.keys.task(k), "state")
+                states = pipe.execute()
+            keys = [k for k, s in zip(keys, states) if s not in ("finished", "failed", None)]
+            if not keys:
+                return
+            now = time.monotonic()
+            if detect_lost_workers and now - last_detect > 1.0:
+                self.detect_lost_workers()
+                last_detect = now
+            if deadline is not None and now > deadline:
+                raise RushTimeoutError(f"{len(keys)} task(s) still not finished after {timeout:g} s")
+            time.sleep(sleep)
+            sleep = min(0.1, sleep * 2)
+
     @property
     def worker_info(self) -> pd.DataFrame:
         """One row per worker: id, state, pid, hostname, heartbeat, launcher, job id, reason...
@@ -496,7 +506,7 @@ class Rush:
         changed = self._mark_workers("killed", ((w, "killed", "worker was killed") for w in targets if w in running), retry=False)
         changed += self._mark_workers("killed", ((w, "killed", "worker was killed") for w in targets if w in pending), retry=False, source="pending")
         if any(w not in self._records for w in targets):
-            self._batch_records()
+            self._reconciler.records()
         with self.connector.pipeline(transaction=False) as pipe:
             for wid in targets:
                 pipe.rpush(self.keys.kill(wid), "kill")
@@ -544,98 +554,8 @@ class Rush:
             log.warning("worker %s lost (heartbeat expired): %s task(s) failed, %s requeued", wid, failed, requeued)
             lost.append(wid)
         if poll_scheduler is not False:
-            lost += self._reconcile(force=bool(poll_scheduler), urgent=bool(expired_managed))
+            lost += self._reconciler.run(force=bool(poll_scheduler), urgent=bool(expired_managed))
         return lost
-
-    # ------------------------------------------------------------------ batch jobs
-    def _batch_records(self) -> dict[str, LaunchRecord]:
-        """Launch records of batch workers whose fate is not settled, read from Redis
-        (so a new manager reattaching to the network knows them too)."""
-        out = {}
-        for wid, text in self.connector.hgetall(self.keys.launches).items():
-            d = orjson.loads(text)
-            if not d.get("extra", {}).get("managed") or d.get("extra", {}).get("done"):
-                continue
-            rec = self._records.get(wid) or LaunchRecord(**d)
-            rec.extra = d.get("extra", {})
-            self._records[wid] = rec
-            out[wid] = rec
-        return out
-
-    def _poll_due(self, force: bool, urgent: bool) -> bool:
-        now = time.monotonic()
-        floor = self._poll_floor
-        if force or self._last_poll is None:
-            return True
-        if urgent and now - self._last_poll >= min(floor, 1.0):
-            return True
-        return now - self._last_poll >= self._poll_interval
-
-    def _reconcile(self, force: bool = False, urgent: bool = False) -> list[str]:
-        """Poll each batch launcher once (all its jobs in one query) and apply `reconcile.decide`."""
-        from .reconcile import decide
-
-        if not self._poll_due(force, urgent) and not force:
-            return []
-        records = self._batch_records()
-        if not records:
-            return []
-        self._last_poll = time.monotonic()
-        by_launcher: dict[str, list[LaunchRecord]] = {}
-        for rec in records.values():
-            by_launcher.setdefault(rec.launcher, []).append(rec)
-        statuses = {}
-        for name, recs in by_launcher.items():
-            statuses.update(self._launcher(name).poll(recs))
-        info = {row["worker_id"]: row for row in self._worker_hashes(list(records))}
-        now = time.time()
-        lost: list[str] = []
-        changed = False
-        with self.connector.pipeline(transaction=False) as pipe:
-            for wid, rec in records.items():
-                w = info.get(wid)
-                launcher = self._launcher(rec.launcher)
-                expire = float((w or {}).get("heartbeat_expire") or self._plan_get("heartbeat_expire", 60))
-                d = decide(wid, rec.extra, w, (w or {}).get("heartbeat_alive") == "1", statuses.get(wid), now,
-                           launcher.startup_grace, expire, float(launcher.behaviour("vanish_grace", 60)))
-                if d.job_state and (w or {}).get("job_state") != d.job_state:
-                    pipe.hset(self.keys.worker(wid), "job_state", d.job_state)
-                    changed = True
-                if d.lost_reason:
-                    tail = launcher.stderr_tail(wid, 10)
-                    msg = d.message + (f"; stderr ends with: {tail.splitlines()[-1]}" if tail else "")
-                    source = "pending" if (w or {}).get("state", "pending") == "pending" else "running"
-                    if self._mark_workers("lost", [(wid, d.lost_reason, msg)], retry=True, source=source):
-                        lost.append(wid)
-                        log.warning("worker %s lost (%s)%s", wid, d.lost_reason, ":\n" + tail if tail else "")
-                    changed = True
-                if d.cancel_job:  # after the verdict: a killed worker must not get its own word in first
-                    launcher.kill([rec])
-                if d.refine_reason:
-                    pipe.hset(self.keys.worker(wid), "reason", d.refine_reason)
-                if d.track or d.done:
-                    rec.extra.update(d.track)
-                    if d.done:
-                        rec.extra["done"] = True
-                    pipe.hset(self.keys.launches, wid, orjson.dumps(rec.__dict__).decode())
-            pipe.execute()
-        # Adaptive polling: back off while nothing changes, return to the floor when something does.
-        self._poll_interval = self._poll_floor if changed else min(self._poll_max, self._poll_interval * 1.5)
-        return lost
-
-    def _worker_hashes(self, worker_ids: Sequence[str]) -> list[dict]:
-        with self.connector.pipeline(transaction=False) as pipe:
-            for wid in worker_ids:
-                pipe.hgetall(self.keys.worker(wid))
-                pipe.exists(self.keys.heartbeat(wid))
-            res = pipe.execute()
-        out = []
-        for wid, h, alive in zip(worker_ids, res[0::2], res[1::2]):
-            if h:
-                h = dict(h, heartbeat_alive="1" if alive else "0")
-                h.setdefault("worker_id", wid)
-                out.append(h)
-        return out
 
     def reset(self, workers: bool = True) -> None:
         """Delete the network from Redis. ``workers=True`` kills every running worker first;
@@ -689,292 +609,6 @@ class Rush:
         if self._monitor is not None:
             self._monitor.stop()
             self._monitor = None
-
-    # ------------------------------------------------------------------ tasks in
-    def _encode_tasks(self, xss: Sequence[dict], xss_extra: Sequence[dict] | None) -> tuple[list[str], list[str], list[str]]:
-        if isinstance(xss, dict):
-            raise RushError("xss must be a list of dicts, one per task: wrap a single task as [xs]")
-        xss = list(xss)
-        extras = _as_list(xss_extra, len(xss), "xss_extra")
-        xs_json = [codec.encode_dict(xs, "xs") or "{}" for xs in xss]
-        ex_json = [codec.encode_dict(e, "xs_extra") for e in extras]
-        return new_keys(len(xss)), xs_json, ex_json
-
-    def push_tasks(
-        self, xss: Sequence[dict], xss_extra: Sequence[dict] | None = None, max_retries: int = 0
-    ) -> list[str]:
-        """Queue tasks for workers; returns their keys. ``max_retries``: how often a task
-        whose worker was lost is requeued before it fails.
-
-        Example:
-            >>> keys = rush.push_tasks([{"x1": 1.0, "x2": 2.0}, {"x1": 3.0, "x2": 0.5}])
-        """
-        keys, xs_json, ex_json = self._encode_tasks(xss, xss_extra)
-        for lo in range(0, len(keys), PUSH_CHUNK):
-            args = [self.keys.prefix, str(int(max_retries))]
-            for k, x, e in zip(keys[lo : lo + PUSH_CHUNK], xs_json[lo : lo + PUSH_CHUNK], ex_json[lo : lo + PUSH_CHUNK]):
-                args += [k, x, e]
-            self.scripts.push_tasks(keys=[self.keys.queued, self.keys.all_tasks], args=args)
-        return keys
-
-    def _push_final(self, state: str, xss, xss_extra, fields: list[tuple[str, str, str, str]]) -> list[str]:
-        keys, xs_json, ex_json = self._encode_tasks(xss, xss_extra)
-        dest = self.keys.finished if state == "finished" else self.keys.failed
-        for lo in range(0, len(keys), PUSH_CHUNK):
-            args = [self.keys.prefix, state]
-            for i in range(lo, min(lo + PUSH_CHUNK, len(keys))):
-                args += [keys[i], xs_json[i], ex_json[i], *fields[i]]
-            self.scripts.push_final_tasks(keys=[dest, self.keys.all_tasks], args=args)
-        return keys
-
-    def push_finished_tasks(
-        self,
-        xss: Sequence[dict],
-        yss: Sequence[dict],
-        xss_extra: Sequence[dict] | None = None,
-        yss_extra: Sequence[dict] | None = None,
-    ) -> list[str]:
-        """Record tasks evaluated elsewhere as finished (e.g. an initial design).
-
-        Example:
-            >>> rush.push_finished_tasks([{"x": 1}], [{"y": 1}])
-        """
-        yss = _as_list(yss, len(list(xss)), "yss")
-        ye = _as_list(yss_extra, len(yss), "yss_extra")
-        fields = [("ys", codec.encode_dict(y, "ys") or "{}", "ys_extra", codec.encode_dict(e, "ys_extra")) for y, e in zip(yss, ye)]
-        return self._push_final("finished", xss, xss_extra, fields)
-
-    def push_failed_tasks(
-        self, xss: Sequence[dict], xss_extra: Sequence[dict] | None = None, conditions: Sequence[Any] | None = None
-    ) -> list[str]:
-        """Record tasks as failed, with a condition (message) each.
-
-        Example:
-            >>> rush.push_failed_tasks([{"x": -1}], conditions=["out of domain"])
-        """
-        conds = _as_list(conditions, len(list(xss)), "conditions")
-        fields = [("condition", codec.condition(c), "", "") for c in conds]
-        return self._push_final("failed", xss, xss_extra, fields)
-
-    def empty_queue(self) -> int:
-        """Fail every queued task with "Removed from queue"; returns how many.
-
-        Example:
-            >>> rush.empty_queue()
-            12
-        """
-        return int(self.scripts.empty_queue(keys=[self.keys.queued, self.keys.failed], args=[self.keys.prefix, "Removed from queue"]))
-
-    # ------------------------------------------------------------------ tasks out
-    def _records_from(self, mode: str, *args: Any) -> list[dict]:
-        text = self.scripts.fetch(args=[self.keys.prefix, mode, *args])
-        return orjson.loads(text)
-
-    def _fetch_states(self, states: Sequence[str]) -> list[dict]:
-        for s in states:
-            if s not in TASK_STATES:
-                raise RushError(f"unknown task state {s!r}; states are {TASK_STATES}")
-        return self._records_from("states", *states)
-
-    def fetch_queued_tasks(self) -> pd.DataFrame:
-        """Queued tasks (including those a worker popped but has not started)."""
-        return task_table((flatten(r) for r in self._fetch_states(["queued"])), with_state=False)
-
-    def fetch_running_tasks(self) -> pd.DataFrame:
-        """Running tasks with the id of the worker running each."""
-        return task_table((flatten(r) for r in self._fetch_states(["running"])), with_state=False)
-
-    def fetch_failed_tasks(self) -> pd.DataFrame:
-        """Failed tasks with their ``condition`` (the error message)."""
-        return task_table((flatten(r) for r in self._fetch_states(["failed"])), with_state=False)
-
-    def fetch_finished_tasks(self, reset_cache: bool = False) -> pd.DataFrame:
-        """Finished tasks. Cached: each call reads only the tasks finished since the last.
-
-        Example:
-            >>> rush.fetch_finished_tasks()[["x1", "x2", "y", "worker_id"]]
-        """
-        if reset_cache:
-            self.reset_cache()
-        new = self._read_finished_from(len(self._finished_rows))
-        if new or self._finished_df is None:
-            self._finished_rows.extend(new)
-            new_df = task_table(new, with_state=False)
-            if self._finished_df is None or len(self._finished_df) == 0:
-                self._finished_df = task_table(self._finished_rows, with_state=False)
-            elif new:
-                self._finished_df = pd.concat([self._finished_df, new_df], ignore_index=True)
-        return self._finished_df
-
-    def _read_finished_from(self, offset: int) -> list[dict]:
-        rows: list[dict] = []
-        while True:
-            chunk = self._records_from("range", "finished", offset, offset + FETCH_CHUNK - 1)
-            rows.extend(flatten(r) for r in chunk)
-            if len(chunk) < FETCH_CHUNK:
-                return rows
-            offset += FETCH_CHUNK
-
-    def fetch_new_tasks(self, timeout: float = 0) -> pd.DataFrame:
-        """Finished tasks not returned by an earlier call of this method; waits up to
-        ``timeout`` seconds for at least one.
-
-        Example:
-            >>> while (new := rush.fetch_new_tasks(timeout=5)).shape[0]: update_model(new)
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            n = int(self.connector.llen(self.keys.finished))
-            if n > self._new_offset or time.monotonic() >= deadline:
-                break
-            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-        if n <= self._new_offset:
-            return task_table([], with_state=False)
-        if len(self._finished_rows) < n:
-            self.fetch_finished_tasks()
-        rows = self._finished_rows[self._new_offset : n]
-        self._new_offset = n
-        return task_table(rows, with_state=False)
-
-    def fetch_tasks(self) -> pd.DataFrame:
-        """Every task with its ``state``, read in one atomic step."""
-        return self.fetch_tasks_with_state()
-
-    def fetch_tasks_with_state(self, states: Sequence[str] = TASK_STATES) -> pd.DataFrame:
-        """Tasks of these states with a ``state`` column, read in one atomic step, so
-        every task appears exactly once.
-
-        Example:
-            >>> rush.fetch_tasks_with_state(states=["running", "finished"])
-        """
-        return task_table(flatten(r) for r in self._fetch_states(list(states)))
-
-    def tasks_with_state(self, states: Sequence[str] = TASK_STATES) -> dict[str, list[str]]:
-        """Task keys by state, read in one atomic step.
-
-        Example:
-            >>> rush.tasks_with_state(["queued", "running"])
-            {'queued': [...], 'running': [...]}
-        """
-        for s in states:
-            if s not in TASK_STATES:
-                raise RushError(f"unknown task state {s!r}; states are {TASK_STATES}")
-        rows = self.scripts.keys_with_state(args=[self.keys.prefix, *states])
-        return {row[0]: list(row[1:]) for row in rows}
-
-    def fetch_task(self, key: str) -> dict[str, Any] | None:
-        """One task as a flat dict, or None."""
-        recs = self._records_from("keys", key)
-        return flatten(recs[0]) if recs else None
-
-    def wait_for_tasks(
-        self, keys: Sequence[str], timeout: float | None = None, detect_lost_workers: bool = True
-    ) -> None:
-        """Block until every task in ``keys`` is finished or failed. Runs
-        `detect_lost_workers` as it polls (so a dead worker cannot hang the wait).
-
-        Example:
-            >>> rush.wait_for_tasks(keys, timeout=600)
-        """
-        keys = list(keys)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        sleep = 0.005
-        last_detect = 0.0
-        while True:
-            with self.connector.pipeline(transaction=False) as pipe:
-                for k in keys:
-                    pipe.hget(self.keys.task(k), "state")
-                states = pipe.execute()
-            keys = [k for k, s in zip(keys, states) if s not in ("finished", "failed", None)]
-            if not keys:
-                return
-            now = time.monotonic()
-            if detect_lost_workers and now - last_detect > 1.0:
-                self.detect_lost_workers()
-                last_detect = now
-            if deadline is not None and now > deadline:
-                raise RushTimeoutError(f"{len(keys)} task(s) still not finished after {timeout:g} s")
-            time.sleep(sleep)
-            sleep = min(0.1, sleep * 2)
-
-    def _counts(self) -> list[int]:
-        return [int(x) for x in self.scripts.counts(args=[self.keys.prefix])]
-
-    @property
-    def n_queued_tasks(self) -> int:
-        return self._counts()[0]
-
-    @property
-    def n_running_tasks(self) -> int:
-        return self._counts()[1]
-
-    @property
-    def n_finished_tasks(self) -> int:
-        return int(self.connector.llen(self.keys.finished))
-
-    @property
-    def n_failed_tasks(self) -> int:
-        return int(self.connector.llen(self.keys.failed))
-
-    @property
-    def n_tasks(self) -> int:
-        return int(self.connector.llen(self.keys.all_tasks))
-
-    @property
-    def queued_tasks(self) -> list[str]:
-        return self.tasks_with_state(["queued"])["queued"]
-
-    @property
-    def running_tasks(self) -> list[str]:
-        return self.tasks_with_state(["running"])["running"]
-
-    @property
-    def finished_tasks(self) -> list[str]:
-        return self.tasks_with_state(["finished"])["finished"]
-
-    @property
-    def failed_tasks(self) -> list[str]:
-        return self.tasks_with_state(["failed"])["failed"]
-
-    def reset_cache(self) -> None:
-        """Forget cached finished tasks (the next fetch reads all again)."""
-        self._finished_rows = []
-        self._finished_df = None
-        self._new_offset = 0
-
-    # ------------------------------------------------------------------ logs
-    def _log_rows(self, start: str) -> list[dict]:
-        rows = []
-        for entry_id, fields in self.connector.xrange(self.keys.log, min=start):
-            rows.append(
-                {
-                    "id": entry_id,
-                    "worker_id": fields.get("worker_id"),
-                    "level": fields.get("level"),
-                    # the stream id is the Redis server's clock, shared by every node
-                    "timestamp": int(entry_id.split("-")[0]) / 1000.0,
-                    "logger": fields.get("logger"),
-                    "msg": fields.get("msg"),
-                }
-            )
-        return rows
-
-    def read_log(self) -> pd.DataFrame:
-        """Every log record the workers sent (up to the last 10,000).
-
-        Example:
-            >>> rush.read_log()[["worker_id", "level", "msg"]]
-        """
-        df = pd.DataFrame(self._log_rows("-"), columns=["id", *LOG_COLUMNS])
-        df["timestamp"] = pd.to_datetime(df["timestamp"], unit="s", utc=True)
-        return df[LOG_COLUMNS]
-
-    def print_log(self) -> None:
-        """Print log records that arrived since the last call."""
-        start = "-" if self._log_last_id == "-" else "(" + self._log_last_id
-        for row in self._log_rows(start):
-            print(f"[{row['worker_id']}] {row['level']} {row['logger']}: {row['msg']}")
-            self._log_last_id = row["id"]
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

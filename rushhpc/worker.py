@@ -27,7 +27,8 @@ from .heartbeat import start_heartbeat
 from .launchers.base import new_worker_id
 from .layout import Scripts, validate_id
 from .logs import install as install_log_handlers
-from .rush import Rush, _as_list, new_keys
+from .rush import Rush
+from .tasks import _as_list
 
 log = logging.getLogger("rushhpc.worker")
 

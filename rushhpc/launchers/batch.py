@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import jinja2
 
 from ..errors import RushConfigError, RushWorkerError
-from .base import JobStatus, Launcher, LaunchRecord, worker_argv
+from .base import Launcher, LaunchRecord, worker_argv
 
 log = logging.getLogger("rushhpc.launchers")
 

@@ -1,0 +1,309 @@
+"""The task side of a network: push, fetch, count, and read logs.
+
+`TaskStore` is shared by the manager (`Rush`) and, through it, the worker
+(`RushWorker`). Every state change is one Lua script of `rushhpc.layout`;
+fetches decode one JSON array built server-side.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Sequence
+
+import orjson
+import pandas as pd
+import redis
+
+from . import codec
+from .errors import RushError
+from .layout import TASK_STATES, Keys, Scripts
+from .tables import LOG_COLUMNS, flatten, task_table
+
+FETCH_CHUNK = 20_000  # keys per fetch script call: bounds how long Redis is busy
+PUSH_CHUNK = 5_000
+
+
+def new_keys(n: int) -> list[str]:
+    """n fresh task keys (random, 128 bits, hex)."""
+    return [os.urandom(16).hex() for _ in range(n)]
+
+
+def _as_list(x: Any, n: int, what: str) -> list:
+    if x is None:
+        return [None] * n
+    x = list(x)
+    if len(x) != n:
+        raise RushError(f"{what} has {len(x)} elements, expected {n} (one per task)")
+    return x
+
+
+class TaskStore:
+    """Tasks and logs of one network (a base class of `Rush`; needs ``connector``, ``scripts``, ``keys``)."""
+
+    connector: redis.Redis
+    scripts: Scripts
+    keys: Keys
+
+    def _init_caches(self) -> None:
+        self._finished_rows: list[dict] = []
+        self._finished_df: pd.DataFrame | None = None
+        self._new_offset = 0
+        self._log_last_id = "-"
+
+    # ------------------------------------------------------------------ tasks in
+    def _encode_tasks(self, xss: Sequence[dict], xss_extra: Sequence[dict] | None) -> tuple[list[str], list[str], list[str]]:
+        if isinstance(xss, dict):
+            raise RushError("xss must be a list of dicts, one per task: wrap a single task as [xs]")
+        xss = list(xss)
+        extras = _as_list(xss_extra, len(xss), "xss_extra")
+        xs_json = [codec.encode_dict(xs, "xs") or "{}" for xs in xss]
+        ex_json = [codec.encode_dict(e, "xs_extra") for e in extras]
+        return new_keys(len(xss)), xs_json, ex_json
+
+    def push_tasks(
+        self, xss: Sequence[dict], xss_extra: Sequence[dict] | None = None, max_retries: int = 0
+    ) -> list[str]:
+        """Queue tasks for workers; returns their keys. ``max_retries``: how often a task
+        whose worker was lost is requeued before it fails.
+
+        Example:
+            >>> keys = rush.push_tasks([{"x1": 1.0, "x2": 2.0}, {"x1": 3.0, "x2": 0.5}])
+        """
+        keys, xs_json, ex_json = self._encode_tasks(xss, xss_extra)
+        for lo in range(0, len(keys), PUSH_CHUNK):
+            args = [self.keys.prefix, str(int(max_retries))]
+            for k, x, e in zip(keys[lo : lo + PUSH_CHUNK], xs_json[lo : lo + PUSH_CHUNK], ex_json[lo : lo + PUSH_CHUNK]):
+                args += [k, x, e]
+            self.scripts.push_tasks(keys=[self.keys.queued, self.keys.all_tasks], args=args)
+        return keys
+
+    def _push_final(self, state: str, xss, xss_extra, fields: list[tuple[str, str, str, str]]) -> list[str]:
+        keys, xs_json, ex_json = self._encode_tasks(xss, xss_extra)
+        dest = self.keys.finished if state == "finished" else self.keys.failed
+        for lo in range(0, len(keys), PUSH_CHUNK):
+            args = [self.keys.prefix, state]
+            for i in range(lo, min(lo + PUSH_CHUNK, len(keys))):
+                args += [keys[i], xs_json[i], ex_json[i], *fields[i]]
+            self.scripts.push_final_tasks(keys=[dest, self.keys.all_tasks], args=args)
+        return keys
+
+    def push_finished_tasks(
+        self,
+        xss: Sequence[dict],
+        yss: Sequence[dict],
+        xss_extra: Sequence[dict] | None = None,
+        yss_extra: Sequence[dict] | None = None,
+    ) -> list[str]:
+        """Record tasks evaluated elsewhere as finished (e.g. an initial design).
+
+        Example:
+            >>> rush.push_finished_tasks([{"x": 1}], [{"y": 1}])
+        """
+        yss = _as_list(yss, len(list(xss)), "yss")
+        ye = _as_list(yss_extra, len(yss), "yss_extra")
+        fields = [("ys", codec.encode_dict(y, "ys") or "{}", "ys_extra", codec.encode_dict(e, "ys_extra")) for y, e in zip(yss, ye)]
+        return self._push_final("finished", xss, xss_extra, fields)
+
+    def push_failed_tasks(
+        self, xss: Sequence[dict], xss_extra: Sequence[dict] | None = None, conditions: Sequence[Any] | None = None
+    ) -> list[str]:
+        """Record tasks as failed, with a condition (message) each.
+
+        Example:
+            >>> rush.push_failed_tasks([{"x": -1}], conditions=["out of domain"])
+        """
+        conds = _as_list(conditions, len(list(xss)), "conditions")
+        fields = [("condition", codec.condition(c), "", "") for c in conds]
+        return self._push_final("failed", xss, xss_extra, fields)
+
+    def empty_queue(self) -> int:
+        """Fail every queued task with "Removed from queue"; returns how many.
+
+        Example:
+            >>> rush.empty_queue()
+            12
+        """
+        return int(self.scripts.empty_queue(keys=[self.keys.queued, self.keys.failed], args=[self.keys.prefix, "Removed from queue"]))
+
+    # ------------------------------------------------------------------ tasks out
+    def _records_from(self, mode: str, *args: Any) -> list[dict]:
+        text = self.scripts.fetch(args=[self.keys.prefix, mode, *args])
+        return orjson.loads(text)
+
+    def _fetch_states(self, states: Sequence[str]) -> list[dict]:
+        for s in states:
+            if s not in TASK_STATES:
+                raise RushError(f"unknown task state {s!r}; states are {TASK_STATES}")
+        return self._records_from("states", *states)
+
+    def fetch_queued_tasks(self) -> pd.DataFrame:
+        """Queued tasks (including those a worker popped but has not started)."""
+        return task_table((flatten(r) for r in self._fetch_states(["queued"])), with_state=False)
+
+    def fetch_running_tasks(self) -> pd.DataFrame:
+        """Running tasks with the id of the worker running each."""
+        return task_table((flatten(r) for r in self._fetch_states(["running"])), with_state=False)
+
+    def fetch_failed_tasks(self) -> pd.DataFrame:
+        """Failed tasks with their ``condition`` (the error message)."""
+        return task_table((flatten(r) for r in self._fetch_states(["failed"])), with_state=False)
+
+    def fetch_finished_tasks(self, reset_cache: bool = False) -> pd.DataFrame:
+        """Finished tasks. Cached: each call reads only the tasks finished since the last.
+
+        Example:
+            >>> rush.fetch_finished_tasks()[["x1", "x2", "y", "worker_id"]]
+        """
+        if reset_cache:
+            self.reset_cache()
+        new = self._read_finished_from(len(self._finished_rows))
+        if new or self._finished_df is None:
+            self._finished_rows.extend(new)
+            new_df = task_table(new, with_state=False)
+            if self._finished_df is None or len(self._finished_df) == 0:
+                self._finished_df = task_table(self._finished_rows, with_state=False)
+            elif new:
+                self._finished_df = pd.concat([self._finished_df, new_df], ignore_index=True)
+        return self._finished_df
+
+    def _read_finished_from(self, offset: int) -> list[dict]:
+        rows: list[dict] = []
+        while True:
+            chunk = self._records_from("range", "finished", offset, offset + FETCH_CHUNK - 1)
+            rows.extend(flatten(r) for r in chunk)
+            if len(chunk) < FETCH_CHUNK:
+                return rows
+            offset += FETCH_CHUNK
+
+    def fetch_new_tasks(self, timeout: float = 0) -> pd.DataFrame:
+        """Finished tasks not returned by an earlier call of this method; waits up to
+        ``timeout`` seconds for at least one.
+
+        Example:
+            >>> while (new := rush.fetch_new_tasks(timeout=5)).shape[0]: update_model(new)
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            n = int(self.connector.llen(self.keys.finished))
+            if n > self._new_offset or time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+        if n <= self._new_offset:
+            return task_table([], with_state=False)
+        if len(self._finished_rows) < n:
+            self.fetch_finished_tasks()
+        rows = self._finished_rows[self._new_offset : n]
+        self._new_offset = n
+        return task_table(rows, with_state=False)
+
+    def fetch_tasks(self) -> pd.DataFrame:
+        """Every task with its ``state``, read in one atomic step."""
+        return self.fetch_tasks_with_state()
+
+    def fetch_tasks_with_state(self, states: Sequence[str] = TASK_STATES) -> pd.DataFrame:
+        """Tasks of these states with a ``state`` column, read in one atomic step, so
+        every task appears exactly once.
+
+        Example:
+            >>> rush.fetch_tasks_with_state(states=["running", "finished"])
+        """
+        return task_table(flatten(r) for r in self._fetch_states(list(states)))
+
+    def tasks_with_state(self, states: Sequence[str] = TASK_STATES) -> dict[str, list[str]]:
+        """Task keys by state, read in one atomic step.
+
+        Example:
+            >>> rush.tasks_with_state(["queued", "running"])
+            {'queued': [...], 'running': [...]}
+        """
+        for s in states:
+            if s not in TASK_STATES:
+                raise RushError(f"unknown task state {s!r}; states are {TASK_STATES}")
+        rows = self.scripts.keys_with_state(args=[self.keys.prefix, *states])
+        return {row[0]: list(row[1:]) for row in rows}
+
+    def fetch_task(self, key: str) -> dict[str, Any] | None:
+        """One task as a flat dict, or None."""
+        recs = self._records_from("keys", key)
+        return flatten(recs[0]) if recs else None
+
+    def _counts(self) -> list[int]:
+        return [int(x) for x in self.scripts.counts(args=[self.keys.prefix])]
+
+    @property
+    def n_queued_tasks(self) -> int:
+        return self._counts()[0]
+
+    @property
+    def n_running_tasks(self) -> int:
+        return self._counts()[1]
+
+    @property
+    def n_finished_tasks(self) -> int:
+        return int(self.connector.llen(self.keys.finished))
+
+    @property
+    def n_failed_tasks(self) -> int:
+        return int(self.connector.llen(self.keys.failed))
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.connector.llen(self.keys.all_tasks))
+
+    @property
+    def queued_tasks(self) -> list[str]:
+        return self.tasks_with_state(["queued"])["queued"]
+
+    @property
+    def running_tasks(self) -> list[str]:
+        return self.tasks_with_state(["running"])["running"]
+
+    @property
+    def finished_tasks(self) -> list[str]:
+        return self.tasks_with_state(["finished"])["finished"]
+
+    @property
+    def failed_tasks(self) -> list[str]:
+        return self.tasks_with_state(["failed"])["failed"]
+
+    def reset_cache(self) -> None:
+        """Forget cached finished tasks (the next fetch reads all again)."""
+        self._finished_rows = []
+        self._finished_df = None
+        self._new_offset = 0
+
+    # ------------------------------------------------------------------ logs
+    def _log_rows(self, start: str) -> list[dict]:
+        rows = []
+        for entry_id, fields in self.connector.xrange(self.keys.log, min=start):
+            rows.append(
+                {
+                    "id": entry_id,
+                    "worker_id": fields.get("worker_id"),
+                    "level": fields.get("level"),
+                    # the stream id is the Redis server's clock, shared by every node
+                    "timestamp": int(entry_id.split("-")[0]) / 1000.0,
+                    "logger": fields.get("logger"),
+                    "msg": fields.get("msg"),
+                }
+            )
+        return rows
+
+    def read_log(self) -> pd.DataFrame:
+        """Every log record the workers sent (up to the last 10,000).
+
+        Example:
+            >>> rush.read_log()[["worker_id", "level", "msg"]]
+        """
+        df = pd.DataFrame(self._log_rows("-"), columns=["id", *LOG_COLUMNS])
+        df["timestamp"] = pd.to_datetime(df["timestamp"], unit="s", utc=True)
+        return df[LOG_COLUMNS]
+
+    def print_log(self) -> None:
+        """Print log records that arrived since the last call."""
+        start = "-" if self._log_last_id == "-" else "(" + self._log_last_id
+        for row in self._log_rows(start):
+            print(f"[{row['worker_id']}] {row['level']} {row['logger']}: {row['msg']}")
+            self._log_last_id = row["id"]
+
