@@ -45,7 +45,6 @@ __version__ = "0.1.0"
 log = logging.getLogger("rushhpc")
 
 
-
 def _default_run_root() -> Path:
     return Path(os.environ.get("RUSHHPC_RUN_DIR", Path.home() / ".rushhpc" / "runs")).expanduser()
 

@@ -84,6 +84,7 @@ class RushWorker(Rush):
         super().__init__(network_id, config)
         self.worker_id = validate_id(worker_id, "worker id") if worker_id else new_worker_id()
         # One dedicated connection: no pool lookup per command (about 20 us each).
+        self.connector.close()
         self.connector = self.config.client(
             single_connection=True, retry=Retry(ExponentialBackoff(cap=5.0, base=0.05), 8)
         )
@@ -312,6 +313,7 @@ def run_worker(
     try:
         raw = cfg.client(decode_responses=False)
         start = startargs.load(raw, worker.keys, start_id)
+        raw.close()
         install_log_handlers(cfg.client(), worker.keys.log, worker.worker_id, start["options"].get("log_thresholds")
                              if start["options"].get("log_thresholds") is not None else {"rushhpc": "INFO"})
         start["worker_loop"](worker, **start["args"])
