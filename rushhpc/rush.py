@@ -164,6 +164,9 @@ class Rush(TaskStore):
         if not isinstance(n, int) or n < 1:
             raise RushConfigError(f"n_workers must be a positive integer, got {n!r}")
         start_id, options = self._prepare_start(worker_loop, options_and_args)
+        return self._launch(worker_type, start_id, n, options)
+
+    def _launch(self, worker_type: str, start_id: str, n: int, options: dict[str, Any]) -> list[str]:
         launcher = self._launcher(worker_type)
         records = launcher.launch(start_id, launcher.make_worker_ids(n), options)
         for r in records:
@@ -184,13 +187,9 @@ class Rush(TaskStore):
                 groups[(rec.launcher, rec.start_id)] = (n + 1, rec.extra.get("options", {}))
         new: list[str] = []
         for (name, start_id), (n, options) in groups.items():
-            launcher = self._launcher(name)
-            records = launcher.launch(start_id, launcher.make_worker_ids(n), options)
-            for r in records:
-                r.extra["options"] = options
-            self._store_records(records)
-            new += [r.worker_id for r in records]
-            log.warning("started %d replacement worker(s) through %s: %s", n, name, ", ".join(r.worker_id for r in records))
+            ids = self._launch(name, start_id, n, options)
+            log.warning("started %d replacement worker(s) through %s: %s", n, name, ", ".join(ids))
+            new += ids
         return new
 
     def _store_records(self, records: Sequence[LaunchRecord]) -> None:
