@@ -2,7 +2,7 @@
 
 W = 10, 100 and 1,000 workers are registered directly with the worker
 registration script (as a worker process would, heartbeat key alive, no
-process behind them), then the manager calls:
+process behind them, each with a local launch record), then the manager calls:
 
 - ``detect_lost_workers()``: value = median time per call (ms); note = Redis
   round trips per call. Target: the same number of round trips for every W.
@@ -16,6 +16,7 @@ None the rows read "n/a (launcher pending)".
 
 from __future__ import annotations
 
+import json
 import time
 
 import rushhpc
@@ -24,11 +25,15 @@ from common import Context, Row, count_round_trips, log, median
 
 
 def register_workers(rush: rushhpc.Rush, n: int, first: int = 0) -> None:
-    """Register ``n`` workers the way RushWorker does, with a live heartbeat key (60 s)."""
+    """Register ``n`` workers the way RushWorker does, with a live heartbeat key (60 s),
+    each with the launch record a local start leaves (the manager reads them when it polls)."""
     k = rush.keys
     with rush.connector.pipeline(transaction=False) as pipe:
         for i in range(first, first + n):
             wid = f"bench-w{i:05d}"
+            record = {"worker_id": wid, "launcher": "local", "job_id": str(100000 + i), "submitted_at": time.time(),
+                      "start_id": "bench", "extra": {}}
+            pipe.hset(k.launches, wid, json.dumps(record))
             rush.scripts.register_worker(
                 keys=[k.workers, k.workers_in("running"), k.worker(wid), k.heartbeat(wid)],
                 args=[k.prefix, wid, "60", "pid", str(100000 + i), "hostname", "bench", "launcher", "manual"],

@@ -215,10 +215,12 @@ def as_config(config: RedisConfig | str | dict | None) -> RedisConfig | None:
 def write_credentials(path: Path, cfg: RedisConfig) -> Path:
     """Write a 0600 JSON credentials file a worker reads (never the script or argv)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         os.fchmod(f.fileno(), 0o600)
         json.dump({"url": cfg.url()}, f)
+    os.replace(tmp, path)  # a worker never reads a half-written file
     return path
 
 

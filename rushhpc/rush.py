@@ -82,6 +82,7 @@ class Rush(TaskStore):
         self.run_dir = root / self.network_id
         self.connector: redis.Redis = cfg.connect()
         self.scripts = Scripts(self.connector)
+        self._credentials_written = False
         self._launchers: dict[str, Launcher] = {}
         self._records: dict[str, LaunchRecord] = {}
         self._init_caches()
@@ -123,11 +124,13 @@ class Rush(TaskStore):
         return default if value is None else value
 
     def credentials_file(self) -> Path:
-        """The 0600 file holding the Redis URL that workers read (written on first use)."""
+        """The 0600 file holding the Redis URL that workers read, (re)written by this manager
+        on first use: a file left by an earlier run may name another Redis."""
         path = self.run_dir / "credentials.json"
-        if not path.exists():
+        if not self._credentials_written:
             self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_credentials(path, self.config)
+            self._credentials_written = True
         return path
 
     # ------------------------------------------------------------------ workers

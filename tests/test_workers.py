@@ -385,3 +385,12 @@ def test_monitor_detects_and_replaces_lost_workers(rush):
     assert rush.n_running_workers == 0
     rush.stop_monitor()
     assert rush._monitor is None
+
+
+def test_stale_credentials_file_is_replaced(rush):
+    """A credentials file left by an earlier run (another Redis) must not mislead new workers."""
+    rush.run_dir.mkdir(parents=True, exist_ok=True)
+    (rush.run_dir / "credentials.json").write_text('{"url": "redis://127.0.0.1:1/0"}')
+    ids = rush.start_local_workers(queue_loop, n_workers=1, fun=lambda x: {"y": x}, **HB)
+    rush.wait_for_workers(worker_ids=ids, timeout=30)
+    assert oct((rush.run_dir / "credentials.json").stat().st_mode & 0o777) == "0o600"
