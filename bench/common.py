@@ -20,8 +20,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import redis
 from redis.connection import AbstractConnection
@@ -221,7 +222,7 @@ def count_round_trips() -> Iterator[_TripCounter]:
     counter = _TripCounter()
     original = AbstractConnection.send_packed_command
 
-    def counting(self, command, check_health=True):  # noqa: ANN001
+    def counting(self, command, check_health=True):
         counter.count += 1
         return original(self, command, check_health)
 
@@ -239,7 +240,7 @@ def can_pin() -> bool:
 
 
 @contextlib.contextmanager
-def placement(server: "RedisServer", where: str) -> Iterator[None]:
+def placement(server: RedisServer, where: str) -> Iterator[None]:
     """Pin redis-server to the first CPU and this process to the same CPU
     (``where="same"``) or to another (``"cross"``); restore both afterwards.
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import time
 
-import rushhpc
-
 import workloads
 from common import Context, Row, count_round_trips, log, median
+
+import rushhpc
 
 
 def add_finished(rush: rushhpc.Rush, n: int) -> None:

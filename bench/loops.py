@@ -31,10 +31,10 @@ from __future__ import annotations
 import os
 import time
 
-import rushhpc
-
 import workloads
 from common import Context, Row, can_pin, log, median, us
+
+import rushhpc
 
 LOOPS = ("propose", "queue")
 ROUND_TRIPS = {"propose": 2, "queue": 3}

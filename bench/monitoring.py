@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import time
 
-import rushhpc
-
 from common import Context, Row, count_round_trips, log, median
+
+import rushhpc
 
 
 def register_workers(rush: rushhpc.Rush, n: int, first: int = 0) -> None:

@@ -24,11 +24,22 @@ as a multiple of the PING p99.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+
+from common import (
+    Context,
+    Paired,
+    Row,
+    count_round_trips,
+    interleaved,
+    median,
+    p99,
+    placement,
+    us,
+)
 
 import rushhpc
-
-from common import Context, Paired, Row, count_round_trips, interleaved, median, p99, placement, us
 
 
 def round_trips(fn: Callable[[], Any], calls: int = 20) -> float:
@@ -127,9 +138,10 @@ def push_ops(ctx: Context, rush: rushhpc.Rush) -> list[Row]:
     for size, calls in ((1, ctx.pick(3000, 500)), (100, ctx.pick(300, 50)), (10_000, ctx.pick(10, 3))):
         batch = [{"x1": 0.5, "x2": float(i)} for i in range(size)]
         # a large call is paired with the 10 PINGs just before it
-        m = interleaved(lambda: rush.push_tasks(batch), ping, calls, block=10 if size == 1 else 1)
-        trips = round_trips(lambda: rush.push_tasks(batch), calls=2)
-        rows.append(op_row(f"push_tasks ({size:,} task{'s' if size > 1 else ''} per call), manager", m, trips, per_task=size, note="floor: PING through the manager's pool"))
+        m = interleaved(lambda b=batch: rush.push_tasks(b), ping, calls, block=10 if size == 1 else 1)
+        trips = round_trips(lambda b=batch: rush.push_tasks(b), calls=2)
+        name = f"push_tasks ({size:,} task{'s' if size > 1 else ''} per call), manager"
+        rows.append(op_row(name, m, trips, per_task=size, note="floor: PING through the manager's pool"))
         rush.reset(workers=False)
     return rows
 

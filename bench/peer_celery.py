@@ -29,4 +29,4 @@ def _announce(sender=None, **kwargs) -> None:
 @app.task(name="noop")
 def noop(x1: float = 0.0, x2: float = 0.0) -> None:
     """The no-op objective."""
-    return None
+    return

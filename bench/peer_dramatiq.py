@@ -20,4 +20,4 @@ dramatiq.set_broker(broker)
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def noop(x1: float = 0.0, x2: float = 0.0) -> None:
     """The no-op objective."""
-    return None
+    return

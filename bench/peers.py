@@ -34,11 +34,10 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Callable
-
-import redis
+from collections.abc import Callable
 
 import loops
+import redis
 from common import BENCH_DIR, Context, Row, bench_python_env, log, median, wait_for
 
 N_WORKERS = 2
@@ -60,12 +59,9 @@ def peer_env(ctx: Context) -> dict[str, str]:
 def spawn(ctx: Context, name: str, argv: list[str]) -> subprocess.Popen:
     """Start one peer worker process in its own process group, output to a log file."""
     path = ctx.workdir / f"{name}-{uuid.uuid4().hex[:6]}.log"
-    logfile = open(path, "ab")
-    try:
+    with open(path, "ab") as logfile:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(argv, cwd=BENCH_DIR, env=peer_env(ctx), stdout=logfile, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    finally:
-        logfile.close()
     proc.logpath = path  # type: ignore[attr-defined]
     return proc
 
@@ -130,9 +126,8 @@ def points(n: int) -> list[tuple[float, float]]:
 
 # ------------------------------------------------------------------------ peers
 def run_rq(ctx: Context, n_jobs: int) -> dict:
-    from rq import Queue, Worker
-
     import peer_jobs
+    from rq import Queue, Worker
 
     conn = redis.Redis.from_url(ctx.server.url)
     q = Queue("bench", connection=conn)
@@ -245,10 +240,10 @@ def run(ctx: Context) -> list[Row]:
     results: dict[str, list[dict]] = {pkg: [] for _, pkg, *_ in peers}
     errors: dict[str, str] = {}
     for r in range(rounds):
-        for kind in ours:
+        for kind, rates in ours.items():
             log(f"peers: round {r + 1}/{rounds}, rushhpc {kind} loop, {N_WORKERS} workers")
             ctx.server.flushall()
-            ours[kind].append(rushhpc_rate(ctx, kind))
+            rates.append(rushhpc_rate(ctx, kind))
         for label, pkg, runner, kind, _, v in peers:
             if v is None or pkg in errors:
                 continue

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BENCH_DIR, Context, RedisServer, Row, log, make_workdir  # noqa: E402
+from common import BENCH_DIR, Context, RedisServer, Row, log, make_workdir
 
 FAMILIES = ["floor", "ops", "loops", "utilisation", "fetch", "monitoring", "workers", "peers"]
 
@@ -93,8 +93,10 @@ def cell(text: str) -> str:
 def markdown(rows: list[Row], info: dict, quick: bool) -> str:
     """The results table plus the targets list, as Markdown."""
     lines = [
-        f"rushhpc benchmarks ({'quick' if quick else 'full'} run), {info['date']}: {info['nproc']} cores, "
-        f"{info['cpu']}, Redis {info['redis_server']}, Python {info['python']}, redis-py {info['redis_py']}",
+        (
+            f"rushhpc benchmarks ({'quick' if quick else 'full'} run), {info['date']}: {info['nproc']} cores, "
+            f"{info['cpu']}, Redis {info['redis_server']}, Python {info['python']}, redis-py {info['redis_py']}"
+        ),
         "",
         "| Family | Measurement | Median | p99 | Unit | Ratio | Ratio of | Target | Met | Notes |",
         "| --- | --- | ---: | ---: | --- | ---: | --- | --- | --- | --- |",
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             server.flushall()
             try:
                 rows += run_family(name, ctx)
-            except Exception as e:  # noqa: BLE001 - report and go on with the next family
+            except Exception as e:
                 if name == "floor":
                     raise
                 crashed.append(name)

@@ -15,9 +15,8 @@ workers / tasks.
 
 from __future__ import annotations
 
-import pandas as pd
-
 import loops
+import pandas as pd
 import workloads
 from common import Context, Row, log
 

@@ -17,10 +17,10 @@ import subprocess
 import sys
 import time
 
-import rushhpc
-
 import workloads
 from common import Context, Row, log, rss_mib
+
+import rushhpc
 
 
 def start_time(ctx: Context, n: int) -> float:
@@ -55,7 +55,7 @@ def idle_memory(ctx: Context) -> dict[str, tuple[float, float]]:
 def import_ms(module: str) -> float:
     """Cumulative import time of ``module`` in a fresh interpreter, in ms."""
     err = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"],
-                         capture_output=True, text=True, timeout=60).stderr
+                         capture_output=True, text=True, timeout=60, check=False).stderr
     total = 0
     for line in err.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", line)
