@@ -6,41 +6,70 @@ Example:
     >>> rush.start_local_workers(queue_loop, n_workers=2, fun=lambda x: {"y": x * x})
 """
 
-from .config import (
-    RedisConfig,
-    redis_config,
-    remove_rush_plan,
-    rush_available,
-    rush_config,
-    rush_plan,
-)
-from .errors import (
-    RushConfigError,
-    RushError,
-    RushPayloadError,
-    RushTimeoutError,
-    RushWorkerError,
-)
-from .loops import queue_loop
-from .rush import Rush, __version__, rsh
-from .worker import RushWorker, WorkerStopped
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Imported on first use (PEP 562): the heartbeat process imports `rushhpc.heartbeat`,
+# which must not pull in pandas and the manager (tens of MiB per worker node process).
+_EXPORTS = {
+    "RedisConfig": "config",
+    "redis_config": "config",
+    "remove_rush_plan": "config",
+    "rush_available": "config",
+    "rush_config": "config",
+    "rush_plan": "config",
+    "RushConfigError": "errors",
+    "RushError": "errors",
+    "RushPayloadError": "errors",
+    "RushTimeoutError": "errors",
+    "RushWorkerError": "errors",
+    "queue_loop": "loops",
+    "Rush": "rush",
+    "rsh": "rush",
+    "RushWorker": "worker",
+    "WorkerStopped": "worker",
+}
 
 __all__ = [
-    "RedisConfig",
-    "Rush",
-    "RushConfigError",
-    "RushError",
-    "RushPayloadError",
-    "RushTimeoutError",
-    "RushWorker",
-    "RushWorkerError",
-    "WorkerStopped",
-    "__version__",
-    "queue_loop",
-    "redis_config",
-    "remove_rush_plan",
-    "rsh",
-    "rush_available",
-    "rush_config",
-    "rush_plan",
+    "RedisConfig", "Rush", "RushConfigError", "RushError", "RushPayloadError", "RushTimeoutError",
+    "RushWorker", "RushWorkerError", "WorkerStopped", "__version__", "queue_loop", "redis_config",
+    "remove_rush_plan", "rsh", "rush_available", "rush_config", "rush_plan",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rushhpc' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from .config import (
+        RedisConfig,
+        redis_config,
+        remove_rush_plan,
+        rush_available,
+        rush_config,
+        rush_plan,
+    )
+    from .errors import (
+        RushConfigError,
+        RushError,
+        RushPayloadError,
+        RushTimeoutError,
+        RushWorkerError,
+    )
+    from .loops import queue_loop
+    from .rush import Rush, rsh
+    from .worker import RushWorker, WorkerStopped

@@ -16,10 +16,9 @@ import time
 import warnings
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import orjson
-import pandas as pd
 import redis
 
 from . import startargs
@@ -40,7 +39,10 @@ from .reconcile import Reconciler
 from .tables import WORKER_COLUMNS
 from .tasks import TaskStore
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    import pandas as pd
+
+from . import __version__
 
 log = logging.getLogger("rushhpc")
 
@@ -427,6 +429,8 @@ class Rush(TaskStore):
                     "stopped_at": float(h["stopped_at"]) if h.get("stopped_at") else None,
                 }
             )
+        import pandas as pd
+
         df = pd.DataFrame(rows, columns=WORKER_COLUMNS)
         for t in ("started_at", "stopped_at"):
             df[t] = pd.to_datetime(df[t], unit="s", utc=True)

@@ -7,9 +7,10 @@ server-clock timestamps ``created_at``, ``started_at``, ``finished_at``.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 META_COLUMNS = ["condition", "worker_id", "state", "keys", "created_at", "started_at", "finished_at"]
 TIME_COLUMNS = ("created_at", "started_at", "finished_at")
@@ -41,6 +42,8 @@ def flatten(rec: dict[str, Any]) -> dict[str, Any]:
 
 def task_table(rows: Iterable[dict[str, Any]], with_state: bool = True) -> pd.DataFrame:
     """Flat rows -> DataFrame with the data columns first and the documented meta columns last."""
+    import pandas as pd  # imported on first use: workers rarely build tables
+
     rows = list(rows)
     if not rows:
         cols = [c for c in META_COLUMNS if with_state or c != "state"]

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
-import pandas as pd
 import redis
 
 from . import codec
 from .errors import RushError
 from .layout import TASK_STATES, Keys, Scripts
 from .tables import LOG_COLUMNS, flatten, task_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FETCH_CHUNK = 20_000  # keys per fetch script call: bounds how long Redis is busy
 PUSH_CHUNK = 5_000
@@ -164,6 +166,8 @@ class TaskStore:
             if self._finished_df is None or len(self._finished_df) == 0:
                 self._finished_df = task_table(self._finished_rows, with_state=False)
             elif new:
+                import pandas as pd
+
                 self._finished_df = pd.concat([self._finished_df, new_df], ignore_index=True)
         return self._finished_df
 
@@ -296,6 +300,8 @@ class TaskStore:
         Example:
             >>> rush.read_log()[["worker_id", "level", "msg"]]
         """
+        import pandas as pd
+
         df = pd.DataFrame(self._log_rows("-"), columns=["id", *LOG_COLUMNS])
         df["timestamp"] = pd.to_datetime(df["timestamp"], unit="s", utc=True)
         return df[LOG_COLUMNS]
