@@ -68,7 +68,8 @@ class RedisConfig:
 
     def client(self, decode_responses: bool = True, single_connection: bool = False, **kwargs: Any) -> redis.Redis:
         """A redis-py client; `connect` checks it answers."""
-        return redis.Redis(
+        cls = kwargs.pop("cls", redis.Redis)
+        return cls(
             host=self.host,
             port=self.port,
             db=self.db,
@@ -76,7 +77,7 @@ class RedisConfig:
             password=self.password,
             ssl=self.tls,
             decode_responses=decode_responses,
-            single_connection_client=single_connection,
+            **({"single_connection_client": single_connection} if cls is redis.Redis else {}),
             socket_connect_timeout=kwargs.pop("socket_connect_timeout", 5),
             socket_keepalive=True,
             health_check_interval=kwargs.pop("health_check_interval", 30),

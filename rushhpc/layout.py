@@ -181,11 +181,12 @@ return n
 """)
 
 # KEYS: running, all_tasks, worker_tasks(wid), worker(wid)
-# ARGV: prefix, wid, (key, xs, xs_extra)*.  Returns the worker's state.
+# ARGV: prefix, wid, (key, xs, xs_extra)*.  Returns {worker state, terminate flag}.
 PUSH_RUNNING_TASKS = _lua(r"""
 local wid = ARGV[2]
-local state = redis.call('HGET', KEYS[4], 'state')
-if state ~= 'running' then return state or 'unregistered' end
+local w = redis.call('HMGET', KEYS[4], 'state', 'terminate')
+local state = w[1] or 'unregistered'
+if state ~= 'running' then return {state, w[2] or '0'} end
 local t = now()
 for i = 3, #ARGV, 3 do
   local k = ARGV[i]
@@ -199,7 +200,31 @@ for i = 3, #ARGV, 3 do
     redis.call('RPUSH', KEYS[2], k)
   end
 end
-return 'running'
+return {'running', w[2] or '0'}
+""")
+
+# Pop and claim in one step while the queue has tasks (no intermediate state to lose).
+# KEYS: queued, running, worker_tasks(wid), worker(wid)
+# ARGV: prefix, wid.  Returns {key or '', xs, xs_extra, attempt, worker state, terminate flag}.
+POP_TASK = _lua(r"""
+local wid = ARGV[2]
+local w = redis.call('HMGET', KEYS[4], 'state', 'terminate')
+local state, term = w[1] or 'unregistered', w[2] or '0'
+if state ~= 'running' or term == '1' then return {'', '', '', '', state, term} end
+local k = redis.call('RPOP', KEYS[1])
+while k do
+  local tk = P .. 'task:' .. k
+  if redis.call('EXISTS', tk) == 1 then
+    local attempt = redis.call('HINCRBY', tk, 'attempt', 1)
+    redis.call('HSET', tk, 'state', 'running', 'worker_id', wid, 'started_at', now())
+    redis.call('SADD', KEYS[2], k)
+    redis.call('SADD', KEYS[3], k)
+    local v = redis.call('HMGET', tk, 'xs', 'xs_extra')
+    return {k, v[1], v[2] or '', tostring(attempt), state, term}
+  end
+  k = redis.call('RPOP', KEYS[1])  -- a key whose task was deleted (reset): skip it
+end
+return {'', '', '', '', state, term}
 """)
 
 # Second phase of a pop: the key sits in the worker's pending list (moved
@@ -227,9 +252,9 @@ return {k, v[1], v[2] or '', tostring(attempt)}
 
 # First writer wins: a task becomes final only if it is still running under
 # this worker and attempt (the fencing token). Anything else is discarded.
-# KEYS: running, destination list (finished or failed), worker_tasks(wid)
+# KEYS: running, destination list (finished or failed), worker_tasks(wid), worker(wid)
 # ARGV: prefix, wid, state, (key, attempt or '*', field1, value1, field2, value2)*
-# Returns the discarded keys.
+# Returns {discarded keys, worker state, terminate flag}.
 FINISH_TASKS = _lua(r"""
 local wid = ARGV[2]
 local state = ARGV[3]
@@ -250,7 +275,8 @@ for i = 4, #ARGV, 6 do
     table.insert(discarded, k)
   end
 end
-return discarded
+local w = redis.call('HMGET', KEYS[4], 'state', 'terminate')
+return {discarded, w[1] or 'unregistered', w[2] or '0'}
 """)
 
 # Tasks the manager records as already finished or failed.
@@ -472,6 +498,7 @@ SCRIPTS = {
     "push_tasks": PUSH_TASKS,
     "push_running_tasks": PUSH_RUNNING_TASKS,
     "claim_task": CLAIM_TASK,
+    "pop_task": POP_TASK,
     "finish_tasks": FINISH_TASKS,
     "push_final_tasks": PUSH_FINAL_TASKS,
     "empty_queue": EMPTY_QUEUE,

@@ -27,6 +27,7 @@ from .heartbeat import start_heartbeat
 from .launchers.base import new_worker_id
 from .layout import Scripts, validate_id
 from .logs import install as install_log_handlers
+from .replies import WorkerRedis
 from .rush import Rush
 from .tasks import _as_list
 
@@ -60,7 +61,10 @@ class RushWorker(Rush):
     """A worker of a network. Run in-process for debugging and tests, or by ``python -m rushhpc worker``.
 
     Creating one registers it as running. An in-process worker runs a heartbeat
-    only when given ``heartbeat_period``.
+    only when given ``heartbeat_period``. With ``deferred_replies=True`` (what worker
+    processes use) ``push_running_tasks``, ``finish_tasks`` and ``fail_tasks`` return
+    without waiting for Redis's reply; it is read with the next call, and discarded
+    results are then logged rather than returned.
 
     Example:
         >>> w = RushWorker("sweep-1", config="redis://127.0.0.1:6379")
@@ -80,15 +84,22 @@ class RushWorker(Rush):
         watch_pid: int | None = None,
         walltime: float | None = None,
         walltime_margin: float | None = None,
+        deferred_replies: bool = False,
     ):
         super().__init__(network_id, config)
         self.worker_id = validate_id(worker_id, "worker id") if worker_id else new_worker_id()
         # One dedicated connection: no pool lookup per command (about 20 us each).
         self.connector.close()
         self.connector = self.config.client(
-            single_connection=True, retry=Retry(ExponentialBackoff(cap=5.0, base=0.05), 8)
+            single_connection=True, retry=Retry(ExponentialBackoff(cap=5.0, base=0.05), 8), cls=WorkerRedis
         )
         self.scripts = Scripts(self.connector)
+        self.deferred_replies = deferred_replies
+        if deferred_replies:
+            # EVALSHA of a script the server has not seen fails (NOSCRIPT), and a deferred
+            # call would learn it only on the next call: load them now.
+            for script in (self.scripts.push_running_tasks, self.scripts.finish_tasks):
+                self.connector.script_load(script.script)
         self._attempts: dict[str, str] = {}
         self._terminated = False
         self._last_check = float("-inf")
@@ -162,31 +173,45 @@ class RushWorker(Rush):
         return WorkerStopped(f"worker {self.worker_id} is {state or 'not registered'}: it takes no new tasks")
 
     # ------------------------------------------------------------------ tasks
+    def _note_state(self, state: str, terminate: str) -> None:
+        """Every reply of a task script carries the worker's state: no extra read for `terminated`."""
+        self._last_check = time.monotonic()
+        if state != "running" or terminate == "1":
+            self._terminated = True
+
     def pop_task(self, timeout: float | None = 1) -> dict[str, Any] | None:
         """Take the next queued task: ``{"key": ..., "xs": {...}}`` (and ``"xs_extra"``), or
-        None when the queue stays empty for ``timeout`` seconds (0 or None: do not wait).
+        None when the queue stays empty for ``timeout`` seconds (0 or None: do not wait),
+        or when this worker should stop (see `terminated`).
 
-        The task passes through this worker's pending list, so a crash between the two
-        steps leaves it findable (`detect_lost_workers` requeues it).
+        While the queue has tasks, one atomic step pops and claims. On an empty queue
+        the worker blocks on it (``BLMOVE`` into its pending list, then a claim), so a
+        crash between the two steps leaves the task findable (`detect_lost_workers`
+        requeues it).
 
         Example:
             >>> task = rush.pop_task(timeout=5)
             >>> if task: rush.finish_tasks([task["key"]], [{"y": f(**task["xs"])}])
         """
-        if timeout:
-            key = self.connector.blmove(self.keys.queued, self._k_pending, timeout, "RIGHT", "LEFT")
-        else:
-            key = self.connector.lmove(self.keys.queued, self._k_pending, "RIGHT", "LEFT")
-        if key is None:
-            return None
-        got = self.scripts.claim_task(
-            keys=[self._k_pending, self.keys.running, self._k_wtasks, self._k_worker, self.keys.queued],
-            args=[self.keys.prefix, self.worker_id, key],
+        k, xs, xs_extra, attempt, state, term = self.scripts.pop_task(
+            keys=[self.keys.queued, self.keys.running, self._k_wtasks, self._k_worker],
+            args=[self.keys.prefix, self.worker_id],
         )
-        if not got:
-            self._last_check = float("-inf")  # re-read our state on the next check
-            return None
-        k, xs, xs_extra, attempt = got
+        self._note_state(state, term)
+        if not k:
+            if self._terminated or not timeout:
+                return None
+            key = self.connector.blmove(self.keys.queued, self._k_pending, timeout, "RIGHT", "LEFT")
+            if key is None:
+                return None
+            got = self.scripts.claim_task(
+                keys=[self._k_pending, self.keys.running, self._k_wtasks, self._k_worker, self.keys.queued],
+                args=[self.keys.prefix, self.worker_id, key],
+            )
+            if not got:
+                self._last_check = float("-inf")  # re-read our state on the next check
+                return None
+            k, xs, xs_extra, attempt = got
         self._attempts[k] = attempt
         task = {"key": k, "xs": codec.decode(xs)}
         if xs_extra:
@@ -203,14 +228,27 @@ class RushWorker(Rush):
         args = [self.keys.prefix, self.worker_id]
         for k, x, e in zip(keys, xs_json, ex_json):
             args += [k, x, e]
-        state = self.scripts.push_running_tasks(
-            keys=[self.keys.running, self.keys.all_tasks, self._k_wtasks, self._k_worker], args=args
-        )
-        if state != "running":
-            raise self._stopped(state)
+        script_keys = [self.keys.running, self.keys.all_tasks, self._k_wtasks, self._k_worker]
         for k in keys:
             self._attempts[k] = "1"
+        if self.deferred_replies:
+            if self._terminated:  # known to be stopping: ask before creating more work
+                state = self.connector.hget(self._k_worker, "state")
+                if state != "running":
+                    raise self._stopped(state)
+            self.connector.send_script(self.scripts.push_running_tasks, script_keys, args, self._on_pushed)
+            return keys
+        state, term = self.scripts.push_running_tasks(keys=script_keys, args=args)
+        self._note_state(state, term)
+        if state != "running":
+            raise self._stopped(state)
         return keys
+
+    def _on_pushed(self, reply: list) -> None:
+        state, term = reply
+        self._note_state(state, term)
+        if state != "running":
+            log.warning("worker %s is %s: the tasks it just created were not stored", self.worker_id, state)
 
     def _final(self, state: str, keys: Sequence[str], f1: str, v1: list[str], f2: str, v2: list[str]) -> list[str]:
         args = [self.keys.prefix, self.worker_id, state]
@@ -218,7 +256,15 @@ class RushWorker(Rush):
         for k, a, b in zip(keys, v1, v2):
             args += [k, attempts.pop(k, "*"), f1, a, f2, b]
         dest = self.keys.finished if state == "finished" else self.keys.failed
-        discarded = self.scripts.finish_tasks(keys=[self.keys.running, dest, self._k_wtasks], args=args)
+        script_keys = [self.keys.running, dest, self._k_wtasks, self._k_worker]
+        if self.deferred_replies:
+            self.connector.send_script(self.scripts.finish_tasks, script_keys, args, self._on_finished)
+            return []
+        return self._on_finished(self.scripts.finish_tasks(keys=script_keys, args=args))
+
+    def _on_finished(self, reply: list) -> list[str]:
+        discarded, state, term = reply
+        self._note_state(state, term)
         if discarded:
             log.warning(
                 "worker %s: result of %d task(s) discarded, they were no longer running under this worker "
@@ -303,7 +349,7 @@ def run_worker(
     worker = RushWorker(
         network_id, config=cfg, worker_id=worker_id, heartbeat_period=period,
         heartbeat_expire=heartbeat_expire, launcher=launcher, watch_pid=watch_pid,
-        walltime=walltime, walltime_margin=walltime_margin,
+        walltime=walltime, walltime_margin=walltime_margin, deferred_replies=True,
     )
     # SLURM's pre-timeout signal (USR2): finish the current task, then end as terminated.
     signal.signal(signal.SIGUSR2, lambda *_: setattr(worker, "_terminated", True))

@@ -1,0 +1,91 @@
+"""Deferred replies: send a worker's Lua calls now, read their replies with the next call.
+
+A worker does not need the reply of ``push_running_tasks`` or ``finish_tasks`` before it
+evaluates the next point, so waiting a round trip for it is pure overhead (about half of
+the per-task cost of the propose/evaluate/report loop). `WorkerRedis` writes such calls to
+its one connection and reads the replies, in order, before its next command of any kind.
+Errors surface at the latest on that next command; a connection lost in between is
+repaired by running the unanswered calls again, which is safe because every deferred
+script is idempotent (task keys are made by the client; finishing twice is a no-op).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Sequence
+
+import redis
+from redis.exceptions import NoScriptError
+
+Callback = Callable[[Any], None]
+_LOST = object()  # the reply of a command whose connection broke before it was read
+
+
+class WorkerRedis(redis.Redis):
+    """A single-connection client whose `send_script` defers the reply.
+
+    Example:
+        >>> r = WorkerRedis(host="127.0.0.1", single_connection_client=True)
+        >>> r.send_script(script, keys, args, on_reply=print)   # returns at once
+        >>> r.ping()                                            # reads the script's reply first
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["single_connection_client"] = True
+        super().__init__(*args, **kwargs)
+        self._pending: deque[tuple[Any, Sequence[str], Sequence[Any], Callback]] = deque()
+        self._draining = False
+
+    def send_script(self, script: Any, keys: Sequence[str], args: Sequence[Any], on_reply: Callback) -> None:
+        """Send ``EVALSHA`` for a registered script; ``on_reply(reply)`` runs when the reply is read."""
+        with self.single_connection_lock:
+            try:
+                self.connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            except (redis.ConnectionError, redis.TimeoutError):
+                self.drain()
+                on_reply(script(keys=keys, args=args))  # the normal path, with redis-py's reconnect and retry
+                return
+            self._pending.append((script, keys, args, on_reply))
+
+    def drain(self) -> None:
+        """Read every outstanding reply, in order, and run the callbacks."""
+        if not self._pending or self._draining:
+            return
+        with self.single_connection_lock:
+            self._draining = True
+            try:
+                items = list(self._pending)
+                self._pending.clear()
+                replies: list[Any] = []
+                try:
+                    for _ in items:
+                        try:
+                            replies.append(self.connection.read_response())
+                        except redis.ResponseError as e:  # an error reply: the next one is still in order
+                            replies.append(e)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    self.connection.disconnect()
+                    replies += [_LOST] * (len(items) - len(replies))
+            finally:
+                self._draining = False
+            error: Exception | None = None
+            for (script, keys, args, on_reply), reply in zip(items, replies):
+                if isinstance(reply, NoScriptError) or reply is _LOST:
+                    reply = script(keys=keys, args=args)  # script cache flushed, or reply lost: run again
+                if isinstance(reply, Exception):
+                    error = error or reply
+                    continue
+                on_reply(reply)
+            if error is not None:
+                raise error
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self._pending and not self._draining:
+            self.drain()
+        return super().execute_command(*args, **options)
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            super().close()
