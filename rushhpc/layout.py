@@ -30,7 +30,8 @@ Key                          type    holds
 {net}:heartbeat:{wid}        string  exists while the worker's heartbeat is alive
 {net}:kill:{wid}             list    kill requests the heartbeat process listens on
 {net}:start:{start_id}       string  cloudpickled worker loop + arguments
-{net}:launches               hash    launch records of batch jobs, by worker id (JSON)
+{net}:launches               hash    launch records, by worker id (JSON)
+{net}:launches:active        set     batch workers whose job's fate is not settled yet
 {net}:log                    stream  log records of the workers (capped)
 """
 
@@ -76,6 +77,7 @@ class Keys:
         self.all_tasks = p + "all_tasks"
         self.workers = p + "workers"
         self.launches = p + "launches"
+        self.active_launches = p + "launches:active"
         self.log = p + "log"
         self.pattern = p + "*"
 
@@ -361,8 +363,8 @@ return out
 # Running workers that have a heartbeat whose key expired: lost, in one step.
 # Workers of a batch job (field `managed`) are only reported: the scheduler's
 # view decides for them (a suspended job is silent, not dead).
-# KEYS: workers:running.  ARGV: prefix, max_retries_apply (1/0)
-# Returns {{wid, failed_tasks, requeued_tasks}*, {expired managed wid}*}.
+# KEYS: workers:running, launches:active.  ARGV: prefix, max_retries_apply (1/0)
+# Returns {{wid, failed_tasks, requeued_tasks}*, {expired managed wid}*, number of active batch launches}.
 DETECT_LOST = _lua(r"""
 local retry = ARGV[2] == '1'
 local t = now()
@@ -380,7 +382,7 @@ for _, wid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     table.insert(out, {wid, r[1], r[2]})
   end
 end
-return {out, managed}
+return {out, managed, redis.call('SCARD', KEYS[2])}
 """)
 
 # The heartbeat process's beat: refresh only while the worker is registered

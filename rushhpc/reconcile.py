@@ -163,11 +163,14 @@ class Reconciler:
         """Launch records of batch workers whose fate is not settled, read from Redis
         (so a new manager reattaching to the network knows them too)."""
         r = self.rush
+        ids = sorted(r.connector.smembers(r.keys.active_launches))
+        if not ids:
+            return {}
         out = {}
-        for wid, text in r.connector.hgetall(r.keys.launches).items():
-            d = orjson.loads(text)
-            if not d.get("extra", {}).get("managed") or d.get("extra", {}).get("done"):
+        for wid, text in zip(ids, r.connector.hmget(r.keys.launches, ids)):
+            if text is None:
                 continue
+            d = orjson.loads(text)
             rec = r._records.get(wid) or LaunchRecord(**d)
             rec.extra = d.get("extra", {})
             r._records[wid] = rec
@@ -228,6 +231,7 @@ class Reconciler:
                     rec.extra.update(d.track)
                     if d.done:
                         rec.extra["done"] = True
+                        pipe.srem(r.keys.active_launches, wid)
                     pipe.hset(r.keys.launches, wid, orjson.dumps(rec.__dict__).decode())
             pipe.execute()
         # Adaptive polling: back off while nothing changes, return to the floor when something does.

@@ -212,6 +212,7 @@ class Rush(TaskStore):
                     "job_id": r.job_id or "", "submitted_at": r.submitted_at, "managed": "1",
                 })
                 pipe.sadd(self.keys.workers_in("pending"), r.worker_id)
+                pipe.sadd(self.keys.active_launches, r.worker_id)
             pipe.execute()
         for r in records:
             self._records[r.worker_id] = r
@@ -552,13 +553,13 @@ class Rush(TaskStore):
                     log.warning("worker %s process ended (%s) while running; stderr tail:\n%s", wid, how, tail)
                     items.append((wid, "process_died", f"worker {wid} was lost (process ended: {how})"))
             lost += self._mark_workers("lost", items, retry=True)
-        out, expired_managed = self.scripts.detect_lost(
-            keys=[self.keys.workers_in("running")], args=[self.keys.prefix, "1"]
+        out, expired_managed, n_active = self.scripts.detect_lost(
+            keys=[self.keys.workers_in("running"), self.keys.active_launches], args=[self.keys.prefix, "1"]
         )
         for wid, failed, requeued in out:
             log.warning("worker %s lost (heartbeat expired): %s task(s) failed, %s requeued", wid, failed, requeued)
             lost.append(wid)
-        if poll_scheduler is not False:
+        if poll_scheduler is not False and n_active:
             lost += self._reconciler.run(force=bool(poll_scheduler), urgent=bool(expired_managed))
         return lost
 
