@@ -185,7 +185,9 @@ class SlurmLauncher(BatchLauncher):
         ids = [r.job_id for r in records if r.job_id]
         if not ids:
             return
-        # TERM to the batch shell and every step, then scancel's own CONT/TERM/KILL escalation.
-        # Answers about finished jobs ("already completing", "Invalid job id") are success.
-        self.run(["scancel", "--signal=TERM", "--full", *ids], timeout=60)
+        # A plain scancel signals the batch shell and every step: SIGCONT (a stopped, hung
+        # worker must be able to die), SIGTERM, then SIGKILL after KillWait. No separate
+        # `scancel --signal=TERM --full` stage: on a pending job it blocks (seen with 22.05),
+        # and it leaves the job FAILED instead of CANCELLED. Answers about jobs that already
+        # ended ("already completing", "Invalid job id") are success.
         self.run(["scancel", *ids], timeout=60)
