@@ -105,8 +105,11 @@ def worker_ops(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int) 
     return rows
 
 
-def cycles(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int, suffix: str) -> list[Row]:
-    """The per-task overhead of the two worker loops, without process scheduling."""
+def cycles(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int, suffix: str,
+           targets: bool = True) -> list[Row]:
+    """The per-task overhead of the two worker loops, without process scheduling. Worker
+    processes use deferred replies (the targets apply to them); the synchronous rows show
+    what an in-process worker without them pays."""
     ping = w.connector.ping
     rows = []
     xs, ys = [{"x1": 0.5, "x2": 1.5}], [{"y": 2.0}]
@@ -117,7 +120,7 @@ def cycles(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int, suff
     m = interleaved(propose_cycle, ping, n)
     trips = round_trips(propose_cycle)
     rows.append(op_row("propose/evaluate/report cycle (push_running + finish), in-process", m, trips,
-                       floors_target=2, suffix=suffix))
+                       floors_target=2 if targets else None, suffix=suffix))
 
     rush.push_tasks(xs * (n + 20))
 
@@ -127,7 +130,9 @@ def cycles(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int, suff
 
     m = interleaved(queue_cycle, ping, n)
     trips = round_trips(queue_cycle)
-    rows.append(op_row("queue cycle (pop_task + finish), in-process", m, trips, floors_target=3, suffix=suffix))
+    rows.append(op_row("queue cycle (pop_task + finish), in-process", m, trips, floors_target=3 if targets else None,
+                       suffix=suffix))
+    w.connector.ping()  # read any deferred reply before the next family
     return rows
 
 
@@ -151,17 +156,21 @@ def run(ctx: Context) -> list[Row]:
     cfg = ctx.server.config()
     rush = rushhpc.Rush(ctx.network("ops"), config=cfg)
     w = rushhpc.RushWorker(rush.network_id, config=cfg)
+    wd = rushhpc.RushWorker(rush.network_id, config=cfg, deferred_replies=True)  # as worker processes run
     try:
         with placement(ctx.server, "cross"):
             rows = worker_ops(ctx, w, rush, n)
-            rows += cycles(ctx, w, rush, n, ", cross-core")
+            rows += cycles(ctx, wd, rush, n, ", deferred replies, cross-core")
+            rows += cycles(ctx, w, rush, n, ", synchronous, cross-core", targets=False)
             rush.reset(workers=False)
             rows += push_ops(ctx, rush)
         rush.reset(workers=False)
         with placement(ctx.server, "same"):
-            rows += cycles(ctx, w, rush, n, ", same core")
+            rows += cycles(ctx, wd, rush, n, ", deferred replies, same core")
+            rows += cycles(ctx, w, rush, n, ", synchronous, same core", targets=False)
     finally:
         w.close()
+        wd.close()
         rush.reset()
         rush.close()
     return rows

@@ -1,5 +1,7 @@
 """Deferred replies: send a worker's Lua calls now, read their replies with the next call.
 
+At most one call is unanswered at a time: each call first reads the reply of the one before.
+
 A worker does not need the reply of ``push_running_tasks`` or ``finish_tasks`` before it
 evaluates the next point, so waiting a round trip for it is pure overhead (about half of
 the per-task cost of the propose/evaluate/report loop). `WorkerRedis` writes such calls to
@@ -37,7 +39,12 @@ class WorkerRedis(redis.Redis):
         self._draining = False
 
     def send_script(self, script: Any, keys: Sequence[str], args: Sequence[Any], on_reply: Callback) -> None:
-        """Send ``EVALSHA`` for a registered script; ``on_reply(reply)`` runs when the reply is read."""
+        """Send ``EVALSHA`` for a registered script; ``on_reply(reply)`` runs when the reply is read.
+
+        After sending, the replies of earlier calls are read (they come first on the
+        connection), so at most one call is unanswered and its error surfaces at the latest
+        on the next call: no unbounded pipelining, yet no wait for this call's own reply.
+        """
         with self.single_connection_lock:
             try:
                 self.connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -46,25 +53,34 @@ class WorkerRedis(redis.Redis):
                 on_reply(script(keys=keys, args=args))  # the normal path, with redis-py's reconnect and retry
                 return
             self._pending.append((script, keys, args, on_reply))
+            self.drain(keep=1)
 
-    def drain(self) -> None:
-        """Read every outstanding reply, in order, and run the callbacks."""
-        if not self._pending or self._draining:
+    def drain(self, keep: int = 0) -> None:
+        """Read the outstanding replies, in order, but the last ``keep``; run their callbacks."""
+        if len(self._pending) <= keep or self._draining:
             return
         with self.single_connection_lock:
             self._draining = True
             try:
-                items = list(self._pending)
-                self._pending.clear()
+                items = [self._pending.popleft() for _ in range(len(self._pending) - keep)]
                 replies: list[Any] = []
                 try:
-                    for _ in items:
+                    i = 0
+                    while i < len(items):
                         try:
                             replies.append(self.connection.read_response())
                         except redis.ResponseError as e:  # an error reply: the next one is still in order
                             replies.append(e)
+                            if isinstance(e, NoScriptError) and self._pending:
+                                # calls are re-run below, in order: read the kept replies first
+                                items += list(self._pending)
+                                self._pending.clear()
+                        i += 1
                 except (redis.ConnectionError, redis.TimeoutError):
+                    # every unread reply is gone with the connection, the kept ones too
                     self.connection.disconnect()
+                    items += list(self._pending)
+                    self._pending.clear()
                     replies += [_LOST] * (len(items) - len(replies))
             finally:
                 self._draining = False

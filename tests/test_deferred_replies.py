@@ -18,8 +18,9 @@ def dworker(rush, config):
 
 def test_deferred_finish_lands_before_the_next_command(rush, dworker):
     keys = dworker.push_running_tasks([{"x": 1}, {"x": 2}])
-    assert dworker.finish_tasks(keys, [{"y": 1}, {"y": 2}]) == []  # returned without waiting
-    assert len(dworker.connector._pending) == 2
+    assert len(dworker.connector._pending) == 1
+    assert dworker.finish_tasks(keys, [{"y": 1}, {"y": 2}]) == []  # returned without waiting for its reply
+    assert len(dworker.connector._pending) == 1  # the push's reply was read: one call unanswered at most
     assert dworker.n_finished_tasks == 2  # any command reads the outstanding replies first, in order
     assert not dworker.connector._pending
     assert sorted(rush.fetch_finished_tasks()["y"]) == [1, 2]
