@@ -317,3 +317,25 @@ def test_submitit_launcher_on_slurm(slurm_only, config):
     finally:
         r.reset()
         slurm_only.cleanup(f"rushhpc-{r.network_id}")
+
+
+def test_secrets_stay_out_of_the_job(batch, backend, monkeypatch, config):
+    """Neither the script nor the job's environment holds the Redis password, even when the
+    manager's environment does (sbatch exports its whole environment by default)."""
+    monkeypatch.setenv("RUSHHPC_REDIS_URL", config.url())
+
+    def env_loop(rush):
+        import os
+
+        keys = rush.push_running_tasks([{"x": 1}])
+        rush.finish_tasks(keys, [{"env": "\n".join(f"{k}={v}" for k, v in os.environ.items())}])
+
+    r = batch()
+    script = r.render_script(env_loop, n_workers=1)
+    assert config.password not in script
+    ids = r.start_workers(env_loop, n_workers=1)
+    wait_until(lambda: r.n_finished_tasks == 1, 60, what="the job to report its environment")
+    env = r.fetch_finished_tasks()["env"].item()
+    assert "SLURM_JOB_ID" in env or "PBS_JOBID" in env
+    assert config.password not in env and "RUSHHPC_REDIS_URL" not in env
+    assert ids

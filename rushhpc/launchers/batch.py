@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import logging
 import math
+import os
 import re
 import secrets
 import shlex
@@ -80,10 +81,20 @@ def hms(seconds: int) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}"
 
 
+# Never handed to a scheduler command: sbatch exports its whole environment into the job by
+# default (and slurmdbd may store it), so a Redis URL with a password must not be in it.
+SECRET_VARIABLES = ("RUSHHPC_REDIS_URL", "REDIS_URL", "RUSHHPC_REDIS_PASSWORD")
+
+
+def scheduler_environment() -> dict[str, str]:
+    """This process's environment without the variables that may hold secrets."""
+    return {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+
+
 def run_command(argv: Sequence[str], timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
-    """Run a scheduler command; a missing binary or a hang is a clear error."""
+    """Run a scheduler command (without secret variables); a missing binary or a hang is a clear error."""
     try:
-        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=scheduler_environment())
     except FileNotFoundError:
         raise RushConfigError(
             f"{argv[0]} not found: is this a login node of the cluster, with its commands on PATH?"
