@@ -7,12 +7,14 @@ poll); with submitit's local executor there is no scheduler, and heartbeats deci
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import RushConfigError
 from .base import JobStatus, Launcher, LaunchRecord
-from .batch import parse_duration
+from .batch import SECRET_VARIABLES, parse_duration
 from .slurm import SlurmLauncher
 
 # canonical resource -> submitit parameter
@@ -28,6 +30,16 @@ PARAMETERS = {
     "exclusive": "slurm_exclusive",
     "setup": "slurm_setup",
 }
+
+
+@contextlib.contextmanager
+def without_secret_variables():
+    """Hide the Redis URL variables from a submission made by a library we do not control."""
+    saved = {k: os.environ.pop(k) for k in SECRET_VARIABLES if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def submitit_worker(network_id: str, start_id: str, worker_id: str, credentials: str, options: dict) -> int:
@@ -105,9 +117,10 @@ class SubmititLauncher(Launcher):
             opts["walltime"] = seconds
             opts["walltime_margin"] = self._slurm.walltime_margin(seconds)
         n = len(worker_ids)
-        jobs = executor.map_array(
-            submitit_worker, [self.rush.network_id] * n, [start_id] * n, worker_ids, [credentials] * n, [opts] * n
-        )
+        with without_secret_variables():  # submitit's sbatch exports this process's environment
+            jobs = executor.map_array(
+                submitit_worker, [self.rush.network_id] * n, [start_id] * n, worker_ids, [credentials] * n, [opts] * n
+            )
         self._slurm.submissions += 1
         records = []
         for wid, job in zip(worker_ids, jobs):
