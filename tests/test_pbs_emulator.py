@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 EMU = Path(__file__).resolve().parent / "pbs_emulator"
 BIN = EMU / "bin"
@@ -25,14 +26,7 @@ ARRAYID_RE = re.compile(r"^\d+\[\]\.pbsemu$")
 
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    return wait_until(predicate, timeout, interval, what)
 
 
 def group_alive(pgid: int) -> bool:
