@@ -110,6 +110,7 @@ def test_array_start_register_and_normal_end(batch):
                interval=0.5, what="jobs to be seen finished")
     assert set(r.worker_info["state"]) == {"terminated"}
     assert r.n_failed_tasks == 0
+    assert poll_calls(r) == 0  # settled jobs are never asked about again
 
 
 def test_failed_start_shows_stderr(batch):
@@ -133,6 +134,7 @@ def test_cancel_from_outside(batch, backend):
                60, interval=0.5, what="reason cancelled")
     assert info(r, ids[0])["state"] == "lost"
     assert r.n_failed_tasks == 1 and r.n_running_tasks == 0
+    assert poll_calls(r) == 0  # its fate is known: the scheduler is not asked again
 
 
 def test_time_limit_ends_terminated(batch, backend):
@@ -200,6 +202,7 @@ def test_held_job_is_not_lost(batch, backend):
     r = batch(**backend.hold_options())
     ids = r.start_workers(queue_loop, n_workers=1, fun=abs)
     for _ in range(4):
+        assert poll_calls(r) == 1  # a held job: one query, no verdict
         assert r.detect_lost_workers(poll_scheduler=True) == []
         time.sleep(0.3)
     row = info(r, ids[0])
