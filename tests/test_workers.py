@@ -321,15 +321,22 @@ def test_start_workers_uses_plan(rush):
     r.close()
 
 
-def test_worker_that_fails_to_start_is_reported(rush):
+def test_wait_for_workers_times_out_with_a_clear_error(rush):
     rush_plan(config=rush.config)
     r = rushhpc.rsh(rush.network_id)
     ids = r.start_local_workers(queue_loop, n_workers=1, fun=abs, **HB)
-    # sabotage: delete the credentials file the worker needs before it reads it? Too racy;
-    # instead wait for a worker that cannot exist.
-    with pytest.raises(rushhpc.RushTimeoutError, match="registered"):
+    with pytest.raises(rushhpc.RushTimeoutError, match="only 1 of 2 workers registered"):
         r.wait_for_workers(worker_ids=ids + ["w-doesnotexist"], timeout=2)
     r.close()
+
+
+def test_worker_that_dies_before_registering_is_reported(rush, tmp_path, monkeypatch):
+    missing = tmp_path / "no-such-dir" / "credentials.json"
+    monkeypatch.setattr(rush, "credentials_file", lambda: missing)  # the worker cannot find Redis
+    ids = rush.start_local_workers(queue_loop, n_workers=1, fun=abs, **HB)
+    with pytest.raises(RushWorkerError, match="exited with code 2 before registering") as e:
+        rush.wait_for_workers(worker_ids=ids, timeout=30)
+    assert "cannot read the credentials file" in str(e.value)  # the tail of its stderr
 
 
 def test_local_workers_die_with_their_manager(rush, tmp_path):
