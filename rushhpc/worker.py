@@ -21,7 +21,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from . import codec, startargs
-from .config import RedisConfig, env_config, heartbeat_settings, read_credentials
+from .config import DEFAULT_LOG_THRESHOLDS, RedisConfig, env_config, heartbeat_settings, read_credentials
 from .errors import RushConfigError, RushError
 from .heartbeat import start_heartbeat
 from .launchers.base import new_worker_id
@@ -343,12 +343,11 @@ def run_worker(
             "the worker does not know where Redis is: pass --credentials FILE or set RUSHHPC_REDIS_URL"
         )
     cfg.connect()
-    period = heartbeat_period if heartbeat_period is not None else None
-    if period is None:
-        period, heartbeat_expire = heartbeat_settings(None, heartbeat_expire)
+    # a worker process always has a heartbeat (defaults when none was given)
+    period, expire = heartbeat_settings(heartbeat_period, heartbeat_expire)
     worker = RushWorker(
         network_id, config=cfg, worker_id=worker_id, heartbeat_period=period,
-        heartbeat_expire=heartbeat_expire, launcher=launcher, watch_pid=watch_pid,
+        heartbeat_expire=expire, launcher=launcher, watch_pid=watch_pid,
         walltime=walltime, walltime_margin=walltime_margin, deferred_replies=True,
     )
     # SLURM's pre-timeout signal (USR2): finish the current task, then end as terminated.
@@ -360,8 +359,9 @@ def run_worker(
         raw = cfg.client(decode_responses=False)
         start = startargs.load(raw, worker.keys, start_id)
         raw.close()
-        install_log_handlers(cfg.client(), worker.keys.log, worker.worker_id, start["options"].get("log_thresholds")
-                             if start["options"].get("log_thresholds") is not None else {"rushhpc": "INFO"})
+        thresholds = start["options"].get("log_thresholds")
+        install_log_handlers(cfg.client(), worker.keys.log, worker.worker_id,
+                             DEFAULT_LOG_THRESHOLDS if thresholds is None else thresholds)
         start["worker_loop"](worker, **start["args"])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
@@ -382,4 +382,8 @@ def run_worker(
         worker.set_terminated("terminated" if worker._terminated else "loop returned")
     finally:
         worker.stop_heartbeat()
+        try:
+            worker.connector.close()  # reads the last deferred reply
+        except redis.RedisError as e:
+            print(f"rushhpc worker {worker.worker_id}: closing the connection: {e}", file=sys.stderr)
     return code
