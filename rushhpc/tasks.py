@@ -159,16 +159,15 @@ class TaskStore:
         """
         if reset_cache:
             self.reset_cache()
-        new = self._read_finished_from(len(self._finished_rows))
-        if new or self._finished_df is None:
-            self._finished_rows.extend(new)
-            new_df = task_table(new, with_state=False)
-            if self._finished_df is None or len(self._finished_df) == 0:
-                self._finished_df = task_table(self._finished_rows, with_state=False)
-            elif new:
-                import pandas as pd
+        self._finished_rows.extend(self._read_finished_from(len(self._finished_rows)))
+        have = 0 if self._finished_df is None else len(self._finished_df)
+        if self._finished_df is None or have == 0:
+            self._finished_df = task_table(self._finished_rows, with_state=False)
+        elif have < len(self._finished_rows):
+            import pandas as pd
 
-                self._finished_df = pd.concat([self._finished_df, new_df], ignore_index=True)
+            new_df = task_table(self._finished_rows[have:], with_state=False)
+            self._finished_df = pd.concat([self._finished_df, new_df], ignore_index=True)
         return self._finished_df
 
     def _read_finished_from(self, offset: int) -> list[dict]:
@@ -195,8 +194,8 @@ class TaskStore:
             time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
         if n <= self._new_offset:
             return task_table([], with_state=False)
-        if len(self._finished_rows) < n:
-            self.fetch_finished_tasks()
+        if len(self._finished_rows) < n:  # rows only: the full table is built when asked for
+            self._finished_rows.extend(self._read_finished_from(len(self._finished_rows)))
         rows = self._finished_rows[self._new_offset : n]
         self._new_offset = n
         return task_table(rows, with_state=False)

@@ -251,3 +251,14 @@ def test_two_managers_share_state(rush, config):
     other = rushhpc.rsh(rush.network_id, config=config)
     keys = rush.push_tasks([{"x": 1}])
     assert other.queued_tasks == keys
+
+
+def test_fetch_new_then_finished_tasks_agree(rush, worker):
+    k = worker.push_running_tasks([{"x": 1}, {"x": 2}])
+    worker.finish_tasks(k, [{"y": 1}, {"y": 2}])
+    assert rush.fetch_finished_tasks()["y"].tolist() == [1, 2]
+    k = worker.push_running_tasks([{"x": 3}])
+    worker.finish_tasks(k, [{"y": 3}])
+    assert rush.fetch_new_tasks()["y"].tolist() == [1, 2, 3]  # its own cursor, from the start
+    assert rush.fetch_finished_tasks()["y"].tolist() == [1, 2, 3]  # the table catches up with the rows read
+    assert rush.fetch_finished_tasks()["keys"].is_unique
