@@ -44,7 +44,6 @@ from .errors import RushConfigError
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 TASK_STATES = ("queued", "running", "finished", "failed")
-WORKER_STATES = ("pending", "running", "terminated", "killed", "lost", "failed")
 
 
 def validate_id(value: str, what: str = "network id") -> str:
@@ -373,9 +372,10 @@ local managed = {}
 for _, wid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local wk = P .. 'worker:' .. wid
   local v = redis.call('HMGET', wk, 'heartbeat_expire', 'managed')
-  if v[1] and redis.call('EXISTS', P .. 'heartbeat:' .. wid) == 0 and v[2] == '1' then
+  local expired = v[1] and redis.call('EXISTS', P .. 'heartbeat:' .. wid) == 0
+  if expired and v[2] == '1' then
     table.insert(managed, wid)
-  elseif v[1] and redis.call('EXISTS', P .. 'heartbeat:' .. wid) == 0 then
+  elseif expired then
     redis.call('SMOVE', KEYS[1], P .. 'workers:lost', wid)
     redis.call('HSET', wk, 'state', 'lost', 'reason', 'heartbeat_expired', 'stopped_at', t)
     local r = release_tasks(wid, retry, 'worker ' .. wid .. ' was lost (heartbeat expired)', t)

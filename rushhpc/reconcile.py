@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("rushhpc")
 
 FINAL_WORKER_STATES = ("terminated", "killed", "lost", "failed")
-ACTIVE_JOB_STATES = ("pending", "held", "starting", "running", "suspended", "finishing")
 VAGUE_REASONS = ("heartbeat_expired", "sigterm", "process_died")
 MISSES_FOR_VANISHED = 2
 

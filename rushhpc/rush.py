@@ -544,7 +544,10 @@ class Rush(TaskStore):
         lost: list[str] = []
         dead = self._local_dead()
         if dead:
-            running = set(self.running_worker_ids)
+            with self.connector.pipeline(transaction=False) as pipe:
+                pipe.smembers(self.keys.workers_in("running"))
+                pipe.smembers(self.keys.workers)
+                running, registered = pipe.execute()
             items = []
             for wid, code in dead.items():
                 if wid in running:
@@ -553,6 +556,8 @@ class Rush(TaskStore):
                     log.warning("worker %s process ended (%s) while running; stderr tail:\n%s", wid, how, tail)
                     items.append((wid, "process_died", f"worker {wid} was lost (process ended: {how})"))
             lost += self._mark_workers("lost", items, retry=True)
+            # settled: not looked at again (unregistered ones stay for wait_for_workers' error)
+            self._launchers["local"].forget(w for w in dead if w in registered)
         out, expired_managed, n_active = self.scripts.detect_lost(
             keys=[self.keys.workers_in("running"), self.keys.active_launches], args=[self.keys.prefix, "1"]
         )

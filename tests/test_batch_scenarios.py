@@ -18,7 +18,7 @@ import pytest
 
 import rushhpc
 from rushhpc import RushWorkerError, queue_loop, rush_plan
-from batch_backends import PbsBackend, SlurmBackend, require
+from batch_backends import REPO, PbsBackend, SlurmBackend, require
 from conftest import wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -241,8 +241,7 @@ def test_vanished_job_is_lost_after_two_misses(batch):
     assert info(r, ids[0])["reason"] == "vanished"
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLUSTER = os.path.join(REPO, "scripts", "slurm-cluster.sh")
+CLUSTER = str(REPO / "scripts" / "slurm-cluster.sh")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-import rushhpc
 from rushhpc import (
     RushConfigError,
     redis_config,

@@ -9,7 +9,7 @@ import pytest
 
 from rushhpc.launchers.base import JobStatus
 from rushhpc.launchers.batch import hms, parse_duration
-from rushhpc.launchers.pbs import exit_reason, parse_exit_statuses, parse_full_text, parse_table, short_id
+from rushhpc.launchers.pbs import exit_reason, parse_exit_statuses, parse_table, short_id
 from rushhpc.launchers.slurm import expand_ids, parse_sacct, parse_scontrol, parse_squeue, status_from
 from rushhpc.reconcile import decide
 
@@ -35,11 +35,6 @@ def test_pbs_json_valid_and_invalid():
         assert got, name  # the jobs are still read
     cjson = parse_exit_statuses((RECORDED / "qstat_xf_json_cjson_23.06.json").read_text())
     assert 0 in cjson.values()
-
-
-def test_pbs_full_text():
-    codes = parse_full_text((RECORDED / "qstat_xf_finished.txt").read_text())
-    assert codes and all(isinstance(v, int) or v is None for v in codes.values())
 
 
 @pytest.mark.parametrize("code,reason", [(0, "completed"), (3, "failed"), (271, "cancelled"), (265, "cancelled"),

@@ -25,10 +25,6 @@ JOBID_RE = re.compile(r"^\d+\.pbsemu$")
 ARRAYID_RE = re.compile(r"^\d+\[\]\.pbsemu$")
 
 
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"):
-    return wait_until(predicate, timeout, interval, what)
-
-
 def group_alive(pgid: int) -> bool:
     """Is any live (non-zombie) process left in the group?  Zombies wait for their reaper only."""
     for name in os.listdir("/proc"):
@@ -107,7 +103,7 @@ class PBS:
         return self.full(jid).get("job_state", "?")
 
     def wait_state(self, jid: str, states: str, timeout: float = 15.0) -> dict[str, str]:
-        return wait_for(lambda: (lambda a: a if a.get("job_state", "?") in states else None)(self.full(jid)),
+        return wait_until(lambda: (lambda a: a if a.get("job_state", "?") in states else None)(self.full(jid)),
                         timeout, what=f"{jid} to reach one of {states!r}")
 
     def records(self) -> list[dict]:
@@ -135,7 +131,7 @@ class PBS:
         if active:
             self.run("qdel", "-W", "force", *active)
         try:
-            wait_for(lambda: self.run("qstat").stdout.strip() == "", 15, what="all jobs to finish")
+            wait_until(lambda: self.run("qstat").stdout.strip() == "", 15, what="all jobs to finish")
         finally:
             pgids, supervisors = self.recorded_processes()
             leftovers = [g for g in pgids if group_alive(g)]
@@ -145,7 +141,7 @@ class PBS:
                 except ProcessLookupError:
                     pass
             assert leftovers == [], f"process groups still alive after qdel: {leftovers}"
-            wait_for(lambda: not any(pid_alive(p) for p in supervisors), 10, what="supervisors to exit")
+            wait_until(lambda: not any(pid_alive(p) for p in supervisors), 10, what="supervisors to exit")
 
 
 @pytest.fixture
@@ -233,7 +229,7 @@ exit 0
     table = pbs.run("qstat", "-t", jid, check_rc=0).stdout.splitlines()
     ids = [line.split()[0] for line in table[2:]]
     assert ids == [jid] + [f"{seq}[{i}].pbsemu" for i in (0, 2, 4, 6)]
-    wait_for(lambda: pbs.run("qstat", jid).returncode == 35, 20, what="array to finish")
+    wait_until(lambda: pbs.run("qstat", jid).returncode == 35, 20, what="array to finish")
     parent = pbs.full(jid)
     assert parent["job_state"] == "F" and parent["Exit_status"] == "1"
     assert parent["array_indices_submitted"] == "0-6:2"
@@ -344,14 +340,14 @@ def test_qsig_suspend_resume_and_signals(pbs):
     pgid = int(pbs.wait_state(jid, "R")["session_id"])
     pbs.run("qsig", "-s", "suspend", jid, check_rc=0)
     assert pbs.state(jid) == "S"
-    wait_for(lambda: proc_state(pgid) == "T", 5, what="job shell to be stopped")
+    wait_until(lambda: proc_state(pgid) == "T", 5, what="job shell to be stopped")
     p = pbs.run("qsig", "-s", "suspend", jid)
     assert (p.returncode, p.stderr) == (168, f"qsig: Request invalid for state of job {jid}\n")
     pbs.run("qsig", "-s", "resume", jid, check_rc=0)
     assert pbs.state(jid) == "R"
-    wait_for(lambda: proc_state(pgid) != "T", 5, what="job shell to continue")
+    wait_until(lambda: proc_state(pgid) != "T", 5, what="job shell to continue")
     pbs.run("qsig", "-s", "SIGUSR1", jid, check_rc=0)
-    wait_for(marker.exists, 5, what="USR1 trap")
+    wait_until(marker.exists, 5, what="USR1 trap")
     p = pbs.run("qsig", "-s", "NOSUCH", jid)
     assert p.returncode == 165
     pbs.run("qdel", jid, check_rc=0)
@@ -437,7 +433,7 @@ def test_parallel_qsub_gets_unique_ids_and_capacity_queues_jobs(pbs):
 
 def test_without_job_history_finished_jobs_vanish(pbs):
     jid = pbs.qsub("--", "/bin/sh", "-c", "sleep 0.3", env={"PBS_EMU_JOB_HISTORY": "0"})
-    p = wait_for(lambda: (lambda p: p if p.returncode == 153 else None)(pbs.run("qstat", "-x", jid)), 10,
+    p = wait_until(lambda: (lambda p: p if p.returncode == 153 else None)(pbs.run("qstat", "-x", jid)), 10,
                  what="the job to vanish")
     assert p.stderr == f"qstat: Unknown Job Id {jid}\n" and p.stdout == ""
     p = pbs.run("qdel", jid)

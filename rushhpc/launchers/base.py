@@ -9,7 +9,6 @@ and returns one `LaunchRecord` per worker, which the manager stores in Redis.
 from __future__ import annotations
 
 import dataclasses
-import os
 import secrets
 import shlex
 import sys
@@ -116,12 +115,3 @@ class Launcher(ABC):
             return ""
         return "\n".join(lines[-n:])
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True

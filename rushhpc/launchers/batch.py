@@ -20,7 +20,6 @@ import re
 import secrets
 import shlex
 import subprocess
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -259,7 +258,3 @@ class BatchLauncher(Launcher):
     @staticmethod
     def user() -> str:
         return getpass.getuser()
-
-    @staticmethod
-    def now() -> float:
-        return time.time()

@@ -76,6 +76,11 @@ class LocalLauncher(Launcher):
         """Worker id -> exit code of every local worker process that has ended."""
         return {wid: p.returncode for wid, p in self.processes.items() if p.poll() is not None}
 
+    def forget(self, worker_ids) -> None:
+        """Drop the handles of ended workers whose fate is recorded in Redis."""
+        for wid in list(worker_ids):
+            self.processes.pop(wid, None)
+
     def kill(self, records: Sequence[LaunchRecord]) -> None:
         procs = [self.processes[r.worker_id] for r in records if r.worker_id in self.processes]
         for proc in procs:

@@ -78,19 +78,6 @@ def parse_exit_statuses(text: str) -> dict[str, int | None]:
     return out
 
 
-def parse_full_text(text: str) -> dict[str, int | None]:
-    """``qstat -x -f`` text -> short id -> Exit_status."""
-    out: dict[str, int | None] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("Job Id:"):
-            current = short_id(line.split(":", 1)[1].strip())
-            out[current] = None
-        elif current and line.strip().startswith("Exit_status ="):
-            out[current] = int(line.split("=", 1)[1].strip())
-    return out
-
-
 class PbsLauncher(BatchLauncher):
     """Start workers with ``qsub -J``; poll with ``qstat``; kill with ``qsig``/``qdel``.
 
