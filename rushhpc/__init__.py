@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # Imported on first use (PEP 562): the heartbeat process imports `rushhpc.heartbeat`,
 # which must not pull in pandas and the manager (tens of MiB per worker node process).
@@ -28,6 +28,7 @@ _EXPORTS = {
     "RushTimeoutError": "errors",
     "RushWorkerError": "errors",
     "queue_loop": "loops",
+    "Network": "network",
     "Rush": "rush",
     "rsh": "rush",
     "RushWorker": "worker",
@@ -35,7 +36,7 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "RedisConfig", "Rush", "RushConfigError", "RushError", "RushPayloadError", "RushTimeoutError",
+    "Network", "RedisConfig", "Rush", "RushConfigError", "RushError", "RushPayloadError", "RushTimeoutError",
     "RushWorker", "RushWorkerError", "WorkerStopped", "__version__", "queue_loop", "redis_config",
     "remove_rush_plan", "rsh", "rush_available", "rush_config", "rush_plan",
 ]
@@ -71,5 +72,6 @@ if TYPE_CHECKING:
         RushWorkerError,
     )
     from .loops import queue_loop
+    from .network import Network
     from .rush import Rush, rsh
     from .worker import RushWorker, WorkerStopped

@@ -21,13 +21,9 @@ import yaml
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import defaults
 from .errors import RushConfigError
-
-DEFAULT_HEARTBEAT_PERIOD = 10.0
-DEFAULT_HEARTBEAT_EXPIRE = 60.0
-DEFAULT_START_WORKER_TIMEOUT = 60.0
-DEFAULT_MAX_OBJECT_SIZE = 512 * 1024**2
-DEFAULT_LOG_THRESHOLDS = {"rushhpc": "INFO"}
+from .registry import check_worker_type
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +74,7 @@ class RedisConfig:
             ssl=self.tls,
             decode_responses=decode_responses,
             **({"single_connection_client": single_connection} if cls is redis.Redis else {}),
-            socket_connect_timeout=kwargs.pop("socket_connect_timeout", 5),
+            socket_connect_timeout=kwargs.pop("socket_connect_timeout", defaults.CONNECT_TIMEOUT),
             socket_keepalive=True,
             health_check_interval=kwargs.pop("health_check_interval", 30),
             **kwargs,
@@ -244,21 +240,58 @@ def read_credentials(path: str | os.PathLike) -> RedisConfig:
 # The plan: process-wide defaults, as rush::rush_plan.
 # --------------------------------------------------------------------------
 
-_PLAN: dict[str, Any] | None = None
+@dataclasses.dataclass
+class Plan:
+    """The process-wide plan (`rush_plan`, or the YAML file named by ``RUSHHPC_CONFIG``).
 
-PLAN_KEYS = (
-    "n_workers",
-    "config",
-    "worker_type",
-    "log_thresholds",
-    "large_objects_path",
-    "start_worker_timeout",
-    "heartbeat_period",
-    "heartbeat_expire",
-    "launcher_options",
-    "max_object_size",
-    "run_dir",
-)
+    Fields left None take the defaults of `rushhpc.defaults` where they are used.
+
+    Example:
+        >>> Plan(n_workers=4, worker_type="slurm").worker_type
+        'slurm'
+    """
+
+    n_workers: int | None = None
+    config: RedisConfig | None = None
+    worker_type: str = "local"
+    log_thresholds: dict[str, str | int] | None = None
+    large_objects_path: str | None = None
+    start_worker_timeout: float | None = None
+    heartbeat_period: float | None = None
+    heartbeat_expire: float | None = None
+    launcher_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    max_object_size: int | None = None
+    run_dir: str | None = None
+    source: str = dataclasses.field(default="", repr=False, compare=False)  # where it was read from
+
+    def __post_init__(self) -> None:
+        where = f"plan file {self.source}: " if self.source else ""
+        try:
+            check_worker_type(self.worker_type or "local")
+        except RushConfigError as e:
+            raise RushConfigError(where + str(e)) from None
+        self.worker_type = self.worker_type or "local"
+        n = self.n_workers
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise RushConfigError(f"{where}n_workers must be a positive integer, got {n!r}")
+        try:
+            validate_heartbeat(self.heartbeat_period, self.heartbeat_expire)
+        except RushConfigError as e:
+            raise RushConfigError(where + str(e)) from None
+        self.config = as_config(self.config)
+        self.launcher_options = dict(self.launcher_options or {})
+        if self.large_objects_path is not None:
+            self.large_objects_path = str(self.large_objects_path)
+        if self.run_dir is not None:
+            self.run_dir = str(self.run_dir)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
+
+
+PLAN_KEYS = tuple(f.name for f in dataclasses.fields(Plan) if f.name != "source")
+
+_PLAN: Plan | None = None
 
 
 def rush_plan(
@@ -282,27 +315,29 @@ def rush_plan(
         >>> rush.start_workers(my_loop)   # 4 local workers
     """
     global _PLAN
-    if worker_type not in ("local", "script", "slurm", "pbs", "submitit", "ssh"):
-        raise RushConfigError(
-            f"unknown worker_type {worker_type!r}: use local, script, slurm, pbs, submitit or ssh"
-        )
-    if n_workers is not None and (not isinstance(n_workers, int) or n_workers < 1):
-        raise RushConfigError(f"n_workers must be a positive integer, got {n_workers!r}")
-    validate_heartbeat(heartbeat_period, heartbeat_expire)
-    _PLAN = {
-        "n_workers": n_workers,
-        "config": as_config(config),
-        "worker_type": worker_type,
-        "log_thresholds": log_thresholds,
-        "large_objects_path": str(large_objects_path) if large_objects_path else None,
-        "start_worker_timeout": start_worker_timeout,
-        "heartbeat_period": heartbeat_period,
-        "heartbeat_expire": heartbeat_expire,
-        "launcher_options": dict(launcher_options or {}),
-        "max_object_size": max_object_size,
-        "run_dir": str(run_dir) if run_dir else None,
-    }
-    return dict(_PLAN)
+    _PLAN = Plan(
+        n_workers=n_workers, config=as_config(config), worker_type=worker_type, log_thresholds=log_thresholds,
+        large_objects_path=str(large_objects_path) if large_objects_path else None,
+        start_worker_timeout=start_worker_timeout, heartbeat_period=heartbeat_period,
+        heartbeat_expire=heartbeat_expire, launcher_options=dict(launcher_options or {}),
+        max_object_size=max_object_size, run_dir=str(run_dir) if run_dir else None,
+    )
+    return _PLAN.as_dict()
+
+
+def current_plan() -> Plan:
+    """The plan in force as a `Plan` (an empty one when none is set).
+
+    Example:
+        >>> current_plan().worker_type
+        'local'
+    """
+    if _PLAN is not None:
+        return _PLAN
+    path = os.environ.get("RUSHHPC_CONFIG")
+    if path:
+        return load_plan_file(path)
+    return Plan()
 
 
 def rush_config() -> dict[str, Any]:
@@ -312,12 +347,9 @@ def rush_config() -> dict[str, Any]:
         >>> rush_plan(n_workers=2); rush_config()["n_workers"]
         2
     """
-    if _PLAN is not None:
-        return dict(_PLAN)
-    path = os.environ.get("RUSHHPC_CONFIG")
-    if path:
-        return load_plan_file(path)
-    return {}
+    if _PLAN is None and not os.environ.get("RUSHHPC_CONFIG"):
+        return {}
+    return current_plan().as_dict()
 
 
 def remove_rush_plan() -> None:
@@ -331,7 +363,7 @@ def rush_available() -> bool:
     return bool(rush_config())
 
 
-def load_plan_file(path: str | os.PathLike) -> dict[str, Any]:
+def load_plan_file(path: str | os.PathLike) -> Plan:
     """Read a YAML plan (the arguments of `rush_plan`); errors name the file and the key."""
     p = Path(path).expanduser()
     try:
@@ -345,13 +377,8 @@ def load_plan_file(path: str | os.PathLike) -> dict[str, Any]:
     unknown = sorted(set(data) - set(PLAN_KEYS))
     if unknown:
         raise RushConfigError(f"plan file {p}: unknown key(s) {unknown}; known: {list(PLAN_KEYS)}")
-    plan = {k: None for k in PLAN_KEYS}
-    plan.update(data)
-    plan["worker_type"] = plan["worker_type"] or "local"
-    plan["launcher_options"] = plan["launcher_options"] or {}
-    plan["config"] = as_config(plan["config"])
-    validate_heartbeat(plan["heartbeat_period"], plan["heartbeat_expire"])
-    return plan
+    data = {k: v for k, v in data.items() if v is not None}
+    return Plan(**data, source=str(p))
 
 
 def validate_heartbeat(period: float | None, expire: float | None) -> None:
@@ -360,8 +387,8 @@ def validate_heartbeat(period: float | None, expire: float | None) -> None:
         raise RushConfigError(f"heartbeat_period must be > 0 seconds, got {period}")
     if expire is not None and expire <= 0:
         raise RushConfigError(f"heartbeat_expire must be > 0 seconds, got {expire}")
-    p = period if period is not None else DEFAULT_HEARTBEAT_PERIOD
-    e = expire if expire is not None else max(DEFAULT_HEARTBEAT_EXPIRE, 3 * p)
+    p = period if period is not None else defaults.HEARTBEAT_PERIOD
+    e = expire if expire is not None else max(defaults.HEARTBEAT_EXPIRE, 3 * p)
     if e <= p:
         raise RushConfigError(
             f"heartbeat_expire ({e} s) must be larger than heartbeat_period ({p} s), "
@@ -372,8 +399,8 @@ def validate_heartbeat(period: float | None, expire: float | None) -> None:
 def heartbeat_settings(period: float | None, expire: float | None) -> tuple[float, float]:
     """Defaults: period 10 s, expire max(60 s, 3 x period)."""
     validate_heartbeat(period, expire)
-    p = float(period) if period is not None else DEFAULT_HEARTBEAT_PERIOD
-    e = float(expire) if expire is not None else max(DEFAULT_HEARTBEAT_EXPIRE, 3 * p)
+    p = float(period) if period is not None else defaults.HEARTBEAT_PERIOD
+    e = float(expire) if expire is not None else max(defaults.HEARTBEAT_EXPIRE, 3 * p)
     return p, e
 
 

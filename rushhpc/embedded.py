@@ -8,7 +8,6 @@ when the process exits.
 
 from __future__ import annotations
 
-import atexit
 import os
 import secrets
 import shutil
@@ -19,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import lifecycle
 from .config import RedisConfig, check_connection
 from .errors import RushConfigError
 
@@ -140,7 +140,7 @@ def embedded_redis() -> RedisConfig:
             server = EmbeddedRedis()
             server.start()
             _SERVER = server
-            atexit.register(_stop_at_exit)
+            lifecycle.at_exit(lifecycle.SERVERS, stop_embedded_redis)
         assert _SERVER.config is not None
         return _SERVER.config
 
@@ -152,12 +152,3 @@ def stop_embedded_redis() -> None:
         if _SERVER is not None and _SERVER.pid_owner == os.getpid():
             _SERVER.stop()
         _SERVER = None
-
-
-
-def _stop_at_exit() -> None:
-    # Managers first: they stop their local workers through this Redis.
-    from .rush import _close_managers
-
-    _close_managers()
-    stop_embedded_redis()

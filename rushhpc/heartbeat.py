@@ -28,11 +28,13 @@ import time
 import psutil
 import redis
 
+from . import defaults
 from .config import redis_config
-from .layout import HEARTBEAT, Keys
+from .layout import Keys
+from .protocol import Protocol
 
 PR_SET_PDEATHSIG = 1
-REGISTER_WAIT = 120.0  # seconds a heartbeat waits for its worker to register
+REGISTER_WAIT = defaults.HEARTBEAT_REGISTER_WAIT  # seconds a heartbeat waits for its worker to register
 
 
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
@@ -114,8 +116,8 @@ def run(settings: dict) -> int:
     expire = float(settings["expire"])
     # socket timeout above the blocking timeout, so BLPOP is never cut short
     client = cfg.client(single_connection=True, socket_timeout=period + 10)
-    beat = client.register_script(HEARTBEAT)
-    worker_key, hb_key, kill_key = keys.worker(wid), keys.heartbeat(wid), keys.kill(wid)
+    protocol = Protocol(client, keys)
+    kill_key = keys.kill(wid)
     failures = 0
     me = os.getpid()
     seen_running = False
@@ -129,7 +131,7 @@ def run(settings: dict) -> int:
             kill_tree(worker_pid, skip=me)
             return 0
         try:
-            state = beat(keys=[worker_key, hb_key], args=[keys.prefix, max(1, round(expire))])
+            state = protocol.heartbeat(wid, max(1, round(expire)))
             if state in ("", "pending") and not seen_running:
                 # started just before the worker registers (so its pid is in the registration)
                 if time.monotonic() - started > REGISTER_WAIT:

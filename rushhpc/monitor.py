@@ -1,24 +1,35 @@
-"""The manager-side monitor: detection and reconciliation in a background thread, so nobody
-calls `detect_lost_workers()` by hand; optionally it replaces lost workers."""
+"""The monitor: detection and reconciliation in a background thread, so nobody calls
+`detect_lost_workers()` by hand; optionally it replaces lost workers.
+
+It knows the manager only through the small `Supervised` protocol below.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import Protocol, Sequence
 
 import redis
 
+from . import defaults
 from .errors import RushError
-
-if TYPE_CHECKING:
-    from .rush import Rush
 
 log = logging.getLogger("rushhpc.monitor")
 
 
+class Supervised(Protocol):
+    """What a monitor needs of a manager."""
+
+    network_id: str
+
+    def detect_lost_workers(self, poll_scheduler: bool | None = None) -> list[str]: ...
+
+    def replace_workers(self, worker_ids: Sequence[str]) -> list[str]: ...
+
+
 class Monitor:
-    """Runs ``rush.detect_lost_workers()`` every ``interval`` seconds until stopped.
+    """Runs ``manager.detect_lost_workers()`` every ``interval`` seconds until stopped.
 
     The scheduler itself is asked less often (the launcher's adaptive poll
     interval), and early when a batch worker's heartbeat expired. With
@@ -30,10 +41,11 @@ class Monitor:
         >>> rush.stop_monitor()
     """
 
-    def __init__(self, rush: "Rush", interval: float = 5.0, keep_workers: bool = False, restart_budget: int = 10):
+    def __init__(self, manager: Supervised, interval: float = defaults.MONITOR_INTERVAL, keep_workers: bool = False,
+                 restart_budget: int = defaults.RESTART_BUDGET):
         if interval <= 0:
-            raise ValueError("monitor interval must be > 0 seconds")
-        self.rush = rush
+            raise RushError("monitor interval must be > 0 seconds")
+        self.manager = manager
         self.interval = interval
         self.keep_workers = keep_workers
         self.restart_budget = restart_budget
@@ -41,7 +53,7 @@ class Monitor:
         self.replacements: list[str] = []
         self.errors = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"rushhpc-monitor-{rush.network_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"rushhpc-monitor-{manager.network_id}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -53,14 +65,14 @@ class Monitor:
 
     def step(self) -> list[str]:
         """One round: detect, and replace what was lost while the budget lasts."""
-        lost = self.rush.detect_lost_workers()
+        lost = self.manager.detect_lost_workers()
         self.lost += lost
         if lost and self.keep_workers:
             n = min(len(lost), self.restart_budget)
             if n < len(lost):
                 log.warning("restart budget exhausted: %d lost worker(s) not replaced", len(lost) - n)
             if n:
-                new = self.rush._replace_workers(lost[:n])
+                new = self.manager.replace_workers(lost[:n])
                 self.restart_budget -= len(new)
                 self.replacements += new
         return lost
@@ -72,4 +84,4 @@ class Monitor:
             except (redis.RedisError, RushError, OSError) as e:
                 # Keep watching through Redis and scheduler hiccups; the next round tries again.
                 self.errors += 1
-                log.warning("monitor of %s: %s; retrying", self.rush.network_id, e)
+                log.warning("monitor of %s: %s; retrying", self.manager.network_id, e)

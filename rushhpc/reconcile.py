@@ -1,8 +1,9 @@
 """Reconciliation: the scheduler's view of each batch job joined with the worker's own view in Redis.
 
 `decide` is a pure function (one launch record, the worker's hash, its
-heartbeat, the job's status, the time) -> what to do. The manager applies the
-decisions (`Rush._reconcile`). The rules:
+heartbeat, the job's status, the time) -> what to do. `Reconciler` polls the
+launchers and applies the decisions to a `Network`; it knows launchers only
+through a lookup function, and never the manager. The rules:
 
 | worker (Redis)         | job (scheduler)            | decision                                              |
 |------------------------|----------------------------|-------------------------------------------------------|
@@ -15,7 +16,9 @@ decisions (`Rush._reconcile`). The rules:
 | running, heartbeat off | suspended                  | never killed for a missing heartbeat                  |
 | running, heartbeat off | finishing                  | expected: wait for the end                            |
 | running, heartbeat off | ended / requeued           | lost(the scheduler's reason)                          |
-| running or pending     | absent from every answer   | after two misses over vanish_grace: lost(vanished)    |
+| pending, or running    | absent from every answer   | after two misses over vanish_grace: lost(vanished)    |
+|   with heartbeat off   |                            |                                                       |
+| running, heartbeat ok  | absent from every answer   | fine: a beating worker is never declared vanished     |
 | lost(heartbeat/SIGTERM)| ended                      | the reason becomes the scheduler's (timeout, oom, ...)|
 """
 
@@ -24,20 +27,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Callable, Sequence
 
-import orjson
-
-from .launchers.base import JobStatus, LaunchRecord
-
-if TYPE_CHECKING:
-    from .rush import Rush
+from . import defaults
+from .launchers.base import Launcher
+from .network import Network
+from .records import JobStatus, LaunchRecord
+from .states import FINAL_WORKER_STATES, JobState, WorkerState
 
 log = logging.getLogger("rushhpc")
 
-FINAL_WORKER_STATES = ("terminated", "killed", "lost", "failed")
 VAGUE_REASONS = ("heartbeat_expired", "sigterm", "process_died")
-MISSES_FOR_VANISHED = 2
+MISSES_FOR_VANISHED = defaults.MISSES_FOR_VANISHED
 
 
 @dataclasses.dataclass
@@ -69,7 +70,7 @@ def decide(
     now: float,
     startup_grace: float,
     heartbeat_expire: float,
-    vanish_grace: float = 60.0,
+    vanish_grace: float = defaults.VANISH_GRACE,
 ) -> Decision:
     """Decide about one launched worker. ``track`` holds what earlier polls saw (misses, times)."""
     d = Decision(worker_id)
@@ -77,6 +78,12 @@ def decide(
     registered = state != "pending"
 
     if status is None:
+        if registered and heartbeat_alive and state == WorkerState.RUNNING:
+            # The scheduler does not know the job (another manager's launcher, a purged
+            # record, a job started by hand), but the worker beats: it is alive.
+            if track.get("misses"):
+                d.track.update(misses=0, first_miss=None)
+            return d
         misses = int(track.get("misses", 0)) + 1
         first = float(track["first_miss"]) if track.get("first_miss") is not None else now
         d.track.update(misses=misses, first_miss=first)
@@ -91,7 +98,7 @@ def decide(
     if track.get("misses"):
         d.track.update(misses=0, first_miss=None)
     d.job_state = status.state
-    ended = status.state == "finished"
+    ended = status.state == JobState.FINISHED
 
     if state in FINAL_WORKER_STATES:
         if ended:
@@ -141,108 +148,92 @@ def decide(
 
 
 class Reconciler:
-    """Polls the batch launchers of a manager and applies `decide` to every launched worker.
+    """Polls the batch launchers of a network and applies `decide` to every launched worker.
 
     State that must survive the manager (launch records, misses, times) is in Redis
-    (``{net}:launches``); only the poll timing lives here.
+    (``{net}:launches``); only the poll timing lives here. ``launcher_for(name)`` gives
+    the launcher of a record (built from the plan, rebuilt from records after a reattach).
 
     Example:
-        >>> lost = Reconciler(rush).run(force=True)
+        >>> lost = Reconciler(network, manager.launcher).run(force=True)
     """
 
-    def __init__(self, rush: "Rush"):
-        self.rush = rush
-        options = rush._plan_get("launcher_options", {})
-        self.floor = float(options.get("poll_interval") or 30.0)
-        self.max_interval = float(options.get("max_poll_interval") or 180.0)
+    def __init__(self, network: Network, launcher_for: Callable[[str], Launcher],
+                 poll_interval: float | None = None, max_poll_interval: float | None = None,
+                 heartbeat_expire: float | None = None):
+        self.network = network
+        self.launcher_for = launcher_for
+        self.floor = float(poll_interval or defaults.POLL_INTERVAL)
+        self.max_interval = float(max_poll_interval or defaults.MAX_POLL_INTERVAL)
+        self.heartbeat_expire = float(heartbeat_expire or defaults.HEARTBEAT_EXPIRE)
         self.interval = self.floor
         self.last_poll: float | None = None
 
-    def records(self) -> dict[str, LaunchRecord]:
-        """Launch records of batch workers whose fate is not settled, read from Redis
-        (so a new manager reattaching to the network knows them too)."""
-        r = self.rush
-        ids = sorted(r.connector.smembers(r.keys.active_launches))
-        if not ids:
-            return {}
-        out = {}
-        for wid, text in zip(ids, r.connector.hmget(r.keys.launches, ids)):
-            if text is None:
-                continue
-            d = orjson.loads(text)
-            rec = r._records.get(wid) or LaunchRecord(**d)
-            rec.extra = d.get("extra", {})
-            r._records[wid] = rec
-            out[wid] = rec
-        return out
-
     def due(self, force: bool, urgent: bool) -> bool:
         now = time.monotonic()
-        floor = self.floor
         if force or self.last_poll is None:
             return True
-        if urgent and now - self.last_poll >= min(floor, 1.0):
+        if urgent and now - self.last_poll >= min(self.floor, 1.0):
             return True
         return now - self.last_poll >= self.interval
 
     def run(self, force: bool = False, urgent: bool = False) -> list[str]:
-        """Poll each batch launcher once (all its jobs in one query) and apply `reconcile.decide`."""
-        r = self.rush
-        if not self.due(force, urgent) and not force:
+        """Poll each batch launcher once (all its jobs in one query) and apply `decide`."""
+        net = self.network
+        if not self.due(force, urgent):
             return []
-        records = self.records()
+        records = net.active_records()
         if not records:
             return []
         self.last_poll = time.monotonic()
         by_launcher: dict[str, list[LaunchRecord]] = {}
         for rec in records.values():
             by_launcher.setdefault(rec.launcher, []).append(rec)
-        statuses = {}
+        statuses: dict[str, JobStatus] = {}
         for name, recs in by_launcher.items():
-            statuses.update(r._launcher(name).poll(recs))
+            statuses.update(self.launcher_for(name).poll(recs))
         info = {row["worker_id"]: row for row in self.worker_hashes(list(records))}
         now = time.time()
         lost: list[str] = []
         changed = False
-        with r.connector.pipeline(transaction=False) as pipe:
+        with net.connector.pipeline(transaction=False) as pipe:
             for wid, rec in records.items():
                 w = info.get(wid)
-                launcher = r._launcher(rec.launcher)
-                expire = float((w or {}).get("heartbeat_expire") or r._plan_get("heartbeat_expire", 60))
+                launcher = self.launcher_for(rec.launcher)
+                expire = float((w or {}).get("heartbeat_expire") or self.heartbeat_expire)
                 d = decide(wid, rec.extra, w, (w or {}).get("heartbeat_alive") == "1", statuses.get(wid), now,
-                           launcher.startup_grace, expire, float(launcher.behaviour("vanish_grace", 60)))
+                           launcher.startup_grace, expire, launcher.vanish_grace)
                 if d.job_state and (w or {}).get("job_state") != d.job_state:
-                    pipe.hset(r.keys.worker(wid), "job_state", d.job_state)
+                    pipe.hset(net.keys.worker(wid), "job_state", str(d.job_state))
                     changed = True
                 if d.lost_reason:
                     tail = launcher.stderr_tail(wid, 10)
                     msg = d.message + (f"; stderr ends with: {tail.splitlines()[-1]}" if tail else "")
-                    source = "pending" if (w or {}).get("state", "pending") == "pending" else "running"
-                    if r._mark_workers("lost", [(wid, d.lost_reason, msg)], retry=True, source=source):
+                    source = WorkerState.PENDING if (w or {}).get("state", "pending") == "pending" else WorkerState.RUNNING
+                    if net.mark_workers(WorkerState.LOST, [(wid, d.lost_reason, msg)], retry=True, source=source):
                         lost.append(wid)
                         log.warning("worker %s lost (%s)%s", wid, d.lost_reason, ":\n" + tail if tail else "")
                     changed = True
                 if d.cancel_job:  # after the verdict: a killed worker must not get its own word in first
                     launcher.kill([rec])
                 if d.refine_reason:
-                    pipe.hset(r.keys.worker(wid), "reason", d.refine_reason)
+                    pipe.hset(net.keys.worker(wid), "reason", d.refine_reason)
                 if d.track or d.done:
                     rec.extra.update(d.track)
                     if d.done:
                         rec.extra["done"] = True
-                        pipe.srem(r.keys.active_launches, wid)
-                    pipe.hset(r.keys.launches, wid, orjson.dumps(rec.__dict__).decode())
+                    net.save_record(rec, pipe, settled=d.done)
             pipe.execute()
         # Adaptive polling: back off while nothing changes, return to the floor when something does.
         self.interval = self.floor if changed else min(self.max_interval, self.interval * 1.5)
         return lost
 
-    def worker_hashes(self, worker_ids: Sequence[str]) -> list[dict]:
-        r = self.rush
-        with r.connector.pipeline(transaction=False) as pipe:
+    def worker_hashes(self, worker_ids: Sequence[str]) -> list[dict[str, Any]]:
+        net = self.network
+        with net.connector.pipeline(transaction=False) as pipe:
             for wid in worker_ids:
-                pipe.hgetall(r.keys.worker(wid))
-                pipe.exists(r.keys.heartbeat(wid))
+                pipe.hgetall(net.keys.worker(wid))
+                pipe.exists(net.keys.heartbeat(wid))
             res = pipe.execute()
         out = []
         for wid, h, alive in zip(worker_ids, res[0::2], res[1::2]):
@@ -251,4 +242,3 @@ class Reconciler:
                 h.setdefault("worker_id", wid)
                 out.append(h)
         return out
-

@@ -1,7 +1,7 @@
 """The task side of a network: push, fetch, count, and read logs.
 
-`TaskStore` is shared by the manager (`Rush`) and, through it, the worker
-(`RushWorker`). Every state change is one Lua script of `rushhpc.layout`;
+`TaskStore` is a base of the network view (`rushhpc.network.Network`), and so of the
+manager and the worker. Every state change is one Lua script of `rushhpc.protocol`;
 fetches decode one JSON array built server-side.
 """
 
@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING, Any, Sequence
 import orjson
 import redis
 
-from . import codec
+from . import codec, defaults
 from .errors import RushError
-from .layout import TASK_STATES, Keys, Scripts
+from .layout import Keys
+from .protocol import Protocol
+from .states import TASK_STATES
 from .tables import LOG_COLUMNS, flatten, task_table
 
 if TYPE_CHECKING:
     import pandas as pd
 
-FETCH_CHUNK = 20_000  # keys per fetch script call: bounds how long Redis is busy
-PUSH_CHUNK = 5_000
+FETCH_CHUNK = defaults.FETCH_CHUNK
+PUSH_CHUNK = defaults.PUSH_CHUNK
 
 
 def new_keys(n: int) -> list[str]:
@@ -41,10 +43,10 @@ def _as_list(x: Any, n: int, what: str) -> list:
 
 
 class TaskStore:
-    """Tasks and logs of one network (a base class of `Rush`; needs ``connector``, ``scripts``, ``keys``)."""
+    """Tasks and logs of one network (a base of `Network`; needs ``connector``, ``protocol``, ``keys``)."""
 
     connector: redis.Redis
-    scripts: Scripts
+    protocol: Protocol
     keys: Keys
 
     def _init_caches(self) -> None:
@@ -73,21 +75,18 @@ class TaskStore:
             >>> keys = rush.push_tasks([{"x1": 1.0, "x2": 2.0}, {"x1": 3.0, "x2": 0.5}])
         """
         keys, xs_json, ex_json = self._encode_tasks(xss, xss_extra)
-        for lo in range(0, len(keys), PUSH_CHUNK):
-            args = [self.keys.prefix, str(int(max_retries))]
-            for k, x, e in zip(keys[lo : lo + PUSH_CHUNK], xs_json[lo : lo + PUSH_CHUNK], ex_json[lo : lo + PUSH_CHUNK]):
-                args += [k, x, e]
-            self.scripts.push_tasks(keys=[self.keys.queued, self.keys.all_tasks], args=args)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise RushError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        triples = list(zip(keys, xs_json, ex_json))
+        for lo in range(0, len(triples), PUSH_CHUNK):
+            self.protocol.push_tasks(max_retries, triples[lo : lo + PUSH_CHUNK])
         return keys
 
     def _push_final(self, state: str, xss, xss_extra, fields: list[tuple[str, str, str, str]]) -> list[str]:
         keys, xs_json, ex_json = self._encode_tasks(xss, xss_extra)
-        dest = self.keys.finished if state == "finished" else self.keys.failed
-        for lo in range(0, len(keys), PUSH_CHUNK):
-            args = [self.keys.prefix, state]
-            for i in range(lo, min(lo + PUSH_CHUNK, len(keys))):
-                args += [keys[i], xs_json[i], ex_json[i], *fields[i]]
-            self.scripts.push_final_tasks(keys=[dest, self.keys.all_tasks], args=args)
+        rows = [(k, x, e, *f) for k, x, e, f in zip(keys, xs_json, ex_json, fields)]
+        for lo in range(0, len(rows), PUSH_CHUNK):
+            self.protocol.push_final_tasks(state, rows[lo : lo + PUSH_CHUNK])
         return keys
 
     def push_finished_tasks(
@@ -126,12 +125,11 @@ class TaskStore:
             >>> rush.empty_queue()
             12
         """
-        return int(self.scripts.empty_queue(keys=[self.keys.queued, self.keys.failed], args=[self.keys.prefix, "Removed from queue"]))
+        return self.protocol.empty_queue("Removed from queue")
 
     # ------------------------------------------------------------------ tasks out
     def _records_from(self, mode: str, *args: Any) -> list[dict]:
-        text = self.scripts.fetch(args=[self.keys.prefix, mode, *args])
-        return orjson.loads(text)
+        return orjson.loads(self.protocol.fetch(mode, *args))
 
     def _fetch_states(self, states: Sequence[str]) -> list[dict]:
         for s in states:
@@ -223,7 +221,7 @@ class TaskStore:
         for s in states:
             if s not in TASK_STATES:
                 raise RushError(f"unknown task state {s!r}; states are {TASK_STATES}")
-        rows = self.scripts.keys_with_state(args=[self.keys.prefix, *states])
+        rows = self.protocol.keys_with_state(list(states))
         return {row[0]: list(row[1:]) for row in rows}
 
     def fetch_task(self, key: str) -> dict[str, Any] | None:
@@ -232,7 +230,7 @@ class TaskStore:
         return flatten(recs[0]) if recs else None
 
     def _counts(self) -> list[int]:
-        return [int(x) for x in self.scripts.counts(args=[self.keys.prefix])]
+        return self.protocol.counts()
 
     @property
     def n_queued_tasks(self) -> int:

@@ -1,8 +1,10 @@
 """The worker side: `RushWorker`, and `run_worker`, the body of ``python -m rushhpc worker``.
 
-A worker registers itself, runs a heartbeat process beside it, and calls the
-user's loop ``loop(rush, **args)``. The loop pops queued tasks or creates its
-own running tasks, and reports results; each of those is one Lua step.
+A worker is composed, not derived from the manager: a `WorkerSpec` (who it is), a
+`Network` view on one dedicated Redis connection (what it reads and changes), and a
+heartbeat process beside it. It registers itself and calls the user's loop
+``loop(rush, **args)``. The loop pops queued tasks or creates its own running tasks,
+and reports results; each of those is one Lua step.
 """
 
 from __future__ import annotations
@@ -20,21 +22,22 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import codec, startargs
-from .config import DEFAULT_LOG_THRESHOLDS, RedisConfig, env_config, heartbeat_settings, read_credentials
+from . import codec, defaults, startargs
+from .config import RedisConfig, as_config, env_config, heartbeat_settings, read_credentials
 from .errors import RushConfigError, RushError
 from .heartbeat import start_heartbeat
-from .launchers.base import new_worker_id
-from .layout import Scripts, validate_id
+from .layout import validate_id
 from .logs import install as install_log_handlers
+from .network import Network
+from .protocol import Call
 from .replies import WorkerRedis
-from .rush import Rush
+from .spec import WorkerSpec, new_worker_id
+from .states import WorkerState
 from .tasks import _as_list
 
 log = logging.getLogger("rushhpc.worker")
 
-TERMINATE_CHECK_INTERVAL = 0.02  # seconds between Redis reads of the terminate flag
-MANAGED_LAUNCHERS = ("slurm", "pbs", "submitit")
+TERMINATE_CHECK_INTERVAL = defaults.TERMINATE_CHECK_INTERVAL
 
 
 class WorkerStopped(RushError):
@@ -57,14 +60,22 @@ def scheduler_job() -> dict[str, str]:
     return {}
 
 
-class RushWorker(Rush):
+def _worker_client(cfg: RedisConfig) -> WorkerRedis:
+    """The worker's one connection: no pool lookup per command (about 20 us each); retries
+    with backoff through a Redis restart."""
+    return cfg.client(single_connection=True, retry=Retry(ExponentialBackoff(cap=5.0, base=0.05), 8),
+                      cls=WorkerRedis)
+
+
+class RushWorker(Network):
     """A worker of a network. Run in-process for debugging and tests, or by ``python -m rushhpc worker``.
 
-    Creating one registers it as running. An in-process worker runs a heartbeat
-    only when given ``heartbeat_period``. With ``deferred_replies=True`` (what worker
-    processes use) ``push_running_tasks``, ``finish_tasks`` and ``fail_tasks`` return
-    without waiting for Redis's reply; it is read with the next call, and discarded
-    results are then logged rather than returned.
+    Creating one registers it as running. It needs a Redis (``config``, or
+    ``RUSHHPC_REDIS_URL``): a worker never starts one. An in-process worker runs a
+    heartbeat only when given ``heartbeat_period``. With ``deferred_replies=True`` (what
+    worker processes use) ``push_running_tasks``, ``finish_tasks`` and ``fail_tasks``
+    return without waiting for Redis's reply; it is read with the next call, and
+    discarded results are then logged rather than returned.
 
     Example:
         >>> w = RushWorker("sweep-1", config="redis://127.0.0.1:6379")
@@ -85,35 +96,40 @@ class RushWorker(Rush):
         walltime: float | None = None,
         walltime_margin: float | None = None,
         deferred_replies: bool = False,
+        managed: bool = False,
     ):
-        super().__init__(network_id, config)
-        self.worker_id = validate_id(worker_id, "worker id") if worker_id else new_worker_id()
-        # One dedicated connection: no pool lookup per command (about 20 us each).
-        self.connector.close()
-        self.connector = self.config.client(
-            single_connection=True, retry=Retry(ExponentialBackoff(cap=5.0, base=0.05), 8), cls=WorkerRedis
+        cfg = as_config(config) or env_config()
+        if cfg is None:
+            raise RushConfigError(
+                f"worker of network {network_id!r}: no Redis configured. Pass config=... (the manager's "
+                "rush.config) or set RUSHHPC_REDIS_URL; a worker never starts a Redis of its own."
+            )
+        self.spec = WorkerSpec(
+            network_id=network_id, start_id="", worker_id=validate_id(worker_id, "worker id") if worker_id else new_worker_id(),
+            heartbeat_period=heartbeat_period, heartbeat_expire=heartbeat_expire, launcher=launcher,
+            managed=managed, watch_pid=watch_pid, walltime=walltime, walltime_margin=walltime_margin,
         )
-        self.scripts = Scripts(self.connector)
+        cfg.connect().close()  # a clear error (unreachable, password) before anything else
+        super().__init__(network_id, cfg, client_factory=lambda: _worker_client(cfg))
+        self.worker_id: str = self.spec.worker_id or ""
         self.deferred_replies = deferred_replies
         if deferred_replies:
             # EVALSHA of a script the server has not seen fails (NOSCRIPT), and a deferred
             # call would learn it only on the next call: load them now.
-            for script in (self.scripts.push_running_tasks, self.scripts.finish_tasks):
-                self.connector.script_load(script.script)
+            self.protocol.preload("push_running_tasks", "finish_tasks")
         self._attempts: dict[str, str] = {}
         self._terminated = False
         self._last_check = float("-inf")
         # A batch worker knows its deadline and stops taking tasks when too little time is left.
         self.deadline = time.time() + walltime - (walltime_margin or 0) if walltime else None
-        self.heartbeat_process = None
-        k, wid = self.keys, self.worker_id
-        self._k_pending = k.pending(wid)
-        self._k_wtasks = k.worker_tasks(wid)
-        self._k_worker = k.worker(wid)
+        self.heartbeat_process: Any = None
+        wid = self.worker_id
+        self._k_pending = self.keys.pending(wid)
+        self._k_worker = self.keys.worker(wid)
         info = {"pid": str(os.getpid()), "hostname": socket.gethostname(), "launcher": launcher}
         job = scheduler_job()
         info.update(job)
-        if launcher in MANAGED_LAUNCHERS and job:
+        if managed and job:
             info["managed"] = "1"  # the scheduler's view decides whether it is lost
         if self.deadline:
             info["deadline"] = f"{self.deadline:.3f}"
@@ -122,18 +138,15 @@ class RushWorker(Rush):
             heartbeat_period, expire = heartbeat_settings(heartbeat_period, heartbeat_expire)
             # started first, so that its pid is part of the registration (one atomic write)
             self.heartbeat_process = start_heartbeat(
-                self.config.url(), self.network_id, wid, heartbeat_period, expire, watch_pid=watch_pid
+                cfg.url(), self.network_id, wid, heartbeat_period, expire, watch_pid=watch_pid
             )
             info["heartbeat_pid"] = str(self.heartbeat_process.pid)
-        fields = [x for kv in info.items() for x in kv]
         try:
-            self.scripts.register_worker(
-                keys=[k.workers, k.workers_in("running"), self._k_worker, k.heartbeat(wid)],
-                args=[k.prefix, wid, str(max(1, round(expire)) if expire else 0), *fields],
-            )
+            self.protocol.register_worker(wid, max(1, round(expire)) if expire else 0, info)
         except redis.ResponseError as e:
             self.stop_heartbeat()
-            raise RushConfigError(f"cannot register worker: {e}") from None
+            self.connector.close()
+            raise RushConfigError(_registration_error(network_id, wid, str(e))) from None
 
     # ------------------------------------------------------------------ state
     @property
@@ -160,13 +173,15 @@ class RushWorker(Rush):
     def set_terminated(self, reason: str = "terminated") -> None:
         """Mark this worker terminated (its loop is done). Tasks it left running fail."""
         self._terminated = True
-        self._mark_workers(
-            "terminated", [(self.worker_id, reason, f"worker {self.worker_id} terminated while the task was running")], retry=False
-        )
+        self.mark_workers(WorkerState.TERMINATED,
+                          [(self.worker_id, reason, f"worker {self.worker_id} terminated while the task was running")],
+                          retry=False)
 
     def _fail_worker(self, message: str) -> None:
         self._terminated = True
-        self._mark_workers("failed", [(self.worker_id, message[-4000:], f"worker {self.worker_id} failed: {message.strip().splitlines()[-1] if message.strip() else 'error'}")], retry=False)
+        last = message.strip().splitlines()[-1] if message.strip() else "error"
+        self.mark_workers(WorkerState.FAILED, [(self.worker_id, message[-4000:], f"worker {self.worker_id} failed: {last}")],
+                          retry=False)
 
     def _stopped(self, state: str | None) -> WorkerStopped:
         self._terminated = True
@@ -193,10 +208,7 @@ class RushWorker(Rush):
             >>> task = rush.pop_task(timeout=5)
             >>> if task: rush.finish_tasks([task["key"]], [{"y": f(**task["xs"])}])
         """
-        k, xs, xs_extra, attempt, state, term = self.scripts.pop_task(
-            keys=[self.keys.queued, self.keys.running, self._k_wtasks, self._k_worker],
-            args=[self.keys.prefix, self.worker_id],
-        )
+        k, xs, xs_extra, attempt, state, term = self.protocol.pop_task(self.worker_id)
         self._note_state(state, term)
         if not k:
             if self._terminated or not timeout:
@@ -204,10 +216,7 @@ class RushWorker(Rush):
             key = self.connector.blmove(self.keys.queued, self._k_pending, timeout, "RIGHT", "LEFT")
             if key is None:
                 return None
-            got = self.scripts.claim_task(
-                keys=[self._k_pending, self.keys.running, self._k_wtasks, self._k_worker, self.keys.queued],
-                args=[self.keys.prefix, self.worker_id, key],
-            )
+            got = self.protocol.claim_task(self.worker_id, key)
             if not got:
                 self._last_check = float("-inf")  # re-read our state on the next check
                 return None
@@ -225,10 +234,7 @@ class RushWorker(Rush):
             >>> keys = rush.push_running_tasks([{"x1": 0.3, "x2": 4.1}])
         """
         keys, xs_json, ex_json = self._encode_tasks(xss, xss_extra)
-        args = [self.keys.prefix, self.worker_id]
-        for k, x, e in zip(keys, xs_json, ex_json):
-            args += [k, x, e]
-        script_keys = [self.keys.running, self.keys.all_tasks, self._k_wtasks, self._k_worker]
+        call = self.protocol.push_running_tasks_call(self.worker_id, list(zip(keys, xs_json, ex_json)))
         for k in keys:
             self._attempts[k] = "1"
         if self.deferred_replies:
@@ -236,9 +242,9 @@ class RushWorker(Rush):
                 state = self.connector.hget(self._k_worker, "state")
                 if state != "running":
                     raise self._stopped(state)
-            self.connector.send_script(self.scripts.push_running_tasks, script_keys, args, self._on_pushed)
+            self._send(call, self._on_pushed)
             return keys
-        state, term = self.scripts.push_running_tasks(keys=script_keys, args=args)
+        state, term = self.protocol.run(call)
         self._note_state(state, term)
         if state != "running":
             raise self._stopped(state)
@@ -251,16 +257,18 @@ class RushWorker(Rush):
             log.warning("worker %s is %s: the tasks it just created were not stored", self.worker_id, state)
 
     def _final(self, state: str, keys: Sequence[str], f1: str, v1: list[str], f2: str, v2: list[str]) -> list[str]:
-        args = [self.keys.prefix, self.worker_id, state]
         attempts = self._attempts
-        for k, a, b in zip(keys, v1, v2):
-            args += [k, attempts.pop(k, "*"), f1, a, f2, b]
-        dest = self.keys.finished if state == "finished" else self.keys.failed
-        script_keys = [self.keys.running, dest, self._k_wtasks, self._k_worker]
+        rows = [(k, attempts.pop(k, "*"), f1, a, f2, b) for k, a, b in zip(keys, v1, v2)]
+        call = self.protocol.finish_tasks_call(self.worker_id, state, rows)
         if self.deferred_replies:
-            self.connector.send_script(self.scripts.finish_tasks, script_keys, args, self._on_finished)
+            self._send(call, self._on_finished)
             return []
-        return self._on_finished(self.scripts.finish_tasks(keys=script_keys, args=args))
+        return self._on_finished(self.protocol.run(call))
+
+    def _send(self, call: Call, on_reply: Any) -> None:
+        conn = self.connector
+        assert isinstance(conn, WorkerRedis)
+        conn.send_script(call.script, call.keys, call.args, on_reply)
 
     def _on_finished(self, reply: list) -> list[str]:
         discarded, state, term = reply
@@ -312,43 +320,50 @@ class RushWorker(Rush):
         self.heartbeat_process = None
 
     def close(self) -> None:
+        """Stop the heartbeat and close the connection (reading the last deferred reply)."""
         self.stop_heartbeat()
-        super().close()
+        self.connector.close()
 
 
 def _on_sigterm(signum, frame):  # noqa: ANN001
     raise SystemExit(128 + signum)
 
 
-def run_worker(
-    network_id: str,
-    start_id: str,
-    credentials: str | None = None,
-    worker_id: str | None = None,
-    heartbeat_period: float | None = None,
-    heartbeat_expire: float | None = None,
-    launcher: str = "script",
-    watch_pid: int | None = None,
-    walltime: float | None = None,
-    walltime_margin: float | None = None,
-) -> int:
+def _registration_error(network_id: str, worker_id: str, error: str) -> str:
+    code = error.split(" ", 1)[0]
+    if code == "NONETWORK":
+        return (f"worker {worker_id}: network {network_id!r} does not exist on this Redis (never created, "
+                "or reset): start workers through a manager of the network, and check the worker's Redis")
+    if code == "SCHEMA":
+        return f"worker {worker_id}: {error.split(' ', 1)[1]}; run the rushhpc version that created the network"
+    return f"cannot register worker {worker_id}: {error.split(' ', 1)[-1] if code == 'TAKEN' else error}"
+
+
+def run_worker(spec: WorkerSpec) -> int:
     """Run one worker to its end; returns the process exit code.
 
     Example (what ``python -m rushhpc worker`` does):
-        >>> sys.exit(run_worker("sweep-1", start_id, credentials="~/.rushhpc/runs/sweep-1/credentials.json"))
+        >>> sys.exit(run_worker(WorkerSpec("sweep-1", start_id, credentials="~/.rushhpc/runs/sweep-1/credentials.json")))
     """
-    cfg = read_credentials(credentials) if credentials else env_config()
+    cfg = read_credentials(spec.credentials) if spec.credentials else env_config()
     if cfg is None:
         raise RushConfigError(
             "the worker does not know where Redis is: pass --credentials FILE or set RUSHHPC_REDIS_URL"
         )
-    cfg.connect()
     # a worker process always has a heartbeat (defaults when none was given)
-    period, expire = heartbeat_settings(heartbeat_period, heartbeat_expire)
+    period, expire = heartbeat_settings(spec.heartbeat_period, spec.heartbeat_expire)
+    # The configuration is read before registering: a wrong start id is one clear error and
+    # leaves no failed worker behind.
+    raw = cfg.connect(decode_responses=False)
+    try:
+        start = startargs.load(raw, Network(spec.network_id, cfg, client=raw).keys, spec.start_id)
+    finally:
+        raw.close()
     worker = RushWorker(
-        network_id, config=cfg, worker_id=worker_id, heartbeat_period=period,
-        heartbeat_expire=expire, launcher=launcher, watch_pid=watch_pid,
-        walltime=walltime, walltime_margin=walltime_margin, deferred_replies=True,
+        spec.network_id, config=cfg, worker_id=spec.worker_id, heartbeat_period=period,
+        heartbeat_expire=expire, launcher=spec.launcher, watch_pid=spec.watch_pid,
+        walltime=spec.walltime, walltime_margin=spec.walltime_margin, deferred_replies=True,
+        managed=spec.managed,
     )
     # SLURM's pre-timeout signal (USR2): finish the current task, then end as terminated.
     signal.signal(signal.SIGUSR2, lambda *_: setattr(worker, "_terminated", True))
@@ -356,19 +371,17 @@ def run_worker(
     signal.signal(signal.SIGTERM, _on_sigterm)
     code = 0
     try:
-        raw = cfg.client(decode_responses=False)
-        start = startargs.load(raw, worker.keys, start_id)
-        raw.close()
         thresholds = start["options"].get("log_thresholds")
         install_log_handlers(cfg.client(), worker.keys.log, worker.worker_id,
-                             DEFAULT_LOG_THRESHOLDS if thresholds is None else thresholds)
+                             defaults.LOG_THRESHOLDS if thresholds is None else thresholds)
         start["worker_loop"](worker, **start["args"])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
         if code == 128 + signal.SIGTERM:
             # cancelled, preempted, or a time limit without time to finish: the scheduler's
             # view (reconciliation) later replaces "sigterm" with the precise reason
-            worker._mark_workers("lost", [(worker.worker_id, "sigterm", f"worker {worker.worker_id} received SIGTERM")], retry=True)
+            worker.mark_workers(WorkerState.LOST, [(worker.worker_id, "sigterm",
+                                                    f"worker {worker.worker_id} received SIGTERM")], retry=True)
         else:
             worker._fail_worker(f"SystemExit({e.code})")
     except WorkerStopped as e:

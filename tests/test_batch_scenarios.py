@@ -235,7 +235,7 @@ def test_vanished_job_is_lost_after_two_misses(batch):
     # a job id the scheduler has never heard of stands in for one purged from every answer
     rec = r._records[ids[0]]
     rec.job_id = "999999" if launcher_of(r).name == "slurm" else "999999[0].pbsemu"
-    r._store_records([rec])
+    r.store_records([rec])
     assert r.detect_lost_workers(poll_scheduler=True) == []  # one miss: not yet
     assert r.detect_lost_workers(poll_scheduler=True) == ids
     assert info(r, ids[0])["reason"] == "vanished"

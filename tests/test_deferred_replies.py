@@ -29,7 +29,7 @@ def test_deferred_finish_lands_before_the_next_command(rush, dworker):
 def test_deferred_discard_is_logged(rush, dworker, caplog):
     keys = dworker.push_running_tasks([{"x": 1}])
     dworker.connector.drain()
-    rush._mark_workers("lost", [(dworker.worker_id, "heartbeat_expired", "lost")], retry=False)
+    rush.mark_workers("lost", [(dworker.worker_id, "heartbeat_expired", "lost")], retry=False)
     with caplog.at_level(logging.WARNING, logger="rushhpc.worker"):
         dworker.finish_tasks(keys, [{"y": 1}])
         dworker.connector.drain()

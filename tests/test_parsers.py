@@ -107,12 +107,18 @@ def test_rules_registered():
 
 def test_rules_vanished_and_refined():
     w = {"state": "running"}
-    d1 = decide("w", {}, w, True, None, 0, 60, 10, vanish_grace=5)
+    d1 = decide("w", {}, w, False, None, 0, 60, 10, vanish_grace=5)
     assert not d1.lost_reason and d1.track["misses"] == 1
-    d2 = decide("w", d1.track, w, True, None, 3, 60, 10, vanish_grace=5)
+    d2 = decide("w", d1.track, w, False, None, 3, 60, 10, vanish_grace=5)
     assert not d2.lost_reason  # two misses, but not yet long enough
-    d3 = decide("w", d2.track, w, True, None, 6, 60, 10, vanish_grace=5)
+    d3 = decide("w", d2.track, w, False, None, 6, 60, 10, vanish_grace=5)
     assert d3.lost_reason == "vanished"
+    # a beating worker is never declared vanished, however long the scheduler does not know its job
+    track: dict = {}
+    for now in (0, 3, 6, 600):
+        d = decide("w", track, w, True, None, now, 60, 10, vanish_grace=5)
+        assert not d.lost_reason and not d.done
+        track.update(d.track)
     lost = {"state": "lost", "reason": "sigterm"}
     assert decide("w", {}, lost, False, ENDED("cancelled"), 0, 60, 10).refine_reason == "cancelled"
     assert decide("w", {}, {"state": "terminated"}, False, ENDED("completed"), 0, 60, 10).done

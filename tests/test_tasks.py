@@ -71,7 +71,7 @@ def test_push_running_tasks_and_finish(rush, worker):
 def test_first_writer_wins_after_worker_lost(rush, worker, caplog):
     keys = worker.push_running_tasks([{"x": 1}])
     # the manager declares the worker lost (e.g. after a freeze): its task fails
-    assert rush._mark_workers("lost", [(worker.worker_id, "heartbeat_expired", "worker lost")], retry=False) == [
+    assert rush.mark_workers("lost", [(worker.worker_id, "heartbeat_expired", "worker lost")], retry=False) == [
         worker.worker_id
     ]
     assert rush.fetch_failed_tasks()["condition"].tolist() == ["worker lost"]
@@ -107,7 +107,7 @@ def test_pending_list_recovery(rush, worker):
     # counted as queued, exactly once
     states = rush.tasks_with_state()
     assert sorted(states["queued"]) == sorted(keys) and states["running"] == []
-    rush._mark_workers("lost", [(worker.worker_id, "process_died", "lost")], retry=True)
+    rush.mark_workers("lost", [(worker.worker_id, "process_died", "lost")], retry=True)
     assert rush.connector.llen(rush.keys.pending(worker.worker_id)) == 0
     assert rush.n_queued_tasks == 2 and rush.n_failed_tasks == 0
     # the recovered task is served first
@@ -126,13 +126,13 @@ def test_max_retries_requeue_and_fence(rush, config):
     keys = rush.push_tasks([{"x": 1}], max_retries=1)
     w1 = RushWorker(rush.network_id, config=config)
     t = w1.pop_task(timeout=1)
-    rush._mark_workers("lost", [(w1.worker_id, "heartbeat_expired", "lost")], retry=True)
+    rush.mark_workers("lost", [(w1.worker_id, "heartbeat_expired", "lost")], retry=True)
     assert rush.queued_tasks == keys  # requeued, one retry used
     w2 = RushWorker(rush.network_id, config=config)
     t2 = w2.pop_task(timeout=1)
     assert t2["key"] == t["key"]
     assert w1.finish_tasks([t["key"]], [{"y": "stale"}]) == [t["key"]]  # fenced off
-    rush._mark_workers("lost", [(w2.worker_id, "heartbeat_expired", "lost again")], retry=True)
+    rush.mark_workers("lost", [(w2.worker_id, "heartbeat_expired", "lost again")], retry=True)
     # no retry left: failed
     assert rush.fetch_failed_tasks()["condition"].tolist() == ["lost again"]
 

@@ -1,36 +1,15 @@
-"""Launchers: one file each, behind `rushhpc.launchers.base.Launcher`."""
+"""Launchers: one file each, behind `rushhpc.launchers.base.Launcher`; names in `rushhpc.registry`."""
 
 from __future__ import annotations
 
-from ..errors import RushConfigError
-from .base import JobStatus, Launcher, LaunchRecord
+from ..records import JobStatus, LaunchRecord
+from ..registry import launcher_class
+from .base import LaunchContext, Launcher
 
 
 def get_launcher(worker_type: str) -> type[Launcher]:
-    """The launcher class for a ``worker_type`` (local, slurm, pbs, submitit, ssh)."""
-    if worker_type == "local":
-        from .local import LocalLauncher
-
-        return LocalLauncher
-    if worker_type == "slurm":
-        from .slurm import SlurmLauncher
-
-        return SlurmLauncher
-    if worker_type == "pbs":
-        from .pbs import PbsLauncher
-
-        return PbsLauncher
-    if worker_type == "submitit":
-        from .submitit import SubmititLauncher
-
-        return SubmititLauncher
-    if worker_type == "ssh":
-        from .ssh import SshLauncher
-
-        return SshLauncher
-    raise RushConfigError(
-        f"unknown worker_type {worker_type!r}; available: local, slurm, pbs, submitit, ssh"
-    )
+    """The launcher class for a ``worker_type`` (local, slurm, pbs, submitit, ssh, or a plugin's)."""
+    return launcher_class(worker_type)  # type: ignore[no-any-return]
 
 
-__all__ = ["JobStatus", "Launcher", "LaunchRecord", "get_launcher"]
+__all__ = ["JobStatus", "LaunchContext", "Launcher", "LaunchRecord", "get_launcher"]

@@ -1,117 +1,154 @@
-"""The launcher interface: start N workers, report their jobs' states, kill them.
+"""The launcher contract: what every way of starting workers provides.
 
-Each launcher is one file with one small subclass (as in dask-jobqueue). The
-manager hands a launcher a start id and the worker ids it wants; the launcher
-starts ``python -m rushhpc worker ...`` for each, however its backend does it,
-and returns one `LaunchRecord` per worker, which the manager stores in Redis.
+A launcher starts ``python -m rushhpc worker ...`` (a `WorkerSpec`) for each worker id it
+is given, however its backend does it, and returns one `LaunchRecord` per worker; the
+network stores the records in Redis. Later it answers, for a batch of records, what its
+backend says about their jobs (`poll`), and kills them (`kill`).
+
+A launcher receives a narrow `LaunchContext` (the network id, its run directory, its
+credentials file, its stored records), never the manager. A new manager attaching to a
+network builds a fresh launcher from the same plan and hands it the stored records: every
+method must work from records alone (`adopt` may rebuild backend handles from them).
+
+Each launcher is one small subclass in its own file (as in dask-jobqueue); the registry
+of names is `rushhpc.registry`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import secrets
-import shlex
-import sys
-import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Protocol, Sequence
 
-if TYPE_CHECKING:
-    from ..rush import Rush
-
-
-@dataclasses.dataclass
-class LaunchRecord:
-    """What the manager knows of one launched worker before it registers."""
-
-    worker_id: str
-    launcher: str
-    job_id: str | None = None
-    submitted_at: float = dataclasses.field(default_factory=time.time)
-    start_id: str = ""
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+from .. import defaults
+from ..records import JobStatus, LaunchRecord
+from ..spec import WorkerSpec, new_worker_id, shell_join
 
 
-@dataclasses.dataclass
-class JobStatus:
-    """A launcher's view of one worker's job: a worker state and a reason, plus the raw state."""
+class LaunchContext(Protocol):
+    """What a launcher may know of the network it starts workers for."""
 
-    state: str  # pending, held, starting, running, suspended, finishing, finished
-    reason: str = ""
-    raw: str = ""
-    exit_code: int | None = None
+    network_id: str
 
+    @property
+    def run_dir(self) -> Path: ...
 
-def new_worker_id() -> str:
-    """A fresh worker id, e.g. ``w-3f9a1c0d2b7e``."""
-    return "w-" + secrets.token_hex(6)
+    def credentials_file(self) -> Path: ...
 
+    def store_records(self, records: Sequence[LaunchRecord]) -> None: ...
 
-def worker_argv(
-    rush: "Rush",
-    start_id: str,
-    worker_id: str | None,
-    credentials: str | None,
-    options: dict[str, Any],
-    python: str | None = None,
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """The argv of one worker process: ``python -m rushhpc worker ...`` (no secret in it)."""
-    argv = [python or sys.executable, "-m", "rushhpc", "worker", "--network", rush.network_id, "--start-id", start_id]
-    if worker_id:
-        argv += ["--worker-id", worker_id]
-    if credentials:
-        argv += ["--credentials", str(credentials)]
-    if options.get("heartbeat_period") is not None:
-        argv += ["--heartbeat-period", str(options["heartbeat_period"])]
-    if options.get("heartbeat_expire") is not None:
-        argv += ["--heartbeat-expire", str(options["heartbeat_expire"])]
-    argv += list(extra)
-    return argv
+    def record(self, worker_id: str) -> LaunchRecord | None: ...
 
-
-def shell_join(argv: Sequence[str]) -> str:
-    """Quote argv for a POSIX shell: safe against spaces, quotes and ``$`` in any value."""
-    return " ".join(shlex.quote(str(a)) for a in argv)
+    def worker_field(self, worker_ids: Sequence[str], field: str) -> list[str | None]: ...
 
 
 class Launcher(ABC):
-    """Base class of launchers. Subclasses set `name` and implement the three methods."""
+    """Base class of launchers.
 
-    name = "base"
+    A subclass sets `name` and implements `launch`; batch launchers also `poll` (one
+    scheduler query for all given records) and `kill`. `startup_grace`, `vanish_grace`
+    and `managed` tell the reconciler how to read the answers; `render` exists where a
+    batch script is submitted (`renders` says so).
 
-    def __init__(self, rush: "Rush", options: dict[str, Any] | None = None):
-        self.rush = rush
-        self.options = dict(options or {})
+    Example:
+        >>> class EchoLauncher(Launcher):
+        ...     name = "echo"
+        ...     def launch(self, start_id, worker_ids, options):
+        ...         return [LaunchRecord(w, self.name, start_id=start_id) for w in worker_ids]
+    """
+
+    name: str = "base"
+    renders: bool = False  # has `render` (a batch script a user can read before submission)
+    # When a job ends: a `managed` launcher's jobs have a scheduler state that decides
+    # whether a worker is lost (`poll` + `rushhpc.reconcile`); an unmanaged one reports
+    # ended processes it started (`ended`), and heartbeats decide for the rest.
+    managed: bool = False
+    calls: int = 0  # backend commands run (queries, submissions, kills): for tests and bench
+    submissions: int = 0
+
+    def __init__(self, context: LaunchContext, options: dict[str, Any] | None = None):
+        self.context = context
+        self.options: dict[str, Any] = dict(options or {})
+
+    # ------------------------------------------------------------ what the reconciler reads
+    def behaviour(self, name: str, default: Any) -> Any:
+        """A launcher option that is not a resource (``startup_grace``, ``poll_interval``...)."""
+        v = self.options.get(name)
+        return default if v is None else v
+
+    @property
+    def startup_grace(self) -> float:
+        """Seconds a running job may take before its worker registers."""
+        return float(self.behaviour("startup_grace", defaults.STARTUP_GRACE))
+
+    @property
+    def vanish_grace(self) -> float:
+        """Seconds a job may be missing from every answer before its worker is lost."""
+        return float(self.behaviour("vanish_grace", defaults.VANISH_GRACE))
 
     @property
     def log_dir(self) -> Path:
-        d = Path(self.rush.run_dir) / "workers"
+        d = Path(self.context.run_dir) / "workers"
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         return d
 
+    # ------------------------------------------------------------ the contract
     def make_worker_ids(self, n: int) -> list[str]:
         """Ids for ``n`` new workers (batch launchers derive them from the array index)."""
         return [new_worker_id() for _ in range(n)]
 
+    def spec(self, start_id: str, worker_id: str | None, options: dict[str, Any], **fields: Any) -> WorkerSpec:
+        """The `WorkerSpec` of one worker this launcher starts."""
+        fields.setdefault("credentials", str(self.context.credentials_file()))
+        fields.setdefault("launcher", self.name)
+        return WorkerSpec.from_options(self.context.network_id, start_id, options, worker_id=worker_id, **fields)
+
     @abstractmethod
     def launch(self, start_id: str, worker_ids: list[str], options: dict[str, Any]) -> list[LaunchRecord]:
-        """Start one worker per id; return their records."""
+        """Start one worker per id; return their records (stored by the caller)."""
 
     def poll(self, records: Sequence[LaunchRecord]) -> dict[str, JobStatus]:
-        """States of these workers' jobs, in one query. Default: no scheduler to ask."""
+        """Worker id -> its job's status, for these records, in one backend query.
+        A record absent from the answer means the backend does not know the job."""
         return {}
 
     def kill(self, records: Sequence[LaunchRecord]) -> None:
-        """Kill these workers' processes or jobs (after the Redis kill list was tried)."""
+        """Kill these workers' processes or jobs (after the Redis kill list was tried).
+        Best effort; a job that already ended is success."""
+
+    def adopt(self, records: Sequence[LaunchRecord]) -> None:
+        """Rebuild backend handles from stored records (a manager attaching to a network)."""
+
+    def render(self, start_id: str, worker_prefix: str, n: int, offset: int = 0,
+               options: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> str:
+        """The batch script for ``n`` workers (only where `renders`)."""
+        raise NotImplementedError(f"the {self.name} launcher submits no batch script")
+
+    def ended(self) -> dict[str, int]:
+        """Worker id -> exit code of workers whose process this launcher saw end (local only)."""
+        return {}
+
+    def forget(self, worker_ids: Sequence[str]) -> None:
+        """Drop backend handles of workers whose fate is recorded."""
+
+    def owned_workers(self) -> list[str]:
+        """Workers this launcher started that must not outlive the manager (stopped at `close`)."""
+        return []
+
+    def close(self) -> None:
+        """The manager is closing: release backend handles; kill processes that must not outlive it."""
 
     def stderr_tail(self, worker_id: str, n: int = 20) -> str:
-        """Last lines of a worker's stderr file, if the launcher keeps one."""
-        path = self.log_dir / f"{worker_id}.err"
+        """Last lines of a worker's stderr: the record's ``stderr`` path, else the log dir's file."""
+        rec = self.context.record(worker_id)
+        path = Path(rec.extra["stderr"]) if rec is not None and rec.extra.get("stderr") else \
+            Path(self.context.run_dir) / "workers" / f"{worker_id}.err"
         try:
             lines = path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
         return "\n".join(lines[-n:])
 
+
+__all__ = ["JobStatus", "LaunchContext", "LaunchRecord", "Launcher", "WorkerSpec", "new_worker_id",
+           "shell_join"]

@@ -26,8 +26,9 @@ from typing import Any, Sequence
 
 import jinja2
 
+from .. import defaults
 from ..errors import RushConfigError, RushWorkerError
-from .base import Launcher, LaunchRecord, worker_argv
+from .base import LaunchContext, Launcher, LaunchRecord
 
 log = logging.getLogger("rushhpc.launchers")
 
@@ -112,18 +113,18 @@ class BatchLauncher(Launcher):
 
     template_name = ""
     scheduler = ""
-    default_max_array_size = 1000
+    default_max_array_size = defaults.MAX_ARRAY_SIZE
+    renders = True
+    managed = True
 
-    def __init__(self, rush, options=None):
-        super().__init__(rush, options)
+    def __init__(self, context: LaunchContext, options: dict[str, Any] | None = None):
+        super().__init__(context, options)
         unknown = sorted(set(self.options) - set(RESOURCE_KEYS) - set(BEHAVIOUR_KEYS))
         if unknown:
             raise RushConfigError(
                 f"unknown launcher option(s) {unknown}; resources: {list(RESOURCE_KEYS)}, "
                 f"behaviour: {list(BEHAVIOUR_KEYS)}"
             )
-        self.calls = 0  # scheduler commands run (queries, submissions, kills): for tests and bench
-        self.submissions = 0
 
     # ------------------------------------------------------------ options
     def resources(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -131,7 +132,7 @@ class BatchLauncher(Launcher):
         res: dict[str, Any] = {k: None for k in RESOURCE_KEYS}
         res.update({k: v for k, v in self.options.items() if k in RESOURCE_KEYS})
         res.update({k: v for k, v in (overrides or {}).items() if k in RESOURCE_KEYS})
-        res["job_name"] = res["job_name"] or f"rushhpc-{self.rush.network_id}"
+        res["job_name"] = res["job_name"] or f"rushhpc-{self.context.network_id}"
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", res["job_name"]):
             raise RushConfigError(f"job_name {res['job_name']!r}: use letters, digits, '.', '_', '-'")
         res["time"] = parse_duration(res["time"] if res["time"] is not None else res["walltime"])
@@ -143,14 +144,6 @@ class BatchLauncher(Launcher):
         res["requeue"] = bool(res["requeue"])
         res["exclusive"] = bool(res["exclusive"])
         return res
-
-    def behaviour(self, name: str, default: Any) -> Any:
-        v = self.options.get(name)
-        return default if v is None else v
-
-    @property
-    def startup_grace(self) -> float:
-        return float(self.behaviour("startup_grace", 300))
 
     def walltime_margin(self, seconds: int | None) -> int:
         if self.options.get("walltime_margin") is not None:
@@ -177,13 +170,10 @@ class BatchLauncher(Launcher):
                options: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> str:
         """The batch script for workers ``offset .. offset+n-1`` of one launch."""
         res = self.resources(overrides)
-        credentials = self.rush.credentials_file()
         walltime = res["time"]
-        extra = ["--launcher", self.name]
-        if walltime:
-            extra += ["--walltime", str(walltime), "--walltime-margin", str(self.walltime_margin(walltime))]
-        argv = worker_argv(self.rush, start_id, "WORKER_ID_PLACEHOLDER", str(credentials), options or {},
-                           python=self.behaviour("python", None), extra=extra)
+        spec = self.spec(start_id, "WORKER_ID_PLACEHOLDER", options or {}, managed=True,
+                         walltime=walltime or None, walltime_margin=self.walltime_margin(walltime) if walltime else None)
+        argv = spec.argv(python=self.behaviour("python", None))
         command = " ".join('"$RUSHHPC_WORKER_ID"' if a == "WORKER_ID_PLACEHOLDER" else shlex.quote(a) for a in argv)
         name = Path(self.options["template"]).name if self.options.get("template") else self.template_name
         return self.environment().get_template(name).render(
@@ -195,7 +185,7 @@ class BatchLauncher(Launcher):
             command=command,
             walltime=hms(walltime) if walltime else None,
             signal_margin=self.walltime_margin(walltime),
-            network_id=self.rush.network_id,
+            network_id=self.context.network_id,
         )
 
     # ------------------------------------------------------------ launch
@@ -209,7 +199,7 @@ class BatchLauncher(Launcher):
         prefix = worker_ids[0].rsplit("-", 1)[0]
         chunk = int(self.behaviour("max_array_size", 0)) or self.max_array_size()
         records: list[LaunchRecord] = []
-        scripts_dir = Path(self.rush.run_dir) / "scripts"
+        scripts_dir = Path(self.context.run_dir) / "scripts"
         scripts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for c in range(math.ceil(n / chunk)):
             offset, size = c * chunk, min(chunk, n - c * chunk)
@@ -230,30 +220,23 @@ class BatchLauncher(Launcher):
     def max_array_size(self) -> int:
         return self.default_max_array_size
 
+    # What each scheduler's subclass provides (as dask-jobqueue's submit/cancel commands):
     def submit(self, script: Path, n: int) -> str:
-        """Submit one array of ``n`` elements; return the scheduler's id for it."""
+        """Submit one array of ``n`` elements (e.g. ``sbatch --parsable``); return its id."""
         raise NotImplementedError
 
     def element_id(self, base_id: str, index: int, n: int) -> str:
-        """The id the scheduler's kill command accepts for one element."""
+        """The id the scheduler's status and kill commands accept for one element."""
         raise NotImplementedError
 
     def stderr_path(self, base_id: str, index: int, n: int) -> str:
+        """Where the scheduler writes one element's stderr."""
         raise NotImplementedError
-
-    def stderr_tail(self, worker_id: str, n: int = 20) -> str:
-        rec = self.rush._records.get(worker_id)
-        path = rec.extra.get("stderr") if rec else None
-        if not path:
-            return ""
-        try:
-            return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
     def run(self, argv: Sequence[str], timeout: float | None = None, check: bool = False) -> subprocess.CompletedProcess:
         self.calls += 1
-        return run_command(argv, timeout=timeout or float(self.behaviour("submit_timeout", 120)), check=check)
+        return run_command(argv, timeout=timeout or float(self.behaviour("submit_timeout", defaults.SUBMIT_TIMEOUT)),
+                           check=check)
 
     @staticmethod
     def user() -> str:

@@ -5,7 +5,10 @@ manager, which then stops them in order), with stdout and stderr in
 ``<run_dir>/workers/<worker_id>.out|.err``. They do not outlive the manager:
 the manager kills them at exit, they get SIGKILL if the manager dies
 (PR_SET_PDEATHSIG), and their heartbeat also watches the manager's pid.
-``launcher_options={"detach": True}`` lets them outlive it.
+``launcher_options={"detach": True}`` (in the plan or per start call) lets them outlive it.
+
+A manager that attaches to a network has no handles for workers another manager
+started: their heartbeats decide, and kills go through their kill lists.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import threading
 from typing import Any, Sequence
 
 from ..heartbeat import set_parent_death_signal
-from .base import JobStatus, Launcher, LaunchRecord, worker_argv
+from .base import JobStatus, LaunchContext, Launcher, LaunchRecord
 
 
 class LocalLauncher(Launcher):
@@ -25,25 +28,23 @@ class LocalLauncher(Launcher):
 
     name = "local"
 
-    def __init__(self, rush, options=None):
-        super().__init__(rush, options)
+    def __init__(self, context: LaunchContext, options: dict[str, Any] | None = None):
+        super().__init__(context, options)
         self.processes: dict[str, subprocess.Popen] = {}
+        self.detached: set[str] = set()
 
     def launch(self, start_id: str, worker_ids: list[str], options: dict[str, Any]) -> list[LaunchRecord]:
-        detach = bool(self.options.get("detach", False))
+        per_call = options.get("launcher_options") or {}
+        detach = bool(per_call.get("detach", self.options.get("detach", False)))
         main_thread = threading.current_thread() is threading.main_thread()
-        credentials = self.rush.credentials_file()
         records = []
         for wid in worker_ids:
-            extra = ["--launcher", "local"]
-            if not detach:
-                extra += ["--watch-pid", str(os.getpid())]
-            argv = worker_argv(self.rush, start_id, wid, str(credentials), options, extra=extra)
+            spec = self.spec(start_id, wid, options, watch_pid=None if detach else os.getpid())
             out = open(self.log_dir / f"{wid}.out", "ab")
             err = open(self.log_dir / f"{wid}.err", "ab")
             try:
                 proc = subprocess.Popen(
-                    argv,
+                    spec.argv(),
                     stdout=out,
                     stderr=err,
                     stdin=subprocess.DEVNULL,
@@ -55,7 +56,12 @@ class LocalLauncher(Launcher):
                 out.close()
                 err.close()
             self.processes[wid] = proc
-            records.append(LaunchRecord(worker_id=wid, launcher=self.name, job_id=str(proc.pid), start_id=start_id))
+            self.calls += 1
+            if detach:
+                self.detached.add(wid)
+            records.append(LaunchRecord(worker_id=wid, launcher=self.name, job_id=str(proc.pid), start_id=start_id,
+                                        extra={"detach": detach} if detach else {}))
+        self.submissions += 1
         return records
 
     def poll(self, records: Sequence[LaunchRecord]) -> dict[str, JobStatus]:
@@ -72,14 +78,15 @@ class LocalLauncher(Launcher):
                 out[rec.worker_id] = JobStatus("finished", reason=reason, raw=str(code), exit_code=code)
         return out
 
-    def dead(self) -> dict[str, int]:
+    def ended(self) -> dict[str, int]:
         """Worker id -> exit code of every local worker process that has ended."""
-        return {wid: p.returncode for wid, p in self.processes.items() if p.poll() is not None}
+        return {wid: p.returncode for wid, p in list(self.processes.items()) if p.poll() is not None}
 
-    def forget(self, worker_ids) -> None:
+    def forget(self, worker_ids: Sequence[str]) -> None:
         """Drop the handles of ended workers whose fate is recorded in Redis."""
         for wid in list(worker_ids):
             self.processes.pop(wid, None)
+            self.detached.discard(wid)
 
     def kill(self, records: Sequence[LaunchRecord]) -> None:
         procs = [self.processes[r.worker_id] for r in records if r.worker_id in self.processes]
@@ -95,6 +102,13 @@ class LocalLauncher(Launcher):
             except subprocess.TimeoutExpired:
                 pass
 
+    def owned_workers(self) -> list[str]:
+        return [w for w in self.processes if w not in self.detached]
+
+    def close(self) -> None:
+        """Kill every worker this launcher started that is not detached (manager exit)."""
+        self.kill([LaunchRecord(worker_id=w, launcher=self.name) for w in self.owned_workers()])
+
     def kill_all(self) -> None:
-        """Kill every worker this launcher started (manager exit)."""
+        """Kill every worker this launcher started, detached ones too."""
         self.kill([LaunchRecord(worker_id=w, launcher=self.name) for w in self.processes])

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import RushWorkerError
-from .base import JobStatus, LaunchRecord
+from .base import JobStatus, LaunchContext, LaunchRecord
 from .batch import BatchLauncher
 
 STATES = {
@@ -90,8 +90,8 @@ class PbsLauncher(BatchLauncher):
     scheduler = "pbs"
     template_name = "pbs.sh.j2"
 
-    def __init__(self, rush, options=None):
-        super().__init__(rush, options)
+    def __init__(self, context: LaunchContext, options: dict[str, Any] | None = None):
+        super().__init__(context, options)
         self.exit_statuses: dict[str, int | None] = {}
 
     def submit(self, script: Path, n: int) -> str:

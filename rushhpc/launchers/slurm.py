@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import RushWorkerError
-from .base import JobStatus, LaunchRecord
+from .base import JobStatus, LaunchContext, LaunchRecord
 from .batch import BatchLauncher
 
 # SLURM job state -> (worker-side state, reason)
@@ -125,8 +125,8 @@ class SlurmLauncher(BatchLauncher):
     scheduler = "slurm"
     template_name = "slurm.sh.j2"
 
-    def __init__(self, rush, options=None):
-        super().__init__(rush, options)
+    def __init__(self, context: LaunchContext, options: dict[str, Any] | None = None):
+        super().__init__(context, options)
         self.accounting: bool | None = None
         self._max_array: int | None = None
 

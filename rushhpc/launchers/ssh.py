@@ -43,7 +43,7 @@ from pathlib import PurePosixPath
 from typing import Any, Sequence
 
 from ..errors import RushConfigError, RushWorkerError
-from .base import Launcher, LaunchRecord, shell_join, worker_argv
+from .base import LaunchContext, Launcher, LaunchRecord, shell_join
 
 log = logging.getLogger("rushhpc.launchers")
 
@@ -167,12 +167,11 @@ class SshLauncher(Launcher):
 
     name = "ssh"
 
-    def __init__(self, rush, options=None):
-        super().__init__(rush, options)
+    def __init__(self, context: LaunchContext, options: dict[str, Any] | None = None):
+        super().__init__(context, options)
         if self.options.get("hosts") is not None:
             self._settings(None)  # refuse a bad configuration at once (hosts may also come per start)
         self._by_worker: dict[str, tuple[SshHost, _Settings]] = {}
-        self.calls = 0  # ssh commands run (for tests)
 
     # ------------------------------------------------------------ options
     def _settings(self, overrides: dict[str, Any] | None) -> _Settings:
@@ -196,10 +195,10 @@ class SshLauncher(Launcher):
         ssh_options = shlex.split(ssh_options) if isinstance(ssh_options, str) else [str(o) for o in ssh_options]
         setup = opts.get("setup") or []
         setup = [setup] if isinstance(setup, str) else [str(line) for line in setup]
-        local_dir = str(self.rush.run_dir)
+        local_dir = str(self.context.run_dir)
         rdir = opts.get("remote_run_dir")
         if rdir:
-            rdir = str(PurePosixPath(str(rdir)) / self.rush.network_id)
+            rdir = str(PurePosixPath(str(rdir)) / self.context.network_id)
         else:
             rdir = local_dir
         connect_timeout = float(opts.get("connect_timeout") or 10)
@@ -267,7 +266,7 @@ class SshLauncher(Launcher):
     def launch(self, start_id: str, worker_ids: list[str], options: dict[str, Any]) -> list[LaunchRecord]:
         s = self._settings(options.get("launcher_options"))
         placement = assign_hosts(s.hosts, len(worker_ids), s.workers_per_host)
-        local_creds = self.rush.credentials_file()
+        local_creds = self.context.credentials_file()
         if s.copy_credentials:
             remote_creds = s.remote_run_dir.rstrip("/") + "/credentials.json"
             payload = local_creds.read_bytes()
@@ -278,8 +277,7 @@ class SshLauncher(Launcher):
             by_host.setdefault(host, []).append(wid)
 
         def one(host: SshHost, wid: str) -> LaunchRecord | str:
-            argv = worker_argv(self.rush, start_id, wid, remote_creds, options, python=s.python[0],
-                               extra=["--launcher", "ssh"])
+            argv = self.spec(start_id, wid, options, credentials=remote_creds).argv(python=s.python[0])
             argv = [*s.python, *argv[1:]]
             script = self.launch_script(s, argv, wid, remote_creds if s.copy_credentials else None)
             cmd = self.ssh_argv(host, s, script)
@@ -311,7 +309,7 @@ class SshLauncher(Launcher):
                     # the manager learns of the workers that did start, so stop_workers reaches them
                     for r in started:
                         r.extra["options"] = options  # as Rush._start records them
-                    self.rush._store_records(started)
+                    self.context.store_records(started)
                 note = (
                     f" {len(started)} worker(s) started before this failure keep running: "
                     f"{', '.join(r.worker_id for r in started)} (stop them with rush.stop_workers(worker_ids=...))."
@@ -353,10 +351,7 @@ class SshLauncher(Launcher):
             default: _Settings | None = self._settings(None)
         except RushConfigError:
             default = None  # no hosts in the plan (given per start): use each launch's settings
-        with self.rush.connector.pipeline(transaction=False) as pipe:
-            for r in records:
-                pipe.hget(self.rush.keys.worker(r.worker_id), "pid")
-            pids = pipe.execute()
+        pids = self.context.worker_field([r.worker_id for r in records], "pid")
         groups: dict[tuple, tuple[_Settings, list[tuple[int, str]]]] = {}
         for r, pid in zip(records, pids):
             host, s = self._by_worker.get(r.worker_id, (None, default))

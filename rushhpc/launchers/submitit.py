@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import RushConfigError
-from .base import JobStatus, Launcher, LaunchRecord
+from ..spec import WorkerSpec
+from .base import JobStatus, LaunchContext, Launcher, LaunchRecord
 from .batch import SECRET_VARIABLES, parse_duration
 from .slurm import SlurmLauncher
 
@@ -42,15 +43,11 @@ def without_secret_variables():
         os.environ.update(saved)
 
 
-def submitit_worker(network_id: str, start_id: str, worker_id: str, credentials: str, options: dict) -> int:
-    """What each submitit job runs: one rushhpc worker."""
+def submitit_worker(spec: WorkerSpec) -> int:
+    """What each submitit job runs: one rushhpc worker, in the job's own Python."""
     from ..worker import run_worker
 
-    return run_worker(
-        network_id=network_id, start_id=start_id, credentials=credentials, worker_id=worker_id,
-        heartbeat_period=options.get("heartbeat_period"), heartbeat_expire=options.get("heartbeat_expire"),
-        launcher="submitit", walltime=options.get("walltime"), walltime_margin=options.get("walltime_margin"),
-    )
+    return run_worker(spec)
 
 
 class SubmititLauncher(Launcher):
@@ -63,37 +60,29 @@ class SubmititLauncher(Launcher):
 
     name = "submitit"
 
-    def __init__(self, rush, options=None):
-        super().__init__(rush, options)
+    def __init__(self, context: LaunchContext, options: dict[str, Any] | None = None):
+        super().__init__(context, options)
         try:
             import submitit  # noqa: F401
         except ImportError:
             raise RushConfigError("worker_type 'submitit' needs the submitit package: pip install submitit") from None
         self.executor = None
         self.jobs: dict[str, Any] = {}
-        self._slurm = SlurmLauncher(rush, {k: v for k, v in self.options.items() if k in ("job_name",)})
+        self._slurm = SlurmLauncher(context, {k: v for k, v in self.options.items() if k in ("job_name",)})
 
     @property
-    def managed(self) -> bool:
+    def on_slurm(self) -> bool:
         return self.executor is not None and self.executor.cluster == "slurm"
 
-    @property
+    @property  # type: ignore[override]
     def calls(self) -> int:
-        return self._slurm.calls
-
-    @property
-    def startup_grace(self) -> float:
-        return float(self.options.get("startup_grace") or 300)
-
-    def behaviour(self, name: str, default: Any) -> Any:
-        v = self.options.get(name)
-        return default if v is None else v
+        return self._slurm.calls  # the scheduler commands are the SLURM launcher's
 
     def _executor(self):
         import submitit
 
         if self.executor is None:
-            folder = Path(self.rush.run_dir) / "submitit"
+            folder = Path(self.context.run_dir) / "submitit"
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             cluster = self.options.get("cluster")  # None: auto-detect; "local"; "slurm"
             self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
@@ -110,45 +99,35 @@ class SubmititLauncher(Launcher):
 
     def launch(self, start_id: str, worker_ids: list[str], options: dict[str, Any]) -> list[LaunchRecord]:
         executor = self._executor()
-        credentials = str(self.rush.credentials_file())
-        opts = dict(options)
         seconds = parse_duration(self.options.get("time") or self.options.get("walltime"))
-        if seconds:
-            opts["walltime"] = seconds
-            opts["walltime_margin"] = self._slurm.walltime_margin(seconds)
-        n = len(worker_ids)
+        managed = self.on_slurm
+        specs = [self.spec(start_id, wid, options, managed=managed, walltime=seconds or None,
+                           walltime_margin=self._slurm.walltime_margin(seconds) if seconds else None)
+                 for wid in worker_ids]
         with without_secret_variables():  # submitit's sbatch exports this process's environment
-            jobs = executor.map_array(
-                submitit_worker, [self.rush.network_id] * n, [start_id] * n, worker_ids, [credentials] * n, [opts] * n
-            )
+            jobs = executor.map_array(submitit_worker, specs)
+        self.submissions += 1
         self._slurm.submissions += 1
         records = []
         for wid, job in zip(worker_ids, jobs):
             self.jobs[wid] = job
             records.append(LaunchRecord(
                 worker_id=wid, launcher=self.name, job_id=str(job.job_id), start_id=start_id,
-                extra={"managed": self.managed, "stderr": str(job.paths.stderr), "job_name": executor.parameters.get("name", "")},
+                extra={"managed": managed, "stderr": str(job.paths.stderr), "job_name": executor.parameters.get("name", "")},
             ))
         return records
 
+    # The records say whether a job is a SLURM job (``managed``): a manager that attaches to
+    # the network has no executor, and polls and kills those jobs as the SLURM launcher does.
     def poll(self, records: Sequence[LaunchRecord]) -> dict[str, JobStatus]:
-        if not self.managed:
-            return {}
-        return self._slurm.poll(records)
+        on_slurm = [r for r in records if r.managed]
+        return self._slurm.poll(on_slurm) if on_slurm else {}
 
     def kill(self, records: Sequence[LaunchRecord]) -> None:
-        if self.managed:
-            self._slurm.kill(records)
-            return
+        on_slurm = [r for r in records if r.managed]
+        if on_slurm:
+            self._slurm.kill(on_slurm)
         for rec in records:
             job = self.jobs.get(rec.worker_id)
-            if job is not None:
+            if job is not None and not rec.managed:
                 job.cancel(check=False)
-
-    def stderr_tail(self, worker_id: str, n: int = 20) -> str:
-        rec = self.rush._records.get(worker_id)
-        path = rec.extra.get("stderr") if rec else None
-        try:
-            return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:]) if path else ""
-        except OSError:
-            return ""

@@ -1,0 +1,38 @@
+"""The one table of defaults. Every tunable number rushhpc uses without being told lives here.
+
+Modules import these names instead of writing the number again, so changing a default is
+one edit and `docs/` can point at one place.
+"""
+
+from __future__ import annotations
+
+# Heartbeats: generous on purpose. An HPC node stalls for seconds (GC, swapping, a slow
+# parallel file system) and a false "lost" costs a finished evaluation.
+HEARTBEAT_PERIOD = 10.0  # seconds between beats
+HEARTBEAT_EXPIRE = 60.0  # seconds of silence before a worker is lost (at least 3 x period)
+HEARTBEAT_REGISTER_WAIT = 120.0  # seconds a heartbeat process waits for its worker to register
+
+START_WORKER_TIMEOUT = 60.0  # wait_for_workers
+MAX_OBJECT_SIZE = 512 * 1024**2  # a worker configuration larger than this goes to large_objects_path
+LOG_THRESHOLDS = {"rushhpc": "INFO"}  # logger -> level forwarded from workers to the network's log
+MAX_LOG_ENTRIES = 10_000  # the log stream is capped (approximately) at this length
+
+TERMINATE_CHECK_INTERVAL = 0.02  # seconds between a worker's reads of its terminate flag
+
+# Batch schedulers
+STARTUP_GRACE = 300.0  # seconds a running job may take to register its worker
+POLL_INTERVAL = 30.0  # seconds between scheduler queries (the floor of the adaptive interval)
+MAX_POLL_INTERVAL = 180.0  # the adaptive interval backs off up to this while nothing changes
+VANISH_GRACE = 60.0  # a job absent from every answer for this long (and two polls) has vanished
+MISSES_FOR_VANISHED = 2
+SUBMIT_TIMEOUT = 120.0  # seconds a scheduler command may take
+MAX_ARRAY_SIZE = 1000  # when the scheduler does not say
+
+MONITOR_INTERVAL = 5.0
+RESTART_BUDGET = 10
+
+# Task transfer
+FETCH_CHUNK = 20_000  # task keys per fetch script call: bounds how long Redis is busy
+PUSH_CHUNK = 5_000
+
+CONNECT_TIMEOUT = 5.0  # seconds to reach Redis

@@ -1,0 +1,22 @@
+-- Running workers that have a heartbeat whose key expired: lost, in one step.
+-- Workers of a batch job (field `managed`) are only reported: the scheduler's view
+-- decides for them (a suspended job is silent, not dead).
+-- KEYS: workers:running, launches:active, workers:lost, workers, queued, running, failed
+-- ARGV: prefix, retry (1/0)
+-- Returns {{wid, failed_tasks, requeued_tasks}*, {expired managed wid}*, number of active batch launches}.
+local retry = ARGV[2] == '1'
+local t = now()
+local out = {}
+local managed = {}
+for _, wid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('HMGET', P .. 'worker:' .. wid, 'heartbeat_expire', 'managed')
+  if v[1] and redis.call('EXISTS', P .. 'heartbeat:' .. wid) == 0 then
+    if v[2] == '1' then
+      managed[#managed + 1] = wid
+    else
+      out[#out + 1] = stop_worker(wid, KEYS[1], 'lost', 'heartbeat_expired', retry,
+                                  'worker ' .. wid .. ' was lost (heartbeat expired)', t)
+    end
+  end
+end
+return {out, managed, redis.call('SCARD', KEYS[2])}

@@ -1,0 +1,13 @@
+-- Fail every queued task with a message.
+-- KEYS: queued, failed.  ARGV: prefix, message.  Returns the number moved.
+local t = now()
+local c = cond(ARGV[2])
+local n = 0
+local k = redis.call('RPOP', KEYS[1])
+while k do
+  redis.call('HSET', P .. 'task:' .. k, 'state', 'failed', 'condition', c, 'finished_at', t)
+  redis.call('RPUSH', KEYS[2], k)
+  n = n + 1
+  k = redis.call('RPOP', KEYS[1])
+end
+return n

@@ -1,0 +1,66 @@
+-- Shared by every script (prepended). ARGV[1] is always the network's key prefix
+-- "{net}:"; per-task and per-worker keys are built from it, so they hash to the same
+-- Redis Cluster slot as the KEYS the script declares. Timestamps come from the
+-- server clock (TIME): node clocks drift.
+local P = ARGV[1]
+local function now()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
+local function cond(msg)
+  return cjson.encode({message = msg})
+end
+-- Move every task of a worker that stops out of its pending list and running
+-- set. Pending tasks never started: back to the queue. Running tasks are
+-- requeued when `retry` and retries are left, else failed with msg.
+local function release_tasks(wid, retry, msg, t)
+  local pend = P .. 'pending:' .. wid
+  local k = redis.call('RPOP', pend)
+  while k do
+    redis.call('RPUSH', P .. 'queued', k)
+    k = redis.call('RPOP', pend)
+  end
+  local wt = P .. 'worker_tasks:' .. wid
+  local failed = 0
+  local requeued = 0
+  for _, key in ipairs(redis.call('SMEMBERS', wt)) do
+    local tk = P .. 'task:' .. key
+    if redis.call('SREM', P .. 'running', key) == 1 then
+      local v = redis.call('HMGET', tk, 'attempt', 'max_retries')
+      local attempt = tonumber(v[1] or '0') or 0
+      local maxr = tonumber(v[2] or '0') or 0
+      if retry and attempt <= maxr then
+        redis.call('HSET', tk, 'state', 'queued')
+        redis.call('HDEL', tk, 'worker_id', 'started_at')
+        redis.call('RPUSH', P .. 'queued', key)
+        requeued = requeued + 1
+      else
+        redis.call('HSET', tk, 'state', 'failed', 'condition', cond(msg), 'finished_at', t)
+        redis.call('RPUSH', P .. 'failed', key)
+        failed = failed + 1
+      end
+    end
+  end
+  redis.call('DEL', wt)
+  return {failed, requeued}
+end
+-- Claim one task for a worker: running under it, with the next attempt number
+-- (the fencing token finish checks). Returns {key, xs, xs_extra, attempt}.
+local function claim(k, wid, running, wtasks)
+  local tk = P .. 'task:' .. k
+  local attempt = redis.call('HINCRBY', tk, 'attempt', 1)
+  redis.call('HSET', tk, 'state', 'running', 'worker_id', wid, 'started_at', now())
+  redis.call('SADD', running, k)
+  redis.call('SADD', wtasks, k)
+  local v = redis.call('HMGET', tk, 'xs', 'xs_extra')
+  return {k, v[1], v[2] or '', tostring(attempt)}
+end
+-- A running worker becomes `new` (lost, killed, ...) with a reason; its tasks are released.
+local function stop_worker(wid, from_set, new, reason, retry, msg, t)
+  if redis.call('SMOVE', from_set, P .. 'workers:' .. new, wid) == 0 then return nil end
+  redis.call('SADD', P .. 'workers', wid)
+  redis.call('HSET', P .. 'worker:' .. wid, 'worker_id', wid, 'state', new, 'reason', reason, 'stopped_at', t)
+  redis.call('DEL', P .. 'heartbeat:' .. wid)
+  local r = release_tasks(wid, retry, msg, t)
+  return {wid, r[1], r[2]}
+end

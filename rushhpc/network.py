@@ -1,0 +1,434 @@
+"""The network view: one network's state in Redis, opened without starting anything.
+
+`Network` is the layer below the manager. It reads and changes what the network holds
+(tasks, workers and their state transitions, launch records, logs) through the Lua
+protocol, and nothing else: it starts no Redis, no worker and no thread, registers no
+exit handler, and writes nothing when it only reads. `Rush` (the manager), `RushWorker`
+and every CLI command are built on it, so any of them opened by network id sees, and can
+act on, everything.
+
+Example:
+    >>> net = Network.open("sweep-1", redis_config(url="redis://127.0.0.1:6379"))
+    >>> net.counts_by_state()
+    {'queued': 0, 'running': 2, 'finished': 98, 'failed': 0}
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import redis
+
+from ._version import __version__
+from .config import RedisConfig, write_credentials
+from .errors import RushConfigError
+from .layout import Keys, validate_id
+from .protocol import SCHEMA_VERSION, Protocol
+from .records import LaunchRecord
+from .states import TASK_STATES, WorkerState
+from .tables import WORKER_COLUMNS
+from .tasks import TaskStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def default_run_root() -> Path:
+    """Where run directories go: ``$RUSHHPC_RUN_DIR``, else ``~/.rushhpc/runs``."""
+    return Path(os.environ.get("RUSHHPC_RUN_DIR", Path.home() / ".rushhpc" / "runs")).expanduser()
+
+
+def list_networks(client: redis.Redis) -> list[str]:
+    """Ids of the networks on this Redis (those with a meta hash), sorted.
+
+    Example:
+        >>> list_networks(cfg.connect())
+        ['sweep-1', 'sweep-2']
+    """
+    out = set()
+    for key in client.scan_iter(match="{*}:meta", count=1000):
+        k = key.decode() if isinstance(key, bytes) else key
+        if k.startswith("{") and k.endswith("}:meta"):
+            out.add(k[1:-6])
+    return sorted(out)
+
+
+class Network(TaskStore):
+    """A view of one network in Redis: tasks, workers, launch records, logs.
+
+    Opening one connects (and checks the connection) but writes nothing; `create` writes
+    the network's meta hash (the manager does, on its first start or push).
+    """
+
+    def __init__(
+        self,
+        network_id: str,
+        config: RedisConfig,
+        *,
+        client: redis.Redis | None = None,
+        run_dir: str | os.PathLike | None = None,
+        client_factory: Callable[[], redis.Redis] | None = None,
+    ):
+        self.network_id = validate_id(network_id)
+        self.config = config
+        self.keys = Keys(self.network_id)
+        self._client_factory = client_factory or config.connect
+        self.connector: redis.Redis = client if client is not None else self._client_factory()
+        self.protocol = Protocol(self.connector, self.keys)
+        root = Path(run_dir).expanduser() if run_dir else default_run_root()
+        self._run_dir = root / self.network_id
+        self._credentials_written = False
+        self._records: dict[str, LaunchRecord] = {}
+        self._lock = threading.RLock()  # the records cache is shared with a monitor thread
+        self._init_caches()
+
+    @classmethod
+    def open(cls, network_id: str, config: RedisConfig, must_exist: bool = True, **kwargs: Any) -> "Network":
+        """Open an existing network; with ``must_exist`` a missing one is a `RushConfigError`.
+
+        Example:
+            >>> Network.open("no-such-net", cfg)
+            RushConfigError: no network 'no-such-net' on Redis at 127.0.0.1:6379 ...
+        """
+        net = cls(network_id, config, **kwargs)
+        if must_exist and not net.exists():
+            known = list_networks(net.connector)
+            raise RushConfigError(
+                f"no network {network_id!r} on Redis at {config.address} "
+                + (f"(networks there: {', '.join(known[:10])})" if known else "(it holds no network)")
+            )
+        if must_exist:
+            net.check_schema()
+        return net
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} network={self.network_id!r} redis={self.config}>"
+
+    # ------------------------------------------------------------------ meta
+    def exists(self) -> bool:
+        """True when the network was created on this Redis (and not reset)."""
+        return bool(self.connector.exists(self.keys.meta))
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.connector.hgetall(self.keys.meta))
+
+    def check_schema(self) -> None:
+        """Refuse a network written by another protocol version, with a message."""
+        schema = self.connector.hget(self.keys.meta, "schema")
+        if schema is not None and schema != SCHEMA_VERSION:
+            raise RushConfigError(
+                f"network {self.network_id!r} uses rushhpc protocol version {schema}, this rushhpc "
+                f"({__version__}) speaks {SCHEMA_VERSION}: use the rushhpc version that created it, "
+                "or reset the network"
+            )
+
+    def create(self) -> None:
+        """Write the network's meta hash (idempotent) and check it.
+
+        Records the Redis server's run id: a change means Redis restarted under the network.
+        A network created before protocol versions were recorded gets the current one.
+        """
+        try:
+            run_id = self.connector.info("server").get("run_id", "")
+        except redis.ResponseError:  # INFO may be disabled by an ACL
+            run_id = ""
+        k = self.keys.meta
+        with self.connector.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(k, "created_at", time.time())
+            pipe.hsetnx(k, "version", __version__)
+            pipe.hsetnx(k, "schema", SCHEMA_VERSION)
+            pipe.hget(k, "schema")
+            pipe.hget(k, "redis_run_id")
+            *_, schema, old = pipe.execute()
+        if schema != SCHEMA_VERSION:
+            self.check_schema()
+        if old is None or old == "":
+            if run_id:
+                self.connector.hset(k, "redis_run_id", run_id)
+        elif run_id and old != run_id:
+            self.connector.hset(k, "redis_run_id", run_id)
+            warnings.warn(
+                f"Redis at {self.config.address} restarted since network {self.network_id!r} was created "
+                "(its run id changed). Without persistence (appendonly yes) tasks and workers may be lost.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def reconnect(self) -> None:
+        """Open a fresh connection (after a Redis restart or a network change), of the same kind."""
+        self.connector = self._client_factory()
+        self.protocol = Protocol(self.connector, self.keys)
+
+    # ------------------------------------------------------------------ files (LaunchContext)
+    @property
+    def run_dir(self) -> Path:
+        """This network's folder for worker logs, scripts and the credentials file."""
+        return self._run_dir
+
+    def credentials_file(self) -> Path:
+        """The 0600 file holding the Redis URL that workers read, (re)written on first use:
+        a file left by an earlier run may name another Redis."""
+        path = self._run_dir / "credentials.json"
+        if not self._credentials_written:
+            self._run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_credentials(path, self.config)
+            self._credentials_written = True
+        return path
+
+    # ------------------------------------------------------------------ launch records
+    def store_records(self, records: Sequence[LaunchRecord]) -> None:
+        """Store launch records; managed (batch) workers exist from now on, as `pending`."""
+        if not records:
+            return
+        k = self.keys
+        with self.connector.pipeline(transaction=True) as pipe:
+            pipe.hset(k.launches, mapping={r.worker_id: r.dumps() for r in records})
+            for r in records:
+                if not r.managed:
+                    continue
+                pipe.hset(k.worker(r.worker_id), mapping={
+                    "worker_id": r.worker_id, "state": WorkerState.PENDING.value, "launcher": r.launcher,
+                    "job_id": r.job_id or "", "submitted_at": r.submitted_at, "managed": "1",
+                })
+                pipe.sadd(k.workers_in(WorkerState.PENDING), r.worker_id)
+                pipe.sadd(k.active_launches, r.worker_id)
+            pipe.execute()
+        with self._lock:
+            for r in records:
+                self._records[r.worker_id] = r
+
+    def save_record(self, record: LaunchRecord, pipe: Any = None, settled: bool = False) -> None:
+        """Write one record back (the reconciler's tracking); ``settled`` leaves the active set."""
+        target = pipe if pipe is not None else self.connector
+        target.hset(self.keys.launches, record.worker_id, record.dumps())
+        if settled:
+            target.srem(self.keys.active_launches, record.worker_id)
+
+    def record(self, worker_id: str) -> LaunchRecord | None:
+        """The launch record of one worker (cached, else read from Redis)."""
+        with self._lock:
+            rec = self._records.get(worker_id)
+        if rec is None:
+            text = self.connector.hget(self.keys.launches, worker_id)
+            if text:
+                rec = LaunchRecord.loads(text)
+                with self._lock:
+                    rec = self._records.setdefault(worker_id, rec)
+        return rec
+
+    def records(self, worker_ids: Iterable[str] | None = None) -> dict[str, LaunchRecord]:
+        """Launch records of these workers (default: every launched worker), from Redis."""
+        if worker_ids is None:
+            raw = self.connector.hgetall(self.keys.launches)
+            items = list(raw.items())
+        else:
+            ids = list(worker_ids)
+            items = list(zip(ids, self.connector.hmget(self.keys.launches, ids))) if ids else []
+        out = {}
+        with self._lock:
+            for wid, text in items:
+                if text is None:
+                    continue
+                rec = LaunchRecord.loads(text)
+                cached = self._records.get(wid)
+                if cached is not None:
+                    cached.extra = rec.extra  # Redis is the truth for tracking fields
+                    rec = cached
+                else:
+                    self._records[wid] = rec
+                out[wid] = rec
+        return out
+
+    def active_records(self) -> dict[str, LaunchRecord]:
+        """Records of batch workers whose job's fate is not settled yet."""
+        return self.records(sorted(self.connector.smembers(self.keys.active_launches)))
+
+    @property
+    def launched_ids(self) -> set[str]:
+        """Workers launched through this view (cached records)."""
+        with self._lock:
+            return set(self._records)
+
+    def worker_field(self, worker_ids: Sequence[str], field: str) -> list[str | None]:
+        """One field of several workers' hashes, in one round trip."""
+        with self.connector.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.hget(self.keys.worker(wid), field)
+            return list(pipe.execute())
+
+    # ------------------------------------------------------------------ workers
+    def worker_rows(self) -> list[dict[str, Any]]:
+        """One plain dict per worker (what `worker_info` shows), read in one step.
+
+        ``state`` is the worker's, or for a batch worker not registered yet, its job's
+        (pending, held, starting); a running worker whose job is suspended shows
+        ``suspended``.
+        """
+        rows = []
+        for flat in self.protocol.worker_info():
+            h = dict(zip(flat[0::2], flat[1::2]))
+            state = h.get("state")
+            job_state = h.get("job_state") or None
+            if state == "pending" and job_state in ("held", "starting", "running"):
+                state = "held" if job_state == "held" else "starting"
+            elif state == "running" and job_state == "suspended":
+                state = "suspended"
+            rows.append({
+                "worker_id": h.get("worker_id"),
+                "state": state,
+                "job_state": job_state,
+                "pid": int(h["pid"]) if h.get("pid") else None,
+                "hostname": h.get("hostname"),
+                "node": h.get("node") or None,
+                "heartbeat": "heartbeat_expire" in h,
+                "heartbeat_alive": h.get("heartbeat_alive") == "1",
+                "heartbeat_pid": int(h["heartbeat_pid"]) if h.get("heartbeat_pid") else None,
+                "launcher": h.get("launcher"),
+                "job_id": h.get("job_id") or None,
+                "reason": h.get("reason") or None,
+                "started_at": float(h["started_at"]) if h.get("started_at") else None,
+                "stopped_at": float(h["stopped_at"]) if h.get("stopped_at") else None,
+            })
+        rows.sort(key=lambda r: (r["started_at"] is None, r["started_at"] or 0.0))
+        return rows
+
+    @property
+    def worker_info(self) -> "pd.DataFrame":
+        """One row per worker: id, state, pid, hostname, heartbeat, launcher, job id, reason...
+
+        ``job_state`` is the scheduler's view at the last poll.
+        """
+        import pandas as pd
+
+        df = pd.DataFrame(self.worker_rows(), columns=WORKER_COLUMNS)
+        for t in ("started_at", "stopped_at"):
+            df[t] = pd.to_datetime(df[t], unit="s", utc=True)
+        return df.reset_index(drop=True)
+
+    def worker_ids_in(self, state: WorkerState | str) -> list[str]:
+        return sorted(self.connector.smembers(self.keys.workers_in(state)))
+
+    @property
+    def worker_ids(self) -> list[str]:
+        """Ids of every worker that registered."""
+        return sorted(self.connector.smembers(self.keys.workers))
+
+    @property
+    def running_worker_ids(self) -> list[str]:
+        return self.worker_ids_in(WorkerState.RUNNING)
+
+    @property
+    def terminated_worker_ids(self) -> list[str]:
+        return self.worker_ids_in(WorkerState.TERMINATED)
+
+    @property
+    def killed_worker_ids(self) -> list[str]:
+        return self.worker_ids_in(WorkerState.KILLED)
+
+    @property
+    def lost_worker_ids(self) -> list[str]:
+        return self.worker_ids_in(WorkerState.LOST)
+
+    @property
+    def failed_worker_ids(self) -> list[str]:
+        return self.worker_ids_in(WorkerState.FAILED)
+
+    @property
+    def n_workers(self) -> int:
+        return int(self.connector.scard(self.keys.workers))
+
+    @property
+    def n_running_workers(self) -> int:
+        return int(self.connector.scard(self.keys.workers_in(WorkerState.RUNNING)))
+
+    def worker_counts(self) -> dict[str, int]:
+        """Number of workers in each state (pending included), in one round trip."""
+        with self.connector.pipeline(transaction=False) as pipe:
+            for s in WorkerState:
+                pipe.scard(self.keys.workers_in(s))
+            return {s.value: int(n) for s, n in zip(WorkerState, pipe.execute())}
+
+    def counts_by_state(self) -> dict[str, int]:
+        """Number of tasks in each state, read in one step."""
+        return dict(zip(TASK_STATES, self.protocol.counts()[:4]))
+
+    def mark_workers(
+        self, state: WorkerState | str, items: Iterable[tuple[str, str, str]], retry: bool,
+        source: WorkerState | str = WorkerState.RUNNING,
+    ) -> list[str]:
+        """Move running (or pending) workers to ``state`` with a reason; returns the ids that
+        changed (the first verdict stands). Their tasks are released (`helpers.lua`)."""
+        out = self.protocol.stop_workers(str(state), list(items), retry, source=str(source))
+        return [row[0] for row in out]
+
+    def registered_ids(self, launched: Iterable[str] = ()) -> set[str]:
+        """Workers that registered at least once (a launched batch worker that was declared
+        lost before registering did not)."""
+        with self.connector.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.keys.workers)
+            pipe.smembers(self.keys.workers_in(WorkerState.LOST))
+            pipe.smembers(self.keys.workers_in(WorkerState.KILLED))
+            ids, lost, killed = pipe.execute()
+        ended = (lost | killed) & set(launched)
+        if ended:
+            ids -= set(self.never_started(ended))
+        return set(ids)
+
+    def never_started(self, among: Iterable[str]) -> dict[str, str]:
+        """Worker id -> reason, for workers that ended without ever registering."""
+        ids = list(among)
+        if not ids:
+            return {}
+        with self.connector.pipeline(transaction=False) as pipe:
+            for wid in ids:
+                pipe.hmget(self.keys.worker(wid), ["state", "pid", "reason"])
+            rows = pipe.execute()
+        return {w: r[2] or r[0] for w, r in zip(ids, rows) if r[0] in ("lost", "killed") and not r[1]}
+
+    def request_terminate(self, worker_ids: Sequence[str]) -> None:
+        """Ask running workers to finish their task and end (they read the flag)."""
+        with self.connector.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.hset(self.keys.worker(wid), "terminate", "1")
+            pipe.execute()
+
+    def send_kill(self, worker_ids: Sequence[str]) -> None:
+        """Push a kill request on each worker's kill list (its heartbeat blocks on it)."""
+        with self.connector.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.rpush(self.keys.kill(wid), "kill")
+                pipe.expire(self.keys.kill(wid), 3600)
+            pipe.execute()
+
+    # ------------------------------------------------------------------ deletion
+    def delete(self, workers: bool = True) -> int:
+        """Delete the network's keys (``workers=False``: tasks and logs only). Returns how many."""
+        if workers:
+            n = self._delete_pattern(self.keys.pattern)
+            with self._lock:
+                self._records.clear()
+        else:
+            n = 0
+            for p in ("task:*", "queued", "running", "finished", "failed", "all_tasks", "log", "pending:*",
+                      "worker_tasks:*"):
+                n += self._delete_pattern(self.keys.prefix + p)
+        self.reset_cache()
+        self._log_last_id = "-"
+        return n
+
+    def _delete_pattern(self, pattern: str) -> int:
+        n = 0
+        batch: list[str] = []
+        for k in self.connector.scan_iter(match=pattern, count=1000):
+            batch.append(k)
+            if len(batch) >= 1000:
+                n += int(self.connector.unlink(*batch))
+                batch = []
+        if batch:
+            n += int(self.connector.unlink(*batch))
+        return n

@@ -1,0 +1,213 @@
+"""The Lua protocol: every state change of a network is one script, one round trip.
+
+The scripts live in ``rushhpc/lua/*.lua`` (package data) with their shared helpers
+(``helpers.lua``: claim, release of a stopping worker's tasks, worker stop;
+``fetch_helpers.lua``: task records as JSON). `Protocol` binds them to one Redis client
+and one network and gives each a typed method, so no caller builds KEYS or ARGV by hand.
+
+Every fixed key of the network a script touches is passed in KEYS, so a Redis Cluster
+client routes the call to the network's slot. Keys derived inside a script (one task's
+hash, one worker's hash) are built from the ``{network}:`` prefix, the same hash tag, so
+they live in that same slot.
+
+`SCHEMA_VERSION` is written into the network's meta hash when the network is created; a
+manager or worker speaking another version refuses the network with a message.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Any, NamedTuple, Sequence
+
+import redis
+
+from .layout import Keys
+
+SCHEMA_VERSION = "2"
+
+# script name -> the helper files prepended to it
+_INCLUDES: dict[str, tuple[str, ...]] = {
+    "push_tasks": ("helpers",),
+    "push_running_tasks": ("helpers",),
+    "pop_task": ("helpers",),
+    "claim_task": ("helpers",),
+    "finish_tasks": ("helpers",),
+    "push_final_tasks": ("helpers",),
+    "empty_queue": ("helpers",),
+    "register_worker": ("helpers",),
+    "stop_workers": ("helpers",),
+    "detect_lost": ("helpers",),
+    "heartbeat": (),
+    "worker_info": ("helpers",),
+    "fetch": ("helpers", "fetch_helpers"),
+    "keys_with_state": ("helpers", "fetch_helpers"),
+    "counts": ("helpers",),
+}
+
+
+@lru_cache(maxsize=None)
+def source(name: str) -> str:
+    """The full Lua source of one script, helpers included.
+
+    Example:
+        >>> "redis.call('TIME')" in source("push_tasks")
+        True
+    """
+    files = resources.files("rushhpc.lua")
+    parts = [files.joinpath(f"{inc}.lua").read_text() for inc in _INCLUDES[name]]
+    parts.append(files.joinpath(f"{name}.lua").read_text())
+    return "\n".join(parts)
+
+
+class Call(NamedTuple):
+    """One script call, ready to send: the worker's deferred path sends it without waiting."""
+
+    script: Any  # redis.commands.core.Script
+    keys: list[str]
+    args: list[Any]
+
+
+Triple = tuple[str, str, str]  # task key, xs JSON, xs_extra JSON ('' for none)
+
+
+class Protocol:
+    """The scripts of `rushhpc/lua` bound to one client and one network.
+
+    Example:
+        >>> p = Protocol(redis.Redis(decode_responses=True), Keys("sweep-1"))
+        >>> p.counts()
+        [0, 0, 0, 0, 0]
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.client = client
+        self.keys = keys
+        self._s = {name: client.register_script(source(name)) for name in _INCLUDES}
+
+    def script(self, name: str) -> Any:
+        return self._s[name]
+
+    def preload(self, *names: str) -> None:
+        """SCRIPT LOAD these now (a deferred EVALSHA would learn of NOSCRIPT one call late)."""
+        for name in names:
+            self.client.script_load(self._s[name].script)
+
+    @staticmethod
+    def run(call: Call) -> Any:
+        return call.script(keys=call.keys, args=call.args)
+
+    # ------------------------------------------------------------------ tasks in
+    def push_tasks(self, max_retries: int, tasks: Sequence[Triple]) -> int:
+        k = self.keys
+        args: list[Any] = [k.prefix, str(int(max_retries))]
+        for t in tasks:
+            args.extend(t)
+        return int(self._s["push_tasks"](keys=[k.queued, k.all_tasks], args=args))
+
+    def push_running_tasks_call(self, worker_id: str, tasks: Sequence[Triple]) -> Call:
+        k = self.keys
+        args: list[Any] = [k.prefix, worker_id]
+        for t in tasks:
+            args.extend(t)
+        return Call(self._s["push_running_tasks"],
+                    [k.running, k.all_tasks, k.worker_tasks(worker_id), k.worker(worker_id)], args)
+
+    def push_final_tasks(self, state: str, rows: Sequence[Sequence[str]]) -> None:
+        """rows: (key, xs, xs_extra, field1, value1, field2, value2); state finished or failed."""
+        k = self.keys
+        args: list[Any] = [k.prefix, state]
+        for row in rows:
+            args.extend(row)
+        dest = k.finished if state == "finished" else k.failed
+        self._s["push_final_tasks"](keys=[dest, k.all_tasks], args=args)
+
+    def empty_queue(self, message: str) -> int:
+        k = self.keys
+        return int(self._s["empty_queue"](keys=[k.queued, k.failed], args=[k.prefix, message]))
+
+    # ------------------------------------------------------------------ a worker's tasks
+    def pop_task(self, worker_id: str) -> list[str]:
+        """{key or '', xs, xs_extra, attempt, worker state, terminate flag}"""
+        k = self.keys
+        return self._s["pop_task"](
+            keys=[k.queued, k.running, k.worker_tasks(worker_id), k.worker(worker_id)],
+            args=[k.prefix, worker_id],
+        )
+
+    def claim_task(self, worker_id: str, key: str) -> list[str] | None:
+        k = self.keys
+        return self._s["claim_task"](
+            keys=[k.pending(worker_id), k.running, k.worker_tasks(worker_id), k.worker(worker_id), k.queued],
+            args=[k.prefix, worker_id, key],
+        ) or None
+
+    def finish_tasks_call(self, worker_id: str, state: str, rows: Sequence[Sequence[str]]) -> Call:
+        """rows: (key, attempt or '*', field1, value1, field2, value2)."""
+        k = self.keys
+        args: list[Any] = [k.prefix, worker_id, state]
+        for row in rows:
+            args.extend(row)
+        dest = k.finished if state == "finished" else k.failed
+        return Call(self._s["finish_tasks"], [k.running, dest, k.worker_tasks(worker_id), k.worker(worker_id)], args)
+
+    # ------------------------------------------------------------------ workers
+    def register_worker(self, worker_id: str, heartbeat_expire: int, fields: dict[str, str]) -> str:
+        k = self.keys
+        args: list[Any] = [k.prefix, worker_id, str(heartbeat_expire), SCHEMA_VERSION]
+        for kv in fields.items():
+            args.extend(kv)
+        return self._s["register_worker"](
+            keys=[k.workers, k.workers_in("running"), k.worker(worker_id), k.heartbeat(worker_id),
+                  k.workers_in("pending"), k.meta],
+            args=args,
+        )
+
+    def stop_workers(self, state: str, items: Sequence[tuple[str, str, str]], retry: bool,
+                     source: str = "running") -> list[list[Any]]:
+        """Move workers from ``source`` (running or pending) to ``state``; items: (wid, reason, task message)."""
+        if not items:
+            return []
+        k = self.keys
+        args: list[Any] = [k.prefix, state, "1" if retry else "0"]
+        for item in items:
+            args.extend(item)
+        return self._s["stop_workers"](
+            keys=[k.workers_in(source), k.workers_in(state), k.workers, k.queued, k.running, k.failed], args=args
+        )
+
+    def detect_lost(self, retry: bool = True) -> tuple[list[list[Any]], list[str], int]:
+        k = self.keys
+        out, managed, n_active = self._s["detect_lost"](
+            keys=[k.workers_in("running"), k.active_launches, k.workers_in("lost"), k.workers, k.queued,
+                  k.running, k.failed],
+            args=[k.prefix, "1" if retry else "0"],
+        )
+        return out, managed, int(n_active)
+
+    def heartbeat(self, worker_id: str, expire: int) -> str:
+        k = self.keys
+        return self._s["heartbeat"](keys=[k.worker(worker_id), k.heartbeat(worker_id)], args=[k.prefix, expire])
+
+    def worker_info(self) -> list[list[str]]:
+        k = self.keys
+        return self._s["worker_info"](keys=[k.workers, k.workers_in("pending")], args=[k.prefix])
+
+    # ------------------------------------------------------------------ reads
+    def _fetch_keys(self) -> list[str]:
+        k = self.keys
+        return [k.queued, k.running, k.finished, k.failed, k.workers]
+
+    def fetch(self, mode: str, *args: Any) -> str:
+        """One JSON array of task records (modes: range, keys, states; see fetch.lua)."""
+        return self._s["fetch"](keys=self._fetch_keys(), args=[self.keys.prefix, mode, *args])
+
+    def keys_with_state(self, states: Sequence[str]) -> list[list[str]]:
+        return self._s["keys_with_state"](keys=self._fetch_keys(), args=[self.keys.prefix, *states])
+
+    def counts(self) -> list[int]:
+        """[queued, running, finished, failed, all]"""
+        k = self.keys
+        out = self._s["counts"](keys=[k.queued, k.running, k.finished, k.failed, k.all_tasks, k.workers],
+                                args=[k.prefix])
+        return [int(x) for x in out]
