@@ -244,7 +244,7 @@ def run(ctx: Context) -> list[Row]:
             log(f"peers: round {r + 1}/{rounds}, rushhpc {kind} loop, {N_WORKERS} workers")
             ctx.server.flushall()
             rates.append(rushhpc_rate(ctx, kind))
-        for label, pkg, runner, kind, _, v in peers:
+        for _label, pkg, runner, kind, _, v in peers:
             if v is None or pkg in errors:
                 continue
             log(f"peers: round {r + 1}/{rounds}, {pkg} {v}")
@@ -260,7 +260,7 @@ def run(ctx: Context) -> list[Row]:
     rows = [Row("peers", f"rushhpc {kind} loop, no-op, {N_WORKERS} workers (reference)", round(median(rates)), "tasks/s",
                 note=f"median of {len(rates)}, one per round: " + ", ".join(f"{x:,.0f}" for x in rates))
             for kind, rates in ours.items()]
-    for label, pkg, runner, kind, targeted, v in peers:
+    for label, pkg, _runner, kind, targeted, v in peers:
         name = f"{label}, {N_WORKERS} workers"
         if v is None:
             rows.append(Row("peers", name, None, "jobs/s", note="not installed (pip install -r bench/requirements.txt)"))

@@ -74,7 +74,7 @@ def add_network_options(p: argparse.ArgumentParser, positional: bool = False) ->
     p.add_argument("--password-file", metavar="FILE", help="0600 file whose first line is the Redis password")
 
 
-def _import(spec: str):
+def _import(spec: str) -> Any:
     """``package.module:function`` -> the function."""
     import importlib
 

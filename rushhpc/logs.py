@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Mapping
 
-import redis
-
-MAX_LOG_ENTRIES = 10_000
+from .config import RedisClient
+from .defaults import MAX_LOG_ENTRIES
 
 
 class RedisLogHandler(logging.Handler):
@@ -20,7 +19,7 @@ class RedisLogHandler(logging.Handler):
         >>> logging.getLogger("mymodel").addHandler(RedisLogHandler(client, keys.log, "w1"))
     """
 
-    def __init__(self, client: redis.Redis, stream: str, worker_id: str, maxlen: int = MAX_LOG_ENTRIES):
+    def __init__(self, client: RedisClient, stream: str, worker_id: str, maxlen: int = MAX_LOG_ENTRIES):
         super().__init__()
         self.client = client
         self.stream = stream
@@ -45,7 +44,7 @@ class RedisLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def install(client: redis.Redis, stream: str, worker_id: str, thresholds: Mapping[str, str | int] | None) -> list:
+def install(client: RedisClient, stream: str, worker_id: str, thresholds: Mapping[str, str | int] | None) -> list:
     """Attach a `RedisLogHandler` to each logger named in ``thresholds`` at its level."""
     installed = []
     for name, level in (thresholds or {}).items():

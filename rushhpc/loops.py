@@ -6,7 +6,7 @@ import traceback
 from typing import Any, Callable
 
 
-def queue_loop(rush, fun: Callable[..., dict[str, Any]], timeout: float = 1.0, stop_when_empty: bool = False) -> None:
+def queue_loop(rush: Any, fun: Callable[..., dict[str, Any]], timeout: float = 1.0, stop_when_empty: bool = False) -> None:
     """Pop queued tasks and evaluate ``fun(**xs)`` until the worker is terminated.
 
     ``fun`` returns a dict of results (a number is stored as ``{"y": value}``).

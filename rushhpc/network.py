@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import redis
 
 from ._version import __version__
-from .config import RedisConfig, write_credentials
+from .config import RedisClient, RedisConfig, write_credentials
 from .errors import RushConfigError
 from .layout import Keys, validate_id
 from .protocol import SCHEMA_VERSION, Protocol
@@ -43,7 +43,7 @@ def default_run_root() -> Path:
     return Path(os.environ.get("RUSHHPC_RUN_DIR", Path.home() / ".rushhpc" / "runs")).expanduser()
 
 
-def list_networks(client: redis.Redis) -> list[str]:
+def list_networks(client: RedisClient) -> list[str]:
     """Ids of the networks on this Redis (those with a meta hash), sorted.
 
     Example:
@@ -70,15 +70,15 @@ class Network(TaskStore):
         network_id: str,
         config: RedisConfig,
         *,
-        client: redis.Redis | None = None,
+        client: RedisClient | None = None,
         run_dir: str | os.PathLike | None = None,
-        client_factory: Callable[[], redis.Redis] | None = None,
+        client_factory: Callable[[], RedisClient] | None = None,
     ):
         self.network_id = validate_id(network_id)
         self.config = config
         self.keys = Keys(self.network_id)
         self._client_factory = client_factory or config.connect
-        self.connector: redis.Redis = client if client is not None else self._client_factory()
+        self.connector: RedisClient = client if client is not None else self._client_factory()
         self.protocol = Protocol(self.connector, self.keys)
         root = Path(run_dir).expanduser() if run_dir else default_run_root()
         self._run_dir = root / self.network_id

@@ -16,12 +16,11 @@ manager or worker speaking another version refuses the network with a message.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any, NamedTuple, Sequence
 
-import redis
-
+from .config import RedisClient
 from .layout import Keys
 
 SCHEMA_VERSION = "2"
@@ -46,7 +45,7 @@ _INCLUDES: dict[str, tuple[str, ...]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def source(name: str) -> str:
     """The full Lua source of one script, helpers included.
 
@@ -80,7 +79,7 @@ class Protocol:
         [0, 0, 0, 0, 0]
     """
 
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client: RedisClient, keys: Keys):
         self.client = client
         self.keys = keys
         self._s = {name: client.register_script(source(name)) for name in _INCLUDES}

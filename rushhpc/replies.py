@@ -46,8 +46,9 @@ class WorkerRedis(redis.Redis):
         on the next call: no unbounded pipelining, yet no wait for this call's own reply.
         """
         with self.single_connection_lock:
+            conn = self._conn()
             try:
-                self.connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
             except (redis.ConnectionError, redis.TimeoutError):
                 self.drain()
                 on_reply(script(keys=keys, args=args))  # the normal path, with redis-py's reconnect and retry
@@ -68,7 +69,7 @@ class WorkerRedis(redis.Redis):
                     i = 0
                     while i < len(items):
                         try:
-                            replies.append(self.connection.read_response())
+                            replies.append(self._conn().read_response())
                         except redis.ResponseError as e:  # an error reply: the next one is still in order
                             replies.append(e)
                             if isinstance(e, NoScriptError) and self._pending:
@@ -78,7 +79,7 @@ class WorkerRedis(redis.Redis):
                         i += 1
                 except (redis.ConnectionError, redis.TimeoutError):
                     # every unread reply is gone with the connection, the kept ones too
-                    self.connection.disconnect()
+                    self._conn().disconnect()
                     items += list(self._pending)
                     self._pending.clear()
                     replies += [_LOST] * (len(items) - len(replies))
@@ -94,6 +95,11 @@ class WorkerRedis(redis.Redis):
                 on_reply(reply)
             if error is not None:
                 raise error
+
+    def _conn(self) -> Any:
+        conn = self.connection  # always set: the client is made with single_connection_client=True
+        assert conn is not None
+        return conn
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         if self._pending and not self._draining:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import cloudpickle
-import redis
 
+from .config import RedisClient
 from .errors import RushConfigError, RushPayloadError
 from .layout import Keys
 
@@ -44,7 +44,7 @@ def dump(worker_loop: Callable, args: dict[str, Any], options: dict[str, Any]) -
 
 
 def store(
-    client: redis.Redis,
+    client: RedisClient,
     keys: Keys,
     blob: bytes,
     max_object_size: int,
@@ -71,7 +71,7 @@ def store(
     return start_id
 
 
-def load(raw_client: redis.Redis, keys: Keys, start_id: str) -> dict[str, Any]:
+def load(raw_client: RedisClient, keys: Keys, start_id: str) -> dict[str, Any]:
     """Load a start blob (from Redis or the large-objects file)."""
     blob = raw_client.get(keys.start(start_id))
     if blob is None:

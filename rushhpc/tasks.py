@@ -12,9 +12,9 @@ import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
-import redis
 
 from . import codec, defaults
+from .config import RedisClient
 from .errors import RushError
 from .layout import Keys
 from .protocol import Protocol
@@ -45,7 +45,7 @@ def _as_list(x: Any, n: int, what: str) -> list:
 class TaskStore:
     """Tasks and logs of one network (a base of `Network`; needs ``connector``, ``protocol``, ``keys``)."""
 
-    connector: redis.Redis
+    connector: RedisClient
     protocol: Protocol
     keys: Keys
 
@@ -82,7 +82,8 @@ class TaskStore:
             self.protocol.push_tasks(max_retries, triples[lo : lo + PUSH_CHUNK])
         return keys
 
-    def _push_final(self, state: str, xss, xss_extra, fields: list[tuple[str, str, str, str]]) -> list[str]:
+    def _push_final(self, state: str, xss: Sequence[dict], xss_extra: Sequence[dict] | None,
+                    fields: Sequence[tuple[str, str, str, str]]) -> list[str]:
         keys, xs_json, ex_json = self._encode_tasks(xss, xss_extra)
         rows = [(k, x, e, *f) for k, x, e, f in zip(keys, xs_json, ex_json, fields)]
         for lo in range(0, len(rows), PUSH_CHUNK):
@@ -103,7 +104,8 @@ class TaskStore:
         """
         yss = _as_list(yss, len(list(xss)), "yss")
         ye = _as_list(yss_extra, len(yss), "yss_extra")
-        fields = [("ys", codec.encode_dict(y, "ys") or "{}", "ys_extra", codec.encode_dict(e, "ys_extra")) for y, e in zip(yss, ye)]
+        fields = [("ys", codec.encode_dict(y, "ys") or "{}", "ys_extra", codec.encode_dict(e, "ys_extra"))
+                  for y, e in zip(yss, ye)]
         return self._push_final("finished", xss, xss_extra, fields)
 
     def push_failed_tasks(

@@ -15,11 +15,11 @@ import uuid
 
 import cloudpickle
 import pytest
+from batch_backends import REPO, PbsBackend, SlurmBackend, require
+from conftest import wait_until
 
 import rushhpc
 from rushhpc import RushWorkerError, queue_loop, rush_plan
-from batch_backends import REPO, PbsBackend, SlurmBackend, require
-from conftest import wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

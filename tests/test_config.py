@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import free_port
 
 from rushhpc import (
     RushConfigError,
@@ -17,7 +18,6 @@ from rushhpc import (
     rush_config,
     rush_plan,
 )
-from conftest import free_port
 
 
 def test_wrong_password_names_host_and_fix(redis_server):

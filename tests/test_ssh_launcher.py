@@ -21,11 +21,11 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from conftest import free_port, wait_until
 
 import rushhpc
 from rushhpc import RushConfigError, RushWorkerError, queue_loop, rush_plan
 from rushhpc.launchers.ssh import SshLauncher, assign_hosts, parse_host, remote_path
-from conftest import free_port, wait_until
 
 # Workers cannot import this test module: send its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

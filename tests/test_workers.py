@@ -11,10 +11,10 @@ import time
 
 import cloudpickle
 import pytest
+from conftest import wait_until
 
 import rushhpc
 from rushhpc import RushConfigError, RushPayloadError, RushWorkerError, queue_loop, rush_plan
-from conftest import wait_until
 
 # Workers cannot import this test module: send its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

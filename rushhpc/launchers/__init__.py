@@ -9,7 +9,8 @@ from .base import LaunchContext, Launcher
 
 def get_launcher(worker_type: str) -> type[Launcher]:
     """The launcher class for a ``worker_type`` (local, slurm, pbs, submitit, ssh, or a plugin's)."""
-    return launcher_class(worker_type)  # type: ignore[no-any-return]
+    cls: type[Launcher] = launcher_class(worker_type)
+    return cls
 
 
 __all__ = ["JobStatus", "LaunchContext", "Launcher", "LaunchRecord", "get_launcher"]

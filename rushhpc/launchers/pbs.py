@@ -110,13 +110,13 @@ class PbsLauncher(BatchLauncher):
         ids = {short_id(r.job_id): r for r in records if r.job_id}
         if not ids:
             return {}
-        parents = sorted({re.sub(r"\[\d+\]", "[]", r.job_id) for r in ids.values()})
+        parents = sorted({re.sub(r"\[\d+\]", "[]", r.job_id or "") for r in ids.values()})
         out = self.run(["qstat", "-x", "-t", "-w", *parents], timeout=60)  # exit 153 still lists the known
         letters = parse_table(out.stdout)
         ended = [sid for sid, st in letters.items() if sid in ids and STATES.get(st) == "finished"
                  and sid not in self.exit_statuses]
         if ended:
-            full = [ids[sid].job_id for sid in ended]
+            full = [ids[sid].job_id or "" for sid in ended]
             out = self.run(["qstat", "-x", "-f", "-F", "json", *full], timeout=60)
             codes = parse_exit_statuses(out.stdout)
             for sid in ended:

@@ -104,7 +104,7 @@ def parse_scontrol(text: str) -> dict[str, JobStatus]:
     """``scontrol -o show job`` (one job per line, key=value)."""
     out = {}
     for line in text.splitlines():
-        kv = dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", line))
+        kv: dict[str, str] = {m.group(1): m.group(2) for m in re.finditer(r"(\w+)=(\S*)", line)}
         if "JobId" not in kv:
             continue
         jid = f"{kv['ArrayJobId']}_{kv['ArrayTaskId']}" if kv.get("ArrayTaskId") else kv["JobId"]

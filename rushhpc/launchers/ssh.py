@@ -301,7 +301,7 @@ class SshLauncher(Launcher):
         # host by host, so an unreachable host stops the launch before the next one is tried
         for host, wids in by_host.items():
             with ThreadPoolExecutor(max_workers=min(s.parallel, len(wids))) as pool:
-                results = list(pool.map(lambda w: one(host, w), wids))
+                results = list(pool.map(one, [host] * len(wids), wids))
             errors = [r for r in results if isinstance(r, str)]
             started += [r for r in results if isinstance(r, LaunchRecord)]
             if errors:
@@ -368,7 +368,7 @@ class SshLauncher(Launcher):
             key = (host, s.ssh, tuple(s.ssh_options))  # one ssh per host and way of reaching it
             groups.setdefault(key, (s, []))[1].append((int(pid), r.worker_id))
 
-        def one(item) -> None:
+        def one(item: tuple[tuple, tuple[_Settings, list[tuple[int, str]]]]) -> None:
             (host, *_), (s, targets) = item
             cmd = self.ssh_argv(host, s, self.kill_script(targets, s.kill_wait))
             try:
@@ -394,7 +394,7 @@ class SshLauncher(Launcher):
         """Last lines of a worker's stderr: read locally when the run directory is shared,
         else over ssh (``tail``)."""
         host, s = self._by_worker.get(worker_id, (None, None))
-        if host is None or not s.copy_credentials:
+        if host is None or s is None or not s.copy_credentials:
             return super().stderr_tail(worker_id, n)
         path = s.remote_run_dir.rstrip("/") + f"/workers/{worker_id}.err"
         try:

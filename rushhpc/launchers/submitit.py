@@ -66,7 +66,7 @@ class SubmititLauncher(Launcher):
             import submitit  # noqa: F401
         except ImportError:
             raise RushConfigError("worker_type 'submitit' needs the submitit package: pip install submitit") from None
-        self.executor = None
+        self.executor: Any = None
         self.jobs: dict[str, Any] = {}
         self._slurm = SlurmLauncher(context, {k: v for k, v in self.options.items() if k in ("job_name",)})
 
@@ -74,9 +74,6 @@ class SubmititLauncher(Launcher):
     def on_slurm(self) -> bool:
         return self.executor is not None and self.executor.cluster == "slurm"
 
-    @property  # type: ignore[override]
-    def calls(self) -> int:
-        return self._slurm.calls  # the scheduler commands are the SLURM launcher's
 
     def _executor(self):
         import submitit
@@ -121,12 +118,20 @@ class SubmititLauncher(Launcher):
     # the network has no executor, and polls and kills those jobs as the SLURM launcher does.
     def poll(self, records: Sequence[LaunchRecord]) -> dict[str, JobStatus]:
         on_slurm = [r for r in records if r.managed]
-        return self._slurm.poll(on_slurm) if on_slurm else {}
+        if not on_slurm:
+            return {}
+        before = self._slurm.calls
+        try:
+            return self._slurm.poll(on_slurm)
+        finally:
+            self.calls += self._slurm.calls - before
 
     def kill(self, records: Sequence[LaunchRecord]) -> None:
         on_slurm = [r for r in records if r.managed]
         if on_slurm:
+            before = self._slurm.calls
             self._slurm.kill(on_slurm)
+            self.calls += self._slurm.calls - before
         for rec in records:
             job = self.jobs.get(rec.worker_id)
             if job is not None and not rec.managed:

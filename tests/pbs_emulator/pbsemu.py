@@ -1044,7 +1044,7 @@ def tick(store: Store, rec: dict, runners: dict, now: float) -> bool:
     if rec["state"] in ("Q", "B") and rec["hold_types"] == "n" and not rec.get("delete_requested"):
         changed |= start_units(store, rec, runners, now)
     # watch what runs
-    for key, r in list(runners.items()):
+    for _key, r in list(runners.items()):
         changed |= watch(store, rec, r, runners, now)
     # array parent bookkeeping
     if rec.get("is_array"):
@@ -1744,7 +1744,7 @@ def json_document(job_list: list[tuple[str, list]], mode: str) -> str:
 # qstat
 # --------------------------------------------------------------------------------------------
 
-QSTAT_USAGE = """usage: 
+QSTAT_USAGE = """usage:
 qstat [-f] [-J] [-p] [-t] [-x] [-E] [-F format | -w] [-D delim] [ job_identifier... | destination... ]
 qstat [-a|-i|-r|-H|-T] [-J] [-t] [-u user] [-n] [-s] [-G|-M] [-1] [-w]
 \t[ job_identifier... | destination... ]
@@ -2037,7 +2037,7 @@ def main_qsig(argv: list[str]) -> int:
         sys.stderr.write(QSIG_USAGE)
         return 2
     sig_text = "SIGTERM"
-    for o, v in opts:
+    for _o, v in opts:
         sig_text = v
     sig = parse_signal(sig_text)
     store = Store()
