@@ -310,6 +310,32 @@ class Network(TaskStore):
             df[t] = pd.to_datetime(df[t], unit="s", utc=True)
         return df.reset_index(drop=True)
 
+    def heartbeat_ages(self, worker_ids: Sequence[str]) -> dict[str, float | None]:
+        """Seconds since each worker's last heartbeat (None: no heartbeat key, or none alive)."""
+        with self.connector.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.hget(self.keys.worker(wid), "heartbeat_expire")
+                pipe.pttl(self.keys.heartbeat(wid))
+            res = pipe.execute()
+        out: dict[str, float | None] = {}
+        for wid, expire, ttl in zip(worker_ids, res[0::2], res[1::2]):
+            out[wid] = max(0.0, float(expire) - ttl / 1000.0) if expire and ttl is not None and ttl >= 0 else None
+        return out
+
+    def task_rows(self, states: Sequence[str] = TASK_STATES, limit: int | None = None) -> list[dict[str, Any]]:
+        """Tasks of these states as flat dicts (parameters, outputs, state, worker, condition)."""
+        from .tables import flatten
+
+        for st in states:
+            if st not in TASK_STATES:
+                raise RushConfigError(f"unknown task state {st!r}; states are {', '.join(TASK_STATES)}")
+        rows = [flatten(r) for r in self._records_from("states", *states)]
+        return rows[:limit] if limit is not None else rows
+
+    def log_rows(self, after: str = "-") -> list[dict[str, Any]]:
+        """Log records after stream id ``after`` (``-``: from the start), oldest first."""
+        return self._log_rows("-" if after == "-" else "(" + after)
+
     def worker_ids_in(self, state: WorkerState | str) -> list[str]:
         return sorted(self.connector.smembers(self.keys.workers_in(state)))
 

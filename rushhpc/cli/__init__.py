@@ -1,0 +1,51 @@
+"""The ``rushhpc`` command line (``python -m rushhpc``): one entry point, a module per group.
+
+- `rushhpc.cli.run`: ``worker`` (what batch scripts run), ``script`` (print a batch script)
+- `rushhpc.cli.inspect`: ``networks``, ``workers``, ``tasks``, ``logs``, ``top`` (read only)
+- `rushhpc.cli.control`: ``monitor``, ``stop``, ``reset`` (attach a manager)
+- `rushhpc.cli.common`: where Redis is, which network, tables and JSON
+
+Exit codes: 0 ok; 1 nothing done (a refused confirmation, an unmet budget); 2 an error,
+with a one-line cause on stderr; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._version import __version__
+from ..errors import RushError
+from . import control, inspect, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rushhpc", description="Decentralized parallel computing on HPC clusters.")
+    parser.add_argument("--version", action="version", version=f"rushhpc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run.register(sub)
+    inspect.register(sub)
+    control.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code.
+
+    Example:
+        >>> main(["networks", "--json"])
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RushError as e:
+        print(f"rushhpc: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `rushhpc logs | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""What every subcommand shares: where Redis is, which network, and how to print.
+
+A command that inspects or acts on an existing network never starts a private Redis:
+with none configured it exits non-zero saying how to name one. Redis comes from
+``--redis URL`` (with ``--password-file``), else ``RUSHHPC_REDIS_URL``, else the plan
+file (``RUSHHPC_CONFIG``). A password is never an argument, so none lands in ``ps``
+output or shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any, Iterable, Sequence
+
+from ..config import RedisConfig, current_plan, env_config, redis_config
+from ..errors import RushConfigError
+from ..network import Network
+
+
+def add_redis_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis", metavar="URL", help="Redis URL without the password (default: $RUSHHPC_REDIS_URL)")
+    p.add_argument("--password-file", metavar="FILE", help="0600 file whose first line is the Redis password")
+
+
+def add_network_options(p: argparse.ArgumentParser, positional: bool = False, json_flag: bool = True) -> None:
+    """--network/-n, --redis, --password-file (and --json): every subcommand that talks to a network."""
+    if positional:
+        p.add_argument("network_pos", nargs="?", metavar="NETWORK", help="network id (or --network)")
+    p.add_argument("--network", "-n", help="network id")
+    add_redis_options(p)
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def redis_from_args(args: argparse.Namespace) -> RedisConfig:
+    """The Redis a command talks to. Never an embedded one."""
+    url = getattr(args, "redis", None)
+    password_file = getattr(args, "password_file", None)
+    if url:
+        return redis_config(url=url, password_file=password_file)
+    cfg = env_config() or current_plan().config
+    if cfg is None:
+        raise RushConfigError(
+            "no Redis is configured: pass --redis redis://HOST:PORT (with --password-file FILE), or set "
+            "RUSHHPC_REDIS_URL, or a plan file in RUSHHPC_CONFIG; a command that inspects a network never "
+            "starts a private Redis"
+        )
+    if password_file:
+        cfg = redis_config(url=cfg.url(), password_file=password_file)
+    return cfg
+
+
+def network_name(args: argparse.Namespace) -> str:
+    name = getattr(args, "network", None) or getattr(args, "network_pos", None)
+    if not name:
+        raise RushConfigError("which network? Pass --network NAME (rushhpc networks lists them)")
+    return str(name)
+
+
+def open_network(args: argparse.Namespace) -> Network:
+    """The network named on the command line, as a `Network` view (it must exist)."""
+    return Network.open(network_name(args), redis_from_args(args))
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], max_width: int = 40) -> str:
+    """A plain text table a person can read (columns padded, long cells cut)."""
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    cut = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
+    widths = [max([len(c)] + [len(row[i]) for row in cut]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cut]
+    return "\n".join(lines)
+
+
+def print_json(doc: Any) -> None:
+    print(json.dumps(doc, default=_json_default), flush=True)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (dt.datetime, dt.date)):
+        return v.isoformat()
+    if hasattr(v, "item"):  # numpy scalars
+        return v.item()
+    return str(v)
+
+
+def ago(ts: float | None, now: float) -> str | None:
+    """Seconds since ``ts`` as a short text (``3s``, ``5m``, ``2h``)."""
+    if ts is None:
+        return None
+    s = max(0.0, now - ts)
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f}m"
+    return f"{s / 3600:.1f}h"
+
+
+def confirm(question: str, yes: bool) -> bool:
+    """True when ``--yes`` was given, or a person at a terminal answered y."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise RushConfigError(f"{question} needs confirmation: run it on a terminal, or pass --yes")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def flatten_ids(items: Iterable[str]) -> list[str]:
+    """Worker ids from positional arguments (``a b`` or ``a,b``)."""
+    return [x for item in items for x in item.split(",") if x]

@@ -1,0 +1,180 @@
+"""Commands that look at networks: ``networks``, ``workers``, ``tasks``, ``logs``, ``top``.
+
+They open a `Network` view: nothing is started and nothing is written."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from ..network import Network, list_networks
+from ..states import TASK_STATES
+from .common import add_network_options, add_redis_options, ago, open_network, print_json, redis_from_args, table
+
+WORKER_TABLE = ["worker_id", "state", "hostname", "pid", "job_id", "heartbeat", "reason"]
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def worker_rows(net: Network) -> list[dict[str, Any]]:
+    """Worker rows with ``heartbeat_age`` (seconds since the last beat)."""
+    rows = net.worker_rows()
+    ages = net.heartbeat_ages([r["worker_id"] for r in rows])
+    for r in rows:
+        r["heartbeat_age"] = ages.get(r["worker_id"])
+    return rows
+
+
+def _networks(args: argparse.Namespace) -> int:
+    cfg = redis_from_args(args)
+    client = cfg.connect()
+    docs: list[dict[str, Any]] = []
+    for nid in list_networks(client):
+        net = Network(nid, cfg, client=client)
+        docs.append({"network_id": nid, "workers": net.worker_counts(), "tasks": net.counts_by_state(),
+                     "created_at": float(net.meta().get("created_at") or 0) or None})
+    if args.json:
+        print_json(docs)
+        return 0
+    if not docs:
+        print(f"no networks on Redis at {cfg.address}")
+        return 0
+    rows = [{"network": d["network_id"], "running": d["workers"]["running"], "pending": d["workers"]["pending"],
+             **d["tasks"]} for d in docs]
+    print(table(rows, ["network", "running", "pending", *TASK_STATES]))
+    return 0
+
+
+def _workers(args: argparse.Namespace) -> int:
+    net = open_network(args)
+    rows = worker_rows(net)
+    if args.state:
+        rows = [r for r in rows if r["state"] == args.state]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print(f"network {net.network_id} has no workers" + (f" in state {args.state}" if args.state else ""))
+        return 0
+    now = time.time()
+    for r in rows:
+        r["heartbeat"] = (ago(now - r["heartbeat_age"], now) if r["heartbeat_age"] is not None
+                          else ("expired" if r["heartbeat"] and r["state"] == "running" else None))
+    print(table(rows, WORKER_TABLE))
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    net = open_network(args)
+    if not args.state:
+        counts = net.counts_by_state()
+        if args.json:
+            print_json(counts)
+        else:
+            print(table([counts], list(TASK_STATES)))
+        return 0
+    rows = net.task_rows(args.state, limit=args.limit)
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print(f"no {'/'.join(args.state)} tasks in network {net.network_id}")
+        return 0
+    fixed = ["keys", "state", "worker_id", "condition"]
+    others = [c for c in rows[0] if c not in fixed and c not in ("created_at", "started_at", "finished_at", "attempt")]
+    print(table(rows, [*others, *fixed[1:], "keys"]))
+    return 0
+
+
+def _format_log(row: dict[str, Any]) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(row["timestamp"]))
+    return f"{stamp} [{row['worker_id']}] {row['level']} {row['logger']}: {row['msg']}"
+
+
+def _logs(args: argparse.Namespace) -> int:
+    net = open_network(args)
+    floor = LEVELS.get(args.level.upper(), 0) if args.level else 0
+    last = "-"
+    while True:
+        rows = net.log_rows(last)
+        for row in rows:
+            last = row["id"]
+            if LEVELS.get(str(row["level"]).upper(), 0) < floor or (args.worker and row["worker_id"] not in args.worker):
+                continue
+            if args.json:
+                print_json({k: row[k] for k in ("id", "timestamp", "worker_id", "level", "logger", "msg")})
+            else:
+                print(_format_log(row), flush=True)
+        if not args.follow:
+            return 0
+        time.sleep(args.interval)
+
+
+def _top(args: argparse.Namespace) -> int:
+    net = open_network(args)
+    tty = sys.stdout.isatty() and not args.once
+    last_done: int | None = None
+    last_t: float | None = None
+    while True:
+        counts = net.counts_by_state()
+        rows = worker_rows(net)
+        done = counts["finished"] + counts["failed"]
+        now = time.monotonic()
+        rate: float | None = None
+        if last_done is not None and last_t is not None and now > last_t:
+            rate = (done - last_done) / (now - last_t)
+        last_done, last_t = done, now
+        alive = sum(1 for r in rows if r["state"] == "running")
+        head = (f"network {net.network_id}  workers running {alive}/{len(rows)}  tasks " +
+                "  ".join(f"{k} {v}" for k, v in counts.items()) +
+                (f"  throughput {rate:.1f}/s" if rate is not None else ""))
+        wall = time.time()
+        for r in rows:
+            r["heartbeat"] = ago(wall - r["heartbeat_age"], wall) if r["heartbeat_age"] is not None else None
+        body = table(rows, WORKER_TABLE) if rows else "(no workers)"
+        if tty:
+            sys.stdout.write("\x1b[H\x1b[2J" + head + "\n\n" + body + "\n")
+            sys.stdout.flush()
+        else:
+            print(head, flush=True)
+            if args.once:
+                print(body)
+        if args.once:
+            return 0
+        time.sleep(args.interval)
+
+
+def register(sub: Any) -> None:
+    n = sub.add_parser("networks", help="the networks on this Redis, with worker and task counts")
+    add_redis_options(n)
+    n.add_argument("--json", action="store_true", help="a JSON list of objects (network_id, workers, tasks)")
+    n.set_defaults(func=_networks)
+
+    w = sub.add_parser("workers", help="the worker table: state, host, pid, job id, heartbeat age, reason")
+    add_network_options(w, positional=True)
+    w.add_argument("--state", help="only workers in this state (running, pending, lost, ...)")
+    w.set_defaults(func=_workers)
+
+    t = sub.add_parser("tasks", help="task counts by state; --state S lists those tasks")
+    add_network_options(t, positional=True)
+    t.add_argument("--state", action="append", choices=TASK_STATES, help="list tasks of this state (repeatable)")
+    t.add_argument("--limit", type=int, help="at most this many rows")
+    t.set_defaults(func=_tasks)
+
+    lg = sub.add_parser("logs", help="the workers' log records")
+    add_network_options(lg, positional=True)
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
+    lg.add_argument("--level", help="only records at this level or above (DEBUG, INFO, WARNING, ERROR)")
+    lg.add_argument("--worker", action="append", help="only this worker's records (repeatable)")
+    lg.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    lg.set_defaults(func=_logs)
+
+    tp = sub.add_parser("top", help="a live view of workers and throughput")
+    add_network_options(tp, positional=True, json_flag=False)
+    tp.add_argument("--interval", type=float, default=2.0)
+    tp.add_argument("--once", action="store_true", help="one screen, then exit")
+    tp.set_defaults(func=_top)
+
+
+__all__ = ["register", "worker_rows"]

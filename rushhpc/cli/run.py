@@ -1,0 +1,95 @@
+"""``rushhpc worker`` (the worker entry point scripts run) and ``rushhpc script``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+from ..errors import RushError
+from ..registry import launchers
+from .common import add_redis_options
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from ..spec import WorkerSpec
+    from ..worker import run_worker
+
+    return run_worker(WorkerSpec(
+        network_id=args.network, start_id=args.start_id, credentials=args.credentials, worker_id=args.worker_id,
+        heartbeat_period=args.heartbeat_period, heartbeat_expire=args.heartbeat_expire, launcher=args.launcher,
+        managed=args.managed, watch_pid=args.watch_pid, walltime=args.walltime, walltime_margin=args.walltime_margin,
+    ))
+
+
+def import_object(spec: str) -> Any:
+    """``package.module:function`` -> the function.
+
+    Example:
+        >>> import_object("rushhpc.loops:queue_loop").__name__
+        'queue_loop'
+    """
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise RushError(f"expected MODULE:FUNCTION, got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise RushError(f"cannot import {spec}: {e}") from None
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` items, values read as YAML (``3`` is an int, ``null`` None)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise RushError(f"--set takes KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _script(args: argparse.Namespace) -> int:
+    from ..config import redis_config
+    from ..rush import rsh
+
+    config = redis_config(url=args.redis, password_file=args.password_file) if args.redis else None
+    rush = rsh(args.network, config=config)
+    loop = import_object(args.loop)
+    options = parse_sets(args.set)
+    launcher_options = parse_sets(args.option)
+    if launcher_options:
+        options["launcher_options"] = launcher_options
+    if args.worker_type == "script":
+        print(rush.worker_script(loop, **options))
+    else:
+        print(rush.render_script(loop, n_workers=args.n_workers, worker_type=args.worker_type, **options), end="")
+    return 0
+
+
+def register(sub: Any) -> None:
+    w = sub.add_parser("worker", help="run one worker of a network (what worker_script() prints)")
+    w.add_argument("--network", required=True, help="network id")
+    w.add_argument("--start-id", required=True, help="id of the worker configuration stored by the manager")
+    w.add_argument("--credentials", help="0600 JSON file with the Redis URL (default: $RUSHHPC_REDIS_URL)")
+    w.add_argument("--worker-id", help="worker id (default: a new random id)")
+    w.add_argument("--heartbeat-period", type=float, help="seconds between heartbeats (default 10)")
+    w.add_argument("--heartbeat-expire", type=float, help="seconds until a silent worker is lost (default 60)")
+    w.add_argument("--launcher", default="script", help=argparse.SUPPRESS)
+    w.add_argument("--managed", action="store_true", help=argparse.SUPPRESS)
+    w.add_argument("--watch-pid", type=int, help=argparse.SUPPRESS)
+    w.add_argument("--walltime", type=float, help="seconds the job may run; the worker stops taking tasks near the end")
+    w.add_argument("--walltime-margin", type=float, help="seconds before the end to stop taking tasks")
+    w.set_defaults(func=_worker)
+
+    sc = sub.add_parser("script", help="print the exact batch script (or worker command) a start would use")
+    sc.add_argument("loop", help="the worker loop, as MODULE:FUNCTION (e.g. rushhpc.loops:queue_loop)")
+    sc.add_argument("--network", "-n", help="network id (default: a new one)")
+    add_redis_options(sc)
+    sc.add_argument("--worker-type", default="slurm", choices=sorted({*launchers(), "script"} - {"local", "ssh"}))
+    sc.add_argument("--n-workers", type=int, default=1)
+    sc.add_argument("--set", action="append", metavar="KEY=VALUE", help="a worker loop argument or option (YAML value)")
+    sc.add_argument("--option", action="append", metavar="KEY=VALUE", help="a launcher option (time, partition, ...)")
+    sc.set_defaults(func=_script)
