@@ -106,7 +106,12 @@ class Rush(Network):
         with self._launch_lock:
             if worker_type not in self._launchers:
                 options = dict(self._plan.launcher_options)
-                self._launchers[worker_type] = launcher_class(worker_type)(self, options)
+                launcher = launcher_class(worker_type)(self, options)
+                # workers of this launcher that an earlier manager started: rebuild what can be
+                stored = [r for r in self.records().values() if r.launcher == worker_type]
+                if stored:
+                    launcher.adopt(stored)
+                self._launchers[worker_type] = launcher
             return self._launchers[worker_type]
 
     def _prepare_start(self, worker_loop: Callable, options_and_args: dict[str, Any]) -> tuple[str, dict]:
@@ -418,7 +423,13 @@ class Rush(Network):
         self.stop_monitor()
         if workers:
             self.stop_workers(type="kill")
+            start_ids = [k.rsplit(":", 1)[1] for k in self.connector.scan_iter(match=self.keys.start("*"))]
         self.delete(workers=workers)
+        if workers:
+            startargs.remove_files(self.keys, start_ids, self._plan.large_objects_path)
+            with self._launch_lock:  # their fate is settled: a later wait must not name them
+                for launcher in self._launchers.values():
+                    launcher.forget(list(launcher.ended()))
 
     # ------------------------------------------------------------------ monitor
     def start_monitor(self, interval: float = defaults.MONITOR_INTERVAL, keep_workers: bool = False,

@@ -89,3 +89,19 @@ def load(raw_client: RedisClient, keys: Keys, start_id: str) -> dict[str, Any]:
                 "large_objects_path must be on a file system the workers see."
             ) from None
     return cloudpickle.loads(blob)
+
+
+def remove_files(keys: Keys, start_ids: list[str], large_objects_path: str | os.PathLike | None) -> int:
+    """Delete the large-object files of these start ids (a network's `reset`). Returns how many."""
+    if not large_objects_path:
+        return 0
+    directory = Path(large_objects_path).expanduser()
+    n = 0
+    for start_id in start_ids:
+        path = directory / f"{keys.network_id}-{start_id}.pkl"
+        try:
+            path.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n

@@ -26,7 +26,7 @@ from . import codec, defaults, startargs
 from .config import RedisConfig, as_config, env_config, heartbeat_settings, read_credentials
 from .errors import RushConfigError, RushError
 from .heartbeat import start_heartbeat
-from .layout import validate_id
+from .layout import Keys, validate_id
 from .logs import install as install_log_handlers
 from .network import Network
 from .protocol import Call
@@ -356,7 +356,7 @@ def run_worker(spec: WorkerSpec) -> int:
     # leaves no failed worker behind.
     raw = cfg.connect(decode_responses=False)
     try:
-        start = startargs.load(raw, Network(spec.network_id, cfg, client=raw).keys, spec.start_id)
+        start = startargs.load(raw, Keys(spec.network_id), spec.start_id)
     finally:
         raw.close()
     worker = RushWorker(

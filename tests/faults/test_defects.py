@@ -1,0 +1,95 @@
+"""Regression tests of defects found when the project was tried as a new user would (issue 9)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cloudpickle
+import pytest
+from conftest import wait_until
+
+import rushhpc
+from rushhpc import RushConfigError, queue_loop, rush_plan
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _square(x):
+    return {"y": x * x}
+
+
+def test_wait_for_workers_after_reset_does_not_name_old_workers(rush):
+    rush.start_local_workers(queue_loop, n_workers=1, fun=_square, heartbeat_period=0.5, heartbeat_expire=3)
+    rush.wait_for_workers(1, timeout=30)
+    rush.reset()
+    new = rush.start_local_workers(queue_loop, n_workers=1, fun=_square, heartbeat_period=0.5, heartbeat_expire=3)
+    rush.wait_for_workers(1, timeout=30)  # raised "worker <old> exited with code 0 before registering"
+    assert rush.running_worker_ids == new
+
+
+def test_reset_right_after_start_leaves_no_key(rush):
+    ids = rush.start_local_workers(queue_loop, n_workers=3, fun=_square, heartbeat_period=0.5, heartbeat_expire=3)
+    rush.reset()
+    procs = rush._launchers["local"].processes
+    # workers that were still starting exit without registering (their configuration is gone)
+    wait_until(lambda: all(p.poll() is not None for p in procs.values()), 30, what="workers to exit")
+    assert list(rush.connector.scan_iter(match=rush.keys.pattern)) == []
+    assert ids
+
+
+def test_reset_removes_large_object_files(rush, tmp_path):
+    big = tmp_path / "large"
+    rush_plan(max_object_size=1000, large_objects_path=big)
+    r = rushhpc.rsh(rush.network_id, config=rush.config)
+    r.start_local_workers(queue_loop, n_workers=1, fun=_square, payload="x" * 5000, heartbeat_period=0.5,
+                          heartbeat_expire=3)
+    assert len(list(big.iterdir())) == 1
+    r.reset()
+    assert list(big.iterdir()) == []
+    r.close()
+
+
+def test_detach_per_start_call_is_honoured(config, tmp_path):
+    script = (
+        "import rushhpc, json, sys\n"
+        "from rushhpc import queue_loop\n"
+        f"r = rushhpc.rsh('detach-net', config={config.url()!r})\n"
+        "ids = r.start_local_workers(queue_loop, n_workers=1, fun=lambda x: {'y': -x}, heartbeat_period=0.5, heartbeat_expire=3,"
+        " launcher_options={'detach': True})\n"
+        "r.wait_for_workers(1, timeout=30)\n"
+        "print(ids[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, RUSHHPC_RUN_DIR=str(tmp_path)))
+    assert out.returncode == 0, out.stderr
+    wid = out.stdout.strip()
+    r = rushhpc.Rush.attach("detach-net", config=config)
+    try:
+        # the manager exited; the detached worker is still running and beating
+        assert r.running_worker_ids == [wid] and r.detect_lost_workers() == []
+        keys = r.push_tasks([{"x": -3}])
+        r.wait_for_tasks(keys, timeout=30)
+        assert r.fetch_finished_tasks()["y"].tolist() == [3]
+    finally:
+        r.reset()
+        wait_until(lambda: r.worker_rows() == [], 10, what="reset")
+
+
+def test_plan_file_with_unknown_worker_type_names_the_file(tmp_path, monkeypatch):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("worker_type: mirai\n")
+    monkeypatch.setenv("RUSHHPC_CONFIG", str(plan))
+    with pytest.raises(RushConfigError) as e:
+        rushhpc.rush_config()
+    assert str(plan) in str(e.value) and "mirai" in str(e.value) and "'local'" in str(e.value)
+
+
+def test_worker_with_a_wrong_start_id_registers_nothing(rush, config, tmp_path):
+    creds = rush.credentials_file()
+    out = subprocess.run([sys.executable, "-m", "rushhpc", "worker", "--network", rush.network_id, "--start-id",
+                          "nosuchid", "--credentials", str(creds)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no worker configuration 'nosuchid'" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert rush.worker_rows() == []
