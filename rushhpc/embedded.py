@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 from . import lifecycle
 from .config import RedisConfig, check_connection
 from .errors import RushConfigError
+from .heartbeat import set_parent_death_signal
 
 _LOCK = threading.Lock()
 _SERVER: "EmbeddedRedis | None" = None
@@ -63,6 +65,7 @@ class EmbeddedRedis:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
+        self.watchdog: subprocess.Popen | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="rushhpc-redis-"))
         self.config: RedisConfig | None = None
         self.pid_owner = os.getpid()  # a forked child must not stop its parent's server
@@ -87,13 +90,19 @@ class EmbeddedRedis:
                     "daemonize no",
                 ]
             )
+            main_thread = threading.current_thread() is threading.main_thread()
             self.proc = subprocess.Popen(
                 [binary, "-"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # not hit by the terminal's Ctrl-C before we clean up
+                # dies with this process, even on SIGKILL (the signal fires when the forking
+                # thread ends, so only the main thread may rely on it)
+                preexec_fn=(lambda: set_parent_death_signal(signal.SIGTERM)) if main_thread else None,
             )
+            if not main_thread:
+                self._watch(self.proc.pid)
             assert self.proc.stdin is not None
             self.proc.stdin.write(conf.encode())
             self.proc.stdin.close()
@@ -113,7 +122,19 @@ class EmbeddedRedis:
                 last_error = log.read_text()[-2000:]
         raise RushConfigError(f"could not start the embedded redis-server ({binary}): {last_error}")
 
+    def _watch(self, pid: int) -> None:
+        """A tiny shell that stops the server when this process dies (started off the main thread)."""
+        script = ('while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; '
+                  'kill -0 "$1" 2>/dev/null || kill "$2" 2>/dev/null')
+        self.watchdog = subprocess.Popen(["sh", "-c", script, "sh", str(os.getpid()), str(pid)],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
+
     def stop(self) -> None:
+        if self.watchdog is not None and self.watchdog.poll() is None:
+            self.watchdog.kill()
+            self.watchdog.wait()
+        self.watchdog = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -93,3 +94,37 @@ def test_worker_with_a_wrong_start_id_registers_nothing(rush, config, tmp_path):
     assert out.returncode == 2 and "no worker configuration 'nosuchid'" in out.stderr
     assert "Traceback" not in out.stderr
     assert rush.worker_rows() == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("thread", [False, True])
+def test_embedded_redis_dies_with_its_manager(sig, thread):
+    import psutil
+
+    script = (
+        "import threading, time, rushhpc, rushhpc.embedded as e\n"
+        "def make():\n"
+        "    rushhpc.rsh('emb-net')\n"
+        f"t = threading.Thread(target=make) if {thread} else None\n"
+        "(t.start(), t.join()) if t else make()\n"
+        "print(e._SERVER.proc.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        pid = int(proc.stdout.readline())
+        assert psutil.pid_exists(pid)
+        os.kill(proc.pid, sig)
+        proc.wait(10)
+
+        def gone() -> bool:
+            try:
+                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        wait_until(gone, 15, what="the embedded redis-server to stop")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
