@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from random_search import random_search  # the same worker loop as the local example
+
 import rushhpc
 from rushhpc import rush_plan
-
-from random_search import random_search  # the same worker loop as the local example
 
 
 def main() -> None:
