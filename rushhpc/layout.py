@@ -33,6 +33,7 @@ Key                          type    holds
 {net}:launches               hash    launch records, by worker id (JSON)
 {net}:launches:active        set     batch workers whose job's fate is not settled yet
 {net}:log                    stream  log records of the workers (capped)
+{net}:adapt                  string  the adaptive scaler's status (JSON): active/paused, reason, last decision
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Keys:
         self.launches = p + "launches"
         self.active_launches = p + "launches:active"
         self.log = p + "log"
+        self.adapt = p + "adapt"
         self.pattern = p + "*"
 
     def workers_in(self, state: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import redis
 
@@ -28,6 +28,12 @@ class Supervised(Protocol):
     def replace_workers(self, worker_ids: Sequence[str]) -> list[str]: ...
 
 
+class Stepper(Protocol):
+    """Something the monitor runs after detection every round (the adaptive scaler)."""
+
+    def step(self) -> Any: ...
+
+
 class Monitor:
     """Runs ``manager.detect_lost_workers()`` every ``interval`` seconds until stopped.
 
@@ -42,13 +48,14 @@ class Monitor:
     """
 
     def __init__(self, manager: Supervised, interval: float = defaults.MONITOR_INTERVAL, keep_workers: bool = False,
-                 restart_budget: int = defaults.RESTART_BUDGET):
+                 restart_budget: int = defaults.RESTART_BUDGET, adapter: Stepper | None = None):
         if interval <= 0:
             raise RushError("monitor interval must be > 0 seconds")
         self.manager = manager
         self.interval = interval
         self.keep_workers = keep_workers
         self.restart_budget = restart_budget
+        self.adapter = adapter
         self.lost: list[str] = []
         self.replacements: list[str] = []
         self.errors = 0
@@ -75,6 +82,8 @@ class Monitor:
                 new = self.manager.replace_workers(lost[:n])
                 self.restart_budget -= len(new)
                 self.replacements += new
+        if self.adapter is not None:
+            self.adapter.step()
         return lost
 
     def _run(self) -> None:

@@ -290,7 +290,8 @@ class Network(TaskStore):
                 "heartbeat_pid": int(h["heartbeat_pid"]) if h.get("heartbeat_pid") else None,
                 "launcher": h.get("launcher"),
                 "job_id": h.get("job_id") or None,
-                "reason": h.get("reason") or None,
+                "reason": (h.get("terminate_reason") if state == "terminated" and h.get("terminate_reason")
+                           else h.get("reason")) or None,
                 "started_at": float(h["started_at"]) if h.get("started_at") else None,
                 "stopped_at": float(h["stopped_at"]) if h.get("stopped_at") else None,
             })
@@ -416,11 +417,12 @@ class Network(TaskStore):
             rows = pipe.execute()
         return {w: r[2] or r[0] for w, r in zip(ids, rows) if r[0] in ("lost", "killed") and not r[1]}
 
-    def request_terminate(self, worker_ids: Sequence[str]) -> None:
-        """Ask running workers to finish their task and end (they read the flag)."""
+    def request_terminate(self, worker_ids: Sequence[str], reason: str = "") -> None:
+        """Ask running workers to finish their task and end (they read the flag); ``reason``
+        is shown as theirs once they have ended (e.g. released by adapt)."""
         with self.connector.pipeline(transaction=False) as pipe:
             for wid in worker_ids:
-                pipe.hset(self.keys.worker(wid), "terminate", "1")
+                pipe.hset(self.keys.worker(wid), mapping={"terminate": "1", **({"terminate_reason": reason} if reason else {})})
             pipe.execute()
 
     def send_kill(self, worker_ids: Sequence[str]) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import redis
 
 from . import defaults, lifecycle, startargs
+from .adapt import Adapter, AdaptPolicy
 from .config import Plan, RedisConfig, as_config, current_plan, env_config, heartbeat_settings
 from .errors import RushConfigError, RushError, RushTimeoutError, RushWorkerError
 from .launchers.base import Launcher
@@ -77,6 +78,7 @@ class Rush(Network):
         self._launchers: dict[str, Launcher] = {}
         self._launch_lock = threading.RLock()  # launchers are shared with the monitor thread
         self._monitor: Monitor | None = None
+        self.adapter: Adapter | None = None
         options = plan.launcher_options
         self._reconciler = Reconciler(self, self.launcher, options.get("poll_interval"),
                                       options.get("max_poll_interval"), plan.heartbeat_expire)
@@ -431,9 +433,39 @@ class Rush(Network):
                 for launcher in self._launchers.values():
                     launcher.forget(list(launcher.ended()))
 
+    # ------------------------------------------------------------------ adaptive workers
+    def adapt(self, worker_loop: Callable, minimum: int = 0, maximum: int | None = None,
+              idle_timeout: float = 60.0, backlog: int | None = None, max_failures: int = 3,
+              interval: float = defaults.MONITOR_INTERVAL, **options_and_args: Any) -> Adapter:
+        """Keep between ``minimum`` and ``maximum`` workers, following the queue (see `rushhpc.adapt`).
+
+        Starts (or reconfigures) the background monitor; `stop_monitor` stops adapting and
+        leaves the workers running. Workers are started with the plan's launcher, like
+        `start_workers`; every other keyword is as in `start_workers`.
+
+        Example:
+            >>> rush.adapt(queue_loop, minimum=0, maximum=32, idle_timeout=120, fun=objective)
+        """
+        if maximum is None:
+            maximum = self._plan.n_workers
+        if maximum is None:
+            raise RushConfigError("adapt: how many workers at most? Pass maximum=... or set rush_plan(n_workers=...)")
+        policy = AdaptPolicy(minimum=minimum, maximum=maximum, idle_timeout=idle_timeout, backlog=backlog,
+                             max_failures=max_failures)
+        worker_type = check_worker_type(self._plan.worker_type)
+        if worker_type == SCRIPT:
+            raise RushConfigError("adapt needs a launcher: worker_type 'script' starts no workers")
+        launcher = self.launcher(worker_type)
+        start_id, options = self._prepare_start(worker_loop, options_and_args)
+        adapter = Adapter(self, policy, lambda n: self._launch(launcher.name, start_id, n, options),
+                          lambda ids, reason: self.request_terminate(ids, reason), self._ended_processes)
+        self.adapter = adapter
+        self.start_monitor(interval=interval, adapter=adapter)
+        return adapter
+
     # ------------------------------------------------------------------ monitor
     def start_monitor(self, interval: float = defaults.MONITOR_INTERVAL, keep_workers: bool = False,
-                      restart_budget: int = defaults.RESTART_BUDGET) -> None:
+                      restart_budget: int = defaults.RESTART_BUDGET, adapter: Adapter | None = None) -> None:
         """Run `detect_lost_workers` (and, for batch workers, reconciliation with the
         scheduler) every ``interval`` seconds in a background thread. With
         ``keep_workers=True`` it starts a replacement for each lost worker, at most
@@ -443,7 +475,8 @@ class Rush(Network):
             >>> rush.start_monitor(interval=5, keep_workers=True)
         """
         self.stop_monitor()
-        self._monitor = Monitor(self, interval=interval, keep_workers=keep_workers, restart_budget=restart_budget)
+        self._monitor = Monitor(self, interval=interval, keep_workers=keep_workers, restart_budget=restart_budget,
+                                adapter=adapter)
         self._monitor.start()
 
     def stop_monitor(self) -> None:
