@@ -434,14 +434,16 @@ class Rush(Network):
                     launcher.forget(list(launcher.ended()))
 
     # ------------------------------------------------------------------ adaptive workers
-    def adapt(self, worker_loop: Callable, minimum: int = 0, maximum: int | None = None,
+    def adapt(self, worker_loop: Callable | None, minimum: int = 0, maximum: int | None = None,
               idle_timeout: float = 60.0, backlog: int | None = None, max_failures: int = 3,
               interval: float = defaults.MONITOR_INTERVAL, **options_and_args: Any) -> Adapter:
         """Keep between ``minimum`` and ``maximum`` workers, following the queue (see `rushhpc.adapt`).
 
         Starts (or reconfigures) the background monitor; `stop_monitor` stops adapting and
         leaves the workers running. Workers are started with the plan's launcher, like
-        `start_workers`; every other keyword is as in `start_workers`.
+        `start_workers`; every other keyword is as in `start_workers`. With ``worker_loop=None``
+        new workers are started like the network's most recently launched one (what
+        ``rushhpc monitor --adapt`` does).
 
         Example:
             >>> rush.adapt(queue_loop, minimum=0, maximum=32, idle_timeout=120, fun=objective)
@@ -452,11 +454,19 @@ class Rush(Network):
             raise RushConfigError("adapt: how many workers at most? Pass maximum=... or set rush_plan(n_workers=...)")
         policy = AdaptPolicy(minimum=minimum, maximum=maximum, idle_timeout=idle_timeout, backlog=backlog,
                              max_failures=max_failures)
-        worker_type = check_worker_type(self._plan.worker_type)
-        if worker_type == SCRIPT:
-            raise RushConfigError("adapt needs a launcher: worker_type 'script' starts no workers")
+        if worker_loop is None:
+            records = [r for r in self.records().values() if r.start_id]
+            if not records:
+                raise RushConfigError(f"adapt: network {self.network_id} has no launched worker to start more like; "
+                                      "start workers first, or pass a worker loop")
+            last = max(records, key=lambda r: r.submitted_at)
+            worker_type, start_id, options = last.launcher, last.start_id, dict(last.extra.get("options") or {})
+        else:
+            worker_type = check_worker_type(self._plan.worker_type)
+            if worker_type == SCRIPT:
+                raise RushConfigError("adapt needs a launcher: worker_type 'script' starts no workers")
+            start_id, options = self._prepare_start(worker_loop, options_and_args)
         launcher = self.launcher(worker_type)
-        start_id, options = self._prepare_start(worker_loop, options_and_args)
         adapter = Adapter(self, policy, lambda n: self._launch(launcher.name, start_id, n, options),
                           lambda ids, reason: self.request_terminate(ids, reason), self._ended_processes)
         self.adapter = adapter

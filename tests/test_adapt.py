@@ -80,3 +80,25 @@ def test_adapt_pauses_after_failed_starts(rush, tmp_path, monkeypatch):
     assert adapter.status()["launched"] == launched  # paused: no more submissions
     assert rush.n_queued_tasks == 1  # nothing lost
     rush.stop_monitor()
+
+
+def test_monitor_adapt_from_the_cli(rush, config):
+    import os
+    import subprocess
+
+    rush.start_local_workers(queue_loop, n_workers=1, fun=_slow, heartbeat_period=0.5, heartbeat_expire=5,
+                             launcher_options={"detach": True})
+    rush.wait_for_workers(1, timeout=30)
+    proc = subprocess.Popen([sys.executable, "-m", "rushhpc", "monitor", rush.network_id, "--adapt", "0:3",
+                             "--idle-timeout", "1", "--interval", "0.2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=dict(os.environ, RUSHHPC_REDIS_URL=config.url()),
+                            start_new_session=True)
+    try:
+        keys = rush.push_tasks([{"x": i} for i in range(30)])
+        wait_until(lambda: len(rush.running_worker_ids) == 3, 60, what="the CLI to add workers")
+        rush.wait_for_tasks(keys, timeout=60)
+        wait_until(lambda: rush.running_worker_ids == [], 60, what="the CLI to release idle workers")
+        assert rush.n_finished_tasks == 30 and rush.n_failed_tasks == 0
+    finally:
+        proc.terminate()
+        proc.wait(20)

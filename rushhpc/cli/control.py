@@ -21,12 +21,18 @@ def _attach(args: argparse.Namespace) -> Any:
 
 def _monitor(args: argparse.Namespace) -> int:
     rush = _attach(args)
-    if args.keep_workers:
+    if args.adapt:
+        lo, sep, hi = args.adapt.partition(":")
+        if not sep or not lo.isdigit() or not hi.isdigit():
+            raise RushConfigError(f"--adapt takes MIN:MAX (e.g. 0:16), got {args.adapt!r}")
+        rush.adapt(None, minimum=int(lo), maximum=int(hi), idle_timeout=args.idle_timeout, interval=args.interval)
+    elif args.keep_workers:
         rush.start_monitor(interval=args.interval, keep_workers=True, restart_budget=args.restart_budget)
     seen: dict[str, str] = {}
     try:
         while True:
-            lost = [] if args.keep_workers else rush.detect_lost_workers(poll_scheduler=True if args.once else None)
+            background = args.keep_workers or args.adapt
+            lost = [] if background else rush.detect_lost_workers(poll_scheduler=True if args.once else None)
             rows = rush.worker_rows()
             if args.json:
                 print_json({"network": rush.network_id, "lost": lost, "workers": rows, "tasks": rush.counts_by_state()})
@@ -88,6 +94,9 @@ def register(sub: Any) -> None:
     mo.add_argument("--keep-workers", action="store_true",
                     help="replace lost workers, started the way they were (from their launch records)")
     mo.add_argument("--restart-budget", type=int, default=10, help="replacements at most (with --keep-workers)")
+    mo.add_argument("--adapt", metavar="MIN:MAX",
+                    help="keep MIN to MAX workers following the queue, started like the last launched one")
+    mo.add_argument("--idle-timeout", type=float, default=60.0, help="seconds idle before a worker is released (--adapt)")
     mo.set_defaults(func=_monitor)
 
     st = sub.add_parser("stop", help="stop workers: terminate (finish the task, then end; default) or kill")
