@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import weakref
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import redis
 
@@ -31,6 +31,9 @@ from .reconcile import Reconciler
 from .records import LaunchRecord
 from .registry import SCRIPT, check_worker_type, launcher_class
 from .states import WorkerState
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("rushhpc")
 
@@ -432,6 +435,33 @@ class Rush(Network):
             with self._launch_lock:  # their fate is settled: a later wait must not name them
                 for launcher in self._launchers.values():
                     launcher.forget(list(launcher.ended()))
+
+    # ------------------------------------------------------------------ accounting
+    def accounting(self) -> tuple["pd.DataFrame", dict[str, Any]]:
+        """Per worker: cores, GPUs, allocated, busy and idle seconds, core-hours; and network
+        totals (core-hours allocated and busy, idle share, preempted and failed-start time).
+        Batch allocations come from the scheduler's accounts (one query per launcher).
+
+        Example:
+            >>> table, totals = rush.accounting()
+            >>> totals["busy_share"]
+            0.93
+        """
+        import pandas as pd
+
+        from .accounting import COLUMNS, usage_table
+
+        by_launcher: dict[str, list[LaunchRecord]] = {}
+        for rec in self.records().values():
+            by_launcher.setdefault(rec.launcher, []).append(rec)
+        usage: dict[str, Any] = {}
+        for name, recs in by_launcher.items():
+            try:
+                usage.update(self.launcher(name).usage(recs))
+            except RushError as e:
+                log.warning("accounting: %s launcher: %s; using Redis timestamps", name, e)
+        rows, totals = usage_table(self, usage)
+        return pd.DataFrame(rows, columns=COLUMNS), totals
 
     # ------------------------------------------------------------------ adaptive workers
     def adapt(self, worker_loop: Callable | None, minimum: int = 0, maximum: int | None = None,

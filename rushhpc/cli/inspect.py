@@ -46,7 +46,29 @@ def _networks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(args: argparse.Namespace) -> int:
+    from ..rush import Rush
+    from .common import network_name
+
+    rush = Rush.attach(network_name(args), redis_from_args(args))
+    df, totals = rush.accounting()
+    rows = df.to_dict("records")
+    if args.json:
+        print_json({"network": rush.network_id, "totals": totals, "workers": rows})
+        return 0
+    share = totals["busy_share"]
+    print(f"network {rush.network_id}: {totals['workers']} worker(s), {totals['core_hours']:.3f} core-hours allocated, "
+          f"{totals['busy_core_hours']:.3f} in objectives" + (f" ({share:.0%} busy)" if share is not None else "") +
+          f", {totals['idle_core_hours']:.3f} idle, {totals['preempted_core_hours']:.3f} lost to preemption, "
+          f"{totals['failed_starts']} failed start(s)")
+    if rows:
+        print(table(rows, ["worker_id", "state", "cpus", "allocated_s", "busy_s", "idle_s", "tasks", "source"]))
+    return 0
+
+
 def _workers(args: argparse.Namespace) -> int:
+    if args.summary:
+        return _summary(args)
     net = open_network(args)
     rows = worker_rows(net)
     if args.state:
@@ -154,6 +176,8 @@ def register(sub: Any) -> None:
     w = sub.add_parser("workers", help="the worker table: state, host, pid, job id, heartbeat age, reason")
     add_network_options(w, positional=True)
     w.add_argument("--state", help="only workers in this state (running, pending, lost, ...)")
+    w.add_argument("--summary", action="store_true",
+                   help="accounting: core-hours allocated against time in objectives, idle, preempted, failed starts")
     w.set_defaults(func=_workers)
 
     t = sub.add_parser("tasks", help="task counts by state; --state S lists those tasks")

@@ -116,6 +116,11 @@ class Launcher(ABC):
         """Kill these workers' processes or jobs (after the Redis kill list was tried).
         Best effort; a job that already ended is success."""
 
+    def usage(self, records: Sequence[LaunchRecord]) -> dict[str, Any]:
+        """Worker id -> `rushhpc.accounting.Usage` (allocation start, end, cores, GPUs) where the
+        backend keeps accounts, in one query. Default: none (Redis timestamps are used)."""
+        return {}
+
     def adopt(self, records: Sequence[LaunchRecord]) -> None:
         """Rebuild backend handles from stored records (a manager attaching to a network)."""
 

@@ -20,6 +20,7 @@ import re
 import secrets
 import shlex
 import subprocess
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,7 +42,7 @@ RESOURCE_KEYS = (
 # Launcher behaviour (not resources).
 BEHAVIOUR_KEYS = (
     "template", "python", "startup_grace", "max_array_size", "walltime_margin", "poll_interval",
-    "max_poll_interval", "submit_timeout", "detach", "vanish_grace",
+    "max_poll_interval", "submit_timeout", "detach", "vanish_grace", "array_throttle", "submit_interval", "max_submit",
 )
 
 
@@ -186,6 +187,7 @@ class BatchLauncher(Launcher):
             walltime=hms(walltime) if walltime else None,
             signal_margin=self.walltime_margin(walltime),
             network_id=self.context.network_id,
+            throttle=int(self.behaviour("array_throttle", 0) or 0),
         )
 
     # ------------------------------------------------------------ launch
@@ -195,27 +197,59 @@ class BatchLauncher(Launcher):
         return [f"{prefix}-{i}" for i in range(n)]
 
     def launch(self, start_id: str, worker_ids: list[str], options: dict[str, Any]) -> list[LaunchRecord]:
+        """One array per chunk of at most the site's array size; at most ``max_submit`` jobs
+        (the site's per-user limit, where it says); ``submit_interval`` seconds between chunks.
+        If a chunk is refused, the chunks already submitted are recorded (so they can be
+        stopped) and the error names them."""
         n = len(worker_ids)
         prefix = worker_ids[0].rsplit("-", 1)[0]
         chunk = int(self.behaviour("max_array_size", 0)) or self.max_array_size()
+        limit = self.behaviour("max_submit", None) or self.max_submit()
+        if limit is not None and n > int(limit):
+            raise RushConfigError(
+                f"{n} workers exceed the {int(limit)} jobs this site lets one user submit (MaxSubmitJobs); start "
+                "fewer, or use rush.adapt(..., backlog=...) to keep fewer jobs queued at once"
+            )
+        overrides = options.get("launcher_options")
+        res = self.resources(overrides)
+        resources = {k: res[k] for k in ("cpus_per_task", "nodes", "gpus", "mem") if res.get(k)}
+        interval = float(self.behaviour("submit_interval", 0) or 0)
         records: list[LaunchRecord] = []
         scripts_dir = Path(self.context.run_dir) / "scripts"
         scripts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for c in range(math.ceil(n / chunk)):
             offset, size = c * chunk, min(chunk, n - c * chunk)
-            script = self.render(start_id, prefix, size, offset, options, options.get("launcher_options"))
+            script = self.render(start_id, prefix, size, offset, options, overrides)
             path = scripts_dir / f"{prefix}-{offset}.{self.scheduler}.sh"
             path.write_text(script)
-            base_id = self.submit(path, size)
+            if c and interval:
+                time.sleep(interval)  # a site's submission rate limit
+            try:
+                base_id = self.submit(path, size)
+            except (RushWorkerError, RushConfigError) as e:
+                if not records:
+                    raise
+                for r in records:
+                    r.extra["options"] = options
+                self.context.store_records(records)
+                raise RushWorkerError(
+                    f"{e}. {len(records)} worker(s) of earlier chunks were submitted and keep running (stop them "
+                    f"with rush.stop_workers(worker_ids=...)): {records[0].worker_id} .. {records[-1].worker_id}"
+                ) from None
             self.submissions += 1
             for i in range(size):
                 wid = f"{prefix}-{offset + i}"
                 records.append(LaunchRecord(
                     worker_id=wid, launcher=self.name, job_id=self.element_id(base_id, i, size),
                     start_id=start_id,
-                    extra={"script": str(path), "stderr": self.stderr_path(base_id, i, size), "managed": True},
+                    extra={"script": str(path), "stderr": self.stderr_path(base_id, i, size), "managed": True,
+                           "resources": resources},
                 ))
         return records
+
+    def max_submit(self) -> int | None:
+        """How many jobs one user may have queued at the site, where the scheduler says (None: no limit known)."""
+        return None
 
     def max_array_size(self) -> int:
         return self.default_max_array_size

@@ -113,6 +113,16 @@ def parse_scontrol(text: str) -> dict[str, JobStatus]:
     return out
 
 
+def _sacct_time(text: str) -> float | None:
+    """``2026-12-01T09:30:00`` (local time, as sacct prints it) -> Unix seconds; Unknown/None -> None."""
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        return None
+
+
 class SlurmLauncher(BatchLauncher):
     """Start workers with ``sbatch --array``; one ``squeue`` per poll; kill with ``scancel``.
 
@@ -129,6 +139,8 @@ class SlurmLauncher(BatchLauncher):
         super().__init__(context, options)
         self.accounting: bool | None = None
         self._max_array: int | None = None
+        self._max_submit: int | None = None
+        self._asked_max_submit = False
 
     def max_array_size(self) -> int:
         if self._max_array is None:
@@ -136,6 +148,41 @@ class SlurmLauncher(BatchLauncher):
             m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.MULTILINE)
             self._max_array = int(m.group(1)) if m else 1001
         return self._max_array
+
+    def max_submit(self) -> int | None:
+        """The user's MaxSubmitJobs from the accounting database (one sacctmgr call, cached);
+        None when it sets none (or accounting is off)."""
+        if not self._asked_max_submit:
+            self._asked_max_submit = True
+            out = self.run(["sacctmgr", "-n", "-P", "show", "assoc", f"user={self.user()}", "format=MaxSubmit"],
+                           timeout=30)
+            values = [int(v) for v in out.stdout.split() if v.strip().isdigit()] if out.returncode == 0 else []
+            self._max_submit = min(values) if values else None
+        return self._max_submit
+
+    def usage(self, records: Sequence[LaunchRecord]) -> dict[str, Any]:
+        """Start, End and AllocCPUS (and GPUs from AllocTRES) of each job, from one sacct call."""
+        from ..accounting import Usage
+
+        ids = {r.job_id: r.worker_id for r in records if r.job_id}
+        if not ids or self.accounting is False:
+            return {}
+        out = self.run(["sacct", "-X", "-P", "-n", "-j", ",".join(ids), "-o", "JobID,Start,End,AllocCPUS,AllocTRES"],
+                       timeout=60)
+        if out.returncode != 0:
+            if "accounting storage is disabled" in (out.stderr + out.stdout).lower():
+                self.accounting = False
+            return {}
+        found: dict[str, Any] = {}
+        for line in out.stdout.splitlines():
+            parts = line.split("|")
+            if len(parts) < 5 or parts[0] not in ids:
+                continue
+            gpus = re.search(r"gres/gpu=(\d+)", parts[4])
+            found[ids[parts[0]]] = Usage(start=_sacct_time(parts[1]), end=_sacct_time(parts[2]),
+                                         cpus=int(parts[3]) if parts[3].isdigit() else 1,
+                                         gpus=int(gpus.group(1)) if gpus else 0)
+        return found
 
     def submit(self, script: Path, n: int) -> str:
         out = self.run(["sbatch", "--parsable", str(script)], check=False)
