@@ -6,45 +6,85 @@
 #   slurm-cluster.sh start [--no-accounting] write configs, start daemons, wait until ready
 #   slurm-cluster.sh stop [--cancel-jobs]    stop the daemons this script started (by pid file);
 #                                            --cancel-jobs first scancels every queued/running job
-#   slurm-cluster.sh status                  daemons, sinfo, accounting on/off; exit 0 when slurmctld
+#   slurm-cluster.sh status                  each daemon with its pid, sinfo, accounting on/off; exit 0
+#                                            when every daemon runs under its pid file, slurmctld
 #                                            answers, n1-n3 are usable and (if on) sacct answers
+#   slurm-cluster.sh env                     print 'export SLURM_CONF=...' (eval it to use the cluster)
 #   slurm-cluster.sh node-kill N [--with-jobs]  SIGKILL slurmd of node nN (and its jobs' processes)
 #   slurm-cluster.sh node-restart N          (re)start slurmd of node nN and wait until it is back
 #   slurm-cluster.sh logs [N]                print log paths and tail them (N lines, default 40)
 #
-# Everything is written to /etc/slurm/{slurm.conf,slurmdbd.conf} and /var/lib/rushhpc-slurm.
+# Everything lives in one folder, $RUSHHPC_TEST_CLUSTER_DIR (default /var/lib/rushhpc-test-cluster):
+# configuration (SLURM_CONF=<folder>/etc/slurm.conf), state, spool, logs, pid files, its own munged
+# and MariaDB.  /etc/slurm, /etc/munge and the system's daemons are never read, written or signalled.
+# Ports: $RUSHHPC_TEST_CLUSTER_PORT_BASE (default 17000) + 1..3 (slurmd), +306 (MariaDB),
+# +817 (slurmctld), +819 (slurmdbd).  start, stop, node-kill and node-restart hold an exclusive
+# flock on <folder>/lock.
 set -euo pipefail
 
 PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 
-STATE=/var/lib/rushhpc-slurm
-RUN=$STATE/run              # pid files of the slurm daemons + markers
-LOG=$STATE/log              # all logs
-SPOOL=$STATE/spool          # slurmd spool dirs, one per node
-CTLD=$STATE/ctld            # slurmctld StateSaveLocation
-DBDATA=$STATE/mysql         # our own MariaDB datadir (not the system's /var/lib/mysql)
-DBRUN=$STATE/mysql-run      # socket + pid file of our MariaDB (owned by mysql)
+DIR=${RUSHHPC_TEST_CLUSTER_DIR:-/var/lib/rushhpc-test-cluster}
+DIR=${DIR%/}
+case $DIR in
+    /*) ;;
+    *) echo "slurm-cluster.sh: RUSHHPC_TEST_CLUSTER_DIR must be an absolute path, got '$DIR'" >&2; exit 2 ;;
+esac
+# The paths go into slurm.conf unquoted and into unix socket names (at most 107 bytes).
+if ! [[ $DIR =~ ^[A-Za-z0-9._/+-]+$ ]] || [ ${#DIR} -gt 64 ]; then
+    echo "slurm-cluster.sh: RUSHHPC_TEST_CLUSTER_DIR must be at most 64 characters of [A-Za-z0-9._/+-], got '$DIR'" >&2
+    exit 2
+fi
 
-SLURM_CONF=/etc/slurm/slurm.conf
-DBD_CONF=/etc/slurm/slurmdbd.conf
+ETC=$DIR/etc                # slurm.conf, slurmdbd.conf, ports (SLURM_CONF=$ETC/slurm.conf)
+RUN=$DIR/run                # pid files of the slurm daemons
+LOG=$DIR/log                # all logs
+SPOOL=$DIR/spool            # slurmd spool dirs, one per node
+CTLD=$DIR/ctld              # slurmctld StateSaveLocation
+DBDATA=$DIR/mysql           # our own MariaDB datadir (not the system's /var/lib/mysql)
+DBRUN=$DIR/mysql-run        # socket + pid file of our MariaDB (owned by mysql)
+MUNGE_DIR=$DIR/munge        # our munged's key and seed (owned by munge, mode 700)
+MUNGE_RUN=$DIR/munge-run    # our munged's socket and pid file (owned by munge, mode 755)
+LOCKFILE=$DIR/lock
+
+CONF=$ETC/slurm.conf
+DBD_CONF=$ETC/slurmdbd.conf
+PORTS_FILE=$ETC/ports
 MARKER="# Written by rushhpc scripts/slurm-cluster.sh"
 
 CLUSTER=rushhpc
 NODES=(n1 n2 n3)
-NODE_PORT_BASE=17000        # n1 -> 17001, n2 -> 17002, n3 -> 17003
-DB_PORT=17306
 DB_SOCK=$DBRUN/mysqld.sock
 DB_PIDFILE=$DBRUN/mysqld.pid
 DB_USER=slurm
 DB_PASS=rushhpc-slurm
 DB_NAME=slurm_acct_db
-MUNGE_PIDFILE=/run/munge/munged.pid
-MUNGE_OURS=$RUN/munged.ours # exists when this script started munged (and so may stop it)
+MUNGE_SOCK=$MUNGE_RUN/munge.socket
+MUNGE_PIDFILE=$MUNGE_RUN/munged.pid
+MUNGE_KEY=$MUNGE_DIR/munge.key
+MUNGE_LOG=$LOG/munged.log
 
-TIMEOUT=${RUSHHPC_SLURM_TIMEOUT:-90}   # seconds allowed for each readiness wait
+# Ports: the environment wins, then what the last 'start' wrote, then 17000.
+PORT_BASE=${RUSHHPC_TEST_CLUSTER_PORT_BASE:-}
+if [ -z "$PORT_BASE" ] && [ -f "$PORTS_FILE" ]; then
+    PORT_BASE=$(sed -n 's/^PORT_BASE=\([0-9][0-9]*\)$/\1/p' "$PORTS_FILE" | head -n1)
+fi
+PORT_BASE=${PORT_BASE:-17000}
+if ! [[ $PORT_BASE =~ ^[0-9]+$ ]] || [ "$PORT_BASE" -lt 1024 ] || [ "$PORT_BASE" -gt 64000 ]; then
+    echo "slurm-cluster.sh: RUSHHPC_TEST_CLUSTER_PORT_BASE must be a number from 1024 to 64000, got '$PORT_BASE'" >&2
+    exit 2
+fi
+DB_PORT=$((PORT_BASE + 306))
+CTLD_PORT=$((PORT_BASE + 817))
+DBD_PORT=$((PORT_BASE + 819))
+node_port() { echo $((PORT_BASE + $1)); }
+
+TIMEOUT=${RUSHHPC_SLURM_TIMEOUT:-90}                 # seconds allowed for each readiness wait
+LOCK_WAIT=${RUSHHPC_TEST_CLUSTER_LOCK_WAIT:-600}     # seconds to wait for the cluster lock
 
 export DEBIAN_FRONTEND=noninteractive
-export SLURM_CONF
+# Every SLURM command and daemon this script runs sees the test cluster, never /etc/slurm.
+export SLURM_CONF=$CONF
 
 # ---------------------------------------------------------------------------- helpers
 log()  { printf '[slurm-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -67,23 +107,9 @@ show_logs() {
 }
 
 die() { log "ERROR: $*"; show_logs 30; exit 1; }
+fail() { log "ERROR: $*"; exit 1; }   # without the logs (nothing was started)
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "slurm-cluster.sh: must run as root" >&2; exit 2; }; }
-
-# pid_of PIDFILE COMM -> prints the pid if the pid file names a live process whose comm is COMM.
-pid_of() {
-    local pidfile=$1 comm=$2 pid c
-    # the daemon may remove its pid file at any moment: read it without complaining
-    pid=$(tr -dc '0-9' 2>/dev/null <"$pidfile") || return 1
-    [ -n "$pid" ] || return 1
-    c=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    [ "$c" = "$comm" ] || return 1
-    # a zombie is as good as dead
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
-    echo "$pid"
-}
-
-running() { pid_of "$1" "$2" >/dev/null; }
 
 # wait_until DESCRIPTION TIMEOUT CMD... : poll CMD every 0.2 s until it succeeds or the deadline passes.
 wait_until() {
@@ -95,41 +121,228 @@ wait_until() {
     done
 }
 
-# stop_pidfile PIDFILE COMM NAME : SIGTERM the process, wait up to 30 s, then SIGKILL.
-stop_pidfile() {
-    local pidfile=$1 comm=$2 name=$3 pid i
-    if ! pid=$(pid_of "$pidfile" "$comm"); then
-        rm -f "$pidfile"
+# ---------------------------------------------------------------------------- the lock
+# lock_holders: "pid (comm, READ|WRITE)" of every process holding a flock on $LOCKFILE.
+lock_holders() {
+    local ino out=""
+    ino=$(stat -c %i "$LOCKFILE" 2>/dev/null) || return 0
+    while read -r pid kind; do
+        out+="${out:+, }$pid ($(cat "/proc/$pid/comm" 2>/dev/null || echo '?'), $kind)"
+    done < <(awk -v ino="$ino" '$2 != "->" && $2 == "FLOCK" { n = split($6, a, ":"); if (a[n] == ino) print $5, $4 }' /proc/locks 2>/dev/null)
+    echo "${out:-nobody}"
+}
+
+# take_lock: exclusive flock on $LOCKFILE for the rest of this script.  A caller that already holds
+# it (a test owning the cluster) passes its descriptor in RUSHHPC_TEST_CLUSTER_LOCK_FD.
+take_lock() {
+    local fd=${RUSHHPC_TEST_CLUSTER_LOCK_FD:-}
+    if [ -n "$fd" ]; then
+        [[ $fd =~ ^[0-9]+$ ]] && [ "$(readlink -f "/proc/$$/fd/$fd" 2>/dev/null)" = "$(readlink -f "$LOCKFILE")" ] \
+            || fail "RUSHHPC_TEST_CLUSTER_LOCK_FD=$fd is not an open descriptor of $LOCKFILE"
+        grep -q '^lock:.*FLOCK.*WRITE' "/proc/$$/fdinfo/$fd" 2>/dev/null \
+            || fail "RUSHHPC_TEST_CLUSTER_LOCK_FD=$fd does not hold the exclusive lock on $LOCKFILE"
+        return 0
+    fi
+    [ -e "$LOCKFILE" ] || { : >>"$LOCKFILE"; chmod 644 "$LOCKFILE"; }
+    exec 9<"$LOCKFILE"
+    if ! flock -x -n 9; then
+        log "waiting up to ${LOCK_WAIT}s for the test cluster lock $LOCKFILE (held by: $(lock_holders))"
+        flock -x -w "$LOCK_WAIT" 9 || fail "the test cluster lock $LOCKFILE is still held after ${LOCK_WAIT}s by: $(lock_holders)"
+    fi
+}
+
+# ---------------------------------------------------------------------------- our daemons
+# Daemons: munged mariadbd slurmdbd slurmctld slurmd-n1 slurmd-n2 slurmd-n3.
+DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd-n1 slurmd-n2 slurmd-n3)
+
+d_pidfile() {
+    case $1 in
+        munged) echo "$MUNGE_PIDFILE" ;;
+        mariadbd) echo "$DB_PIDFILE" ;;
+        slurmdbd|slurmctld) echo "$RUN/$1.pid" ;;
+        slurmd-n*) echo "$RUN/$1.pid" ;;
+    esac
+}
+d_comm() { case $1 in slurmd-n*) echo slurmd ;; *) echo "$1" ;; esac; }
+d_port() {   # TCP port the daemon listens on (none for munged: it has a socket)
+    case $1 in
+        mariadbd) echo "$DB_PORT" ;;
+        slurmdbd) echo "$DBD_PORT" ;;
+        slurmctld) echo "$CTLD_PORT" ;;
+        slurmd-n*) node_port "${1#slurmd-n}" ;;
+    esac
+}
+d_log() {
+    case $1 in
+        munged) echo "$MUNGE_LOG" ;;
+        mariadbd) echo "$LOG/mariadb.log" ;;
+        *) echo "$LOG/$1.log" ;;
+    esac
+}
+
+# is_ours PID NAME: PID is a live (not zombie) process of daemon NAME of *this* cluster: the right
+# executable, started with this cluster's files (a system munged/mariadbd/slurmd never matches).
+is_ours() {
+    local pid=$1 name=$2 comm state args env
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+    [ "$comm" = "$(d_comm "$name")" ] || return 1
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+    [ "$state" != Z ] || return 1          # a zombie is as good as dead
+    args=" $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) "
+    case $name in
+        munged)    [[ $args == *" --socket=$MUNGE_SOCK "* ]] ;;
+        mariadbd)  [[ $args == *" --datadir=$DBDATA "* ]] ;;
+        slurmctld) [[ $args == *" -f $CONF "* ]] ;;
+        slurmd-n*) [[ $args == *" -N ${name#slurmd-} "* && $args == *" -f $CONF "* ]] ;;
+        slurmdbd)  # slurmdbd has no -f: it reads slurmdbd.conf next to $SLURM_CONF from its environment
+            if env=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ"); then
+                grep -qxF "SLURM_CONF=$CONF" <<<"$env"
+            else
+                # not root: the environment is unreadable; the port tells (ss shows no pids then either)
+                [ "$(id -u)" != 0 ]
+            fi ;;
+        *) return 1 ;;
+    esac
+}
+
+# pidfile_pid NAME: the pid in NAME's pid file, if that process is NAME of this cluster.
+pidfile_pid() {
+    local pid
+    # the daemon may remove its pid file at any moment: read it without complaining
+    pid=$(tr -dc '0-9' 2>/dev/null <"$(d_pidfile "$1")") || return 1
+    [ -n "$pid" ] && is_ours "$pid" "$1" || return 1
+    echo "$pid"
+}
+
+# listeners PORT: "pid comm" for each process listening on TCP PORT (any address).
+listeners() {
+    local port=$1
+    if command -v ss >/dev/null 2>&1; then
+        ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -un |
+            while read -r p; do echo "$p $(cat "/proc/$p/comm" 2>/dev/null || echo '?')"; done
+        return 0
+    fi
+    # no ss: /proc/net/tcp{,6} for the socket inodes, /proc/*/fd for their owners
+    local hex ino
+    hex=$(printf '%04X' "$port")
+    for ino in $(awk -v p="$hex" 'FNR > 1 && $4 == "0A" { n = split($2, a, ":"); if (a[n] == p) print $10 }' \
+                    /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
+        find /proc/[0-9]*/fd -maxdepth 1 -lname "socket:\[$ino\]" 2>/dev/null | cut -d/ -f3
+    done | sort -un | while read -r p; do echo "$p $(cat "/proc/$p/comm" 2>/dev/null || echo '?')"; done
+}
+
+port_in_use() {   # listening on TCP PORT, holder known or not
+    local hex
+    hex=$(printf '%04X' "$1")
+    awk -v p="$hex" 'FNR > 1 && $4 == "0A" { n = split($2, a, ":"); if (a[n] == p) found = 1 } END { exit !found }' \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# socket_listeners PATH: pids listening on unix socket PATH.
+socket_listeners() {
+    command -v ss >/dev/null 2>&1 || return 0
+    ss -Hlxp 2>/dev/null | awk -v p="$1" '$5 == p' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -un
+}
+
+# orphan_pid NAME: a process of this cluster's NAME found by its port (or munged by its socket)
+# though its pid file is missing or stale.
+orphan_pid() {
+    local name=$1 pid port
+    if [ "$name" = munged ]; then
+        for pid in $(socket_listeners "$MUNGE_SOCK"); do
+            is_ours "$pid" munged && { echo "$pid"; return 0; }
+        done
+        return 1
+    fi
+    port=$(d_port "$name")
+    while read -r pid _; do
+        [ -n "$pid" ] && is_ours "$pid" "$name" && { echo "$pid"; return 0; }
+    done < <(listeners "$port")
+    return 1
+}
+
+# find_pid NAME: pid of NAME of this cluster, by its pid file or else by its port/socket.
+find_pid() { pidfile_pid "$1" || orphan_pid "$1"; }
+
+running() { pidfile_pid "$1" >/dev/null; }
+
+# describe PID: "comm (pid N, user U): command line" for messages.
+describe() {
+    local pid=$1
+    printf '%s (pid %s, user %s): %s' "$(cat "/proc/$pid/comm" 2>/dev/null || echo '?')" "$pid" \
+        "$(stat -c %U "/proc/$pid" 2>/dev/null || echo '?')" \
+        "$(tr '\0\n' '  ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-200)"
+}
+
+# check_port NAME: fail with a clear message when NAME's port is taken by a process not of this cluster.
+check_port() {
+    local name=$1 port holders="" pid comm
+    port=$(d_port "$name")
+    [ -n "$port" ] || return 0
+    port_in_use "$port" || return 0
+    while read -r pid comm; do
+        [ -n "$pid" ] || continue
+        holders+="${holders:+; }$(describe "$pid")"
+    done < <(listeners "$port")
+    fail "port $port, which this test cluster's $name needs, is in use by ${holders:-a process this user cannot see (run as root, or ss -ltnp)}. Stop that process, or give the test cluster other ports: RUSHHPC_TEST_CLUSTER_PORT_BASE=N (it uses N+1..N+3, N+306, N+817, N+819; now $PORT_BASE) $0 start"
+}
+
+# ensure_known NAME: returns 0 when NAME runs (repairing a missing pid file), 1 when it must be started
+# (and its port is free).
+ensure_known() {
+    local name=$1 pid pf
+    running "$name" && return 0
+    pf=$(d_pidfile "$name")
+    if pid=$(orphan_pid "$name"); then
+        log "$name runs as pid $pid (found by its port/socket) but its pid file $pf was missing or stale: rewriting it"
+        echo "$pid" >"$pf"
+        return 0
+    fi
+    check_port "$name"
+    return 1
+}
+
+# stop_daemon NAME : SIGTERM this cluster's NAME (by pid file, else by its port), wait up to 30 s,
+# then SIGKILL.  Never signals a process that is not this cluster's.
+stop_daemon() {
+    local name=$1 pf pid i
+    pf=$(d_pidfile "$name")
+    if ! pid=$(find_pid "$name"); then
+        rm -f "$pf"
         return 0
     fi
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 150); do
-        running "$pidfile" "$comm" || break
+        is_ours "$pid" "$name" || break
         sleep 0.2
     done
-    if running "$pidfile" "$comm"; then
+    if is_ours "$pid" "$name"; then
         log "$name (pid $pid) did not exit after 30 s; SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        for i in $(seq 50); do running "$pidfile" "$comm" || break; sleep 0.1; done
+        for i in $(seq 50); do is_ours "$pid" "$name" || break; sleep 0.1; done
     fi
-    rm -f "$pidfile"
+    rm -f "$pf"
 }
 
-# start_daemon NAME PIDFILE COMM LOGFILE CMD... : run a self-daemonising CMD, then wait for its pid
-# file; fail fast when LOGFILE gets a fatal error (e.g. port in use) instead of waiting 30 s.
+# start_daemon NAME CMD... : run a self-daemonising CMD, then wait for NAME's pid file; fail fast when
+# its log gets a fatal error (e.g. port in use) instead of waiting 30 s.
 start_daemon() {
-    local name=$1 pidfile=$2 comm=$3 logfile=$4; shift 4
-    local off=0 deadline err
+    local name=$1; shift
+    local logfile off=0 deadline err
+    logfile=$(d_log "$name")
     [ -f "$logfile" ] && off=$(stat -c %s "$logfile")
     # stdio to a file: a daemon must not inherit the caller's pipes (subprocess.run(capture_output=True)
-    # would otherwise wait for the daemon to exit)
-    "$@" </dev/null >>"$LOG/$name.out" 2>&1 || die "$name failed to start: $*"
+    # would otherwise wait for the daemon to exit), nor the lock (a daemon holding it would keep the
+    # cluster locked for as long as it runs)
+    local lfd=${RUSHHPC_TEST_CLUSTER_LOCK_FD:-9}
+    "$@" </dev/null >>"$LOG/$name.out" 2>&1 9<&- {lfd}<&- || die "$name failed to start: $*"
     deadline=$((SECONDS + 30))
-    until running "$pidfile" "$comm"; do
-        err=$(tail -c +$((off + 1)) "$logfile" 2>/dev/null | grep -E 'fatal|Unable to bind' | tail -n 1 || true)
+    until running "$name"; do
+        err=$(tail -c +$((off + 1)) "$logfile" 2>/dev/null | grep -E 'fatal|Unable to bind|\[ERROR\]|Error:' | tail -n 1 || true)
         [ -z "$err" ] || die "$name failed: $err"
-        [ "$SECONDS" -lt "$deadline" ] || die "$name did not write its pid file $pidfile within 30 s"
+        [ "$SECONDS" -lt "$deadline" ] || die "$name did not write its pid file $(d_pidfile "$name") within 30 s"
         sleep 0.1
     done
 }
@@ -138,9 +351,8 @@ node_index() {  # n2 / 2 -> 2
     local n=${1#n}
     case $n in 1|2|3) echo "$n" ;; *) echo "node must be 1, 2 or 3 (or n1..n3), got '$1'" >&2; exit 2 ;; esac
 }
-slurmd_pidfile() { echo "$RUN/slurmd-n$1.pid"; }
 
-accounting_configured() { [ -f "$SLURM_CONF" ] && grep -q '^AccountingStorageType=accounting_storage/slurmdbd' "$SLURM_CONF"; }
+accounting_configured() { [ -f "$CONF" ] && grep -q '^AccountingStorageType=accounting_storage/slurmdbd' "$CONF"; }
 
 # ---------------------------------------------------------------------------- install
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -170,14 +382,18 @@ check_installed() {
 write_slurm_conf() {   # $1 = 1 for accounting, 0 without. Prints "changed" when the file changed.
     local acct=$1 host tmp
     host=$(hostname)
-    tmp=$(mktemp)
+    tmp=$(mktemp "$ETC/.slurm.conf.XXXXXX")
     {
         echo "$MARKER -- rewritten on every 'start'; do not edit."
+        echo "# The test cluster's own files: use it with SLURM_CONF=$CONF"
         echo "ClusterName=$CLUSTER"
         echo "SlurmctldHost=$host(127.0.0.1)"
+        echo "SlurmctldPort=$CTLD_PORT"
         echo "SlurmUser=root"
         echo "SlurmdUser=root"
         echo "AuthType=auth/munge"
+        echo "# our own munged (auth/munge and cred/munge), not the system's /run/munge/munge.socket.2"
+        echo "AuthInfo=socket=$MUNGE_SOCK"
         echo "StateSaveLocation=$CTLD"
         echo "SlurmctldPidFile=$RUN/slurmctld.pid"
         echo "SlurmctldLogFile=$LOG/slurmctld.log"
@@ -188,7 +404,7 @@ write_slurm_conf() {   # $1 = 1 for accounting, 0 without. Prints "changed" when
         echo "SlurmdSpoolDir=$SPOOL/%n"
         echo "SlurmdLogFile=$LOG/slurmd-%n.log"
         echo "SlurmdDebug=info"
-        echo "# no cgroups: there must be no cgroup.conf either"
+        echo "# no cgroups: there is no cgroup.conf next to this file (slurmd 22.05 reads it from here)"
         echo "ProctrackType=proctrack/linuxproc"
         echo "TaskPlugin=task/none"
         echo "SelectType=select/cons_tres"
@@ -209,22 +425,27 @@ write_slurm_conf() {   # $1 = 1 for accounting, 0 without. Prints "changed" when
         if [ "$acct" = 1 ]; then
             echo "AccountingStorageType=accounting_storage/slurmdbd"
             echo "AccountingStorageHost=localhost"
+            echo "AccountingStoragePort=$DBD_PORT"
+            echo "# connections to slurmdbd take their munge socket from here, not from AuthInfo"
+            echo "AccountingStoragePass=$MUNGE_SOCK"
         else
             echo "AccountingStorageType=accounting_storage/none"
         fi
-        echo "NodeName=n[1-3] NodeHostname=$host NodeAddr=127.0.0.1 Port=$((NODE_PORT_BASE + 1))-$((NODE_PORT_BASE + 3)) CPUs=4 RealMemory=4000 State=UNKNOWN"
+        echo "NodeName=n[1-3] NodeHostname=$host NodeAddr=127.0.0.1 Port=$(node_port 1)-$(node_port 3) CPUs=4 RealMemory=4000 State=UNKNOWN"
         echo "PartitionName=debug Nodes=n[1-3] Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES"
     } >"$tmp"
-    install_conf "$tmp" "$SLURM_CONF" 644
+    install_conf "$tmp" "$CONF" 644
 }
 
 write_dbd_conf() {
     local tmp
-    tmp=$(mktemp)
+    tmp=$(mktemp "$ETC/.slurmdbd.conf.XXXXXX")
     {
         echo "$MARKER -- rewritten on every 'start'; do not edit."
         echo "AuthType=auth/munge"
+        echo "AuthInfo=socket=$MUNGE_SOCK"
         echo "DbdHost=localhost"
+        echo "DbdPort=$DBD_PORT"
         echo "SlurmUser=root"
         echo "LogFile=$LOG/slurmdbd.log"
         echo "PidFile=$RUN/slurmdbd.pid"
@@ -239,7 +460,7 @@ write_dbd_conf() {
     install_conf "$tmp" "$DBD_CONF" 600
 }
 
-# install_conf TMP DEST MODE: move TMP over DEST when different (backing up a foreign DEST once).
+# install_conf TMP DEST MODE: move TMP over DEST when different; prints "changed" then.
 install_conf() {
     local tmp=$1 dest=$2 mode=$3
     chmod "$mode" "$tmp"
@@ -248,52 +469,54 @@ install_conf() {
         chmod "$mode" "$dest"
         return 0
     fi
-    if [ -f "$dest" ] && ! head -n1 "$dest" | grep -qF "$MARKER" && [ ! -e "$dest.rushhpc-orig" ]; then
-        log "backing up existing $dest to $dest.rushhpc-orig"
-        cp -p "$dest" "$dest.rushhpc-orig"
-    fi
     mv -f "$tmp" "$dest"
-    chown root:root "$dest"
-    chmod "$mode" "$dest"
     echo changed
 }
 
 make_dirs() {
-    mkdir -p /etc/slurm "$RUN" "$LOG" "$CTLD" "$DBDATA" "$DBRUN"
-    chmod 755 "$STATE" "$LOG"
+    mkdir -p "$ETC" "$RUN" "$LOG" "$CTLD" "$DBDATA" "$DBRUN" "$MUNGE_DIR" "$MUNGE_RUN"
+    chmod 755 "$DIR" "$ETC" "$LOG" "$RUN"
     local n
     for n in "${NODES[@]}"; do mkdir -p "$SPOOL/$n"; done
     chown mysql:mysql "$DBDATA" "$DBRUN"
     chmod 750 "$DBDATA"
     touch "$LOG/mariadb.log"; chown mysql:mysql "$LOG/mariadb.log"
-    if [ -e /etc/slurm/cgroup.conf ]; then
-        # proctrack/linuxproc + task/none here; a cgroup.conf (e.g. CgroupPlugin=disabled) breaks slurmd 22.05
-        log "moving /etc/slurm/cgroup.conf aside to /etc/slurm/cgroup.conf.rushhpc-disabled"
-        mv -f /etc/slurm/cgroup.conf /etc/slurm/cgroup.conf.rushhpc-disabled
-    fi
+    # munged checks its directories: key dir private, socket dir reachable by every client
+    chown munge:munge "$MUNGE_DIR" "$MUNGE_RUN"
+    chmod 700 "$MUNGE_DIR"
+    chmod 755 "$MUNGE_RUN"
+    touch "$MUNGE_LOG"; chown munge:munge "$MUNGE_LOG"; chmod 640 "$MUNGE_LOG"
+}
+
+# An older slurm-cluster.sh wrote /etc/slurm/slurm.conf; say so once per start (never touch it).
+note_old_layout() {
+    local f
+    for f in /etc/slurm/slurm.conf /etc/slurm/slurmdbd.conf; do
+        if [ -f "$f" ] && head -n1 "$f" 2>/dev/null | grep -qF "$MARKER"; then
+            log "note: $f was written by an older slurm-cluster.sh and is no longer used (the test cluster now lives in $DIR); remove it by hand if nothing else needs it (see docs/test-cluster.md)"
+        fi
+    done
 }
 
 # ---------------------------------------------------------------------------- munge
-munge_ok() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
+munge_ok() { munge -S "$MUNGE_SOCK" -n 2>/dev/null | unmunge -S "$MUNGE_SOCK" >/dev/null 2>&1; }
 
 ensure_munge() {
-    if munge_ok; then return 0; fi
-    if [ ! -s /etc/munge/munge.key ]; then
-        log "creating /etc/munge/munge.key"
-        mungekey --create --keyfile=/etc/munge/munge.key
-        chown munge:munge /etc/munge/munge.key; chmod 600 /etc/munge/munge.key
+    if [ ! -s "$MUNGE_KEY" ]; then
+        log "creating the test cluster's own munge key $MUNGE_KEY"
+        mungekey --create --keyfile="$MUNGE_KEY"
+        chown munge:munge "$MUNGE_KEY"; chmod 600 "$MUNGE_KEY"
     fi
-    mkdir -p /run/munge /var/lib/munge /var/log/munge
-    chown munge:munge /run/munge /var/lib/munge /var/log/munge
-    chmod 755 /run/munge
-    if running "$MUNGE_PIDFILE" munged; then
-        die "munged is running (pid $(pid_of "$MUNGE_PIDFILE" munged)) but 'munge -n | unmunge' fails; see /var/log/munge/munged.log"
+    if ensure_known munged; then
+        wait_until "munge -n | unmunge on $MUNGE_SOCK" 10 munge_ok \
+            || die "munged (pid $(pidfile_pid munged)) runs but 'munge -S $MUNGE_SOCK -n | unmunge' fails; see $MUNGE_LOG"
+        return 0
     fi
-    log "starting munged"
-    start-stop-daemon --start --chuid munge --exec /usr/sbin/munged -- --force \
-        </dev/null >>"$LOG/munged.out" 2>&1 || die "munged failed to start (see $LOG/munged.out, /var/log/munge/munged.log)"
-    touch "$MUNGE_OURS"
-    wait_until "munge -n | unmunge" "$TIMEOUT" munge_ok || die "munge does not work"
+    log "starting munged (socket $MUNGE_SOCK)"
+    start_daemon munged setpriv --reuid=munge --regid=munge --init-groups /usr/sbin/munged \
+        --socket="$MUNGE_SOCK" --pid-file="$MUNGE_PIDFILE" --key-file="$MUNGE_KEY" \
+        --log-file="$MUNGE_LOG" --seed-file="$MUNGE_DIR/munged.seed"
+    wait_until "munge -n | unmunge on $MUNGE_SOCK" "$TIMEOUT" munge_ok || die "munge does not work"
 }
 
 # ---------------------------------------------------------------------------- mariadb
@@ -301,25 +524,24 @@ mdb() { mariadb --no-defaults --socket="$DB_SOCK" -uroot "$@"; }
 mariadb_alive() { mariadb-admin --no-defaults --socket="$DB_SOCK" -uroot ping 2>/dev/null | grep -q alive; }
 
 ensure_mariadb() {
-    if ! running "$DB_PIDFILE" mariadbd; then
+    if ! ensure_known mariadbd; then
         if [ ! -d "$DBDATA/mysql" ]; then
             log "initialising MariaDB datadir $DBDATA"
             mariadb-install-db --no-defaults --user=mysql --datadir="$DBDATA" \
                 --auth-root-authentication-method=socket --skip-test-db \
-                </dev/null >"$LOG/mariadb-install-db.log" 2>&1 || die "mariadb-install-db failed"
+                </dev/null >"$LOG/mariadb-install-db.log" 2>&1 9<&- || die "mariadb-install-db failed"
         fi
         log "starting mariadbd (user mysql, port $DB_PORT, socket $DB_SOCK)"
-        start-stop-daemon --start --background --chuid mysql --exec /usr/sbin/mariadbd -- \
+        # started directly (mariadbd does not fork: setsid -f detaches it); found again by its pid file
+        start_daemon mariadbd setsid -f /usr/sbin/mariadbd \
             --no-defaults --user=mysql --datadir="$DBDATA" \
             --socket="$DB_SOCK" --pid-file="$DB_PIDFILE" \
             --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
             --log-error="$LOG/mariadb.log" \
             --innodb-buffer-pool-size=1G --innodb-lock-wait-timeout=900 \
-            --innodb-flush-log-at-trx-commit=2 \
-            </dev/null >>"$LOG/mariadbd.out" 2>&1 || die "could not start mariadbd"
+            --innodb-flush-log-at-trx-commit=2
     fi
     wait_until "mariadbd to answer on $DB_SOCK" "$TIMEOUT" mariadb_alive || die "mariadbd did not come up"
-    wait_until "mariadbd pid file" 10 running "$DB_PIDFILE" mariadbd || die "mariadbd pid file $DB_PIDFILE missing"
     mdb -e "
         CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
         CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
@@ -332,12 +554,12 @@ ensure_mariadb() {
 sacctmgr_ok() { sacctmgr -n -P list cluster format=cluster >/dev/null 2>&1; }
 
 ensure_slurmdbd() {   # $1 = "changed" when slurmdbd.conf changed
-    if [ "${1:-}" = changed ] && running "$RUN/slurmdbd.pid" slurmdbd; then
-        stop_pidfile "$RUN/slurmdbd.pid" slurmdbd slurmdbd
+    if [ "${1:-}" = changed ] && find_pid slurmdbd >/dev/null; then
+        stop_daemon slurmdbd
     fi
-    if ! running "$RUN/slurmdbd.pid" slurmdbd; then
-        log "starting slurmdbd"
-        start_daemon slurmdbd "$RUN/slurmdbd.pid" slurmdbd "$LOG/slurmdbd.log" slurmdbd
+    if ! ensure_known slurmdbd; then
+        log "starting slurmdbd (port $DBD_PORT)"
+        start_daemon slurmdbd slurmdbd
     fi
     wait_until "slurmdbd to answer sacctmgr" "$TIMEOUT" sacctmgr_ok || die "slurmdbd does not answer"
     if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER"; then
@@ -348,16 +570,19 @@ ensure_slurmdbd() {   # $1 = "changed" when slurmdbd.conf changed
 
 ctld_ok() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 
-start_slurmctld() {
-    log "starting slurmctld"
-    start_daemon slurmctld "$RUN/slurmctld.pid" slurmctld "$LOG/slurmctld.log" slurmctld
+ensure_slurmctld() {
+    if ! ensure_known slurmctld; then
+        log "starting slurmctld (port $CTLD_PORT)"
+        start_daemon slurmctld slurmctld -f "$CONF"
+    fi
 }
 
-start_slurmd() {   # $1 = node index
+ensure_slurmd() {   # $1 = node index
     local i=$1
+    ensure_known "slurmd-n$i" && return 0
     mkdir -p "$SPOOL/n$i"
-    log "starting slurmd -N n$i (port $((NODE_PORT_BASE + i)))"
-    start_daemon "slurmd-n$i" "$(slurmd_pidfile "$i")" slurmd "$LOG/slurmd-n$i.log" slurmd -N "n$i"
+    log "starting slurmd -N n$i (port $(node_port "$i"))"
+    start_daemon "slurmd-n$i" slurmd -N "n$i" -f "$CONF"
 }
 
 # node_state NODE -> long state as sinfo prints it (e.g. idle, mixed, down*, drained)
@@ -382,7 +607,7 @@ resume_stuck_nodes() {
         case $s in
             *'*'*|'') ;;   # not responding (yet): registration will fix it (ReturnToService=2)
             down*|drain*|fail*)
-                if running "$(slurmd_pidfile "$i")" slurmd; then
+                if running "slurmd-n$i"; then
                     log "node n$i is '$s' with a live slurmd: scontrol update state=resume"
                     scontrol update nodename="n$i" state=resume 2>/dev/null || true
                 fi ;;
@@ -408,13 +633,13 @@ sacct_ok() { sacct -n -X -S now >/dev/null 2>&1; }
 
 stop_slurm_nodes_and_ctld() {
     local i
-    for i in 1 2 3; do stop_pidfile "$(slurmd_pidfile "$i")" slurmd "slurmd n$i"; done
-    stop_pidfile "$RUN/slurmctld.pid" slurmctld slurmctld
+    for i in 1 2 3; do stop_daemon "slurmd-n$i"; done
+    stop_daemon slurmctld
 }
 
 stop_accounting_daemons() {
-    stop_pidfile "$RUN/slurmdbd.pid" slurmdbd slurmdbd
-    stop_pidfile "$DB_PIDFILE" mariadbd mariadbd
+    stop_daemon slurmdbd
+    stop_daemon mariadbd
 }
 
 # ---------------------------------------------------------------------------- start / stop / status
@@ -430,7 +655,11 @@ cmd_start() {
     done
     check_installed
     local t0=$SECONDS
+    mkdir -p "$DIR"
+    take_lock
     make_dirs
+    note_old_layout
+    echo "PORT_BASE=$PORT_BASE" >"$PORTS_FILE.tmp" && mv -f "$PORTS_FILE.tmp" "$PORTS_FILE"
 
     local conf_changed dbd_changed=""
     conf_changed=$(write_slurm_conf "$acct")
@@ -451,19 +680,18 @@ cmd_start() {
         stop_accounting_daemons
     fi
 
-    running "$RUN/slurmctld.pid" slurmctld || start_slurmctld
+    ensure_slurmctld
     wait_until "slurmctld to answer 'scontrol ping'" "$TIMEOUT" ctld_ok || die "slurmctld does not answer"
 
     local i
-    for i in 1 2 3; do
-        running "$(slurmd_pidfile "$i")" slurmd || start_slurmd "$i"
-    done
+    for i in 1 2 3; do ensure_slurmd "$i"; done
 
     wait_nodes_up
     if [ "$acct" = 1 ]; then
         wait_until "sacct to answer" "$TIMEOUT" sacct_ok || die "sacct does not answer"
     fi
     log "cluster up in $((SECONDS - t0)) s (accounting: $([ "$acct" = 1 ] && echo on || echo off)); logs in $LOG"
+    log "use it with: export SLURM_CONF=$CONF   (or: eval \"\$($0 env)\")"
     sinfo -N
 }
 
@@ -477,6 +705,11 @@ cmd_stop() {
         esac
         shift
     done
+    if [ ! -d "$DIR" ]; then
+        log "nothing to stop: $DIR does not exist"
+        return 0
+    fi
+    take_lock
     if [ "$cancel" = 1 ] && ctld_ok; then
         local jobs
         jobs=$(squeue -h -o '%A' 2>/dev/null | sort -un | tr '\n' ' ')
@@ -491,49 +724,65 @@ cmd_stop() {
     fi
     stop_slurm_nodes_and_ctld
     stop_accounting_daemons
-    if [ -e "$MUNGE_OURS" ]; then
-        stop_pidfile "$MUNGE_PIDFILE" munged munged
-        rm -f "$MUNGE_OURS"
-    fi
+    stop_daemon munged
     # Job processes (slurmstepd and its children) are not daemons this script started; say if any remain.
     local left
     left=$(for p in /proc/[0-9]*; do
-               if [ "$(cat "$p/comm" 2>/dev/null)" = slurmstepd ]; then echo "${p#/proc/}"; fi
+               if [ "$(cat "$p/comm" 2>/dev/null)" = slurmstepd ] \
+                  && tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qxF "SLURM_CONF=$CONF"; then
+                   echo "${p#/proc/}"
+               fi
            done | tr '\n' ' ')
     [ -z "$left" ] || log "note: job step daemons still running (slurmstepd pids: $left); they belong to jobs, not to this script"
     log "stopped"
 }
 
 cmd_status() {
-    local up=0 i pid name pf comm
-    for name in munged mariadbd slurmdbd slurmctld n1 n2 n3; do
-        case $name in
-            munged)    pf=$MUNGE_PIDFILE; comm=munged ;;
-            mariadbd)  pf=$DB_PIDFILE; comm=mariadbd ;;
-            slurmdbd)  pf=$RUN/slurmdbd.pid; comm=slurmdbd ;;
-            slurmctld) pf=$RUN/slurmctld.pid; comm=slurmctld ;;
-            n*)        pf=$(slurmd_pidfile "${name#n}"); comm=slurmd; name="slurmd $name" ;;
-        esac
-        if pid=$(pid_of "$pf" "$comm"); then
-            printf '%-10s running (pid %s)\n' "$name" "$pid"
+    local up=1 name pid pf needed acct=0 note
+    if [ ! -f "$CONF" ]; then
+        echo "test cluster not set up: $CONF does not exist (run: $0 start)"
+        up=0
+    fi
+    accounting_configured && acct=1
+    for name in "${DAEMONS[@]}"; do
+        pf=$(d_pidfile "$name")
+        needed=1
+        case $name in mariadbd|slurmdbd) [ "$acct" = 1 ] || needed=0 ;; esac
+        note=""
+        [ "$needed" = 1 ] || note=" (not needed: accounting off)"
+        if pid=$(pidfile_pid "$name"); then
+            printf '%-10s running (pid %s, pid file %s)%s\n' "$name" "$pid" "$pf" "$note"
+        elif pid=$(orphan_pid "$name"); then
+            printf '%-10s running (pid %s, found by its port/socket) but its pid file %s is missing or stale\n' "$name" "$pid" "$pf"
+            up=0
         else
-            printf '%-10s not running\n' "$name"
+            printf '%-10s not running%s\n' "$name" "$note"
+            [ "$needed" = 0 ] || up=0
         fi
     done
-    if ctld_ok; then
-        up=1
+    if [ -f "$CONF" ] && ctld_ok; then
         sinfo -N
         all_nodes_up || { echo "nodes: not all of n1-n3 are usable (idle/mixed/allocated)"; up=0; }
-        if accounting_configured; then
+        if [ "$acct" = 1 ]; then
             if sacct_ok; then echo "accounting: on (slurmdbd)"; else echo "accounting: on, but sacct does not answer"; up=0; fi
         else
             echo "accounting: off (AccountingStorageType=accounting_storage/none)"
         fi
     else
         echo "slurmctld: not answering"
+        up=0
     fi
+    echo "config: SLURM_CONF=$CONF"
+    echo "ports: slurmctld $CTLD_PORT, slurmd $(node_port 1)-$(node_port 3), slurmdbd $DBD_PORT, mariadbd $DB_PORT; munge socket $MUNGE_SOCK"
+    echo "lock: $LOCKFILE (held by: $(lock_holders))"
     echo "logs: $LOG"
     [ "$up" = 1 ]
+}
+
+cmd_env() {
+    echo "export SLURM_CONF=$CONF"
+    echo "export RUSHHPC_TEST_CLUSTER_DIR=$DIR"
+    [ -f "$CONF" ] || echo "slurm-cluster.sh: note: $CONF does not exist yet (run: $0 start)" >&2
 }
 
 cmd_node_kill() {
@@ -542,8 +791,9 @@ cmd_node_kill() {
     local i with_jobs=0 pid pf
     i=$(node_index "$1"); shift
     [ "${1:-}" = --with-jobs ] && with_jobs=1
-    pf=$(slurmd_pidfile "$i")
-    if pid=$(pid_of "$pf" slurmd); then
+    take_lock
+    pf=$(d_pidfile "slurmd-n$i")
+    if pid=$(find_pid "slurmd-n$i"); then
         log "SIGKILL slurmd n$i (pid $pid)"
         kill -KILL "$pid"
         wait_until "slurmd n$i to die" 10 bash -c "! [ -d /proc/$pid ] || grep -q '^State:.*Z' /proc/$pid/status" || true
@@ -552,12 +802,15 @@ cmd_node_kill() {
     fi
     rm -f "$pf"
     if [ "$with_jobs" = 1 ]; then
-        # Processes of jobs on this node carry SLURMD_NODENAME=nX; also kill their parent slurmstepd.
+        # Processes of this cluster's jobs on this node carry SLURMD_NODENAME=nX and SLURM_CLUSTER_NAME;
+        # also kill their parent slurmstepd.
         local p env ppid victims=()
         for p in /proc/[0-9]*; do
             env=$(tr '\0' '\n' 2>/dev/null <"$p/environ") || continue
             grep -qx "SLURMD_NODENAME=n$i" <<<"$env" || continue
             grep -q '^SLURM_JOB_ID=' <<<"$env" || continue
+            grep -qx "SLURM_CLUSTER_NAME=$CLUSTER" <<<"$env" || continue
+            if grep -q '^SLURM_CONF=' <<<"$env" && ! grep -qxF "SLURM_CONF=$CONF" <<<"$env"; then continue; fi
             victims+=("${p#/proc/}")
             ppid=$(awk '/^PPid:/{print $2}' "$p/status" 2>/dev/null || true)
             [ -n "$ppid" ] && [ "$(cat "/proc/$ppid/comm" 2>/dev/null)" = slurmstepd ] && victims+=("$ppid")
@@ -575,11 +828,11 @@ cmd_node_kill() {
 cmd_node_restart() {
     need_root
     [ $# -ge 1 ] || { echo "usage: $0 node-restart N" >&2; exit 2; }
-    local i pf
+    local i
     i=$(node_index "$1")
-    pf=$(slurmd_pidfile "$i")
-    running "$pf" slurmd && stop_pidfile "$pf" slurmd "slurmd n$i"
-    start_slurmd "$i"
+    take_lock
+    stop_daemon "slurmd-n$i"
+    ensure_slurmd "$i"
     local deadline=$((SECONDS + TIMEOUT)) resumed=0
     until node_up "n$i"; do
         # ReturnToService=2 brings a DOWN node back on registration; a drained one needs a resume.
@@ -592,7 +845,7 @@ cmd_node_restart() {
     log "node n$i is $(node_state "n$i")"
 }
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 
 main() {
     local cmd=${1:-}
@@ -602,6 +855,7 @@ main() {
         start)        cmd_start "$@" ;;
         stop)         cmd_stop "$@" ;;
         status)       cmd_status "$@" ;;
+        env)          cmd_env "$@" ;;
         node-kill)    cmd_node_kill "$@" ;;
         node-restart) cmd_node_restart "$@" ;;
         logs)         show_logs "${1:-40}" 2>&1 ;;
