@@ -7,11 +7,12 @@ to a job (cancel, suspend, resume, hold) and how to find the job's processes.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+import slurm_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,6 +25,8 @@ def require(what: str, ok: bool, how: str) -> None:
     """Skip with a reason, or fail when CI said this backend must run."""
     if ok:
         return
+    if what == "slurm":  # say what is missing, not only how to start the cluster
+        how = slurm_cluster.cluster().unavailable_reason() or how
     env = "RUSHHPC_REQUIRE_SLURM" if what == "slurm" else "RUSHHPC_REQUIRE_PBS"
     if os.environ.get(env) == "1":
         pytest.fail(f"{what} backend required ({env}=1) but not available: {how}")
@@ -36,10 +39,13 @@ class SlurmBackend:
 
     @staticmethod
     def available() -> bool:
-        if not shutil.which("sinfo"):
+        """The project's test cluster (SLURM_CONF from slurm-cluster.sh env) answers. From then until the
+        test ends the test holds the cluster's lock shared: no other test or script restarts it meanwhile."""
+        cluster = slurm_cluster.cluster()
+        if cluster.unavailable_reason() is not None:
             return False
-        out = _run("sinfo", "-h", "-o", "%T")
-        return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
+        cluster.share()
+        return True
 
     def hold_options(self) -> dict:
         return {"extra_directives": ["--hold"]}

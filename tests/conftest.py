@@ -1,7 +1,9 @@
-"""Shared fixtures: a real redis-server (with a password) per test session, a fresh network per test."""
+"""Shared fixtures: a real redis-server (with a password) per test session, a fresh network per test,
+and the project's SLURM test cluster (found through its SLURM_CONF, locked while a test uses it)."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import socket
@@ -14,7 +16,27 @@ import pytest
 import redis
 
 import rushhpc
+import slurm_cluster
 from rushhpc import redis_config, remove_rush_plan
+
+_previous_slurm_conf = os.environ.get("SLURM_CONF")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "coexist: checks the test cluster next to a system MariaDB, munged and "
+                            "another SLURM cluster on /etc/slurm (RUSHHPC_TEST_COEXIST=1 starts stand-ins)")
+    # Every SLURM command of the session (the tests', rushhpc's launchers', the worker jobs') talks to
+    # the project's test cluster, never to the machine's own /etc/slurm or a site's SLURM_CONF.
+    os.environ["SLURM_CONF"] = str(slurm_cluster.cluster().conf)
+    os.environ.pop("RUSHHPC_TEST_CLUSTER_LOCK_FD", None)
+
+
+def pytest_report_header(config):
+    c = slurm_cluster.cluster()
+    was = f" (was {_previous_slurm_conf})" if _previous_slurm_conf not in (None, str(c.conf)) else ""
+    reason = c.unavailable_reason()
+    return [f"SLURM tests: SLURM_CONF={c.conf}{was}: " + ("the test cluster answers" if reason is None
+                                                          else f"skipped: {reason}")]
 
 
 def free_port() -> int:
@@ -82,6 +104,43 @@ def _isolated(tmp_path, monkeypatch):
     remove_rush_plan()
     yield
     remove_rush_plan()
+
+
+@pytest.fixture(autouse=True)
+def _slurm_cluster_lock():
+    """A test that used the SLURM test cluster (SlurmBackend.available() takes a shared lock) lets go of it."""
+    yield
+    slurm_cluster.cluster().release()
+
+
+@pytest.fixture
+def cluster_owner():
+    """The test owns the SLURM test cluster: an exclusive lock while it runs (no other test or
+    slurm-cluster.sh start/stop uses the cluster meanwhile), and the cluster restored afterwards:
+    the same configuration, every daemon running under its pid file, and `status` telling the truth."""
+    from batch_backends import require
+
+    c = slurm_cluster.cluster()
+    require("slurm", c.unavailable_reason() is None, c.unavailable_reason() or "")
+    if os.geteuid() != 0:
+        require("slurm", False, "a test that restarts the test cluster's daemons must run as root")
+    c.own()
+    try:
+        accounting = c.accounting()
+        st = c.status()
+        if not st.ok:  # begin from a healthy cluster
+            out = c.script("start", *([] if accounting else ["--no-accounting"]))
+            assert out.returncode == 0, f"the test cluster could not be started before the test:\n{out.stderr}"
+        conf = c.conf.read_text()
+        yield c
+        out = c.script("start", *([] if accounting else ["--no-accounting"]))
+        assert out.returncode == 0, f"the test cluster could not be restored:\n{out.stderr}"
+        assert c.conf.read_text() == conf, "the test cluster's slurm.conf differs after the test"
+        st = c.status()
+        assert st.ok, f"slurm-cluster.sh status after restoring:\n{st.text}"
+        assert c.truth_problems(st) == [], st.text
+    finally:
+        c.release()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -124,11 +125,12 @@ def slurm_runs_a_job(timeout: float = 60) -> bool:
         raise RuntimeError(f"sbatch to the /etc/slurm cluster failed: {out.stderr.strip()}")
     job = out.stdout.strip().split(";")[0]
 
-    def done():
+    def state():
         show = _run(["scontrol", "-o", "show", "job", job], env=system_env()).stdout
-        return "JobState=COMPLETED" in show or ("JobState=FAILED" in show and "FAILED")
+        m = re.search(r"JobState=(\w+)", show)
+        return m and m[1] in ("COMPLETED", "FAILED", "CANCELLED", "NODE_FAIL", "TIMEOUT") and m[1]
 
-    return wait_for(done, timeout, f"job {job} on the /etc/slurm cluster") is True
+    return wait_for(state, timeout, f"job {job} on the /etc/slurm cluster") == "COMPLETED"
 
 
 def etc_snapshot() -> dict:

@@ -15,7 +15,7 @@ import uuid
 
 import cloudpickle
 import pytest
-from batch_backends import REPO, PbsBackend, SlurmBackend, require
+from batch_backends import PbsBackend, SlurmBackend, require
 from conftest import wait_until
 
 import rushhpc
@@ -241,9 +241,6 @@ def test_vanished_job_is_lost_after_two_misses(batch):
     assert info(r, ids[0])["reason"] == "vanished"
 
 
-CLUSTER = str(REPO / "scripts" / "slurm-cluster.sh")
-
-
 @pytest.fixture
 def slurm_only(backend):
     assert backend.name == "slurm"
@@ -254,16 +251,16 @@ slurm_scenario = pytest.mark.parametrize("backend", ["slurm"], indirect=True)
 
 
 @slurm_scenario
-def test_node_failure(batch, slurm_only):
-    """Kill a node's slurmd and the job's processes: NODE_FAIL becomes the worker's reason."""
+def test_node_failure(cluster_owner, batch, slurm_only):
+    """Kill a node's slurmd and the job's processes: NODE_FAIL becomes the worker's reason.
+    Owns the cluster (exclusive lock) while a node is down; restored afterwards."""
     r = batch(heartbeat_expire=40)
     ids = r.start_workers(busy_loop, n_workers=1)
     r.wait_for_workers(worker_ids=ids, timeout=60)
     wait_until(lambda: r.n_running_tasks == 1, 30, what="running task")
     node = info(r, ids[0])["node"]
     assert node and node.startswith("n")
-    out = subprocess.run(["bash", CLUSTER, "node-kill", node[1:], "--with-jobs"], capture_output=True, text=True,
-                         timeout=60)
+    out = cluster_owner.script("node-kill", node[1:], "--with-jobs", timeout=60)
     assert out.returncode == 0, out.stderr
     try:
         wait_until(lambda: r.detect_lost_workers() == ids, 120, interval=1, what="node failure to be seen")
@@ -271,13 +268,15 @@ def test_node_failure(batch, slurm_only):
         assert row["state"] == "lost" and row["reason"] == "node_fail"
         assert r.n_failed_tasks == 1 and "NODE_FAIL" in r.fetch_failed_tasks()["condition"].item()
     finally:
-        subprocess.run(["bash", CLUSTER, "node-restart", node[1:]], capture_output=True, timeout=120)
+        out = cluster_owner.script("node-restart", node[1:], timeout=120)
+        assert out.returncode == 0, out.stderr
 
 
 @slurm_scenario
-def test_cancel_without_accounting(batch, slurm_only):
-    """With accounting off, finished jobs are read from scontrol."""
-    out = subprocess.run(["bash", CLUSTER, "start", "--no-accounting"], capture_output=True, text=True, timeout=180)
+def test_cancel_without_accounting(cluster_owner, batch, slurm_only):
+    """With accounting off, finished jobs are read from scontrol.
+    Owns the cluster (exclusive lock) while accounting is off; restored afterwards."""
+    out = cluster_owner.script("start", "--no-accounting")
     assert out.returncode == 0, out.stderr
     try:
         r = batch()
@@ -291,7 +290,7 @@ def test_cancel_without_accounting(batch, slurm_only):
         sacct = subprocess.run(["sacct"], capture_output=True, text=True)
         assert "disabled" in (sacct.stdout + sacct.stderr)
     finally:
-        out = subprocess.run(["bash", CLUSTER, "start"], capture_output=True, text=True, timeout=180)
+        out = cluster_owner.script("start")
         assert out.returncode == 0, out.stderr
 
 
