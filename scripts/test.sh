@@ -2,8 +2,13 @@
 # The project's test command (README): installs what the tests need, then runs them.
 #   bash scripts/test.sh [pytest args...]
 # Needs: Python >= 3.10 with pip; redis-server (installed with apt-get when missing and run as root).
-# SLURM tests run when the test cluster is up (scripts/slurm-cluster.sh start), and are
-# required to run when RUSHHPC_REQUIRE_SLURM=1 (CI sets it).
+# Backends that need more run when it is there and are skipped with the reason otherwise (the reasons
+# are printed at the end):
+#   SLURM  the project's test cluster: as root, scripts/slurm-cluster.sh install && scripts/slurm-cluster.sh start
+#          (its own folder, SLURM_CONF, daemons and ports; found through 'slurm-cluster.sh env')
+#   SSH    /usr/sbin/sshd and ssh (apt-get install openssh-server openssh-client); the tests start their own sshd
+#   PBS    nothing: an emulator ships in tests/pbs_emulator
+# RUSHHPC_REQUIRE_SLURM=1 / RUSHHPC_REQUIRE_PBS=1 / RUSHHPC_REQUIRE_SSH=1 turn such a skip into a failure (CI sets them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +22,5 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 python -m pip install -q -e '.[test]'
-exec python -m pytest -q "$@"
+# -rfEs: after the dots, one line per failure, error and skip, each skip with its reason
+exec python -m pytest -q -rfEs "$@"
