@@ -31,12 +31,21 @@ def pytest_configure(config):
     os.environ.pop("RUSHHPC_TEST_CLUSTER_LOCK_FD", None)
 
 
-def pytest_report_header(config):
+def _slurm_line() -> str:
     c = slurm_cluster.cluster()
     was = f" (was {_previous_slurm_conf})" if _previous_slurm_conf not in (None, str(c.conf)) else ""
     reason = c.unavailable_reason()
-    return [f"SLURM tests: SLURM_CONF={c.conf}{was}: " + ("the test cluster answers" if reason is None
-                                                          else f"skipped: {reason}")]
+    return f"SLURM tests: SLURM_CONF={c.conf}{was}: " + ("the test cluster answers" if reason is None
+                                                         else f"not available: {reason}")
+
+
+def pytest_report_header(config):
+    return [_slurm_line()]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    # also with -q, which prints no header: where the SLURM tests ran, or why they could not
+    terminalreporter.write_line(_slurm_line())
 
 
 def free_port() -> int:
