@@ -542,6 +542,7 @@ ensure_mariadb() {
             --innodb-flush-log-at-trx-commit=2
     fi
     wait_until "mariadbd to answer on $DB_SOCK" "$TIMEOUT" mariadb_alive || die "mariadbd did not come up"
+    chmod 644 "$DB_PIDFILE" 2>/dev/null || true   # mariadbd writes it 660: let 'status' read it as any user
     mdb -e "
         CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
         CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
@@ -752,6 +753,9 @@ cmd_status() {
         [ "$needed" = 1 ] || note=" (not needed: accounting off)"
         if pid=$(pidfile_pid "$name"); then
             printf '%-10s running (pid %s, pid file %s)%s\n' "$name" "$pid" "$pf" "$note"
+        elif [ -e "$pf" ] && [ ! -r "$pf" ]; then
+            printf '%-10s unknown: its pid file %s is not readable by %s (run status as root)\n' "$name" "$pf" "$(id -un)"
+            up=0
         elif pid=$(orphan_pid "$name"); then
             printf '%-10s running (pid %s, found by its port/socket) but its pid file %s is missing or stale\n' "$name" "$pid" "$pf"
             up=0
