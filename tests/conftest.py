@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import redis
+import slurm_cluster
 
 import rushhpc
-import slurm_cluster
 from rushhpc import redis_config, remove_rush_plan
 
 _previous_slurm_conf = os.environ.get("SLURM_CONF")

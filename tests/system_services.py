@@ -280,7 +280,8 @@ class SystemServices:
             out = _run([f"/usr/sbin/{daemon}"], env=env, stdin=subprocess.DEVNULL)
             if out.returncode != 0:
                 raise RuntimeError(f"{daemon} for /etc/slurm did not start: {out.stderr.strip()}")
-            pid = wait_for(lambda: (p := read_pid(pidfile)) and proc_comm(p) == daemon and p, 30, f"{daemon} pid file")
+            pid = wait_for(lambda f=pidfile, d=daemon: (p := read_pid(f)) and proc_comm(p) == d and p, 30,
+                           f"{daemon} pid file")
             self.started[daemon] = pid
         wait_for(slurm_ok, 60, "the /etc/slurm cluster's node to be idle")
 
@@ -314,7 +315,7 @@ class SystemServices:
                 continue
             os.kill(pid, signal.SIGTERM)
             try:
-                wait_for(lambda: proc_comm(pid) != name, 30, f"{name} (pid {pid}) to exit")
+                wait_for(lambda p=pid, n=name: proc_comm(p) != n, 30, f"{name} (pid {pid}) to exit")
             except RuntimeError:
                 os.kill(pid, signal.SIGKILL)
         self.started.clear()

@@ -14,7 +14,6 @@ import subprocess
 import time
 
 import pytest
-
 import system_services
 from conftest import wait_until
 from slurm_cluster import SCRIPT
