@@ -231,7 +231,9 @@ class SystemServices:
             raise RuntimeError("port 3306 is taken but no MariaDB answers on " + MYSQL_SOCKET)
         Path("/run/mysqld").mkdir(exist_ok=True)
         shutil.chown("/run/mysqld", "mysql", "mysql")
-        log = open("/var/log/rushhpc-system-mariadb.log", "ab")
+        log_path = "/var/log/rushhpc-system-mariadb.log"
+        log = open(log_path, "ab")
+        self.created.append(log_path)
         # exactly the system's configuration (/etc/mysql), in the foreground: the pid is mariadbd's
         proc = subprocess.Popen(["/usr/sbin/mariadbd", "--user=mysql"], stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=log, start_new_session=True)
@@ -323,7 +325,7 @@ class SystemServices:
             p = Path(path)
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
-            elif p.exists() and p.read_text().startswith(MARK):
+            elif p.exists() and (p.name.startswith("rushhpc-") or p.read_text().startswith(MARK)):
                 p.unlink()
         self.created.clear()
 
