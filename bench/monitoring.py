@@ -26,6 +26,7 @@ from pathlib import Path
 from common import Context, Row, count_round_trips, log, median
 
 import rushhpc
+from rushhpc.protocol import SCHEMA_VERSION
 
 
 def register_workers(rush: rushhpc.Rush, n: int, first: int = 0) -> None:
@@ -38,9 +39,11 @@ def register_workers(rush: rushhpc.Rush, n: int, first: int = 0) -> None:
             record = {"worker_id": wid, "launcher": "local", "job_id": str(100000 + i), "submitted_at": time.time(),
                       "start_id": "bench", "extra": {}}
             pipe.hset(k.launches, wid, json.dumps(record))
-            rush.scripts.register_worker(
-                keys=[k.workers, k.workers_in("running"), k.worker(wid), k.heartbeat(wid)],
-                args=[k.prefix, wid, "60", "pid", str(100000 + i), "hostname", "bench", "launcher", "manual"],
+            rush.protocol.script("register_worker")(
+                keys=[k.workers, k.workers_in("running"), k.worker(wid), k.heartbeat(wid), k.workers_in("pending"),
+                      k.meta],
+                args=[k.prefix, wid, "60", SCHEMA_VERSION, "pid", str(100000 + i), "hostname", "bench",
+                      "launcher", "manual"],
                 client=pipe,
             )
         pipe.execute()
