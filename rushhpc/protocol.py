@@ -175,14 +175,15 @@ class Protocol:
             keys=[k.workers_in(source), k.workers_in(state), k.workers, k.queued, k.running, k.failed], args=args
         )
 
-    def detect_lost(self, retry: bool = True) -> tuple[list[list[Any]], list[str], int]:
+    def detect_lost(self, retry: bool = True) -> tuple[list[list[Any]], list[str], int, int]:
+        """(lost workers with task counts, expired batch workers, active batch launches, of which ended)."""
         k = self.keys
-        out, managed, n_active = self._s["detect_lost"](
+        out, managed, n_active, ending = self._s["detect_lost"](
             keys=[k.workers_in("running"), k.active_launches, k.workers_in("lost"), k.workers, k.queued,
                   k.running, k.failed],
             args=[k.prefix, "1" if retry else "0"],
         )
-        return out, managed, int(n_active)
+        return out, managed, int(n_active), int(ending)
 
     def heartbeat(self, worker_id: str, expire: int) -> str:
         k = self.keys

@@ -410,12 +410,14 @@ class Rush(Network):
                 settled = [w for w in dead if w in registered]
                 for launcher in self._launchers.values():
                     launcher.forget(settled)
-            out, expired_managed, n_active = self.protocol.detect_lost()
+            out, expired_managed, n_active, ending = self.protocol.detect_lost()
             for wid, failed, requeued in out:
                 log.warning("worker %s lost (heartbeat expired): %s task(s) failed, %s requeued", wid, failed, requeued)
                 lost.append(wid)
             if poll_scheduler is not False and n_active:
-                lost += self._reconciler.run(force=bool(poll_scheduler), urgent=bool(expired_managed))
+                # urgent: a batch worker went silent, or ended by itself (a SIGTERM from scancel, a
+                # time limit) and its job's final state and reason are to be read within a poll
+                lost += self._reconciler.run(force=bool(poll_scheduler), urgent=bool(expired_managed or ending))
             return lost
 
     def reset(self, workers: bool = True) -> None:

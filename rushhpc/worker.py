@@ -131,6 +131,7 @@ class RushWorker(Network):
         info.update(job)
         if managed and job:
             info["managed"] = "1"  # the scheduler's view decides whether it is lost
+            info["job_state"] = "running"  # it registers from inside its job: the job runs
         if self.deadline:
             info["deadline"] = f"{self.deadline:.3f}"
         expire = 0.0

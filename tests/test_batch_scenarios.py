@@ -137,6 +137,33 @@ def test_cancel_from_outside(batch, backend):
     assert poll_calls(r) == 0  # its fate is known: the scheduler is not asked again
 
 
+def test_external_cancel_reason_within_a_poll(batch, backend):
+    """An scancel/qdel from outside: the worker's own SIGTERM verdict comes first, but the
+    scheduler's final state decides the reason within one poll, without forced polls and
+    with a long poll interval (a worker that ended makes the next poll urgent)."""
+    r = batch(poll_interval=60, max_poll_interval=180)
+    ids = r.start_workers(busy_loop, n_workers=1)
+    r.wait_for_workers(worker_ids=ids, timeout=60)
+    wait_until(lambda: r.n_running_tasks == 1, 30, what="running task")
+    r.detect_lost_workers()  # the first poll; the next is due in 60 s
+    assert info(r, ids[0])["job_state"] == "running"
+    backend.cancel(info(r, ids[0])["job_id"])
+    wait_until(lambda: r.detect_lost_workers() is not None and info(r, ids[0])["reason"] == "cancelled", 30,
+               interval=0.5, what="reason cancelled")
+    row = info(r, ids[0])
+    assert row["state"] == "lost" and row["job_state"] == "finished"
+
+
+def test_cancel_of_a_pending_job(batch, backend):
+    r = batch(**backend.hold_options())
+    ids = r.start_workers(queue_loop, n_workers=1, fun=abs)
+    assert r.detect_lost_workers(poll_scheduler=True) == []
+    backend.cancel(info(r, ids[0])["job_id"])
+    wait_until(lambda: r.detect_lost_workers(poll_scheduler=True) is not None and info(r, ids[0])["state"] == "lost",
+               30, interval=0.5, what="the cancelled pending job's worker to be lost")
+    assert info(r, ids[0])["reason"] == "cancelled"
+
+
 def test_time_limit_ends_terminated(batch, backend):
     """The worker stops taking tasks near the limit and ends as terminated: no task is lost."""
     r = batch(time="00:01:00", walltime_margin=50)
@@ -292,6 +319,18 @@ def test_cancel_without_accounting(cluster_owner, batch, slurm_only):
     finally:
         out = cluster_owner.script("start")
         assert out.returncode == 0, out.stderr
+
+
+@slurm_scenario
+def test_hard_time_limit_reason_is_timeout(batch, slurm_only):
+    """A worker that cannot stop in time (its task ignores the pre-timeout signal) is killed by
+    SLURM at its time limit: the reason is the scheduler's (timeout), not the worker's SIGTERM."""
+    r = batch(time="00:01:00", walltime_margin=1, heartbeat_expire=20)
+    ids = r.start_workers(busy_loop, n_workers=1, seconds=600)
+    r.wait_for_workers(worker_ids=ids, timeout=60)
+    wait_until(lambda: r.detect_lost_workers() is not None and info(r, ids[0])["reason"] == "timeout", 150,
+               interval=1, what="reason timeout")
+    assert info(r, ids[0])["state"] == "lost" and r.n_running_tasks == 0
 
 
 @slurm_scenario

@@ -122,3 +122,14 @@ def test_rules_vanished_and_refined():
     lost = {"state": "lost", "reason": "sigterm"}
     assert decide("w", {}, lost, False, ENDED("cancelled"), 0, 60, 10).refine_reason == "cancelled"
     assert decide("w", {}, {"state": "terminated"}, False, ENDED("completed"), 0, 60, 10).done
+
+
+def test_scontrol_unsplit_array_record():
+    """An array cancelled while pending keeps one record with ArrayTaskId=NO_VAL for all its elements;
+    a pending array's record may carry a range."""
+    text = ("JobId=76 ArrayJobId=76 ArrayTaskId=4294967294 JobState=CANCELLED Reason=None ExitCode=0:0\n"
+            "JobId=80 ArrayJobId=80 ArrayTaskId=1-3 JobState=PENDING Reason=JobHeldUser\n")
+    parsed = parse_scontrol(text)
+    assert parsed["76_*"].reason == "cancelled"
+    assert {k for k in parsed if k.startswith("80_")} == {"80_1", "80_2", "80_3"}
+    assert parsed["80_2"].state == "held"

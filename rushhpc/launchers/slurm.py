@@ -107,7 +107,16 @@ def parse_scontrol(text: str) -> dict[str, JobStatus]:
         kv: dict[str, str] = {m.group(1): m.group(2) for m in re.finditer(r"(\w+)=(\S*)", line)}
         if "JobId" not in kv:
             continue
-        jid = f"{kv['ArrayJobId']}_{kv['ArrayTaskId']}" if kv.get("ArrayTaskId") else kv["JobId"]
+        task = kv.get("ArrayTaskId", "")
+        if task in ("4294967294", "N/A", "*"):
+            # the record of an array's elements not split off yet (e.g. cancelled while pending):
+            # it stands for every element of the array that has no record of its own
+            jid = f"{kv['ArrayJobId']}_*"
+        elif task:
+            jid = f"{kv['ArrayJobId']}_[{task}]" if re.fullmatch(r"[0-9,\-%]+", task) and not task.isdigit() \
+                else f"{kv['ArrayJobId']}_{task}"
+        else:
+            jid = kv["JobId"]
         for j in expand_ids(jid):
             out[j] = status_from(kv.get("JobState", ""), kv.get("Reason", ""), kv.get("ExitCode", ""))
     return out
@@ -215,8 +224,12 @@ class SlurmLauncher(BatchLauncher):
         """Jobs no longer in squeue: scontrol knows them for MinJobAge without accounting's lag;
         sacct (when accounting is on) for the older ones."""
         out = self.run(["scontrol", "-o", "show", "job"], timeout=60)
-        found = parse_scontrol(out.stdout) if out.returncode == 0 else {}
-        found = {j: st for j, st in found.items() if j in set(job_ids)}
+        parsed = parse_scontrol(out.stdout) if out.returncode == 0 else {}
+        found = {j: st for j, st in parsed.items() if j in set(job_ids)}
+        for j in job_ids:  # elements covered by their array's unsplit record
+            base = j.split("_", 1)[0]
+            if j not in found and "_" in j and f"{base}_*" in parsed:
+                found[j] = parsed[f"{base}_*"]
         missing = [j for j in job_ids if j not in found]
         if missing and self.accounting is not False:
             out = self.run(["sacct", "-X", "-P", "-n", "-j", ",".join(missing), "-o", "JobID,State,ExitCode,Reason"],

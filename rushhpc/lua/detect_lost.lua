@@ -3,7 +3,8 @@
 -- decides for them (a suspended job is silent, not dead).
 -- KEYS: workers:running, launches:active, workers:lost, workers, queued, running, failed
 -- ARGV: prefix, retry (1/0)
--- Returns {{wid, failed_tasks, requeued_tasks}*, {expired managed wid}*, number of active batch launches}.
+-- Returns {{wid, failed_tasks, requeued_tasks}*, {expired managed wid}*, number of active batch launches,
+--          number of active batch launches whose worker already ended (its job's end is to be read soon)}.
 local retry = ARGV[2] == '1'
 local t = now()
 local out = {}
@@ -19,4 +20,11 @@ for _, wid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
   end
 end
-return {out, managed, redis.call('SCARD', KEYS[2])}
+local n_active = redis.call('SCARD', KEYS[2])
+local ending = 0
+if n_active > 0 then
+  for _, st in ipairs({'lost', 'terminated', 'failed', 'killed'}) do
+    ending = ending + #redis.call('SINTER', KEYS[2], P .. 'workers:' .. st)
+  end
+end
+return {out, managed, n_active, ending}
