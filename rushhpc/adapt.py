@@ -156,6 +156,9 @@ class Adapter:
         for w in list(self.idle_since):
             if w not in running:
                 del self.idle_since[w]
+        # a launched worker stopped before it registered is in `workers` too: tell them apart
+        unsettled = [w for w in self.launched if w not in self._settled and w in (lost | killed)]
+        registered = set(registered) - set(net.never_started(unsettled))
         gone = lost | killed | set(self._ended())
         ended_unregistered = [w for w in self.launched if w not in registered and w in gone]
         coming = sum(1 for w in self.launched if w not in registered and w not in gone)
