@@ -29,6 +29,7 @@ _EXPORTS = {
     "RushWorkerError": "errors",
     "queue_loop": "loops",
     "Network": "network",
+    "sweep": "sweeps",
     "Rush": "rush",
     "rsh": "rush",
     "RushWorker": "worker",
@@ -38,7 +39,7 @@ _EXPORTS = {
 __all__ = [
     "Network", "RedisConfig", "Rush", "RushConfigError", "RushError", "RushPayloadError", "RushTimeoutError",
     "RushWorker", "RushWorkerError", "WorkerStopped", "__version__", "queue_loop", "redis_config",
-    "remove_rush_plan", "rsh", "rush_available", "rush_config", "rush_plan",
+    "remove_rush_plan", "rsh", "rush_available", "rush_config", "rush_plan", "sweep",
 ]
 
 
@@ -74,4 +75,5 @@ if TYPE_CHECKING:
     from .loops import queue_loop
     from .network import Network
     from .rush import Rush, rsh
+    from .sweeps import sweep
     from .worker import RushWorker, WorkerStopped

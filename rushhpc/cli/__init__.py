@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     inspect.register(sub)
     control.register(sub)
+    from ..sweeps.cli import add_parser as add_sweep_parser  # rushhpc sweep: rushhpc/sweeps/cli.py
+
+    add_sweep_parser(sub)
     return parser
 
 

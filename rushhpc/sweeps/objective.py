@@ -1,0 +1,172 @@
+"""Loading and calling the objective (in the manager to validate it, in workers to run it).
+
+Imports nothing heavy: worker processes load this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import math
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+
+class ObjectiveImportError(Exception):
+    """The objective cannot be imported (message is one line)."""
+
+
+class EvaluationTimeout(Exception):
+    """The objective ran longer than the sweep's ``timeout``."""
+
+
+def _add_path(pythonpath: Sequence[str]) -> None:
+    for p in reversed(list(pythonpath or ())):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+
+def load_objective(spec: str, pythonpath: Sequence[str] = ()) -> Callable[..., Any]:
+    """``package.module:function`` or ``/abs/path/file.py:function`` -> the function.
+
+    A file is imported as a module of its own (its folder on ``sys.path``, so it can import
+    its neighbours), under a name derived from its path, once per process.
+    """
+    target, _, name = spec.rpartition(":")
+    _add_path(pythonpath)
+    try:
+        if target.endswith(".py") or "/" in target:
+            path = Path(target)
+            if not path.is_file():
+                raise ObjectiveImportError(f"cannot import {spec}: no file {path}")
+            modname = f"_rushhpc_objective_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+            module = sys.modules.get(modname)
+            if module is None:
+                if str(path.parent) not in sys.path:
+                    sys.path.insert(0, str(path.parent))
+                mspec = importlib.util.spec_from_file_location(modname, path)
+                if mspec is None or mspec.loader is None:
+                    raise ObjectiveImportError(f"cannot import {spec}: not a Python file")
+                module = importlib.util.module_from_spec(mspec)
+                sys.modules[modname] = module
+                try:
+                    mspec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[modname]
+                    raise
+        else:
+            module = importlib.import_module(target)
+    except ObjectiveImportError:
+        raise
+    except SyntaxError as e:
+        raise ObjectiveImportError(f"cannot import {spec}: SyntaxError: {e.msg} ({e.filename}, line {e.lineno})") from None
+    except Exception as e:  # noqa: BLE001 - whatever the module raises at import
+        raise ObjectiveImportError(f"cannot import {spec}: {type(e).__name__}: {' '.join(str(e).split())}") from None
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise ObjectiveImportError(f"cannot import {spec}: {target} has no attribute {name!r}")
+    if not callable(fn):
+        raise ObjectiveImportError(f"cannot import {spec}: {name} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays -> Python values; other non-JSON values -> their str."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == ():
+        return _plain(item())
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (int, float)):  # Fraction, Decimal-likes that subclass numbers
+        return float(value)
+    return str(value)
+
+
+def normalise_outputs(result: Any, metric: str) -> tuple[dict[str, Any], float]:
+    """The objective's return value -> (outputs, metric value). A number is output ``metric``.
+    Raises ValueError when the metric is missing or not a finite number."""
+    if isinstance(result, dict):
+        outputs = {str(k): _plain(v) for k, v in result.items()}
+        if metric not in outputs:
+            raise ValueError(
+                f"the objective returned outputs {sorted(outputs)} without the metric {metric!r} "
+                "(set metric: in the sweep file to the output to optimise)"
+            )
+    else:
+        outputs = {metric: _plain(result)}
+    value = outputs[metric]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"the metric {metric!r} is {value!r}, not a number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"the metric {metric!r} is {value}, not a finite number")
+    return outputs, value
+
+
+class _Alarm:
+    """SIGALRM after ``seconds`` raises EvaluationTimeout in the main thread (the worker loop's)."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds if seconds and threading.current_thread() is threading.main_thread() else None
+        self.old: Any = None
+
+    def __enter__(self) -> "_Alarm":
+        if self.seconds:
+            def on_alarm(signum, frame):  # noqa: ANN001
+                raise EvaluationTimeout(f"the evaluation took longer than the timeout of {self.seconds:g} s")
+
+            self.old = signal.signal(signal.SIGALRM, on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.seconds:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.old or signal.SIG_DFL)
+
+
+def evaluate(
+    fn: Callable[..., Any], params: dict[str, Any], metric: str, timeout: float | None, retries: int
+) -> tuple[bool, dict[str, Any]]:
+    """Call ``fn(**params)`` up to ``1 + retries`` times.
+
+    Returns ``(True, {"outputs", "value", "runtime", "attempts"})`` or
+    ``(False, {"message"})``; the message's first line is the short error
+    (``ValueError: x out of range``), the traceback follows.
+    """
+    attempts = 0
+    message = ""
+    t0 = time.perf_counter()
+    while attempts <= retries:
+        attempts += 1
+        try:
+            with _Alarm(timeout):
+                result = fn(**params)
+        except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
+            short = " ".join(f"{type(e).__name__}: {e}".split())
+            message = short, (short if isinstance(e, EvaluationTimeout) else traceback.format_exc())
+            continue
+        try:
+            outputs, value = normalise_outputs(result, metric)
+        except ValueError as e:  # a wrong return value is not retried: it would come back the same
+            return False, {"message": f"InvalidResult: {e}"}
+        return True, {"outputs": outputs, "value": value, "runtime": time.perf_counter() - t0, "attempts": attempts}
+    short, tb = message
+    if attempts > 1:
+        short = f"{short} (failed {attempts} attempts)"
+    return False, {"message": f"{short}\n{tb}".rstrip()}

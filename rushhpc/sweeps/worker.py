@@ -1,0 +1,156 @@
+"""The sweep's worker loops (run by ``python -m rushhpc worker`` processes).
+
+Tasks in Redis, the same for both loops::
+
+    xs       = {"params": {name: value, ...}}          # the point, under the user's names
+    xs_extra = {"eval": i}                              # designs: the point's index
+    ys       = {"outputs": {...}, "value": v, "runtime": s, "attempts": n}
+    condition = {"message": "ValueError: ...\\n<traceback>"}   # failed tasks
+
+The point sits under one key, ``params``, so a parameter may be called ``state``, ``keys``
+or ``y`` without meeting rushhpc's own task columns or the outputs.
+
+- `design_loop` (random, grid, sobol, halton, lhs): pop the next queued point, evaluate, report.
+  The manager queues points by index, a few ahead of the workers, so a free worker takes its
+  next point at once (no batch barrier) and the set of points never depends on timing.
+- `model_loop` (tpe, optuna): the decentralized pattern of rush's model-based optimisation.
+  Each worker reads the finished and running tasks from Redis, fits the sampler on them
+  (running ones as pending trials: constant liar), proposes one point, creates its own
+  running task with ``push_running_tasks``, evaluates it and reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import Any, Sequence
+
+from .objective import evaluate, load_objective
+
+
+def _report(rush, key: str, ok: bool, res: dict[str, Any]) -> None:
+    if ok:
+        rush.finish_tasks([key], [{"outputs": res["outputs"], "value": res["value"],
+                                   "runtime": res["runtime"], "attempts": res["attempts"]}])
+    else:
+        rush.fail_tasks([key], [{"message": res["message"]}])
+
+
+def design_loop(rush, objective: str, pythonpath: Sequence[str], metric: str, timeout: float | None,
+                retries: int) -> None:
+    """Evaluate queued points until the manager terminates this worker."""
+    fn = load_objective(objective, pythonpath)
+    while not rush.terminated:
+        task = rush.pop_task(timeout=1)
+        if task is None:
+            continue
+        ok, res = evaluate(fn, task["xs"]["params"], metric, timeout, retries)
+        _report(rush, task["key"], ok, res)
+
+
+# ---------------------------------------------------------------------------- model-based
+def distributions(space: dict[str, dict]) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out = {}
+    for name, p in space.items():
+        if p["type"] == "float":
+            out[name] = FloatDistribution(p["low"], p["high"], log=p["log"], step=p["step"])
+        elif p["type"] == "int":
+            out[name] = IntDistribution(p["low"], p["high"], log=p["log"], step=p["step"] or 1)
+        elif p["type"] == "categorical":
+            out[name] = CategoricalDistribution(p["choices"])
+    return out
+
+
+def make_sampler(strategy: dict, seed: int):
+    import inspect
+
+    import optuna
+
+    if strategy["name"] == "tpe":
+        options = {"n_startup_trials": strategy.get("n_startup_trials", 10), "constant_liar": True}
+        options.update(strategy.get("options") or {})
+        cls = optuna.samplers.TPESampler
+    else:
+        cls = getattr(optuna.samplers, strategy["sampler"])
+        options = dict(strategy.get("options") or {})
+    try:
+        if "seed" in inspect.signature(cls).parameters:
+            options["seed"] = seed
+    except (TypeError, ValueError):
+        pass
+    return cls(**options)
+
+
+def suggest(trial, space) -> dict[str, Any]:
+    """Ask the trial for each active parameter, in condition order (define-by-run)."""
+    values: dict[str, Any] = {}
+    for name in space.order:
+        p = space.spec[name]
+        if not space.is_active(name, values):
+            continue
+        t = p["type"]
+        if t == "fixed":
+            values[name] = p["value"]
+        elif t == "float":
+            values[name] = float(trial.suggest_float(name, p["low"], p["high"], log=p["log"], step=p["step"]))
+        elif t == "int":
+            values[name] = int(trial.suggest_int(name, p["low"], p["high"], step=p["step"] or 1, log=p["log"]))
+        else:
+            values[name] = trial.suggest_categorical(name, p["choices"])
+    return {n: values[n] for n in space.names if n in values}
+
+
+def worker_seed(seed: int, worker_id: str) -> int:
+    return int(hashlib.sha256(f"{seed}:{worker_id}".encode()).hexdigest()[:8], 16)
+
+
+def model_loop(rush, objective: str, pythonpath: Sequence[str], metric: str, timeout: float | None,
+               retries: int, space: dict[str, dict], strategy: dict, direction: str, seed: int,
+               max_evaluations: int | None) -> None:
+    """Propose, evaluate and report until terminated or ``max_evaluations`` tasks exist."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from .space import Space
+
+    fn = load_objective(objective, pythonpath)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    sp = Space(space)
+    dists = distributions(space)
+    sampler = make_sampler(strategy, worker_seed(seed, rush.worker_id))
+    finished: dict[str, Any] = {}  # task key -> FrozenTrial, built once
+
+    def frozen(params: dict, state, value=None):
+        ps = {k: v for k, v in params.items() if k in dists}
+        return create_trial(params=ps, distributions={k: dists[k] for k in ps}, value=value, state=state)
+
+    while not rush.terminated:
+        if max_evaluations is not None and rush.n_tasks >= max_evaluations:
+            return
+        df = rush.fetch_tasks_with_state(states=("running", "finished"))
+        trials = []
+        if len(df):
+            for key, state, params, value in zip(df["keys"], df["state"], df["params"],
+                                                 df["value"] if "value" in df else [None] * len(df)):
+                if not isinstance(params, dict):
+                    continue
+                if state == "finished":
+                    t = finished.get(key)
+                    if t is None:
+                        try:
+                            t = finished[key] = frozen(params, TrialState.COMPLETE, float(value))
+                        except (TypeError, ValueError):
+                            continue
+                    trials.append(t)
+                else:
+                    trials.append(frozen(params, TrialState.RUNNING))
+        study = optuna.create_study(direction=direction, sampler=sampler)
+        if trials:
+            study.add_trials(trials)
+        params = suggest(study.ask(), sp)
+        keys = rush.push_running_tasks([{"params": params}])
+        ok, res = evaluate(fn, params, metric, timeout, retries)
+        _report(rush, keys[0], ok, res)
