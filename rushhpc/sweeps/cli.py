@@ -21,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", help="the sweep file (YAML)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override a field by its dotted path")
+    # REMAINDER: options may come after the overrides too (argparse's "*" stops at the first option)
+    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="key=value",
+                   help="override a field by its dotted path")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep in the output folder (a new sweep when the folder holds none)")
     p.add_argument("--check", action="store_true", help="validate the config, print it resolved, start nothing")
@@ -30,7 +32,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .config import SweepConfigError, load_config
+
+    overrides = []
+    for item in args.overrides:
+        if item == "--resume":
+            args.resume = True
+        elif item == "--check":
+            args.check = True
+        elif item.startswith("-"):
+            raise SweepConfigError(f"unknown option {item!r}; rushhpc sweep takes --resume and --check")
+        else:
+            overrides.append(item)
+    args.overrides = overrides
 
     if args.check:
         cfg = load_config(args.config, args.overrides)

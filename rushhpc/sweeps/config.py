@@ -747,31 +747,31 @@ def _order(c: _Checker, space: dict) -> list[str]:
 
 def _check_strategy_deps(c: _Checker, s: dict, space: dict) -> None:
     name = s["name"]
-    if name in ("sobol", "halton", "lhs"):
-        try:
-            import scipy.stats.qmc  # noqa: F401
-        except ImportError:
-            raise c.fail("strategy", f"{name} needs scipy: pip install 'rushhpc[sweep]'") from None
+    import importlib.util
+
+    if name in ("sobol", "halton", "lhs") and importlib.util.find_spec("scipy") is None:
+        raise c.fail("strategy", f"{name} needs scipy: pip install 'rushhpc[sweep]'")
     if name in MODEL_STRATEGIES:
-        try:
+        if importlib.util.find_spec("optuna") is None:
+            raise c.fail("strategy", f"{name} needs optuna: pip install 'rushhpc[tpe]'")
+        if "seed" in s["options"]:
+            raise c.fail("strategy.options.seed", "set the top-level seed instead")
+        if name == "optuna" or s["options"]:  # importing optuna takes a while: only when there is something to check
             import optuna
-        except ImportError:
-            raise c.fail("strategy", f"{name} needs optuna: pip install 'rushhpc[tpe]'") from None
-        if name == "optuna":
-            sampler = getattr(optuna.samplers, s["sampler"], None)
-            if sampler is None or not isinstance(sampler, type) or not issubclass(sampler, optuna.samplers.BaseSampler):
-                raise c.fail("strategy.sampler", "expected the name of a sampler in optuna.samplers (e.g. TPESampler, "
-                             "GPSampler, CmaEsSampler)", s["sampler"])
-        cls = optuna.samplers.TPESampler if name == "tpe" else getattr(optuna.samplers, s["sampler"])
-        try:
-            params = inspect.signature(cls).parameters
-        except (TypeError, ValueError):
-            params = {}
-        for k in s["options"]:
-            if params and k not in params:
-                raise c.fail(f"strategy.options.{k}", f"{cls.__name__} takes no argument {k!r}")
-            if k == "seed":
-                raise c.fail("strategy.options.seed", "set the top-level seed instead")
+
+            if name == "optuna":
+                sampler = getattr(optuna.samplers, s["sampler"], None)
+                if not (isinstance(sampler, type) and issubclass(sampler, optuna.samplers.BaseSampler)):
+                    raise c.fail("strategy.sampler", "expected the name of a sampler in optuna.samplers (e.g. "
+                                 "TPESampler, GPSampler, CmaEsSampler)", s["sampler"])
+            cls = optuna.samplers.TPESampler if name == "tpe" else getattr(optuna.samplers, s["sampler"])
+            try:
+                params = inspect.signature(cls).parameters
+            except (TypeError, ValueError):
+                params = {}
+            for k in s["options"]:
+                if params and k not in params:
+                    raise c.fail(f"strategy.options.{k}", f"{cls.__name__} takes no argument {k!r}")
     if name == "grid":
         from .space import grid_size
 

@@ -149,6 +149,10 @@ def build_table(records: list[dict[str, Any]], params: list[str], metric: str) -
         rows.append(row)
     order = [meta["eval"], *params, *(ocol[o] for o in outs), *(meta[m] for m in META_COLUMNS)]
     df = pd.DataFrame(rows, columns=order)
+    for c in [*params, *(ocol[o] for o in outs)]:
+        vals = [r[c] for r in rows if r[c] is not None]
+        if vals and all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+            df[c] = pd.array([r[c] for r in rows], dtype="Int64")  # ints stay ints beside empty cells
     for t in ("started_at", "finished_at"):
         df[meta[t]] = pd.to_datetime(df[meta[t]], unit="s", utc=True)
     for m in ("runtime",):

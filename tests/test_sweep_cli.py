@@ -1,0 +1,445 @@
+"""``rushhpc sweep`` end to end: the real command line in a subprocess, real workers, real Redis."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from conftest import wait_until
+
+HERE = Path(__file__).resolve().parent
+BRANIN_SPACE = {"x1": {"type": "float", "low": -5, "high": 10}, "x2": {"type": "float", "low": 0, "high": 15}}
+
+
+def write_sweep(tmp: Path, filename: str = "sweep.yaml", **fields) -> Path:
+    """A sweep file in tmp with functions.py beside it; fields override the minimal one."""
+    shutil.copy(HERE / "sweep_functions.py", tmp / "functions.py")
+    doc = {
+        "objective": "functions.py:branin",
+        "space": BRANIN_SPACE,
+        "strategy": "random",
+        "budget": {"evaluations": 20},
+        "direction": "minimize",
+        "workers": {"n": 2, "launcher": "local"},
+        "redis": "embedded",
+        "output": "runs/out",
+        "seed": 1,
+    }
+    doc.update(fields)
+    path = tmp / filename
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def sweep_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rushhpc", "sweep", *args]
+
+
+def run(tmp: Path, *args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run(sweep_cmd(*args), cwd=tmp, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def results(out: Path) -> list[dict]:
+    with open(out / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def journal(out: Path) -> list[dict]:
+    p = out / "journal.jsonl"
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+
+def calls(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def point_key(p: dict) -> tuple:
+    return tuple(sorted((k, float(v)) for k, v in p.items()))
+
+
+# ---------------------------------------------------------------------------- strategies
+def test_random_minimal_file_embedded_redis(tmp_path):
+    cfg = write_sweep(tmp_path)
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    o = tmp_path / "runs" / "out"
+    rows = results(o)
+    assert len(rows) == 20 and [int(r["eval"]) for r in rows] == list(range(20))
+    assert list(rows[0]) == ["eval", "x1", "x2", "y", "state", "error", "worker_id", "started_at", "finished_at",
+                             "runtime", "attempts", "key"]
+    assert all(r["state"] == "finished" and r["error"] == "" for r in rows)
+    assert all(-5 <= float(r["x1"]) <= 10 and 0 <= float(r["x2"]) <= 15 for r in rows)
+    assert len({r["worker_id"] for r in rows}) == 2  # both workers took points
+    best = json.loads((o / "best.json").read_text())
+    assert best["value"] == min(float(r["y"]) for r in rows) and set(best["params"]) == {"x1", "x2"}
+    resolved = yaml.safe_load((o / "config.yaml").read_text())
+    assert resolved["objective"] == f"{tmp_path / 'functions.py'}:branin"  # resolved against the YAML's folder
+    assert resolved["budget"] == {"evaluations": 20, "walltime": None, "target": None}
+    assert (o / "results.parquet").exists()
+    summary = json.loads((o / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["exit_code"] == 0
+    assert "completed (budget of 20 evaluations reached)" in out.stdout and "best y = " in out.stdout
+    assert "evaluations" in out.stderr  # plain progress lines (not a terminal)
+    assert cfg.exists()
+
+
+def test_grid_evaluates_each_point_once_with_conditions(tmp_path):
+    space = {
+        "model": {"type": "categorical", "choices": ["tree", "svm"]},
+        "lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True, "resolution": 3},
+        "depth": {"type": "int", "low": 1, "high": 9, "when": {"model": "tree"}},
+        "kernel": {"type": "categorical", "choices": ["rbf", "linear"], "when": {"model": "svm"}},
+    }
+    write_sweep(tmp_path, objective="functions.py:conditional", space=space, budget=None,
+                strategy={"name": "grid", "resolution": 4})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    rows = results(tmp_path / "runs" / "out")
+    # tree: 3 lr x 4 depths, svm: 3 lr x 2 kernels; inactive parameters merge the rest
+    assert len(rows) == 3 * 4 + 3 * 2
+    keys = {(r["model"], r["lr"], r["depth"], r["kernel"]) for r in rows}
+    assert len(keys) == len(rows)
+    assert sorted(round(float(lr), 9) for lr in {r["lr"] for r in rows}) == [0.001, 0.01, 0.1]
+    assert {r["depth"] for r in rows if r["model"] == "tree"} == {"1", "4", "6", "9"}
+    assert all(r["depth"] == "" for r in rows if r["model"] == "svm")
+    assert all(r["kernel"] == "" for r in rows if r["model"] == "tree")
+    assert all(r["state"] == "finished" for r in rows)
+    assert "all 18 points of the grid evaluated" in out.stdout
+
+
+def test_sobol_points_are_the_design(tmp_path):
+    write_sweep(tmp_path, strategy="sobol", budget={"evaluations": 16}, seed=7)
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    rows = results(tmp_path / "runs" / "out")
+    from rushhpc.sweeps.designs import make_design
+    from rushhpc.sweeps.space import Space
+    from rushhpc.sweeps.config import load_config
+
+    cfg = load_config(tmp_path / "runs" / "out" / "config.yaml")
+    expected = make_design(Space(cfg.space), cfg.data["strategy"], 7, 16).points(0, 16)
+    got = {int(r["eval"]): {"x1": float(r["x1"]), "x2": float(r["x2"])} for r in rows}
+    assert got == dict(enumerate(expected))
+    # space filling: every quarter of x1's range holds 4 of the 16 points
+    quarters = sorted(int((p["x1"] + 5) / 15 * 4) for p in got.values())
+    assert [quarters.count(q) for q in range(4)] == [4, 4, 4, 4]
+
+
+def test_tpe_model_based(tmp_path):
+    pytest.importorskip("optuna")
+    write_sweep(tmp_path, objective="functions.py:slow_branin", strategy={"name": "tpe", "n_startup_trials": 5},
+                budget={"evaluations": 24})
+    out = run(tmp_path, "sweep.yaml", env={"SWEEP_SLEEP": "0.05"})
+    assert out.returncode == 0, out.stderr
+    rows = results(tmp_path / "runs" / "out")
+    # each worker checks the budget before proposing: two may pass the check at the same instant
+    assert 24 <= len(rows) <= 25
+    assert [int(r["eval"]) for r in rows] == list(range(len(rows)))
+    assert all(r["state"] == "finished" for r in rows)
+    assert len({r["worker_id"] for r in rows}) == 2
+    ys = [float(r["y"]) for r in sorted(rows, key=lambda r: r["finished_at"])]
+    # the model-based half does better than the random start (Branin's minimum is 0.398)
+    assert min(ys[12:]) < 5
+
+
+# ---------------------------------------------------------------------------- overrides, seed
+def test_overrides_by_dotted_path(tmp_path):
+    write_sweep(tmp_path)
+    out = run(tmp_path, "sweep.yaml", "budget.evaluations=7", "workers.n=1", "space.x1.high=0",
+              "+space.tag={type: fixed, value: hello}", "seed=3", "output=runs/over")
+    assert out.returncode != 0 and "takes no parameter 'tag'" in out.stderr  # branin(x1, x2) has no tag
+    out = run(tmp_path, "sweep.yaml", "budget.evaluations=7", "workers.n=1", "space.x1.high=0", "seed=3",
+              "output=runs/over", "strategy=grid", "strategy.resolution=3", "~space.x2",
+              "objective=functions.py:colliding", "+space.y=[1, 2]", "+space.state={type: fixed, value: s}",
+              "+space.value=0.5", "+space.objective=[a]", "~space.x1")
+    assert out.returncode == 0, out.stderr
+    o = tmp_path / "runs" / "over"
+    resolved = yaml.safe_load((o / "config.yaml").read_text())
+    assert resolved["budget"]["evaluations"] == 7 and resolved["workers"]["n"] == 1 and resolved["seed"] == 3
+    assert resolved["strategy"] == {"name": "grid", "resolution": 3, "shuffle": False}
+    assert list(resolved["space"]) == ["y", "state", "value", "objective"]
+    rows = results(o)
+    assert len(rows) == 2  # the grid: y in [1, 2]; everything else fixed
+    cols = list(rows[0])
+    # parameters keep their names; meta and outputs that collide get prefixes
+    assert cols[:5] == ["eval", "y", "state", "value", "objective"]
+    assert {"out_y", "out_state", "loss", "out_objective", "sweep_state", "error", "out_error"} <= set(cols)
+    assert sorted(r["y"] for r in rows) == ["1", "2"] and sorted(r["out_y"] for r in rows) == ["2", "4"]
+    assert all(r["state"] == "s" and r["sweep_state"] == "finished" and r["out_state"] == "ok" for r in rows)
+    summary = json.loads((o / "summary.json").read_text())
+    assert summary["columns"]["outputs"]["y"] == "out_y" and summary["columns"]["meta"]["state"] == "sweep_state"
+
+
+@pytest.mark.parametrize("strategy", ["random", "sobol"])
+def test_same_seed_same_points_whatever_the_workers(tmp_path, strategy):
+    write_sweep(tmp_path, objective="functions.py:slow_branin", strategy=strategy, budget={"evaluations": 12})
+    a = run(tmp_path, "sweep.yaml", "workers.n=1", "output=runs/one", env={"SWEEP_SLEEP": "0"})
+    b = run(tmp_path, "sweep.yaml", "workers.n=3", "output=runs/three", env={"SWEEP_SLEEP": "0.05"})
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    ra, rb = results(tmp_path / "runs" / "one"), results(tmp_path / "runs" / "three")
+    pa = {r["eval"]: (r["x1"], r["x2"]) for r in ra}
+    pb = {r["eval"]: (r["x1"], r["x2"]) for r in rb}
+    assert pa == pb and len(pa) == 12
+    assert len({r["worker_id"] for r in rb}) > 1
+    c = run(tmp_path, "sweep.yaml", "seed=2", "output=runs/other", env={"SWEEP_SLEEP": "0"})
+    assert c.returncode == 0, c.stderr
+    assert {(r["x1"], r["x2"]) for r in results(tmp_path / "runs" / "other")}.isdisjoint(set(pa.values()))
+
+
+# ---------------------------------------------------------------------------- failures
+def test_failing_evaluations_are_recorded_and_the_sweep_completes(tmp_path):
+    write_sweep(tmp_path, objective="functions.py:fails_right", budget={"evaluations": 16})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr  # the budget was completed
+    rows = results(tmp_path / "runs" / "out")
+    assert len(rows) == 16
+    bad = [r for r in rows if r["state"] == "failed"]
+    good = [r for r in rows if r["state"] == "finished"]
+    assert bad and good
+    assert all(float(r["x1"]) > 2.5 for r in bad) and all(float(r["x1"]) <= 2.5 for r in good)
+    assert all(r["error"].startswith("ValueError: x1=") and "out of range" in r["error"] and r["y"] == "" for r in bad)
+    tb = [j for j in journal(tmp_path / "runs" / "out") if j["state"] == "failed"][0]["traceback"]
+    assert "Traceback" in tb and "fails_right" in tb
+    assert f"{len(bad)} failed" in out.stdout
+
+
+def test_max_failures_stops_the_sweep_with_exit_3(tmp_path):
+    write_sweep(tmp_path, objective="functions.py:always_fails", budget={"evaluations": 50}, max_failures=3,
+                workers={"n": 1})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 3, out.stdout + out.stderr
+    rows = results(tmp_path / "runs" / "out")
+    assert 4 <= len(rows) < 50 and all(r["error"] == "RuntimeError: broken objective" for r in rows)
+    assert "more than max_failures=3" in out.stdout
+    assert "no finished evaluation" in out.stdout and not (tmp_path / "runs" / "out" / "best.json").exists()
+
+
+def test_timeout_and_retries(tmp_path):
+    write_sweep(tmp_path, objective="functions.py:sleeps_when_high", timeout="1s", budget={"evaluations": 8},
+                space={"x1": {"type": "categorical", "choices": [0, 6]}, "x2": {"type": "fixed", "value": 2.0}},
+                strategy="grid")
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    rows = {r["x1"]: r for r in results(tmp_path / "runs" / "out")}
+    assert rows["0"]["state"] == "finished"
+    assert rows["6"]["state"] == "failed" and "took longer than the timeout of 1 s" in rows["6"]["error"]
+
+    log = tmp_path / "calls.log"
+    out = run(tmp_path, "sweep.yaml", "objective=functions.py:flaky", "retries=1", "~timeout", "output=runs/flaky",
+              "budget.evaluations=6", "strategy=random", "space.x1={type: float, low: 0, high: 1}",
+              env={"SWEEP_CALL_LOG": str(log)})
+    assert out.returncode == 0, out.stderr
+    rows = results(tmp_path / "runs" / "flaky")
+    assert len(rows) == 6 and all(r["state"] == "finished" and r["attempts"] == "2" for r in rows)
+    assert len(calls(log)) == 12
+
+
+# ---------------------------------------------------------------------------- resume, interrupt
+def _redis_yaml(tmp_path, redis_server) -> dict:
+    pw = tmp_path / "redis.pw"
+    pw.write_text(redis_server.password + "\n")
+    pw.chmod(0o600)
+    return {"url": f"redis://127.0.0.1:{redis_server.port}/0", "password_file": str(pw)}
+
+
+def _start(tmp_path, *args, env):
+    e = dict(os.environ)
+    e.update(env)
+    return subprocess.Popen(sweep_cmd(*args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=e)
+
+
+def _sigkill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the sweep process only (what a crash does); then end, by pid, what it leaves
+    behind: its embedded redis-server (local workers and heartbeats end by themselves)."""
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()
+    proc.wait(10)
+    proc.stdout.close()
+    proc.stderr.close()
+    for c in children:
+        try:
+            if "redis-server" in " ".join(c.cmdline()) or c.name().startswith("redis"):
+                c.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=15)
+    for c in alive:
+        c.kill()
+    assert not alive, f"left behind after the sweep was killed: {[c.pid for c in alive]}"
+
+
+@pytest.mark.parametrize("redis_kind", ["url", "embedded"])
+def test_resume_after_sigkill_does_not_reevaluate_finished_points(tmp_path, redis_server, redis_kind):
+    redis = _redis_yaml(tmp_path, redis_server) if redis_kind == "url" else "embedded"
+    write_sweep(tmp_path, objective="functions.py:slow_branin", budget={"evaluations": 24}, redis=redis,
+                workers={"n": 2, "heartbeat_period": 1, "heartbeat_expire": 3})
+    log = tmp_path / "calls.log"
+    env = {"SWEEP_CALL_LOG": str(log), "SWEEP_SLEEP": "0.15"}
+    proc = _start(tmp_path, "sweep.yaml", env=env)
+    o = tmp_path / "runs" / "out"
+    wait_until(lambda: len(journal(o)) >= 8 or proc.poll() is not None, 60, what="8 results in the journal")
+    assert proc.poll() is None, proc.stderr.read()
+    _sigkill_tree(proc)
+    before = journal(o)
+    assert 8 <= len(before) < 24
+    if redis_kind == "url":
+        # as if the manager had died before writing its last results: Redis still has them
+        lines = (o / "journal.jsonl").read_text().splitlines(keepends=True)
+        (o / "journal.jsonl").write_text("".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:10])
+
+    out = run(tmp_path, "sweep.yaml", "--resume", env=env)
+    assert out.returncode == 0, out.stderr
+    rows = results(o)
+    assert sorted(int(r["eval"]) for r in rows) == list(range(24))
+    counts: dict[tuple, int] = {}
+    for c in calls(log):
+        counts[point_key(c)] = counts.get(point_key(c), 0) + 1
+    for j in before:  # a point finished before the crash is never evaluated again
+        assert counts[point_key(j["params"])] == 1, j
+    # at most the evaluations running at the crash (2 workers) and, with Redis gone, those
+    # finished after the journal's last line, run twice
+    extra = sum(counts.values()) - 24
+    assert 0 <= extra <= (2 if redis_kind == "url" else 4)
+    # the same points as an uninterrupted sweep with this seed
+    fresh = run(tmp_path, "sweep.yaml", "output=runs/fresh", env={"SWEEP_SLEEP": "0"})
+    assert fresh.returncode == 0, fresh.stderr
+    assert {(r["x1"], r["x2"]) for r in rows} == {(r["x1"], r["x2"]) for r in results(tmp_path / "runs" / "fresh")}
+    assert "resuming: " in out.stderr
+    if redis_kind == "url":
+        assert "evaluations read from network" in out.stderr
+
+
+def test_ctrl_c_stops_gracefully_and_keeps_every_result(tmp_path):
+    write_sweep(tmp_path, objective="functions.py:slow_branin", budget={"evaluations": 200})
+    log = tmp_path / "calls.log"
+    proc = _start(tmp_path, "sweep.yaml", env={"SWEEP_CALL_LOG": str(log), "SWEEP_SLEEP": "0.3"})
+    o = tmp_path / "runs" / "out"
+    wait_until(lambda: len(journal(o)) >= 4 or proc.poll() is not None, 60, what="4 results")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    rows = results(o)
+    assert 4 <= len(rows) < 200 and all(r["state"] == "finished" for r in rows)
+    # every evaluation that had started was let finish and is in the results
+    assert {point_key(c) for c in calls(log)} == {point_key({"x1": r["x1"], "x2": r["x2"]}) for r in rows}
+    assert "interrupted" in stdout and json.loads((o / "summary.json").read_text())["status"] == "interrupted"
+    out = run(tmp_path, "sweep.yaml", "--resume", "budget.evaluations=10", env={"SWEEP_SLEEP": "0"})
+    assert out.returncode == 0, out.stderr
+    assert len(results(o)) == max(10, len(rows))
+
+
+def test_existing_output_needs_resume_and_resume_keeps_the_space(tmp_path):
+    write_sweep(tmp_path, budget={"evaluations": 4})
+    assert run(tmp_path, "sweep.yaml").returncode == 0
+    again = run(tmp_path, "sweep.yaml")
+    assert again.returncode == 2 and "already holds a sweep; pass --resume" in again.stderr
+    changed = run(tmp_path, "sweep.yaml", "--resume", "seed=5")
+    assert changed.returncode == 2 and "sweep.yaml: seed: differs from the sweep being resumed" in changed.stderr
+    more = run(tmp_path, "sweep.yaml", "--resume", "budget.evaluations=6")
+    assert more.returncode == 0, more.stderr
+    assert len(results(tmp_path / "runs" / "out")) == 6
+    from_copy = run(tmp_path, "runs/out/config.yaml", "--resume")  # the resolved copy works from anywhere
+    assert from_copy.returncode == 0 and "budget of 6 evaluations reached" in from_copy.stdout
+
+
+def test_redis_url_with_password_file(tmp_path, redis_server):
+    write_sweep(tmp_path, redis=_redis_yaml(tmp_path, redis_server), budget={"evaluations": 6}, name="urlsweep")
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    assert f"127.0.0.1:{redis_server.port}" in out.stderr
+    assert len(results(tmp_path / "runs" / "out")) == 6
+    assert redis_server.password not in (tmp_path / "runs" / "out" / "config.yaml").read_text()
+    # the network is deleted at the end: the journal has everything
+    left = list(redis_server.config.client().scan_iter(match="*urlsweep-*"))
+    assert left == []
+
+
+# ---------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "fields, args, expected",
+    [
+        ({"budgett": {"evaluations": 3}}, [], "sweep.yaml: budgett: unknown key; the sweep file takes objective"),
+        ({"budget": {"evals": 3}}, [], "sweep.yaml: budget.evals: unknown key; budget takes evaluations, walltime, target"),
+        ({"budget": {"evaluations": -3}}, [], "sweep.yaml: budget.evaluations: expected a positive integer or null, got -3"),
+        ({"workers": {"n": "two"}}, [], "sweep.yaml: workers.n: expected a positive integer, got 'two'"),
+        ({"budget": {"walltime": "soon"}}, [], "sweep.yaml: budget.walltime: expected a duration"),
+        ({"objective": "nosuchmodule_xyz:f"}, [], "sweep.yaml: objective: cannot import nosuchmodule_xyz:f: ModuleNotFoundError"),
+        ({"objective": "missing.py:f"}, [], "sweep.yaml: objective: file missing.py not found"),
+        ({"objective": "functions.py:nosuch"}, [], "sweep.yaml: objective: cannot import"),
+        ({"objective": "functions.py:NOT_CALLABLE"}, [], "NOT_CALLABLE is a int, not a function"),
+        ({"objective": "functions"}, [], "sweep.yaml: objective: expected module:function or path/to/file.py:function"),
+        ({"space": {}}, [], "sweep.yaml: space: is empty"),
+        ({"space": {"x1": {"type": "float", "low": 3, "high": 1}, "x2": 1}}, [], "sweep.yaml: space.x1.high: expected high > low (3)"),
+        ({"space": {"x1": {"type": "float", "low": 0, "high": 1, "log": True}, "x2": 1}}, [], "sweep.yaml: space.x1.low: expected low > 0 for a log-scaled parameter"),
+        ({"space": {"x1": {"type": "floaty", "low": 0, "high": 1}, "x2": 1}}, [], "sweep.yaml: space.x1.type: expected one of float, int, categorical, fixed"),
+        ({"space": {"x1": {"type": "float", "low": 0}, "x2": 1}}, [], "sweep.yaml: space.x1.high: missing"),
+        ({"space": {"x1": {"type": "float", "low": 0, "high": 1, "choices": [1]}, "x2": 1}}, [], "sweep.yaml: space.x1.choices: unknown key"),
+        ({"space": {"x1": {"type": "float", "low": 0, "high": 1}, "x2": {"type": "fixed", "value": 1, "when": {"k": 1}}}}, [], "sweep.yaml: space.x2.when.k: refers to no parameter"),
+        ({"strategy": "bayes"}, [], "sweep.yaml: strategy: expected one of random, grid, sobol, halton, lhs, tpe, optuna, got 'bayes'"),
+        ({"direction": "down"}, [], "sweep.yaml: direction: expected one of minimize, maximize"),
+        ({"budget": None}, [], "sweep.yaml: budget: needs evaluations or walltime"),
+        ({"redis": {"url": "redis://:secret@host:6379"}}, [], "sweep.yaml: redis.url: the URL holds a password"),
+        ({"redis": {"url": "redis://h:6379", "password_file": "/nonexistent/pw"}}, [], "sweep.yaml: redis.password_file: no such file"),
+        ({"space": {"x1": {"type": "float", "low": 0, "high": 1}}}, [], "sweep.yaml: space: the objective branin(x1, x2) needs x2"),
+        ({}, ["budget.evals=30"], "sweep.yaml: override 'budget.evals=30': budget.evals does not exist; budget takes evaluations, walltime, target"),
+        ({}, ["space.x9.low=1"], "sweep.yaml: override 'space.x9.low=1': space.x9 does not exist; parameters are x1, x2"),
+        ({}, ["seed.x=1"], "sweep.yaml: override 'seed.x=1': seed is 1, not a mapping"),
+        ({}, ["workerz=3"], "sweep.yaml: override 'workerz=3': workerz does not exist"),
+        ({}, ["workers.n"], "override 'workers.n': expected KEY=VALUE"),
+        ({}, ["workers.n=0"], "sweep.yaml: workers.n: expected a positive integer, got 0"),
+    ],
+)
+def test_validation_errors_name_file_and_key(tmp_path, fields, args, expected):
+    write_sweep(tmp_path, **fields)
+    out = run(tmp_path, "sweep.yaml", *args, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert expected in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rushhpc: error: ") and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+
+
+def test_validation_of_yaml_syntax_and_check_mode(tmp_path):
+    (tmp_path / "bad.yaml").write_text("objective: [unclosed\n")
+    out = run(tmp_path, "bad.yaml")
+    assert out.returncode == 2 and out.stderr.startswith("rushhpc: error: bad.yaml: not valid YAML")
+    write_sweep(tmp_path, budget={"walltime": "1h30m"})
+    out = run(tmp_path, "sweep.yaml", "--check", "workers.n=4")
+    assert out.returncode == 0, out.stderr
+    doc = yaml.safe_load(out.stdout)
+    assert doc["budget"]["walltime"] == 5400 and doc["workers"]["n"] == 4 and doc["strategy"] == {"name": "random"}
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------- Python
+def test_python_sweep_function_returns_the_table(tmp_path, monkeypatch, redis_server):
+    import rushhpc
+
+    shutil.copy(HERE / "sweep_functions.py", tmp_path / "functions.py")
+    monkeypatch.chdir(tmp_path)
+    config = {"objective": "functions.py:returns_dict", "metric": "loss", "space": BRANIN_SPACE,
+              "budget": {"evaluations": 5}, "redis": _redis_yaml(tmp_path, redis_server), "progress": "none",
+              "seed": 4}
+    df = rushhpc.sweep(config, workers__n=2, **{"output": str(tmp_path / "py")})
+    assert list(df.columns[:5]) == ["eval", "x1", "x2", "loss", "norm"]
+    assert len(df) == 5 and (df["state"] == "finished").all()
+    assert df.attrs["status"] == "completed" and df.attrs["exit_code"] == 0
+    assert df.attrs["best"]["value"] == df["loss"].min()
+    assert rushhpc.rush_config() == {}  # the plan it set for its workers is gone again
+    again = rushhpc.sweep(config, resume=True, budget__evaluations=7, output=str(tmp_path / "py"))
+    assert len(again) == 7 and list(again["eval"]) == list(range(7))
+    assert again.iloc[:5][["x1", "x2"]].equals(df[["x1", "x2"]])
