@@ -92,3 +92,15 @@ def not_a_function():  # placeholder so that a test can point at an attribute th
 
 
 NOT_CALLABLE = 42
+
+
+def crashes_once(x1, x2):
+    """The first call with x1 > 2.5 ends the worker process (as a segfault or OOM kill would)."""
+    path = os.environ["SWEEP_CALL_LOG"]
+    crashed = os.path.exists(path) and "crash" in open(path).read()
+    if x1 > 2.5 and not crashed:
+        _log(crash=1, x1=x1, x2=x2)
+        os._exit(3)
+    _log(x1=x1, x2=x2)
+    time.sleep(0.1)
+    return branin(x1, x2)

@@ -247,6 +247,22 @@ def test_timeout_and_retries(tmp_path):
     assert len(calls(log)) == 12
 
 
+def test_a_dead_worker_is_replaced_and_its_point_retried(tmp_path):
+    log = tmp_path / "calls.log"
+    write_sweep(tmp_path, objective="functions.py:crashes_once", budget={"evaluations": 12}, retries=1,
+                workers={"n": 2, "restarts": 1})
+    out = run(tmp_path, "sweep.yaml", env={"SWEEP_CALL_LOG": str(log)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = results(tmp_path / "runs" / "out")
+    assert len(rows) == 12 and all(r["state"] == "finished" for r in rows)
+    assert "starting 1 replacement(s)" in out.stderr and "exit code 3" in out.stderr
+    crash = [c for c in calls(log) if "crash" in c]
+    assert len(crash) == 1
+    # the point whose worker died was requeued (retries: 1) and finished by another worker
+    again = [r for r in rows if (float(r["x1"]), float(r["x2"])) == (crash[0]["x1"], crash[0]["x2"])]
+    assert len(again) == 1 and again[0]["state"] == "finished"
+
+
 # ---------------------------------------------------------------------------- resume, interrupt
 def _redis_yaml(tmp_path, redis_server) -> dict:
     pw = tmp_path / "redis.pw"

@@ -162,7 +162,7 @@ class SweepRun:
                     self._set_status(s.status, s.reason)
                 except KeyboardInterrupt:
                     self.signal_code = self.signal_code or signal.SIGINT
-                    self._set_status("interrupted", "interrupted (Ctrl-C)")
+                    self._set_status("interrupted", "Ctrl-C")
                 self._stop()
                 ok_to_reset = True
         except RushError as e:
@@ -515,8 +515,7 @@ class SweepRun:
         if mf is not None and self.n_failed > mf:
             raise _Stop("failed", f"{self.n_failed} evaluations failed, more than max_failures={mf}")
         if self.interrupts:
-            name = "SIGTERM" if self.signal_code == signal.SIGTERM else "Ctrl-C"
-            raise _Stop("interrupted", f"interrupted ({name})")
+            raise _Stop("interrupted", "SIGTERM" if self.signal_code == signal.SIGTERM else "Ctrl-C")
 
     def _work_left(self) -> bool:
         if self.design_mode:
@@ -739,6 +738,10 @@ class SweepRun:
         else:
             lines.append("  no finished evaluation")
         lines.append(f"  output: {self.out} ({', '.join(files + ['config.yaml', 'journal.jsonl'])})")
+        if self.status != "completed":
+            how = ("rushhpc.sweep(..., resume=True)" if self.from_python
+                   else f"rushhpc sweep {self.out / 'config.yaml'} --resume")
+            lines.append(f"  continue with: {how}")
         return "\n".join(lines)
 
 
