@@ -503,7 +503,7 @@ class SweepRun:
             v = self.best["value"]
             if (v <= b["target"]) if self.direction == "minimize" else (v >= b["target"]):
                 return f"target {self.metric} {'<=' if self.direction == 'minimize' else '>='} {b['target']:g} reached"
-        if b["walltime"] is not None and self._elapsed() >= b["walltime"]:
+        if b["walltime"] is not None and time.monotonic() - self.t0 >= b["walltime"]:  # per run
             return f"walltime of {b['walltime']:g} s reached"
         return None
 
@@ -590,7 +590,7 @@ class SweepRun:
         st.done = len(self.records)
         st.failed = self.n_failed
         st.best = self.best["value"] if self.best else None
-        st.elapsed = self._elapsed()
+        st.elapsed = time.monotonic() - self.t0
         st.run_elapsed = time.monotonic() - self.t0
         st.run_done = self.run_done
         st.phase = phase or self.phase
@@ -703,7 +703,7 @@ class SweepRun:
         counts = {"evaluations": len(self.records), "finished": n_fin, "failed": len(self.records) - n_fin,
                   "this_run": self.run_done, "cancelled": self.n_cancelled}
         summary = {"status": self.status, "reason": self.reason, "exit_code": exit_code, "counts": counts,
-                   "budget": self.budget, "elapsed": self._elapsed(), "networks": self.state.get("networks", []),
+                   "budget": self.budget, "elapsed": time.monotonic() - self.t0, "elapsed_total": self._elapsed(), "networks": self.state.get("networks", []),
                    "best": best_document(self.best, self.metric, self.direction), "columns": cols}
         write_json(self.out / "summary.json", summary)
         self.state["status"] = self.status
@@ -722,11 +722,12 @@ class SweepRun:
         st = self.stats
         st.done, st.failed = len(self.records), self.n_failed
         st.best = self.best["value"] if self.best else None
-        st.elapsed, st.run_elapsed, st.run_done = self._elapsed(), time.monotonic() - self.t0, self.run_done
+        st.elapsed = st.run_elapsed = time.monotonic() - self.t0
+        st.run_done = self.run_done
         st.phase, st.running, st.queued, st.workers_alive = self.status, 0, 0, 0
 
     def _summary_text(self, counts: dict[str, int], files: list[str]) -> str:
-        el = self._elapsed()
+        el = time.monotonic() - self.t0
         lines = [f"sweep {self.cfg['name']}: {self.status} ({self.reason}) after {el:.1f} s"]
         rate = self.run_done / max(time.monotonic() - self.t0, 1e-9)
         lines.append(f"  {counts['evaluations']} evaluations: {counts['finished']} finished, {counts['failed']} failed"

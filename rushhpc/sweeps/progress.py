@@ -15,7 +15,7 @@ class Stats:
     failed: int = 0
     budget: int | None = None
     walltime: float | None = None
-    elapsed: float = 0.0  # of the whole sweep, resumed runs included
+    elapsed: float = 0.0  # of this run (walltime counts per run)
     run_elapsed: float = 0.0
     run_done: int = 0  # evaluations completed in this run
     best: float | None = None
