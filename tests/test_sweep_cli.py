@@ -358,6 +358,35 @@ def test_ctrl_c_stops_gracefully_and_keeps_every_result(tmp_path):
     assert len(results(o)) == max(10, len(rows))
 
 
+def test_sigterm_then_ctrl_c_kills_running_evaluations_which_resume_redoes(tmp_path):
+    write_sweep(tmp_path, objective="functions.py:slow_branin", budget={"evaluations": 6})
+    log, err = tmp_path / "calls.log", tmp_path / "stderr.txt"
+    e = dict(os.environ, SWEEP_CALL_LOG=str(log), SWEEP_SLEEP="60")
+    with open(err, "w") as ferr:
+        proc = subprocess.Popen(sweep_cmd("sweep.yaml"), cwd=tmp_path, stdout=subprocess.PIPE, stderr=ferr,
+                                text=True, env=e)
+        wait_until(lambda: len(calls(log)) == 2, 60, what="both workers evaluating")
+        proc.terminate()  # SIGTERM, as scancel sends: a graceful stop ...
+        wait_until(lambda: "stopping (SIGTERM): waiting for 2 running" in err.read_text(), 30, what="the stop")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # ... cut short: the 60 s evaluations are killed
+        stdout, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 20
+    assert proc.returncode == 143, err.read_text()
+    o = tmp_path / "runs" / "out"
+    summary = json.loads((o / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["reason"] == "SIGTERM"
+    # not evaluations: the 2 killed and the 2 points queued ahead for them
+    assert summary["counts"]["evaluations"] == 0 and summary["counts"]["cancelled"] == 4
+    assert "continue with: rushhpc sweep" in stdout
+    out = run(tmp_path, "sweep.yaml", "--resume", env={"SWEEP_CALL_LOG": str(log), "SWEEP_SLEEP": "0"})
+    assert out.returncode == 0, out.stderr
+    rows = results(o)
+    assert [int(r["eval"]) for r in rows] == list(range(6)) and all(r["state"] == "finished" for r in rows)
+    killed = {point_key(c) for c in calls(log)[:2]}
+    assert killed <= {point_key({"x1": r["x1"], "x2": r["x2"]}) for r in rows}  # evaluated again, recorded once
+
+
 def test_existing_output_needs_resume_and_resume_keeps_the_space(tmp_path):
     write_sweep(tmp_path, budget={"evaluations": 4})
     assert run(tmp_path, "sweep.yaml").returncode == 0

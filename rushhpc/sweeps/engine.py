@@ -163,6 +163,8 @@ class SweepRun:
                 except KeyboardInterrupt:
                     self.signal_code = self.signal_code or signal.SIGINT
                     self._set_status("interrupted", "Ctrl-C")
+                except RushError as e:  # a launcher that refused the workers, and the like
+                    self._set_status("failed", f"{type(e).__name__}: {e}")
                 self._stop()
                 ok_to_reset = True
         except RushError as e:
@@ -432,12 +434,12 @@ class SweepRun:
         key = row.get("keys")
         if key in self.seen_keys:
             return None
+        idx = self.inflight.pop(key, None)
         ev = row.get("eval")
         ev = None if _nan(ev) else int(ev)
-        if ev is not None and ev in self.evals:
+        if ev is not None and ev in self.evals:  # history pushed for the samplers, or read twice
             self.seen_keys.add(key)
             return None
-        idx = self.inflight.pop(key, None)
         if ev is None and idx is not None:
             ev = idx
         state = row.get("state")
