@@ -15,7 +15,6 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-
 from conftest import wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -125,9 +124,9 @@ def test_sobol_points_are_the_design(tmp_path):
     out = run(tmp_path, "sweep.yaml")
     assert out.returncode == 0, out.stderr
     rows = results(tmp_path / "runs" / "out")
+    from rushhpc.sweeps.config import load_config
     from rushhpc.sweeps.designs import make_design
     from rushhpc.sweeps.space import Space
-    from rushhpc.sweeps.config import load_config
 
     cfg = load_config(tmp_path / "runs" / "out" / "config.yaml")
     expected = make_design(Space(cfg.space), cfg.data["strategy"], 7, 16).points(0, 16)
@@ -216,11 +215,11 @@ def test_failing_evaluations_are_recorded_and_the_sweep_completes(tmp_path):
     assert f"{len(bad)} failed" in out.stdout
 
 
-def test_max_failures_stops_the_sweep_with_exit_3(tmp_path):
+def test_max_failures_stops_the_sweep_with_exit_1(tmp_path):
     write_sweep(tmp_path, objective="functions.py:always_fails", budget={"evaluations": 50}, max_failures=3,
                 workers={"n": 1})
     out = run(tmp_path, "sweep.yaml")
-    assert out.returncode == 3, out.stdout + out.stderr
+    assert out.returncode == 1, out.stdout + out.stderr
     rows = results(tmp_path / "runs" / "out")
     assert 4 <= len(rows) < 50 and all(r["error"] == "RuntimeError: broken objective" for r in rows)
     assert "more than max_failures=3" in out.stdout
@@ -414,40 +413,49 @@ def test_redis_url_with_password_file(tmp_path, redis_server):
 
 
 # ---------------------------------------------------------------------------- validation
-@pytest.mark.parametrize(
-    "fields, args, expected",
-    [
-        ({"budgett": {"evaluations": 3}}, [], "sweep.yaml: budgett: unknown key; the sweep file takes objective"),
-        ({"budget": {"evals": 3}}, [], "sweep.yaml: budget.evals: unknown key; budget takes evaluations, walltime, target"),
-        ({"budget": {"evaluations": -3}}, [], "sweep.yaml: budget.evaluations: expected a positive integer or null, got -3"),
-        ({"workers": {"n": "two"}}, [], "sweep.yaml: workers.n: expected a positive integer, got 'two'"),
-        ({"budget": {"walltime": "soon"}}, [], "sweep.yaml: budget.walltime: expected a duration"),
-        ({"objective": "nosuchmodule_xyz:f"}, [], "sweep.yaml: objective: cannot import nosuchmodule_xyz:f: ModuleNotFoundError"),
-        ({"objective": "missing.py:f"}, [], "sweep.yaml: objective: file missing.py not found"),
-        ({"objective": "functions.py:nosuch"}, [], "sweep.yaml: objective: cannot import"),
-        ({"objective": "functions.py:NOT_CALLABLE"}, [], "NOT_CALLABLE is a int, not a function"),
-        ({"objective": "functions"}, [], "sweep.yaml: objective: expected module:function or path/to/file.py:function"),
-        ({"space": {}}, [], "sweep.yaml: space: is empty"),
-        ({"space": {"x1": {"type": "float", "low": 3, "high": 1}, "x2": 1}}, [], "sweep.yaml: space.x1.high: expected high > low (3)"),
-        ({"space": {"x1": {"type": "float", "low": 0, "high": 1, "log": True}, "x2": 1}}, [], "sweep.yaml: space.x1.low: expected low > 0 for a log-scaled parameter"),
-        ({"space": {"x1": {"type": "floaty", "low": 0, "high": 1}, "x2": 1}}, [], "sweep.yaml: space.x1.type: expected one of float, int, categorical, fixed"),
-        ({"space": {"x1": {"type": "float", "low": 0}, "x2": 1}}, [], "sweep.yaml: space.x1.high: missing"),
-        ({"space": {"x1": {"type": "float", "low": 0, "high": 1, "choices": [1]}, "x2": 1}}, [], "sweep.yaml: space.x1.choices: unknown key"),
-        ({"space": {"x1": {"type": "float", "low": 0, "high": 1}, "x2": {"type": "fixed", "value": 1, "when": {"k": 1}}}}, [], "sweep.yaml: space.x2.when.k: refers to no parameter"),
-        ({"strategy": "bayes"}, [], "sweep.yaml: strategy: expected one of random, grid, sobol, halton, lhs, tpe, optuna, got 'bayes'"),
-        ({"direction": "down"}, [], "sweep.yaml: direction: expected one of minimize, maximize"),
-        ({"budget": None}, [], "sweep.yaml: budget: needs evaluations or walltime"),
-        ({"redis": {"url": "redis://:secret@host:6379"}}, [], "sweep.yaml: redis.url: the URL holds a password"),
-        ({"redis": {"url": "redis://h:6379", "password_file": "/nonexistent/pw"}}, [], "sweep.yaml: redis.password_file: no such file"),
-        ({"space": {"x1": {"type": "float", "low": 0, "high": 1}}}, [], "sweep.yaml: space: the objective branin(x1, x2) needs x2"),
-        ({}, ["budget.evals=30"], "sweep.yaml: override 'budget.evals=30': budget.evals does not exist; budget takes evaluations, walltime, target"),
-        ({}, ["space.x9.low=1"], "sweep.yaml: override 'space.x9.low=1': space.x9 does not exist; parameters are x1, x2"),
-        ({}, ["seed.x=1"], "sweep.yaml: override 'seed.x=1': seed is 1, not a mapping"),
-        ({}, ["workerz=3"], "sweep.yaml: override 'workerz=3': workerz does not exist"),
-        ({}, ["workers.n"], "override 'workers.n': expected KEY=VALUE"),
-        ({}, ["workers.n=0"], "sweep.yaml: workers.n: expected a positive integer, got 0"),
-    ],
-)
+def x1(**spec) -> dict:
+    """A space whose x1 is ``spec`` (x2 fixed)."""
+    return {"space": {"x1": spec, "x2": 1}}
+
+
+FLOAT01 = {"type": "float", "low": 0, "high": 1}
+VALIDATION_CASES = [
+    ({"budgett": {"evaluations": 3}}, [], "sweep.yaml: budgett: unknown key; the sweep file takes objective"),
+    ({"budget": {"evals": 3}}, [], "sweep.yaml: budget.evals: unknown key; budget takes evaluations, walltime, target"),
+    ({"budget": {"evaluations": -3}}, [], "sweep.yaml: budget.evaluations: expected a positive integer or null, got -3"),
+    ({"workers": {"n": "two"}}, [], "sweep.yaml: workers.n: expected a positive integer, got 'two'"),
+    ({"budget": {"walltime": "soon"}}, [], "sweep.yaml: budget.walltime: expected a duration"),
+    ({"objective": "nosuchmod_xyz:f"}, [], "sweep.yaml: objective: cannot import nosuchmod_xyz:f: ModuleNotFoundError"),
+    ({"objective": "missing.py:f"}, [], "sweep.yaml: objective: file missing.py not found"),
+    ({"objective": "functions.py:nosuch"}, [], "sweep.yaml: objective: cannot import"),
+    ({"objective": "functions.py:NOT_CALLABLE"}, [], "NOT_CALLABLE is a int, not a function"),
+    ({"objective": "functions"}, [], "sweep.yaml: objective: expected module:function or path/to/file.py:function"),
+    ({"space": {}}, [], "sweep.yaml: space: is empty"),
+    (x1(type="float", low=3, high=1), [], "sweep.yaml: space.x1.high: expected high > low (3)"),
+    (x1(**FLOAT01, log=True), [], "sweep.yaml: space.x1.low: expected low > 0 for a log-scaled parameter"),
+    (x1(type="floaty", low=0, high=1), [], "sweep.yaml: space.x1.type: expected one of float, int, categorical, fixed"),
+    (x1(type="float", low=0), [], "sweep.yaml: space.x1.high: missing"),
+    (x1(**FLOAT01, choices=[1]), [], "sweep.yaml: space.x1.choices: unknown key"),
+    ({"space": {"x1": FLOAT01, "x2": {"type": "fixed", "value": 1, "when": {"k": 1}}}}, [],
+     "sweep.yaml: space.x2.when.k: refers to no parameter"),
+    ({"strategy": "bayes"}, [], "sweep.yaml: strategy: expected one of random, grid, sobol, halton, lhs, tpe, optuna"),
+    ({"direction": "down"}, [], "sweep.yaml: direction: expected one of minimize, maximize"),
+    ({"budget": None}, [], "sweep.yaml: budget: needs evaluations or walltime"),
+    ({"redis": {"url": "redis://:secret@host:6379"}}, [], "sweep.yaml: redis.url: the URL holds a password"),
+    ({"redis": {"url": "redis://h:6379", "password_file": "/nonexistent/pw"}}, [],
+     "sweep.yaml: redis.password_file: no such file"),
+    ({"space": {"x1": FLOAT01}}, [], "sweep.yaml: space: the objective branin(x1, x2) needs x2"),
+    ({}, ["budget.evals=30"],
+     "sweep.yaml: override 'budget.evals=30': budget.evals does not exist; budget takes evaluations, walltime, target"),
+    ({}, ["space.x9.low=1"], "sweep.yaml: override 'space.x9.low=1': space.x9 does not exist; parameters are x1, x2"),
+    ({}, ["seed.x=1"], "sweep.yaml: override 'seed.x=1': seed is 1, not a mapping"),
+    ({}, ["workerz=3"], "sweep.yaml: override 'workerz=3': workerz does not exist"),
+    ({}, ["workers.n"], "override 'workers.n': expected KEY=VALUE"),
+    ({}, ["workers.n=0"], "sweep.yaml: workers.n: expected a positive integer, got 0"),
+]
+
+
+@pytest.mark.parametrize("fields, args, expected", VALIDATION_CASES)
 def test_validation_errors_name_file_and_key(tmp_path, fields, args, expected):
     write_sweep(tmp_path, **fields)
     out = run(tmp_path, "sweep.yaml", *args, timeout=60)

@@ -26,7 +26,7 @@ def F(low, high, **kw):
     return {"type": "float", "low": low, "high": high, "log": False, "step": None, "when": None, "resolution": None, **kw}
 
 
-def I(low, high, **kw):
+def Int(low, high, **kw):
     return {"type": "int", "low": low, "high": high, "log": False, "step": 1, "when": None, "resolution": None, **kw}
 
 
@@ -35,11 +35,11 @@ def test_from_unit_covers_each_type_within_bounds():
     lg = F(1e-4, 1e-1, log=True)
     assert from_unit(lg, 0.5) == pytest.approx(math.sqrt(1e-4 * 1e-1))
     assert from_unit(F(0, 1, step=0.1), 0.35) == 0.3  # on the lattice, without float noise
-    ints = [from_unit(I(1, 4), u / 100) for u in range(100)]
+    ints = [from_unit(Int(1, 4), u / 100) for u in range(100)]
     assert sorted(set(ints)) == [1, 2, 3, 4] and all(isinstance(v, int) for v in ints)
     assert [ints.count(v) for v in (1, 2, 3, 4)] == [25, 25, 25, 25]
-    assert sorted({from_unit(I(0, 10, step=5), u / 10) for u in range(10)}) == [0, 5, 10]
-    logi = I(1, 1000, log=True, step=1)
+    assert sorted({from_unit(Int(0, 10, step=5), u / 10) for u in range(10)}) == [0, 5, 10]
+    logi = Int(1, 1000, log=True, step=1)
     assert from_unit(logi, 0.0) == 1 and from_unit(logi, 0.99999) == 1000 and 15 < from_unit(logi, 0.5) < 35
     cat = {"type": "categorical", "choices": ["a", 1, None], "when": None}
     assert [from_unit(cat, u) for u in (0.0, 0.4, 0.99)] == ["a", 1, None]
@@ -48,12 +48,12 @@ def test_from_unit_covers_each_type_within_bounds():
 
 def test_grid_values_and_conditional_grid_dedupes():
     assert grid_values(F(0, 1), 3) == [0.0, 0.5, 1.0]
-    assert grid_values(I(1, 3), 10) == [1, 2, 3]  # fewer integers than the resolution: all of them
+    assert grid_values(Int(1, 3), 10) == [1, 2, 3]  # fewer integers than the resolution: all of them
     assert grid_values(F(0, 1, resolution=2), 5) == [0.0, 1.0]  # a parameter's own resolution wins
     space = Space({
         "kind": {"type": "categorical", "choices": ["a", "b"], "when": None},
         "x": F(0, 1, when={"kind": "a"}),
-        "y": I(1, 2, when={"kind": ["b"]}),
+        "y": Int(1, 2, when={"kind": ["b"]}),
     })
     points = space.grid(3)
     assert points == [{"kind": "a", "x": 0.0}, {"kind": "a", "x": 0.5}, {"kind": "a", "x": 1.0},
@@ -65,7 +65,7 @@ def test_grid_values_and_conditional_grid_dedupes():
 
 @pytest.mark.parametrize("name", ["random", "sobol", "halton", "lhs", "grid"])
 def test_designs_are_a_function_of_seed_and_index(name):
-    space = Space({"a": F(0, 1), "b": I(0, 9), "c": {"type": "categorical", "choices": [1, 2, 3], "when": None}})
+    space = Space({"a": F(0, 1), "b": Int(0, 9), "c": {"type": "categorical", "choices": [1, 2, 3], "when": None}})
     strategy = {"name": name, "resolution": 4, "scramble": True, "shuffle": False}
     d = make_design(space, strategy, seed=11, evaluations=20)
     whole = d.points(0, 20)

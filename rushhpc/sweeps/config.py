@@ -18,7 +18,6 @@ import math
 import os
 import re
 import secrets
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -269,7 +268,8 @@ def _short_param(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- values
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d*)?)\s*d)?\s*(?:(\d+(?:\.\d*)?)\s*h)?\s*(?:(\d+(?:\.\d*)?)\s*m(?:in)?)?\s*(?:(\d+(?:\.\d*)?)\s*s)?\s*$")
+_NUM = r"(\d+(?:\.\d*)?)"
+_DURATION = re.compile(rf"^\s*(?:{_NUM}\s*d)?\s*(?:{_NUM}\s*h)?\s*(?:{_NUM}\s*m(?:in)?)?\s*(?:{_NUM}\s*s)?\s*$")
 
 
 def parse_duration(value: Any) -> float:
@@ -295,8 +295,8 @@ def parse_duration(value: Any) -> float:
     if ":" in text:
         days = 0.0
         if "-" in text:
-            d, _, text = text.partition("-")
-            days = float(d)
+            day_text, _, text = text.partition("-")
+            days = float(day_text)
         parts = [float(p) for p in text.split(":")]
         if len(parts) > 3:
             raise ValueError("a duration such as 01:30:00")
@@ -307,8 +307,8 @@ def parse_duration(value: Any) -> float:
     m = _DURATION.match(text)
     if not m or not any(m.groups()):
         raise ValueError("a duration such as 90, 90s, 10m, 1h30m or 01:30:00")
-    d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    return d * 86400 + h * 3600 + mi * 60 + s
+    d, h, mi, sec = (float(g) if g else 0.0 for g in m.groups())
+    return d * 86400 + h * 3600 + mi * 60 + sec
 
 
 def _number(value: Any) -> float | int | None:
@@ -363,34 +363,34 @@ class _Checker:
                 raise self.fail(where, f"unknown key; {path or 'the sweep file'} takes {', '.join(allowed)}")
         return value
 
-    def int_(self, path: str, value: Any, minimum: int | None = None, allow_none: bool = False) -> int | None:
-        if value is None and allow_none:
-            return None
+    def int_(self, path: str, value: Any, minimum: int | None = None, or_null: bool = False) -> int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
             what = {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
                 minimum, f"an integer >= {minimum}")
-            raise self.fail(path, f"expected {what}" + (" or null" if allow_none else ""), value)
+            raise self.fail(path, f"expected {what}" + (" or null" if or_null else ""), value)
         return value
 
-    def float_(self, path: str, value: Any, positive: bool = False, allow_none: bool = False) -> float | None:
-        if value is None and allow_none:
-            return None
+    def opt_int(self, path: str, value: Any, minimum: int | None = None) -> int | None:
+        return None if value is None else self.int_(path, value, minimum, or_null=True)
+
+    def float_(self, path: str, value: Any, positive: bool = False, or_null: bool = False) -> float:
         v = _number(value)
         if v is None or not math.isfinite(float(v)) or (positive and v <= 0):
             raise self.fail(path, "expected " + ("a positive number" if positive else "a finite number")
-                            + (" or null" if allow_none else ""), value)
+                            + (" or null" if or_null else ""), value)
         return float(v)
+
+    def opt_float(self, path: str, value: Any, positive: bool = False) -> float | None:
+        return None if value is None else self.float_(path, value, positive, or_null=True)
 
     def bool_(self, path: str, value: Any) -> bool:
         if not isinstance(value, bool):
             raise self.fail(path, "expected true or false", value)
         return value
 
-    def duration(self, path: str, value: Any, allow_none: bool = True, positive: bool = True) -> float | None:
-        if value is None and allow_none:
-            return None
+    def duration(self, path: str, value: Any, positive: bool = True) -> float:
         try:
             secs = parse_duration(value)
         except ValueError as e:
@@ -399,14 +399,15 @@ class _Checker:
             raise self.fail(path, "expected a duration > 0", value)
         return secs
 
+    def opt_duration(self, path: str, value: Any) -> float | None:
+        return None if value is None else self.duration(path, value)
+
     def choice(self, path: str, value: Any, choices: Sequence[str]) -> str:
         if value not in choices:
             raise self.fail(path, f"expected one of {', '.join(choices)}", value)
-        return value
+        return str(value)
 
-    def string(self, path: str, value: Any, allow_none: bool = False) -> str | None:
-        if value is None and allow_none:
-            return None
+    def string(self, path: str, value: Any) -> str:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(path, "expected a non-empty string", value)
         return value
@@ -540,16 +541,16 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
     _check_strategy_deps(c, s, out["space"])
 
     # budget
-    budget = raw.get("budget")
+    budget: Any = raw.get("budget")
     if isinstance(budget, int) and not isinstance(budget, bool):
         budget = {"evaluations": budget}
     if budget is None:
         budget = {}
     c.mapping("budget", budget, BUDGET_KEYS, "a mapping with evaluations, walltime and/or target")
     b = {
-        "evaluations": c.int_("budget.evaluations", budget.get("evaluations"), minimum=1, allow_none=True),
-        "walltime": c.duration("budget.walltime", budget.get("walltime")),
-        "target": c.float_("budget.target", budget.get("target"), allow_none=True),
+        "evaluations": c.opt_int("budget.evaluations", budget.get("evaluations"), minimum=1),
+        "walltime": c.opt_duration("budget.walltime", budget.get("walltime")),
+        "target": c.opt_float("budget.target", budget.get("target")),
     }
     if sname == "lhs" and b["evaluations"] is None:
         raise c.fail("budget.evaluations", "strategy lhs needs budget.evaluations (the size of the Latin hypercube)")
@@ -558,9 +559,9 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
     out["budget"] = b
 
     # evaluation
-    out["timeout"] = c.duration("timeout", raw.get("timeout"))
+    out["timeout"] = c.opt_duration("timeout", raw.get("timeout"))
     out["retries"] = c.int_("retries", raw.get("retries", 0), minimum=0)
-    out["max_failures"] = c.int_("max_failures", raw.get("max_failures"), minimum=0, allow_none=True)
+    out["max_failures"] = c.opt_int("max_failures", raw.get("max_failures"), minimum=0)
 
     # workers
     w = raw.get("workers", {}) or {}
@@ -572,8 +573,8 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
     if not isinstance(res, dict) or not all(isinstance(k, str) for k in res):
         raise c.fail("workers.resources", "expected a mapping of launcher options (see docs/launchers/)", res)
     workers["resources"] = res
-    workers["heartbeat_period"] = c.duration("workers.heartbeat_period", w.get("heartbeat_period"))
-    workers["heartbeat_expire"] = c.duration("workers.heartbeat_expire", w.get("heartbeat_expire"))
+    workers["heartbeat_period"] = c.opt_duration("workers.heartbeat_period", w.get("heartbeat_period"))
+    workers["heartbeat_expire"] = c.opt_duration("workers.heartbeat_expire", w.get("heartbeat_expire"))
     hp, he = workers["heartbeat_period"], workers["heartbeat_expire"]
     if hp is not None and he is not None and he <= hp:
         raise c.fail("workers.heartbeat_expire", f"expected more than heartbeat_period ({hp:g} s), ideally 3x", he)
@@ -638,6 +639,8 @@ def _validate_space(c: _Checker, space: Any) -> dict[str, dict[str, Any]]:
             for key in ("low", "high"):
                 if key not in spec:
                     raise c.fail(f"{path}.{key}", f"missing; a {ptype} parameter needs low and high")
+            low: float
+            high: float
             if ptype == "int":
                 low = c.int_(f"{path}.low", _int_like(spec["low"]))
                 high = c.int_(f"{path}.high", _int_like(spec["high"]))
@@ -664,7 +667,7 @@ def _validate_space(c: _Checker, space: Any) -> dict[str, dict[str, Any]]:
                     raise c.fail(f"{path}.step", f"expected a step <= high - low ({high - low:g})", step)
             p.update(low=low, high=high, log=log, step=step)
             res = spec.get("resolution")
-            p["resolution"] = c.int_(f"{path}.resolution", res, minimum=2, allow_none=True)
+            p["resolution"] = c.opt_int(f"{path}.resolution", res, minimum=2)
         elif ptype == "categorical":
             choices = spec.get("choices")
             if not isinstance(choices, list) or not choices:
@@ -766,7 +769,7 @@ def _check_strategy_deps(c: _Checker, s: dict, space: dict) -> None:
                                  "TPESampler, GPSampler, CmaEsSampler)", s["sampler"])
             cls = optuna.samplers.TPESampler if name == "tpe" else getattr(optuna.samplers, s["sampler"])
             try:
-                params = inspect.signature(cls).parameters
+                params: Any = inspect.signature(cls).parameters
             except (TypeError, ValueError):
                 params = {}
             for k in s["options"]:
@@ -858,10 +861,3 @@ def check_objective_importable(cfg: SweepConfig) -> Any:
         )
     return fn
 
-
-def dump_yaml(data: dict) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
-
-
-if sys.version_info < (3, 10):  # pragma: no cover
-    raise ImportError("rushhpc.sweeps needs Python >= 3.10")

@@ -41,7 +41,7 @@ class RandomDesign(Design):
         return [self.space.from_unit(np.random.default_rng([self.seed, i]).random(d)) for i in range(lo, hi)]
 
 
-def _qmc_engine(name: str, d: int, scramble: bool, seed: int):
+def _qmc_engine(name: str, d: int, scramble: bool, seed: int) -> Any:
     from scipy.stats import qmc
 
     cls = qmc.Sobol if name == "sobol" else qmc.Halton
@@ -68,8 +68,10 @@ class QmcDesign(Design):
 class LhsDesign(Design):
     def __init__(self, *args: Any):
         super().__init__(*args)
-        self.size = self.evaluations
-        self._u = None
+        if self.evaluations is None:
+            raise ValueError("a Latin hypercube needs budget.evaluations")
+        self.size: int = self.evaluations
+        self._u: Any = None
 
     def points(self, lo: int, hi: int) -> list[dict[str, Any]]:
         if self._u is None:

@@ -13,7 +13,6 @@ are killed first, so nothing changes while it is read), then deleted.
 
 from __future__ import annotations
 
-import gc
 import math
 import secrets
 import signal
@@ -41,9 +40,12 @@ from .results import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..rush import Rush
+    from .designs import Design
+
 CANCELLED = ("Removed from queue", "worker was killed")  # not evaluations: the point is done again
 ALIVE_STATES = ("running", "pending", "held", "starting", "suspended")
-EXIT_COMPLETED, EXIT_FAILED = 0, 3
+EXIT_COMPLETED, EXIT_FAILED = 0, 1  # the CLI's convention: 1 = an unmet budget
 CHECKPOINT_INTERVAL = 30.0
 
 
@@ -100,8 +102,8 @@ class SweepRun:
         self.metric, self.direction = d["metric"], d["direction"]
         self.budget = d["budget"]
         self.wanted = d["workers"]["n"]
-        self.rush = None
-        self.journal: Journal | None = None
+        self.rush_: Rush | None = None
+        self.journal_: Journal | None = None
         self.state: dict[str, Any] = {}
         self.status: str | None = None
         self.reason = ""
@@ -128,13 +130,33 @@ class SweepRun:
         self.last_detect = 0.0
         self.last_checkpoint = time.monotonic()
         self.worker_reason = ""
-        self.display: Display | None = None
+        self.display_: Display | None = None
         self.saved_plan: dict | None = None
         self.plan_set = False
         self.limit: int | None = None
-        self.design = None
+        self.design_: Design | None = None
         self.stats = Stats(metric=self.metric, budget=None, walltime=self.budget["walltime"],
                            workers_wanted=self.wanted)
+
+    @property
+    def rush(self) -> Rush:
+        assert self.rush_ is not None, "not connected"
+        return self.rush_
+
+    @property
+    def journal(self) -> Journal:
+        assert self.journal_ is not None, "no output folder open"
+        return self.journal_
+
+    @property
+    def display(self) -> Display:
+        assert self.display_ is not None, "no display"
+        return self.display_
+
+    @property
+    def design(self) -> Design:
+        assert self.design_ is not None, "not a design strategy"
+        return self.design_
 
     # ------------------------------------------------------------------ entry
     def run(self) -> SweepResult:
@@ -230,10 +252,10 @@ class SweepRun:
         self.state.setdefault("networks", [])
         self.state["status"] = "running"
         self._write_state()
-        self.journal = Journal(self.out / "journal.jsonl")
+        self.journal_ = Journal(self.out / "journal.jsonl")
         for r in self.journal.records:
             self._remember(r)
-        self.display = Display(self.cfg["progress"], self.cfg["progress_interval"], f"sweep {self.cfg['name']}")
+        self.display_ = Display(self.cfg["progress"], self.cfg["progress_interval"], f"sweep {self.cfg['name']}")
         for w in self.cfg.warnings:
             self.display.message(f"warning: {w}")
         if self.journal.records:
@@ -259,7 +281,7 @@ class SweepRun:
             b = self.best
             if b is None or (v < b["value"] if self.direction == "minimize" else v > b["value"]):
                 self.best = r
-                if self.journal is not None and self.phase != "starting":
+                if self.journal_ is not None and self.phase != "starting":
                     self._write_best()
         self.next_eval = max(self.next_eval, r["eval"] + 1)
 
@@ -320,7 +342,7 @@ class SweepRun:
         self.redis_cfg = self._redis_config()
         self._set_plan(self.redis_cfg)
         network = f"{self.cfg['name']}-{secrets.token_hex(3)}"
-        self.rush = rsh(network, config=self.redis_cfg)
+        self.rush_ = rsh(network, config=self.redis_cfg)
 
     def _absorb_networks(self) -> None:
         for net in list(self.state.get("networks", []))[-3:]:
@@ -356,7 +378,7 @@ class SweepRun:
             from .designs import make_design
             from .space import Space
 
-            self.design = make_design(Space(self.cfg.space), self.cfg.data["strategy"], self.cfg["seed"],
+            self.design_ = make_design(Space(self.cfg.space), self.cfg.data["strategy"], self.cfg["seed"],
                                       self.budget["evaluations"])
             limits = [x for x in (self.budget["evaluations"], self.design.size) if x is not None]
             self.limit = min(limits) if limits else None
@@ -431,12 +453,12 @@ class SweepRun:
 
     def _record(self, row: dict[str, Any], network: str) -> dict[str, Any] | None:
         """A task row -> a journal record, or None (seen already, or cancelled, not evaluated)."""
-        key = row.get("keys")
+        key: Any = row.get("keys")
         if key in self.seen_keys:
             return None
         idx = self.inflight.pop(key, None)
-        ev = row.get("eval")
-        ev = None if _nan(ev) else int(ev)
+        raw_ev: Any = row.get("eval")
+        ev = None if _nan(raw_ev) else int(raw_ev)
         if ev is not None and ev in self.evals:  # history pushed for the samplers, or read twice
             self.seen_keys.add(key)
             return None
@@ -460,7 +482,7 @@ class SweepRun:
                    "error": short, "traceback": tb or None}
         else:
             outputs = row.get("outputs") if isinstance(row.get("outputs"), dict) else {}
-            value = row.get("value")
+            value: Any = row.get("value")
             rec = {"eval": ev, "state": "finished", "params": params, "outputs": outputs,
                    "value": None if _nan(value) else float(value), "error": None, "traceback": None}
         if rec["eval"] is None:
@@ -470,7 +492,7 @@ class SweepRun:
         runtime = row.get("runtime")
         if _nan(runtime):
             runtime = finished - started if started is not None and finished is not None else None
-        attempts = row.get("attempts")
+        attempts: Any = row.get("attempts")
         rec.update(worker_id=row.get("worker_id"), created_at=_ts(row.get("created_at")), started_at=started,
                    finished_at=finished, runtime=runtime, attempts=None if _nan(attempts) else int(attempts),
                    key=key, network=network)
@@ -640,8 +662,9 @@ class SweepRun:
             shown = False
             while rush.n_running_tasks > 0 and time.monotonic() < deadline and self.interrupts < 2:
                 if not shown:
+                    again = ", Ctrl-C again to kill them" if self.status == "interrupted" else ""
                     self.display.message(f"stopping ({self.reason}): waiting for {rush.n_running_tasks} running "
-                                         "evaluation(s)" + (", Ctrl-C again to kill them" if self.status == "interrupted" else ""))
+                                         f"evaluation(s){again}")
                     shown = True
                 self._ingest(wait=0.2)
                 if time.monotonic() - last_detect > 1.0:
@@ -667,7 +690,7 @@ class SweepRun:
             self.signal_code = self.signal_code or signum
             if self.phase == "starting":
                 raise KeyboardInterrupt
-            if self.interrupts >= 2 and self.display is not None:
+            if self.interrupts >= 2 and self.display_ is not None:
                 self.display.message("second interrupt: killing the workers")
 
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -681,8 +704,9 @@ class SweepRun:
     def _finish(self, ok_to_reset: bool) -> SweepResult:
         if self.status is None:
             self.status, self.reason = "completed", self._budget_reached() or "done"
-        exit_code = {"completed": EXIT_COMPLETED, "failed": EXIT_FAILED}.get(self.status, 128 + int(self.signal_code or signal.SIGINT))
-        rush, self.rush = self.rush, None
+        interrupted = 128 + int(self.signal_code or signal.SIGINT)
+        exit_code = {"completed": EXIT_COMPLETED, "failed": EXIT_FAILED}.get(self.status, interrupted)
+        rush, self.rush_ = self.rush_, None
         if rush is not None:
             try:
                 if ok_to_reset:
@@ -690,10 +714,6 @@ class SweepRun:
                 rush.close()
             except Exception:  # noqa: BLE001 - Redis may be gone; the journal has everything we read
                 pass
-            # A closed manager left for rushhpc's exit hook is closed again there, after the embedded
-            # Redis has stopped, and waits ~4 s on Redis retries: let it be collected now.
-            del rush
-            gc.collect()
         self._restore_plan()
         params = list(self.cfg.space)
         df, cols = build_table(self.records, params, self.metric)
@@ -705,14 +725,15 @@ class SweepRun:
         counts = {"evaluations": len(self.records), "finished": n_fin, "failed": len(self.records) - n_fin,
                   "this_run": self.run_done, "cancelled": self.n_cancelled}
         summary = {"status": self.status, "reason": self.reason, "exit_code": exit_code, "counts": counts,
-                   "budget": self.budget, "elapsed": time.monotonic() - self.t0, "elapsed_total": self._elapsed(), "networks": self.state.get("networks", []),
+                   "budget": self.budget, "elapsed": time.monotonic() - self.t0, "elapsed_total": self._elapsed(),
+                   "networks": self.state.get("networks", []),
                    "best": best_document(self.best, self.metric, self.direction), "columns": cols}
         write_json(self.out / "summary.json", summary)
         self.state["status"] = self.status
         self._write_state()
-        if self.journal is not None:
+        if self.journal_ is not None:
             self.journal.close()
-        if self.display is not None:
+        if self.display_ is not None:
             self._update_stats_final()
             self.display.close(self.stats)
         print(self._summary_text(counts, files), flush=True)
@@ -726,7 +747,7 @@ class SweepRun:
         st.best = self.best["value"] if self.best else None
         st.elapsed = st.run_elapsed = time.monotonic() - self.t0
         st.run_done = self.run_done
-        st.phase, st.running, st.queued, st.workers_alive = self.status, 0, 0, 0
+        st.phase, st.running, st.queued, st.workers_alive = self.status or "done", 0, 0, 0
 
     def _summary_text(self, counts: dict[str, int], files: list[str]) -> str:
         el = time.monotonic() - self.t0

@@ -150,7 +150,7 @@ def evaluate(
     (``ValueError: x out of range``), the traceback follows.
     """
     attempts = 0
-    message = ""
+    short, tb = "", ""
     t0 = time.perf_counter()
     while attempts <= retries:
         attempts += 1
@@ -159,14 +159,13 @@ def evaluate(
                 result = fn(**params)
         except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
             short = " ".join(f"{type(e).__name__}: {e}".split())
-            message = short, (short if isinstance(e, EvaluationTimeout) else traceback.format_exc())
+            tb = short if isinstance(e, EvaluationTimeout) else traceback.format_exc()
             continue
         try:
             outputs, value = normalise_outputs(result, metric)
         except ValueError as e:  # a wrong return value is not retried: it would come back the same
             return False, {"message": f"InvalidResult: {e}"}
         return True, {"outputs": outputs, "value": value, "runtime": time.perf_counter() - t0, "attempts": attempts}
-    short, tb = message
     if attempts > 1:
         short = f"{short} (failed {attempts} attempts)"
     return False, {"message": f"{short}\n{tb}".rstrip()}

@@ -55,7 +55,7 @@ class Display:
         self.interval = interval
         self.title = title
         self.last = 0.0
-        self.live = None
+        self.live: Any = None
         if mode == "auto":
             tty = getattr(self.stream, "isatty", lambda: False)()
             mode = "rich" if tty else "plain"
@@ -71,7 +71,7 @@ class Display:
                 self.live.start()
         self.mode = mode
 
-    def _panel(self, st: Stats):
+    def _panel(self, st: Stats) -> Any:
         from rich.panel import Panel
         from rich.progress_bar import ProgressBar
         from rich.table import Table
@@ -98,7 +98,8 @@ class Display:
         if self.mode == "none":
             return
         if self.mode == "rich":
-            self.live.update(self._panel(st))
+            if self.live is not None:
+                self.live.update(self._panel(st))
             return
         now = time.monotonic()
         if force or now - self.last >= self.interval:

@@ -156,7 +156,7 @@ class Space:
                 return False
         return True
 
-    def from_unit(self, u: Sequence[float]) -> dict[str, Any]:
+    def from_unit(self, u: Sequence[float] | np.ndarray) -> dict[str, Any]:
         coords = dict(zip(self.dims, u))
         values = {n: from_unit(p, float(coords.get(n, 0.0))) for n, p in self.spec.items()}
         return self.active(values)

@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .objective import evaluate, load_objective
 
+if TYPE_CHECKING:
+    from ..worker import RushWorker
+    from .space import Space
 
-def _report(rush, key: str, ok: bool, res: dict[str, Any]) -> None:
+
+def _report(rush: RushWorker, key: str, ok: bool, res: dict[str, Any]) -> None:
     if ok:
         rush.finish_tasks([key], [{"outputs": res["outputs"], "value": res["value"],
                                    "runtime": res["runtime"], "attempts": res["attempts"]}])
@@ -36,7 +40,7 @@ def _report(rush, key: str, ok: bool, res: dict[str, Any]) -> None:
         rush.fail_tasks([key], [{"message": res["message"]}])
 
 
-def design_loop(rush, objective: str, pythonpath: Sequence[str], metric: str, timeout: float | None,
+def design_loop(rush: RushWorker, objective: str, pythonpath: Sequence[str], metric: str, timeout: float | None,
                 retries: int) -> None:
     """Evaluate queued points until the manager terminates this worker."""
     fn = load_objective(objective, pythonpath)
@@ -52,7 +56,7 @@ def design_loop(rush, objective: str, pythonpath: Sequence[str], metric: str, ti
 def distributions(space: dict[str, dict]) -> dict[str, Any]:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    out = {}
+    out: dict[str, Any] = {}
     for name, p in space.items():
         if p["type"] == "float":
             out[name] = FloatDistribution(p["low"], p["high"], log=p["log"], step=p["step"])
@@ -63,7 +67,7 @@ def distributions(space: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
-def make_sampler(strategy: dict, seed: int):
+def make_sampler(strategy: dict, seed: int) -> Any:
     import inspect
 
     import optuna
@@ -83,7 +87,7 @@ def make_sampler(strategy: dict, seed: int):
     return cls(**options)
 
 
-def suggest(trial, space) -> dict[str, Any]:
+def suggest(trial: Any, space: Space) -> dict[str, Any]:
     """Ask the trial for each active parameter, in condition order (define-by-run)."""
     values: dict[str, Any] = {}
     for name in space.order:
@@ -106,14 +110,14 @@ def worker_seed(seed: int, worker_id: str) -> int:
     return int(hashlib.sha256(f"{seed}:{worker_id}".encode()).hexdigest()[:8], 16)
 
 
-def model_loop(rush, objective: str, pythonpath: Sequence[str], metric: str, timeout: float | None,
+def model_loop(rush: RushWorker, objective: str, pythonpath: Sequence[str], metric: str, timeout: float | None,
                retries: int, space: dict[str, dict], strategy: dict, direction: str, seed: int,
                max_evaluations: int | None) -> None:
     """Propose, evaluate and report until terminated or ``max_evaluations`` tasks exist."""
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    from .space import Space
+    from .space import Space  # noqa: F811 - at run time too
 
     fn = load_objective(objective, pythonpath)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -123,7 +127,7 @@ def model_loop(rush, objective: str, pythonpath: Sequence[str], metric: str, tim
     sampler = make_sampler(strategy, worker_seed(seed, rush.worker_id))
     finished: dict[str, Any] = {}  # task key -> FrozenTrial, built once
 
-    def frozen(params: dict, state, value=None):
+    def frozen(params: dict, state: Any, value: float | None = None) -> Any:
         ps = {k: v for k, v in params.items() if k in dists}
         return create_trial(params=ps, distributions={k: dists[k] for k in ps}, value=value, state=state)
 
@@ -147,7 +151,7 @@ def model_loop(rush, objective: str, pythonpath: Sequence[str], metric: str, tim
                     trials.append(t)
                 else:
                     trials.append(frozen(params, TrialState.RUNNING))
-        study = optuna.create_study(direction=direction, sampler=sampler)
+        study = optuna.create_study(direction="maximize" if direction == "maximize" else "minimize", sampler=sampler)
         if trials:
             study.add_trials(trials)
         params = suggest(study.ask(), sp)
