@@ -210,6 +210,7 @@ def test_failing_evaluations_are_recorded_and_the_sweep_completes(tmp_path):
     assert bad and good
     assert all(float(r["x1"]) > 2.5 for r in bad) and all(float(r["x1"]) <= 2.5 for r in good)
     assert all(r["error"].startswith("ValueError: x1=") and "out of range" in r["error"] and r["y"] == "" for r in bad)
+    assert all(r["worker_id"].startswith("w-") and r["started_at"] and float(r["runtime"]) >= 0 for r in bad)
     tb = [j for j in journal(tmp_path / "runs" / "out") if j["state"] == "failed"][0]["traceback"]
     assert "Traceback" in tb and "fails_right" in tb
     assert f"{len(bad)} failed" in out.stdout

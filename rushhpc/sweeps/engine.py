@@ -73,8 +73,11 @@ def _nan(v: Any) -> bool:
 
 
 def _ts(v: Any) -> float | None:
+    """Unix seconds from a float (plain rows) or a pandas Timestamp (tables); None for missing."""
     if v is None:
         return None
+    if isinstance(v, (int, float)):
+        return None if math.isnan(v) else float(v)
     try:
         if v != v:  # NaT
             return None
@@ -354,17 +357,18 @@ class SweepRun:
     def _absorb_network(self, network: str, redis_cfg: Any) -> None:
         """Results of an earlier run that its Redis holds and the journal missed (that run's
         manager died before it read them); then the network is deleted."""
-        from .. import rsh
+        from .. import Rush
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Redis restarted since the network was created"
-            old = rsh(network, config=redis_cfg)
-        try:
-            if old.n_tasks == 0 and not old.worker_ids:
+            try:
+                old = Rush.attach(network, config=redis_cfg)
+            except RushError:  # not in this Redis (gone, restarted, embedded): the journal is all there is
                 return
+        try:
             old.stop_workers(type="kill")  # nothing may finish while we read
-            tbl = old.fetch_tasks_with_state(states=("finished", "failed"))
-            new = [r for r in (self._record(row, network) for row in self._rows(tbl)) if r is not None]
+            rows = old.task_rows(states=("finished", "failed"))
+            new = [r for r in (self._record(row, network) for row in rows) if r is not None]
             if new:
                 self.journal.append(new)
                 self.display.message(f"resuming: {len(new)} evaluations read from network {network} in Redis")
@@ -505,7 +509,7 @@ class SweepRun:
         n_failed = rush.n_failed_tasks
         if n_failed != self.failed_seen:
             self.failed_seen = n_failed
-            rows += [r for r in self._rows(rush.fetch_failed_tasks()) if r.get("keys") not in self.seen_keys]
+            rows += [r for r in rush.task_rows(states=("failed",)) if r.get("keys") not in self.seen_keys]
         for r in rows:
             r.setdefault("state", "failed" if not _nan(r.get("condition")) else "finished")
         new = [rec for rec in (self._record(r, rush.network_id) for r in rows) if rec is not None]

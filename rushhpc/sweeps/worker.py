@@ -14,7 +14,7 @@ or ``y`` without meeting rushhpc's own task columns or the outputs.
   The manager queues points by index, a few ahead of the workers, so a free worker takes its
   next point at once (no batch barrier) and the set of points never depends on timing.
 - `model_loop` (tpe, optuna): the decentralized pattern of rush's model-based optimisation.
-  Each worker reads the finished and running tasks from Redis, fits the sampler on them
+  Each worker reads the finished and running tasks from Redis (``task_rows``), fits the sampler on them
   (running ones as pending trials: constant liar), proposes one point, creates its own
   running task with ``push_running_tasks``, evaluates it and reports.
 """
@@ -134,23 +134,22 @@ def model_loop(rush: RushWorker, objective: str, pythonpath: Sequence[str], metr
     while not rush.terminated:
         if max_evaluations is not None and rush.n_tasks >= max_evaluations:
             return
-        df = rush.fetch_tasks_with_state(states=("running", "finished"))
         trials = []
-        if len(df):
-            for key, state, params, value in zip(df["keys"], df["state"], df["params"],
-                                                 df["value"] if "value" in df else [None] * len(df)):
-                if not isinstance(params, dict):
-                    continue
-                if state == "finished":
-                    t = finished.get(key)
-                    if t is None:
-                        try:
-                            t = finished[key] = frozen(params, TrialState.COMPLETE, float(value))
-                        except (TypeError, ValueError):
-                            continue
-                    trials.append(t)
-                else:
-                    trials.append(frozen(params, TrialState.RUNNING))
+        # plain rows, one atomic read (no pandas in the worker)
+        for row in rush.task_rows(states=("running", "finished")):
+            params, key = row.get("params"), str(row.get("keys"))
+            if not isinstance(params, dict):
+                continue
+            if row.get("state") == "finished":
+                t = finished.get(key)
+                if t is None:
+                    try:
+                        t = finished[key] = frozen(params, TrialState.COMPLETE, float(row["value"]))
+                    except (KeyError, TypeError, ValueError):
+                        continue
+                trials.append(t)
+            else:
+                trials.append(frozen(params, TrialState.RUNNING))
         study = optuna.create_study(direction="maximize" if direction == "maximize" else "minimize", sampler=sampler)
         if trials:
             study.add_trials(trials)
