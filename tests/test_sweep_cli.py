@@ -497,3 +497,22 @@ def test_python_sweep_function_returns_the_table(tmp_path, monkeypatch, redis_se
     again = rushhpc.sweep(config, resume=True, budget__evaluations=7, output=str(tmp_path / "py"))
     assert len(again) == 7 and list(again["eval"]) == list(range(7))
     assert again.iloc[:5][["x1", "x2"]].equals(df[["x1", "x2"]])
+
+
+def test_python_sweep_takes_a_function(tmp_path, redis_server):
+    import rushhpc
+
+    offset = 3.0
+
+    def shifted(a, b=0):  # defined here: not importable, so it travels to the workers pickled by value
+        return {"y": (a - offset) ** 2 + b}
+
+    df = rushhpc.sweep({"objective": shifted, "space": {"a": {"type": "float", "low": 0, "high": 6}, "b": 1},
+                        "strategy": "grid", "budget": None, "redis": _redis_yaml(tmp_path, redis_server),
+                        "output": str(tmp_path / "fn"), "progress": "none", "workers": {"n": 2}})
+    assert list(df["a"]) == [0.0, 1.5, 3.0, 4.5, 6.0] and list(df["y"]) == [10.0, 3.25, 1.0, 3.25, 10.0]
+    assert df.attrs["best"]["params"] == {"a": 3.0, "b": 1}
+    resolved = yaml.safe_load((tmp_path / "fn" / "config.yaml").read_text())
+    assert resolved["objective"].endswith(":test_python_sweep_takes_a_function.<locals>.shifted")
+    with pytest.raises(rushhpc.RushConfigError, match=r"<dict>: space: the objective .*shifted\(a, b=0\) needs a"):
+        rushhpc.sweep({"objective": shifted, "space": {"b": 1}, "budget": 1, "output": str(tmp_path / "no")})

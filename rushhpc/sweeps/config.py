@@ -92,7 +92,8 @@ class SweepConfig:
     source: str
     base_dir: Path
     cwd: Path
-    objective_kind: str = "module"  # module | file
+    objective_kind: str = "module"  # module | file | callable
+    objective_fn: Any = None  # the function itself, when a Python caller passed one (sent to workers pickled)
     seed_was_chosen: bool = False
     warnings: list[str] = field(default_factory=list)
 
@@ -474,11 +475,6 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
     out: dict[str, Any] = {}
     warnings: list[str] = []
 
-    # objective, metric, direction
-    obj = c.string("objective", raw["objective"])
-    target, sep, func = obj.rpartition(":")
-    if not sep or not target.strip() or not func.strip() or not func.isidentifier():
-        raise c.fail("objective", "expected module:function or path/to/file.py:function", obj)
     pythonpath_raw = raw.get("pythonpath")
     if pythonpath_raw is None:
         pythonpath = [str(base_dir)] + ([str(cwd)] if cwd != base_dir else [])
@@ -491,8 +487,17 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
         for p in pythonpath_raw:
             q = Path(p).expanduser()
             pythonpath.append(str(q if q.is_absolute() else (base_dir / q).resolve()))
+    # objective, metric, direction
+    fn = raw["objective"] if callable(raw["objective"]) else None  # Python only: a function itself
+    obj = c.string("objective", raw["objective"]) if fn is None else "python:function"
+    target, sep, func = obj.rpartition(":")
+    if fn is None and (not sep or not target.strip() or not func.strip() or not func.isidentifier()):
+        raise c.fail("objective", "expected module:function or path/to/file.py:function", obj)
     kind = "module"
-    if target.endswith(".py") or "/" in target or os.sep in target:
+    if fn is not None:
+        kind = "callable"
+        target, func = getattr(fn, "__module__", None) or "?", getattr(fn, "__qualname__", type(fn).__name__)
+    elif target.endswith(".py") or "/" in target or os.sep in target:
         kind = "file"
         p = Path(target).expanduser()
         candidates = [p] if p.is_absolute() else [base_dir / p, cwd / p]
@@ -614,7 +619,7 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
     order = [k for k in TOP_KEYS if k in out]
     data = {k: out[k] for k in order}
     return SweepConfig(data=data, source=source, base_dir=base_dir, cwd=cwd, objective_kind=kind,
-                       seed_was_chosen=chosen, warnings=warnings)
+                       seed_was_chosen=chosen, warnings=warnings, objective_fn=fn)
 
 
 def _validate_space(c: _Checker, space: Any) -> dict[str, dict[str, Any]]:
@@ -835,7 +840,7 @@ def check_objective_importable(cfg: SweepConfig) -> Any:
 
     spec = cfg["objective"]
     try:
-        fn = load_objective(spec, cfg["pythonpath"])
+        fn = cfg.objective_fn or load_objective(spec, cfg["pythonpath"])
     except ObjectiveImportError as e:
         raise SweepConfigError(f"{cfg.source}: objective: {e}") from None
     try:

@@ -412,7 +412,7 @@ class SweepRun:
 
     def _loop_args(self) -> tuple[Any, dict[str, Any]]:
         d = self.cfg.data
-        args = {"objective": d["objective"], "pythonpath": d["pythonpath"], "metric": d["metric"],
+        args = {"objective": self.cfg.objective_fn or d["objective"], "pythonpath": d["pythonpath"], "metric": d["metric"],
                 "timeout": d["timeout"], "retries": d["retries"]}
         if self.design_mode:
             from .worker import design_loop

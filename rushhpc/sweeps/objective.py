@@ -32,14 +32,17 @@ def _add_path(pythonpath: Sequence[str]) -> None:
             sys.path.insert(0, p)
 
 
-def load_objective(spec: str, pythonpath: Sequence[str] = ()) -> Callable[..., Any]:
-    """``package.module:function`` or ``/abs/path/file.py:function`` -> the function.
+def load_objective(spec: str | Callable[..., Any], pythonpath: Sequence[str] = ()) -> Callable[..., Any]:
+    """``package.module:function`` or ``/abs/path/file.py:function`` -> the function (a function
+    passed from Python is returned as it is).
 
     A file is imported as a module of its own (its folder on ``sys.path``, so it can import
     its neighbours), under a name derived from its path, once per process.
     """
-    target, _, name = spec.rpartition(":")
     _add_path(pythonpath)
+    if callable(spec):
+        return spec
+    target, _, name = spec.rpartition(":")
     try:
         if target.endswith(".py") or "/" in target:
             path = Path(target)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .objective import evaluate, load_objective
 
@@ -40,8 +40,8 @@ def _report(rush: RushWorker, key: str, ok: bool, res: dict[str, Any]) -> None:
         rush.fail_tasks([key], [{"message": res["message"]}])
 
 
-def design_loop(rush: RushWorker, objective: str, pythonpath: Sequence[str], metric: str, timeout: float | None,
-                retries: int) -> None:
+def design_loop(rush: RushWorker, objective: str | Callable[..., Any], pythonpath: Sequence[str], metric: str,
+                timeout: float | None, retries: int) -> None:
     """Evaluate queued points until the manager terminates this worker."""
     fn = load_objective(objective, pythonpath)
     while not rush.terminated:
@@ -110,9 +110,9 @@ def worker_seed(seed: int, worker_id: str) -> int:
     return int(hashlib.sha256(f"{seed}:{worker_id}".encode()).hexdigest()[:8], 16)
 
 
-def model_loop(rush: RushWorker, objective: str, pythonpath: Sequence[str], metric: str, timeout: float | None,
-               retries: int, space: dict[str, dict], strategy: dict, direction: str, seed: int,
-               max_evaluations: int | None) -> None:
+def model_loop(rush: RushWorker, objective: str | Callable[..., Any], pythonpath: Sequence[str], metric: str,
+               timeout: float | None, retries: int, space: dict[str, dict], strategy: dict, direction: str,
+               seed: int, max_evaluations: int | None) -> None:
     """Propose, evaluate and report until terminated or ``max_evaluations`` tasks exist."""
     import optuna
     from optuna.trial import TrialState, create_trial
