@@ -104,3 +104,9 @@ def crashes_once(x1, x2):
     _log(x1=x1, x2=x2)
     time.sleep(0.1)
     return branin(x1, x2)
+
+
+def quadratic(x):
+    """One minimum at x = 0.3; a little sleep so that both workers take part."""
+    time.sleep(0.05)
+    return (x - 0.3) ** 2

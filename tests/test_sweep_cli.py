@@ -139,19 +139,21 @@ def test_sobol_points_are_the_design(tmp_path):
 
 def test_tpe_model_based(tmp_path):
     pytest.importorskip("optuna")
-    write_sweep(tmp_path, objective="functions.py:slow_branin", strategy={"name": "tpe", "n_startup_trials": 5},
-                budget={"evaluations": 24})
-    out = run(tmp_path, "sweep.yaml", env={"SWEEP_SLEEP": "0.05"})
+    write_sweep(tmp_path, objective="functions.py:quadratic", strategy={"name": "tpe", "n_startup_trials": 6},
+                space={"x": {"type": "float", "low": 0, "high": 1}}, budget={"evaluations": 40})
+    out = run(tmp_path, "sweep.yaml")
     assert out.returncode == 0, out.stderr
     rows = results(tmp_path / "runs" / "out")
     # each worker checks the budget before proposing: two may pass the check at the same instant
-    assert 24 <= len(rows) <= 25
+    assert 40 <= len(rows) <= 41
     assert [int(r["eval"]) for r in rows] == list(range(len(rows)))
     assert all(r["state"] == "finished" for r in rows)
     assert len({r["worker_id"] for r in rows}) == 2
-    ys = [float(r["y"]) for r in sorted(rows, key=lambda r: r["finished_at"])]
-    # the model-based half does better than the random start (Branin's minimum is 0.398)
-    assert min(ys[12:]) < 5
+    xs = [float(r["x"]) for r in sorted(rows, key=lambda r: r["started_at"])]
+    dist = [abs(x - 0.3) for x in xs]
+    # after the random start the samplers, fitted on the results in Redis, propose near the minimum:
+    # uniform points are 0.29 from it on average (the mean of 20 is below 0.2 with probability < 2%)
+    assert sum(dist[-20:]) / 20 < 0.2, xs
 
 
 # ---------------------------------------------------------------------------- overrides, seed
