@@ -194,10 +194,7 @@ def test_same_seed_same_points_whatever_the_workers(tmp_path, strategy):
     pa = {r["eval"]: (r["x1"], r["x2"]) for r in ra}
     pb = {r["eval"]: (r["x1"], r["x2"]) for r in rb}
     assert pa == pb and len(pa) == 12
-    assert len({r["worker_id"] for r in rb}) > 1
-    c = run(tmp_path, "sweep.yaml", "seed=2", "output=runs/other", env={"SWEEP_SLEEP": "0"})
-    assert c.returncode == 0, c.stderr
-    assert {(r["x1"], r["x2"]) for r in results(tmp_path / "runs" / "other")}.isdisjoint(set(pa.values()))
+    assert len({r["worker_id"] for r in rb}) > 1  # (another seed, other points: test_sweep_units)
 
 
 # ---------------------------------------------------------------------------- failures
