@@ -102,7 +102,7 @@ def crashes_once(x1, x2):
         _log(crash=1, x1=x1, x2=x2)
         os._exit(3)
     _log(x1=x1, x2=x2)
-    time.sleep(0.1)
+    time.sleep(0.3)
     return branin(x1, x2)
 
 

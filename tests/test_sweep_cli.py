@@ -254,7 +254,7 @@ def test_a_dead_worker_is_replaced_and_its_point_retried(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     rows = results(tmp_path / "runs" / "out")
     assert len(rows) == 12 and all(r["state"] == "finished" for r in rows)
-    assert "starting 1 replacement(s)" in out.stderr and "exit code 3" in out.stderr
+    assert "starting 1 replacement(s)" in out.stderr and "exit code 3" in out.stderr, out.stderr
     crash = [c for c in calls(log) if "crash" in c]
     assert len(crash) == 1
     # the point whose worker died was requeued (retries: 1) and finished by another worker
@@ -370,13 +370,14 @@ def test_sigterm_then_ctrl_c_kills_running_evaluations_which_resume_redoes(tmp_p
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)  # ... cut short: the 60 s evaluations are killed
         stdout, _ = proc.communicate(timeout=30)
-    assert time.monotonic() - t0 < 20
-    assert proc.returncode == 143, err.read_text()
+    why = err.read_text() + stdout
+    assert time.monotonic() - t0 < 20, why
+    assert proc.returncode == 143, why
     o = tmp_path / "runs" / "out"
     summary = json.loads((o / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["reason"] == "SIGTERM"
+    assert summary["status"] == "interrupted" and summary["reason"] == "SIGTERM", summary
     # not evaluations: the 2 killed and the 2 points queued ahead for them
-    assert summary["counts"]["evaluations"] == 0 and summary["counts"]["cancelled"] == 4
+    assert summary["counts"]["evaluations"] == 0 and summary["counts"]["cancelled"] == 4, summary
     assert "continue with: rushhpc sweep" in stdout
     out = run(tmp_path, "sweep.yaml", "--resume", env={"SWEEP_CALL_LOG": str(log), "SWEEP_SLEEP": "0"})
     assert out.returncode == 0, out.stderr

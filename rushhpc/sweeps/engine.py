@@ -636,7 +636,8 @@ class SweepRun:
             now = time.monotonic()
             if now - self.last_detect >= 1.0:
                 self.last_detect = now
-                self.rush.detect_lost_workers()
+                if self.rush.detect_lost_workers():
+                    self.last_health = 0.0  # replace them now
             if now - self.last_health >= 2.0:
                 self.last_health = now
                 self._health()
