@@ -451,7 +451,8 @@ VALIDATION_CASES = [
     ({}, ["space.x9.low=1"], "sweep.yaml: override 'space.x9.low=1': space.x9 does not exist; parameters are x1, x2"),
     ({}, ["seed.x=1"], "sweep.yaml: override 'seed.x=1': seed is 1, not a mapping"),
     ({}, ["workerz=3"], "sweep.yaml: override 'workerz=3': workerz does not exist"),
-    ({}, ["workers.n"], "override 'workers.n': expected KEY=VALUE"),
+    ({}, ["workers.n"], "sweep.yaml: override 'workers.n': expected KEY=VALUE"),
+    ({}, ["workers={n: 2"], "sweep.yaml: override 'workers={n: 2': the value is not valid YAML"),
     ({}, ["workers.n=0"], "sweep.yaml: workers.n: expected a positive integer, got 0"),
 ]
 

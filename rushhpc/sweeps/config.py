@@ -459,7 +459,11 @@ def load_config(
         raw = _read_file(path)
         base_dir = (cwd / path).resolve().parent
         stem = path.stem
-    raw = apply_overrides(raw, as_overrides(overrides), name)
+    try:
+        parsed = as_overrides(overrides)
+    except SweepConfigError as e:
+        raise SweepConfigError(f"{name}: {e}") from None
+    raw = apply_overrides(raw, parsed, name)
     cfg = _validate(raw, name, base_dir, cwd, stem)
     if check_objective:
         check_objective_importable(cfg)
