@@ -3,6 +3,8 @@
 - `rushhpc.cli.run`: ``worker`` (what batch scripts run), ``script`` (print a batch script)
 - `rushhpc.cli.inspect`: ``networks``, ``workers``, ``tasks``, ``logs``, ``top`` (read only)
 - `rushhpc.cli.control`: ``monitor``, ``stop``, ``reset`` (attach a manager)
+- `rushhpc.cli.plot_cmd`: ``plot`` (PNG files, `rushhpc.plot`)
+- `rushhpc.sweeps.cli`: ``sweep`` (YAML sweeps, `rushhpc.sweeps`)
 - `rushhpc.cli.common`: where Redis is, which network, tables and JSON
 
 Exit codes: 0 ok; 1 nothing done (a refused confirmation, an unmet budget); 2 an error,
@@ -16,7 +18,8 @@ import sys
 
 from .._version import __version__
 from ..errors import RushError
-from . import control, inspect, run
+from ..sweeps.cli import add_parser as add_sweep_parser
+from . import control, inspect, plot_cmd, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     inspect.register(sub)
     control.register(sub)
-    from ..sweeps.cli import add_parser as add_sweep_parser  # rushhpc sweep: rushhpc/sweeps/cli.py
-
-    add_sweep_parser(sub)
+    add_sweep_parser(sub)  # rushhpc sweep: rushhpc/sweeps/cli.py
+    plot_cmd.register(sub)
     return parser
 
 
