@@ -41,8 +41,8 @@ log = logging.getLogger("rushhpc")
 class Rush(Network):
     """The manager of one network: starts and watches workers, pushes and fetches tasks.
 
-    With no Redis configured (argument, plan, ``RUSHHPC_REDIS_URL``) it starts a private
-    embedded one; `Rush.attach` never does.
+    With no Redis configured (argument, plan, ``RUSHHPC_REDIS_URL``), or with
+    ``config="embedded"``, it starts a private embedded one; `Rush.attach` never does.
 
     Example:
         >>> rush = rsh("sweep-1")                       # embedded Redis if none is configured
@@ -63,7 +63,8 @@ class Rush(Network):
     ):
         plan = current_plan()
         nid = validate_id(network_id) if network_id is not None else "net-" + secrets.token_hex(6)
-        cfg = as_config(config) or plan.config or env_config()
+        want_embedded = isinstance(config, str) and config == "embedded"
+        cfg = None if want_embedded else (as_config(config) or plan.config or env_config())
         self.embedded = cfg is None
         if cfg is None:
             if must_exist:

@@ -183,3 +183,10 @@ def test_every_script_call_declares_network_keys(rush, config):
         assert keys, f"{name} was called without KEYS"
         assert all(k.startswith(rush.keys.prefix) for k in keys), (name, keys)
     w.close()
+
+
+def test_embedded_on_request(monkeypatch, config):
+    monkeypatch.setenv("RUSHHPC_REDIS_URL", config.url())  # even with a Redis in the environment
+    r = rushhpc.rsh("emb-asked", config="embedded")
+    assert r.embedded and r.config.port != config.port and r.config.loopback
+    r.reset()
