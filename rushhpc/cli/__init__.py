@@ -16,7 +16,7 @@ import sys
 
 from .._version import __version__
 from ..errors import RushError
-from . import control, inspect, run
+from . import control, inspect, redis_cmd, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     inspect.register(sub)
     control.register(sub)
+    redis_cmd.register(sub)
     return parser
 
 
