@@ -518,28 +518,32 @@ def cert_expiry(path: str | Path) -> str | None:
 # --------------------------------------------------------------------------
 
 def _our_process(paths: Paths, state: dict[str, Any]) -> psutil.Process | None:
-    """The redis-server `start` recorded, if it still runs (same pid, same start time)."""
-    pid = None
-    try:
-        pid = int(paths.pid.read_text().strip())
-    except (OSError, ValueError):
-        pid = state.get("pid")
-    if not pid:
-        return None
-    try:
-        p = psutil.Process(int(pid))
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return None
-        if state.get("pid") == p.pid and state.get("create_time") is not None:
-            if abs(p.create_time() - float(state["create_time"])) > 1.0:
-                return None  # the pid was reused by another process
-        elif state.get("create_time") is not None:
-            return None  # the pid file names another process than the one recorded
-        if "redis" not in (p.name() + " " + " ".join(p.cmdline()[:1])).lower():
-            return None
-        return p
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return None
+    """The redis-server `start` recorded, if it still runs.
+
+    Its identity is the pid and process start time recorded in ``server.json`` once it
+    answered; the pid file is only believed when it names that same process (or, for a
+    server recorded without a start time, a redis-server). A reused or rewritten pid
+    never makes `stop` signal another process.
+    """
+    pids: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        pids.append(int(paths.pid.read_text().strip()))
+    if state.get("pid"):
+        pids.append(int(state["pid"]))
+    for pid in dict.fromkeys(pids):
+        try:
+            p = psutil.Process(pid)
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if state.get("create_time") is not None:
+                if pid != state.get("pid") or abs(p.create_time() - float(state["create_time"])) > 1.0:
+                    continue  # not the process recorded (a reused pid, another process)
+            if "redis" not in (p.name() + " " + " ".join(p.cmdline()[:1])).lower():
+                continue
+            return p
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+            continue
+    return None
 
 
 def _describe_pid(paths: Paths) -> str:
