@@ -213,9 +213,15 @@ def tls_hint(error: str, cfg: RedisConfig) -> str:
         if cfg.tls_cert:
             return f"The server refused the client certificate {cfg.tls_cert}: is it signed by a CA the server trusts?"
         return "The server asks for a client certificate: pass tls_cert=... and tls_key=... (--tls-cert/--tls-key)."
-    if "wrong version number" in text or "record layer failure" in text or "unknown protocol" in text \
-            or "eof occurred" in text or "unexpected eof" in text:
+    if "wrong version number" in text or "record layer failure" in text or "unknown protocol" in text:
         return "Does that port speak TLS? A rediss:// URL needs the server's tls-port; use redis:// for a plain port."
+    if "eof occurred" in text or "unexpected eof" in text or "connection reset" in text or "closed by server" in text:
+        # with TLS 1.3 a server that wants a client certificate may just close the connection
+        if not cfg.tls_cert:
+            return ("The server closed the TLS connection: it probably asks for a client certificate (pass "
+                    "tls_cert=... and tls_key=..., --tls-cert/--tls-key); or that port does not speak TLS.")
+        return (f"The server closed the TLS connection: does it trust the CA of the client certificate "
+                f"{cfg.tls_cert}? Does that port speak TLS?")
     if "timeout" in text or "timed out" in text:
         return ("A TLS handshake that gets no answer: is that a plain (non-TLS) port? Use redis:// for it, "
                 "or the server's tls-port.")

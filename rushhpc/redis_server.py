@@ -69,9 +69,10 @@ MIN_VERSION = (6, 2)  # ACL channel rules (&*, resetchannels)
 # a script calls, and their keys, against the caller's ACL too). Commands a server does not
 # know (CLIENT SETINFO before 7.2) are left out when the user is created.
 NETWORK_COMMANDS: tuple[str, ...] = (
-    # connection: PING checks a connection; SELECT for a db other than 0; redis-py >= 5
-    # names itself with CLIENT SETINFO (an error there is ignored, but costs a round trip)
-    "ping", "hello", "select", "client|setinfo", "client|setname",
+    # connection: PING checks a connection; SELECT for a db other than 0; redis-py's
+    # handshake (>= 5: CLIENT SETINFO; >= 6 on RESP3: CLIENT MAINT_NOTIFICATIONS) ignores
+    # an error there, but a refusal costs a round trip and fills the ACL log
+    "ping", "hello", "select", "client|setinfo", "client|setname", "client|maint_notifications",
     # the restart check reads the server's run id (network.py tolerates its absence)
     "info|server",
     # Lua: redis-py sends EVALSHA and loads a script (SCRIPT EXISTS in pipelines) when

@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from conftest import free_port, process_gone, tls_redis_binary, wait_until
 
