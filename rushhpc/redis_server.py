@@ -637,6 +637,7 @@ def start(directory: Path, opts: StartOptions) -> dict[str, Any]:
         opts.tls = True
     with _locked(paths):
         old = _read_json(paths.state)
+        _check_machine(paths, old, "start")
         if _our_process(paths, old) is not None:
             doc = status(paths.dir)
             doc["already_running"] = True
@@ -686,7 +687,8 @@ def start(directory: Path, opts: StartOptions) -> dict[str, Any]:
         for _attempt in range(5):
             write_private(paths.conf, _conf_text(paths, opts, port, tls))
             state = {
-                "name": paths.dir.name, "dir": str(paths.dir), "binary": binary, "bind": list(opts.bind),
+                "name": paths.dir.name, "dir": str(paths.dir), "machine": socket.gethostname(),
+                "binary": binary, "bind": list(opts.bind),
                 "port": port, "host": host, "tls": opts.tls, "tls_ca": tls.get("ca"), "tls_server_cert": tls.get("cert"),
                 "tls_auth_clients": opts.tls_auth_clients,
                 "tls_client_cert": tls.get("client_cert"), "tls_client_key": tls.get("client_key"),
@@ -751,6 +753,34 @@ def _launch(paths: Paths, binary: str, state: dict[str, Any], timeout: float) ->
     return False, text
 
 
+def _elsewhere(state: dict[str, Any]) -> str | None:
+    """The machine the server was started on, when it is not this one (a state folder in a
+    shared home directory is seen from every node: a pid means nothing on another)."""
+    machine = state.get("machine")
+    return machine if machine and machine != socket.gethostname() else None
+
+
+def _running_elsewhere(state: dict[str, Any]) -> bool:
+    try:
+        cfg = client_config(state, password=None)
+        client = cfg.probe_client(2.0)
+        client.ping()
+        return True
+    except redis.AuthenticationError:
+        return True  # it answers, and wants the password
+    except (redis.RedisError, OSError, RushConfigError) as e:
+        return "NOAUTH" in str(e) or "WRONGPASS" in str(e)
+
+
+def _check_machine(paths: Paths, state: dict[str, Any], action: str) -> None:
+    machine = _elsewhere(state)
+    if machine and (action == "stop" or _running_elsewhere(state)):
+        raise RushConfigError(
+            f"the Redis of {paths.dir} was started on {machine}, not on this machine ({socket.gethostname()}): "
+            f"run `rushhpc redis {action}` there (its pid means nothing here)"
+        )
+
+
 def _still_running(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -787,6 +817,21 @@ def status(directory: Path) -> dict[str, Any]:
                                          "maxmemory", "binary")}
     doc.update(cfg_fields)
     doc.update(_usage(paths, st))
+    machine = _elsewhere(st)
+    doc["machine"] = st.get("machine")
+    if machine:
+        # started on another node (shared home directory): the pid cannot be checked from
+        # here, PING tells
+        doc["pid"] = None
+        try:
+            cfg = admin_config(paths, st)
+            check_connection(cfg.probe_client(2.0), cfg)
+            doc["state"] = "running"
+            doc["note"] = f"started on {machine}: its process cannot be checked from here"
+        except RushConfigError as e:
+            doc["state"] = "stopped" if not _running_elsewhere(st) else "not answering"
+            doc["error"] = f"started on {machine}: {e}"
+        return doc
     proc = _our_process(paths, st)
     if proc is None:
         doc["state"] = "stopped"
@@ -824,6 +869,7 @@ def stop(directory: Path, timeout: float = 30.0, force: bool = False) -> dict[st
     paths = Paths(Path(directory))
     with _locked(paths):
         st = _read_json(paths.state)
+        _check_machine(paths, st, "stop")
         proc = _our_process(paths, st)
         if proc is None:
             stale = _describe_pid(paths)

@@ -249,3 +249,24 @@ def test_tls_needs_a_tls_build(redis_home):
     out = cli("redis", "start", "--tls", "--redis-server", plain[0])
     assert out.returncode == 2 and "built without TLS" in out.stderr
     assert not (redis_home / "default" / "server.json").exists()
+
+
+def test_a_server_started_on_another_node(redis_home):
+    """A state folder in a shared home directory is seen from every node: from another
+    machine, status asks PING only, and stop never signals a local pid."""
+    doc = start_json()
+    state = Path(doc["dir"]) / "server.json"
+    recorded = json.loads(state.read_text())
+    assert recorded["machine"] == socket.gethostname()
+    state.write_text(json.dumps(dict(recorded, machine="login-other")))
+    try:
+        st = json.loads(ok(cli("redis", "status", "--json")).stdout)
+        assert st["state"] == "running" and st["pid"] is None and "login-other" in st["note"]
+        out = cli("redis", "stop")
+        assert out.returncode == 2 and "started on login-other" in out.stderr
+        out = cli("redis", "start")
+        assert out.returncode == 2 and "started on login-other" in out.stderr
+        assert not process_gone(doc["pid"])
+    finally:
+        state.write_text(json.dumps(recorded))
+    ok(cli("redis", "stop"))
