@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlparse
 
 import redis
 import yaml
@@ -31,9 +31,20 @@ from .registry import check_worker_type
 RedisClient = Any
 
 
+# URL query parameters naming the TLS files (redis-py's own names, so a URL works with
+# redis.from_url too) -> RedisConfig fields
+TLS_QUERY = {"ssl_ca_certs": "tls_ca", "ssl_certfile": "tls_cert", "ssl_keyfile": "tls_key"}
+
+
 @dataclasses.dataclass(frozen=True)
 class RedisConfig:
     """How to reach Redis. Build it with `redis_config`; the password is never printed.
+
+    With ``tls`` the connection is TLS (``rediss://``) and the server's certificate is
+    verified against ``tls_ca`` (a CA file; default: the system's CAs), host name included.
+    ``tls_cert``/``tls_key`` are a client certificate and its key, for a server that asks
+    for one (``tls-auth-clients yes``). They are paths, never the secrets themselves; the
+    key file must be 0600.
 
     Example:
         >>> cfg = redis_config(host="10.0.0.5", port=6380, password_file="~/.rushhpc/pw")
@@ -47,6 +58,9 @@ class RedisConfig:
     username: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
     tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @property
     def address(self) -> str:
@@ -57,15 +71,55 @@ class RedisConfig:
         auth = "***@" if self.password else ""
         return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
 
-    def url(self) -> str:
-        """The full URL, password included: for credentials files only, never for argv or logs."""
+    def url(self, tls_files: bool = True) -> str:
+        """The full URL, password included: for credentials files only, never for argv or logs.
+
+        The TLS file paths ride along as query parameters (``?ssl_ca_certs=...``, redis-py's
+        names) unless ``tls_files=False``.
+        """
         scheme = "rediss" if self.tls else "redis"
         auth = ""
         if self.password is not None:
             auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
         elif self.username:
             auth = f"{quote(self.username, safe='')}@"
-        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+        return f"{scheme}://{auth}{self._hostport()}/{self.db}" + (self._query() if tls_files else "")
+
+    def public_url(self) -> str:
+        """The URL without the password (the user name stays): safe to print and to pass as ``--redis``."""
+        scheme = "rediss" if self.tls else "redis"
+        user = f"{quote(self.username, safe='')}@" if self.username else ""
+        return f"{scheme}://{user}{self._hostport()}/{self.db}"
+
+    def _hostport(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def _query(self) -> str:
+        q = {name: getattr(self, field) for name, field in TLS_QUERY.items() if getattr(self, field)}
+        return "?" + urlencode(q, safe="/") if q else ""
+
+    def tls_options(self) -> dict[str, Any]:
+        """redis-py's keyword arguments for this TLS setting (``{}`` without TLS).
+
+        The certificate of the server is always verified, host name included; a key file
+        other users can read is refused.
+        """
+        if not self.tls:
+            return {}
+        kw: dict[str, Any] = {"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True}
+        if self.tls_ca:
+            kw["ssl_ca_certs"] = _tls_file(self.tls_ca, "TLS CA file (tls_ca)")
+        if self.tls_cert:
+            kw["ssl_certfile"] = _tls_file(self.tls_cert, "TLS certificate file (tls_cert)")
+            if not self.tls_key:  # the key is inside the certificate file
+                check_private_file(self.tls_cert, "TLS certificate file holding its key (tls_cert without tls_key)")
+        if self.tls_key:
+            if not self.tls_cert:
+                raise RushConfigError("tls_key needs tls_cert: a client key is useless without its certificate")
+            check_private_file(self.tls_key, "TLS key file (tls_key)")
+            kw["ssl_keyfile"] = _tls_file(self.tls_key, "TLS key file (tls_key)")
+        return kw
 
     def client(self, decode_responses: bool = True, single_connection: bool = False, **kwargs: Any) -> RedisClient:
         """A redis-py client; `connect` checks it answers."""
@@ -76,7 +130,7 @@ class RedisConfig:
             db=self.db,
             username=self.username,
             password=self.password,
-            ssl=self.tls,
+            **self.tls_options(),
             decode_responses=decode_responses,
             **({"single_connection_client": single_connection} if cls is redis.Redis else {}),
             socket_connect_timeout=kwargs.pop("socket_connect_timeout", defaults.CONNECT_TIMEOUT),
@@ -132,11 +186,48 @@ def check_connection(client: RedisClient, cfg: RedisConfig) -> None:
             ) from None
         raise RushConfigError(f"Redis at {cfg.address} answered PING with an error: {e}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        hint = tls_hint(str(e), cfg)
+        if hint:
+            raise RushConfigError(f"cannot reach Redis at {cfg.address}: {str(e).rstrip('.')}. {hint}") from None
         raise RushConfigError(
             f"cannot reach Redis at {cfg.address}: {e}. Is redis-server running there and "
             "reachable from this host (bind address, firewall, port)? Leave the config unset to "
             "use a private embedded Redis on this machine."
         ) from None
+
+
+def tls_hint(error: str, cfg: RedisConfig) -> str:
+    """What to do about a failed connection that looks like a TLS problem ('' when it does not)."""
+    text = error.lower()
+    if not cfg.tls:
+        if "connection reset" in text or "closed by server" in text or "connection closed" in text:
+            return "If that port speaks TLS, use a rediss:// URL (with tls_ca=... / --tls-ca for a private CA)."
+        return ""
+    if "certificate verify failed" in text or "certificate_verify_failed" in text:
+        if "hostname" in text or "ip address mismatch" in text:
+            return (f"The server's certificate does not name {cfg.host!r}: connect by a name or address the "
+                    "certificate lists, or issue one that lists it.")
+        where = f"the CA file {cfg.tls_ca}" if cfg.tls_ca else "the system's CAs (pass tls_ca=... / --tls-ca FILE)"
+        return f"The server's certificate is not signed by {where}, or it has expired."
+    if "certificate required" in text or "alert certificate" in text or "peer did not return a certificate" in text:
+        if cfg.tls_cert:
+            return f"The server refused the client certificate {cfg.tls_cert}: is it signed by a CA the server trusts?"
+        return "The server asks for a client certificate: pass tls_cert=... and tls_key=... (--tls-cert/--tls-key)."
+    if "wrong version number" in text or "record layer failure" in text or "unknown protocol" in text:
+        return "Does that port speak TLS? A rediss:// URL needs the server's tls-port; use redis:// for a plain port."
+    if "eof occurred" in text or "unexpected eof" in text or "connection reset" in text or "closed by server" in text:
+        # with TLS 1.3 a server that wants a client certificate may just close the connection
+        if not cfg.tls_cert:
+            return ("The server closed the TLS connection: it probably asks for a client certificate (pass "
+                    "tls_cert=... and tls_key=..., --tls-cert/--tls-key); or that port does not speak TLS.")
+        return (f"The server closed the TLS connection: does it trust the CA of the client certificate "
+                f"{cfg.tls_cert}? Does that port speak TLS?")
+    if "timeout" in text or "timed out" in text:
+        return ("A TLS handshake that gets no answer: is that a plain (non-TLS) port? Use redis:// for it, "
+                "or the server's tls-port.")
+    if "ssl" in text or "tls" in text:
+        return "Check the CA, certificate and key files and the server's TLS settings."
+    return ""
 
 
 def redis_config(
@@ -148,14 +239,23 @@ def redis_config(
     password: str | None = None,
     password_file: str | os.PathLike | None = None,
     tls: bool | None = None,
+    tls_ca: str | os.PathLike | None = None,
+    tls_cert: str | os.PathLike | None = None,
+    tls_key: str | os.PathLike | None = None,
 ) -> RedisConfig:
     """Describe a Redis server. Keyword arguments override what the URL says.
 
     ``password_file`` (first line is the password) keeps the secret out of code.
+    ``tls_ca`` (the CA file that signed the server's certificate), ``tls_cert`` and
+    ``tls_key`` (a client certificate, for a server with ``tls-auth-clients yes``) are
+    paths; any of them means TLS. In a URL they are the query parameters
+    ``ssl_ca_certs``, ``ssl_certfile`` and ``ssl_keyfile``.
 
     Example:
         >>> redis_config("redis://:s3cret@login1:6379/0").address
         'login1:6379'
+        >>> redis_config("rediss://login1:6380", password_file="~/.rushhpc/pw", tls_ca="~/ca.crt").tls
+        True
     """
     base = RedisConfig()
     if url:
@@ -167,36 +267,78 @@ def redis_config(
         except ValueError:
             raise RushConfigError("Redis URL has an invalid port") from None
         path_db = u.path.lstrip("/")
+        query: dict[str, str] = {}
+        for name, value in parse_qsl(u.query, keep_blank_values=True):
+            if name not in TLS_QUERY:
+                raise RushConfigError(
+                    f"Redis URL has an unknown query parameter {name!r}; known: {', '.join(TLS_QUERY)}"
+                )
+            query[TLS_QUERY[name]] = value
         base = RedisConfig(
             host=u.hostname or "127.0.0.1",
             port=u_port or 6379,
             db=int(path_db) if path_db.isdigit() else 0,
             username=unquote(u.username) if u.username else None,
             password=unquote(u.password) if u.password is not None else None,
-            tls=u.scheme == "rediss",
+            tls=u.scheme == "rediss" or bool(query),
+            **{k: v or None for k, v in query.items()},
         )
     if password_file is not None:
         password = read_secret_file(password_file)
-    return RedisConfig(
+    files = {
+        "tls_ca": _abspath(tls_ca) if tls_ca is not None else base.tls_ca,
+        "tls_cert": _abspath(tls_cert) if tls_cert is not None else base.tls_cert,
+        "tls_key": _abspath(tls_key) if tls_key is not None else base.tls_key,
+    }
+    given = any(x is not None for x in (tls_ca, tls_cert, tls_key))
+    if tls is False and given:
+        raise RushConfigError("tls=False contradicts tls_ca/tls_cert/tls_key: TLS files mean a TLS connection")
+    cfg = RedisConfig(
         host=host if host is not None else base.host,
         port=int(port) if port is not None else base.port,
         db=int(db) if db is not None else base.db,
         username=username if username is not None else base.username,
         password=password if password is not None else base.password,
-        tls=tls if tls is not None else base.tls,
+        tls=tls if tls is not None else (base.tls or given),
+        **files,
     )
+    cfg.tls_options()  # missing files and a readable key are errors now, not at the first connection
+    return cfg
+
+
+def _abspath(path: str | os.PathLike) -> str:
+    """An absolute path (a worker reads it from another directory)."""
+    return str(Path(path).expanduser().absolute())
+
+
+def _tls_file(path: str, what: str) -> str:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise RushConfigError(f"{what} {p} does not exist or is not a file")
+    if not os.access(p, os.R_OK):
+        raise RushConfigError(f"{what} {p} is not readable")
+    return str(p)
+
+
+def check_private_file(path: str | os.PathLike, what: str = "password file") -> Path:
+    """Refuse a secret file other users can read or write (what a 0600 file passes)."""
+    p = Path(path).expanduser()
+    try:
+        mode = p.stat().st_mode
+    except OSError as e:
+        raise RushConfigError(f"cannot read {what} {p}: {e.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise RushConfigError(f"{what} {p} is readable by other users; run: chmod 600 {p}")
+    return p
 
 
 def read_secret_file(path: str | os.PathLike) -> str:
     """First line of a secret file; refuse files other users can read."""
-    p = Path(path).expanduser()
+    p = check_private_file(path)
     try:
-        mode = p.stat().st_mode
         text = p.read_text()
     except OSError as e:
         raise RushConfigError(f"cannot read password file {p}: {e.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise RushConfigError(f"password file {p} is readable by other users; run: chmod 600 {p}")
     return text.splitlines()[0].strip() if text else ""
 
 
@@ -214,6 +356,29 @@ def as_config(config: RedisConfig | str | dict | None) -> RedisConfig | None:
     raise RushConfigError(f"config must be a URL, a dict or redis_config(...), got {type(config).__name__}")
 
 
+def credentials(cfg: RedisConfig) -> dict[str, str]:
+    """What a worker process needs to reach Redis, as a JSON-ready dict: the URL (password
+    included) and the TLS file paths. The inverse of `from_credentials`.
+
+    Example:
+        >>> credentials(redis_config("rediss://:pw@h:6380", tls_ca="/etc/ca.crt"))
+        {'url': 'rediss://:pw@h:6380/0', 'tls_ca': '/etc/ca.crt'}
+    """
+    doc = {"url": cfg.url(tls_files=False)}
+    for field in ("tls_ca", "tls_cert", "tls_key"):
+        if getattr(cfg, field):
+            doc[field] = getattr(cfg, field)
+    return doc
+
+
+def from_credentials(doc: dict[str, Any]) -> RedisConfig:
+    """The `RedisConfig` of a `credentials` dict."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("url"), str):
+        raise RushConfigError("credentials must be a JSON object with a 'url'")
+    return redis_config(url=doc["url"], tls_ca=doc.get("tls_ca"), tls_cert=doc.get("tls_cert"),
+                        tls_key=doc.get("tls_key"))
+
+
 def write_credentials(path: Path, cfg: RedisConfig) -> Path:
     """Write a 0600 JSON credentials file a worker reads (never the script or argv)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,7 +386,7 @@ def write_credentials(path: Path, cfg: RedisConfig) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         os.fchmod(f.fileno(), 0o600)
-        json.dump({"url": cfg.url()}, f)
+        json.dump(credentials(cfg), f)
     os.replace(tmp, path)  # a worker never reads a half-written file
     return path
 
@@ -238,7 +403,10 @@ def read_credentials(path: str | os.PathLike) -> RedisConfig:
         ) from None
     except ValueError:
         raise RushConfigError(f"credentials file {p} is not valid JSON") from None
-    return redis_config(url=data["url"])
+    try:
+        return from_credentials(data)
+    except RushConfigError as e:
+        raise RushConfigError(f"credentials file {p}: {e}") from None
 
 
 # --------------------------------------------------------------------------

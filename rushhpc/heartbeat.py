@@ -10,8 +10,8 @@ parent check every beat), retries Redis errors with backoff instead of giving
 up, and refreshes only while the worker is registered as running, so a
 ``reset()`` leaves no key behind.
 
-Started by `start_heartbeat`; its settings (password included) arrive on
-stdin as JSON, never in argv.
+Started by `start_heartbeat`; its settings (the worker's credentials: URL with the
+password, TLS file paths) arrive on stdin as JSON, never in argv.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import psutil
 import redis
 
 from . import defaults
-from .config import redis_config
+from .config import RedisConfig, credentials, from_credentials, redis_config
 from .layout import Keys
 from .protocol import Protocol
 
@@ -63,18 +63,21 @@ def kill_tree(pid: int, skip: int | None = None) -> None:
 
 
 def start_heartbeat(
-    url: str, network_id: str, worker_id: str, period: float, expire: float, watch_pid: int | None = None
+    config: RedisConfig | str, network_id: str, worker_id: str, period: float, expire: float,
+    watch_pid: int | None = None,
 ) -> subprocess.Popen:
     """Start the heartbeat process of the calling worker process.
 
-    ``watch_pid`` is another process (the manager of local workers) whose
-    death also ends the worker.
+    ``config`` is the worker's `RedisConfig` (TLS files included), or a URL (which may
+    carry them as ``?ssl_ca_certs=...``). ``watch_pid`` is another process (the manager of
+    local workers) whose death also ends the worker.
 
     Example:
-        >>> hb = start_heartbeat(cfg.url(), "net", "w1", period=10, expire=60)
+        >>> hb = start_heartbeat(cfg, "net", "w1", period=10, expire=60)
     """
+    cfg = config if isinstance(config, RedisConfig) else redis_config(url=config)
     settings = {
-        "url": url,
+        "credentials": credentials(cfg),
         "network_id": network_id,
         "worker_id": worker_id,
         "worker_pid": os.getpid(),
@@ -107,7 +110,7 @@ def _alive(pid: int | None) -> bool:
 
 def run(settings: dict) -> int:
     """The heartbeat loop. Returns the exit code."""
-    cfg = redis_config(url=settings["url"])
+    cfg = from_credentials(settings["credentials"]) if "credentials" in settings else redis_config(url=settings["url"])
     keys = Keys(settings["network_id"])
     wid = settings["worker_id"]
     worker_pid = int(settings["worker_pid"])

@@ -173,3 +173,110 @@ def worker(rush, config):
     w = rushhpc.RushWorker(rush.network_id, config=config)
     yield w
     w.close()
+
+
+# ======================================================================================
+# Fixtures of `rushhpc redis` and the security tests (tests/test_redis_command.py,
+# tests/security/): servers started through rushhpc.redis_server in private state
+# folders, a TLS-capable redis-server, and a CA made by the test with the openssl CLI.
+# Every redis-server started here is stopped by its pid at the end.
+# ======================================================================================
+import json  # noqa: E402 - imports of this section stay in it
+import os  # noqa: E402
+
+
+def tls_redis_binary() -> str:
+    """A redis-server built with TLS; skip without one (fail when RUSHHPC_REQUIRE_TLS=1)."""
+    from rushhpc import redis_server
+    from rushhpc.errors import RushConfigError
+
+    try:
+        return redis_server.find_redis_server(tls=True)
+    except RushConfigError as e:
+        if os.environ.get("RUSHHPC_REQUIRE_TLS") == "1":
+            pytest.fail(f"a TLS-capable redis-server is required (RUSHHPC_REQUIRE_TLS=1): {e}")
+        pytest.skip(f"no TLS-capable redis-server: {e}")
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has ended (a zombie nobody reaps has ended too)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.fixture
+def redis_home(tmp_path, monkeypatch):
+    """A private $RUSHHPC_REDIS_HOME; every server started in it (library or CLI) is stopped
+    by its recorded pid at the end, and must be gone."""
+    from rushhpc import redis_server
+
+    home = tmp_path / "redis-home"
+    monkeypatch.setenv("RUSHHPC_REDIS_HOME", str(home))
+    yield home
+    pids = []
+    for state in sorted(home.glob("*/server.json")) if home.exists() else []:
+        pid = json.loads(state.read_text()).get("pid")
+        redis_server.stop(state.parent, timeout=10, force=True)
+        if pid:
+            pids.append(pid)
+    for pid in pids:
+        wait_until(lambda pid=pid: process_gone(pid), 10, what=f"redis-server pid {pid} to end")
+
+
+@pytest.fixture
+def start_redis(redis_home):
+    """start_redis(name, **StartOptions) -> the status dict of a server in ``redis_home``."""
+    from rushhpc import redis_server
+
+    def start(name: str = "default", **options):
+        return redis_server.start(redis_home / name, redis_server.StartOptions(**options))
+
+    return start
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    out = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"openssl {' '.join(args)}: {out.stderr}"
+
+
+def make_test_ca(folder: Path, name: str = "ca") -> dict[str, Path]:
+    """A self-signed CA and a server (localhost, 127.0.0.1) and client certificate it signs,
+    made with the openssl CLI (not with the code under test). Keys are 0600."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
+            "-subj", f"/CN=rushhpc test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
+    out = {"ca": folder / f"{name}.crt", "ca_key": folder / f"{name}.key"}
+    for leaf, cn, ext in (
+        ("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
+        ("client", "rushhpc-test-client", "extendedKeyUsage=clientAuth"),
+    ):
+        (folder / f"{name}-{leaf}.ext").write_text(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyAgreement\n"
+            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n" + ext + "\n")
+        openssl("req", *ec, "-keyout", f"{name}-{leaf}.key", "-out", f"{name}-{leaf}.csr", "-subj", f"/CN={cn}",
+                cwd=folder)
+        openssl("x509", "-req", "-in", f"{name}-{leaf}.csr", "-CA", f"{name}.crt", "-CAkey", f"{name}.key",
+                "-CAcreateserial", "-out", f"{name}-{leaf}.crt", "-days", "2", "-extfile", f"{name}-{leaf}.ext",
+                cwd=folder)
+        out[leaf] = folder / f"{name}-{leaf}.crt"
+        out[f"{leaf}_key"] = folder / f"{name}-{leaf}.key"
+    for k, p in out.items():
+        p.chmod(0o600 if k.endswith("key") else 0o644)
+    return out
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory):
+    """The test's own CA (server and client certificates); a second, unrelated CA as ``stranger``."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl CLI is needed to make the test CA")
+    folder = tmp_path_factory.mktemp("test-ca")
+    ca = make_test_ca(folder, "ca")
+    ca["stranger"] = make_test_ca(folder, "stranger")["ca"]
+    return ca

@@ -4,6 +4,7 @@
 - `rushhpc.cli.inspect`: ``networks``, ``workers``, ``tasks``, ``logs``, ``top`` (read only)
 - `rushhpc.cli.control`: ``monitor``, ``stop``, ``reset`` (attach a manager)
 - `rushhpc.cli.plot_cmd`: ``plot`` (PNG files, `rushhpc.plot`)
+- `rushhpc.cli.redis_cmd`: ``redis start|stop|status|user`` (a Redis for a cluster, `rushhpc.redis_server`)
 - `rushhpc.sweeps.cli`: ``sweep`` (YAML sweeps, `rushhpc.sweeps`)
 - `rushhpc.cli.common`: where Redis is, which network, tables and JSON
 
@@ -19,7 +20,7 @@ import sys
 from .._version import __version__
 from ..errors import RushError
 from ..sweeps.cli import add_parser as add_sweep_parser
-from . import control, inspect, plot_cmd, run
+from . import control, inspect, plot_cmd, redis_cmd, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     control.register(sub)
     add_sweep_parser(sub)  # rushhpc sweep: rushhpc/sweeps/cli.py
     plot_cmd.register(sub)
+    redis_cmd.register(sub)
     return parser
 
 

@@ -2,9 +2,9 @@
 
 A command that inspects or acts on an existing network never starts a private Redis:
 with none configured it exits non-zero saying how to name one. Redis comes from
-``--redis URL`` (with ``--password-file``), else ``RUSHHPC_REDIS_URL``, else the plan
-file (``RUSHHPC_CONFIG``). A password is never an argument, so none lands in ``ps``
-output or shell history.
+``--redis URL`` (with ``--password-file``, and ``--tls-ca``/``--tls-cert``/``--tls-key``
+for TLS), else ``RUSHHPC_REDIS_URL``, else the plan file (``RUSHHPC_CONFIG``). A password
+is never an argument, so none lands in ``ps`` output or shell history.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from ..network import Network
 def add_redis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis", metavar="URL", help="Redis URL without the password (default: $RUSHHPC_REDIS_URL)")
     p.add_argument("--password-file", metavar="FILE", help="0600 file whose first line is the Redis password")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA file that signed the server's TLS certificate (implies TLS)")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate, for a server that asks for one")
+    p.add_argument("--tls-key", metavar="FILE", help="0600 key file of --tls-cert")
 
 
 def add_network_options(p: argparse.ArgumentParser, positional: bool = False, json_flag: bool = True) -> None:
@@ -39,8 +42,9 @@ def redis_from_args(args: argparse.Namespace) -> RedisConfig:
     """The Redis a command talks to. Never an embedded one."""
     url = getattr(args, "redis", None)
     password_file = getattr(args, "password_file", None)
+    tls = {k: getattr(args, k, None) for k in ("tls_ca", "tls_cert", "tls_key")}
     if url:
-        return redis_config(url=url, password_file=password_file)
+        return redis_config(url=url, password_file=password_file, **tls)
     cfg = env_config() or current_plan().config
     if cfg is None:
         raise RushConfigError(
@@ -48,8 +52,8 @@ def redis_from_args(args: argparse.Namespace) -> RedisConfig:
             "RUSHHPC_REDIS_URL, or a plan file in RUSHHPC_CONFIG; a command that inspects a network never "
             "starts a private Redis"
         )
-    if password_file:
-        cfg = redis_config(url=cfg.url(), password_file=password_file)
+    if password_file or any(tls.values()):
+        cfg = redis_config(url=cfg.url(), password_file=password_file, **tls)
     return cfg
 
 
