@@ -139,7 +139,7 @@ class RushWorker(Network):
             heartbeat_period, expire = heartbeat_settings(heartbeat_period, heartbeat_expire)
             # started first, so that its pid is part of the registration (one atomic write)
             self.heartbeat_process = start_heartbeat(
-                cfg.url(), self.network_id, wid, heartbeat_period, expire, watch_pid=watch_pid
+                cfg, self.network_id, wid, heartbeat_period, expire, watch_pid=watch_pid
             )
             info["heartbeat_pid"] = str(self.heartbeat_process.pid)
         try:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import redis
+
 from .._version import __version__
 from ..errors import RushError
 from ..sweeps.cli import add_parser as add_sweep_parser
@@ -47,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except RushError as e:
         print(f"rushhpc: error: {e}", file=sys.stderr)
+        return 2
+    except redis.exceptions.NoPermissionError as e:
+        print(f"rushhpc: error: Redis refused a command to this user ({e}): an ACL user made for one network "
+              "(rushhpc redis user add) can read and change only that network", file=sys.stderr)
+        return 2
+    except redis.RedisError as e:
+        print(f"rushhpc: error: Redis: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -52,10 +52,10 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
 
 
 def _script(args: argparse.Namespace) -> int:
-    from ..config import redis_config
     from ..rush import rsh
+    from .common import redis_from_args
 
-    config = redis_config(url=args.redis, password_file=args.password_file) if args.redis else None
+    config = redis_from_args(args) if args.redis else None
     rush = rsh(args.network, config=config)
     loop = import_object(args.loop)
     options = parse_sets(args.set)
