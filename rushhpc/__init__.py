@@ -24,6 +24,7 @@ _EXPORTS = {
     "rush_plan": "config",
     "RushConfigError": "errors",
     "RushError": "errors",
+    "RushNetworkLostError": "errors",
     "RushPayloadError": "errors",
     "RushTimeoutError": "errors",
     "RushWorkerError": "errors",
@@ -38,7 +39,7 @@ _EXPORTS = {
 
 __all__ = [
     "Network", "RedisConfig", "Rush", "RushConfigError", "RushError", "RushPayloadError", "RushTimeoutError",
-    "RushWorker", "RushWorkerError", "WorkerStopped", "__version__", "queue_loop", "redis_config",
+    "RushNetworkLostError", "RushWorker", "RushWorkerError", "WorkerStopped", "__version__", "queue_loop", "redis_config",
     "remove_rush_plan", "rsh", "rush_available", "rush_config", "rush_plan", "sweep",
 ]
 

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlparse
 
 import redis
 import yaml
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from . import defaults
@@ -136,6 +136,8 @@ class RedisConfig:
             socket_connect_timeout=kwargs.pop("socket_connect_timeout", defaults.CONNECT_TIMEOUT),
             socket_keepalive=True,
             health_check_interval=kwargs.pop("health_check_interval", 30),
+            # through a Redis restart or a dropped connection: reconnect with backoff, about 20 s in all
+            retry=kwargs.pop("retry", Retry(ExponentialBackoff(cap=2.0, base=0.05), 12)),
             **kwargs,
         )
 

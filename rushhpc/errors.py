@@ -32,3 +32,8 @@ class RushPayloadError(RushError):
 
 class RushWorkerError(RushError):
     """A worker could not be started, or died before it registered."""
+
+
+class RushNetworkLostError(RushError):
+    """The network's keys are gone from Redis: Redis restarted without persistence (or lost its
+    data), or another manager reset the network. Tasks not in the results already fetched are lost."""

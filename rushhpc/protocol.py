@@ -175,15 +175,16 @@ class Protocol:
             keys=[k.workers_in(source), k.workers_in(state), k.workers, k.queued, k.running, k.failed], args=args
         )
 
-    def detect_lost(self, retry: bool = True) -> tuple[list[list[Any]], list[str], int, int]:
-        """(lost workers with task counts, expired batch workers, active batch launches, of which ended)."""
+    def detect_lost(self, retry: bool = True) -> tuple[list[list[Any]], list[str], int, int, bool]:
+        """(lost workers with task counts, expired batch workers, active batch launches, of which ended,
+        whether the network still exists)."""
         k = self.keys
-        out, managed, n_active, ending = self._s["detect_lost"](
+        out, managed, n_active, ending, exists = self._s["detect_lost"](
             keys=[k.workers_in("running"), k.active_launches, k.workers_in("lost"), k.workers, k.queued,
-                  k.running, k.failed],
+                  k.running, k.failed, k.meta],
             args=[k.prefix, "1" if retry else "0"],
         )
-        return out, managed, int(n_active), int(ending)
+        return out, managed, int(n_active), int(ending), bool(exists)
 
     def heartbeat(self, worker_id: str, expire: int) -> str:
         k = self.keys

@@ -22,7 +22,7 @@ import redis
 from . import defaults, lifecycle, startargs
 from .adapt import Adapter, AdaptPolicy
 from .config import Plan, RedisConfig, as_config, current_plan, env_config, heartbeat_settings
-from .errors import RushConfigError, RushError, RushTimeoutError, RushWorkerError
+from .errors import RushConfigError, RushError, RushNetworkLostError, RushTimeoutError, RushWorkerError
 from .launchers.base import Launcher
 from .layout import validate_id
 from .monitor import Monitor
@@ -331,6 +331,8 @@ class Rush(Network):
                 for k in keys:
                     pipe.hget(self.keys.task(k), "state")
                 states = pipe.execute()
+            if None in states and not self.exists():
+                raise self._network_lost()
             keys = [k for k, s in zip(keys, states) if s not in ("finished", "failed", None)]
             if not keys:
                 return
@@ -411,7 +413,9 @@ class Rush(Network):
                 settled = [w for w in dead if w in registered]
                 for launcher in self._launchers.values():
                     launcher.forget(settled)
-            out, expired_managed, n_active, ending = self.protocol.detect_lost()
+            out, expired_managed, n_active, ending, exists = self.protocol.detect_lost()
+            if not exists:
+                raise self._network_lost()
             for wid, failed, requeued in out:
                 log.warning("worker %s lost (heartbeat expired): %s task(s) failed, %s requeued", wid, failed, requeued)
                 lost.append(wid)
@@ -420,6 +424,13 @@ class Rush(Network):
                 # time limit) and its job's final state and reason are to be read within a poll
                 lost += self._reconciler.run(force=bool(poll_scheduler), urgent=bool(expired_managed or ending))
             return lost
+
+    def _network_lost(self) -> RushNetworkLostError:
+        return RushNetworkLostError(
+            f"network {self.network_id!r} is gone from Redis at {self.config.address}: Redis restarted without "
+            "persistence or lost its data (configure appendonly yes), or the network was reset by another "
+            "manager. Results fetched before are in your tables; the rest is lost."
+        )
 
     def reset(self, workers: bool = True) -> None:
         """Delete the network from Redis. ``workers=True`` kills every running worker first;

@@ -394,6 +394,14 @@ def run_worker(spec: WorkerSpec) -> int:
         code = 1
     else:
         worker.set_terminated("terminated" if worker._terminated else "loop returned")
+        try:
+            if worker.connector.hget(worker._k_worker, "state") is None:
+                # its record vanished: the network was reset, or Redis restarted without persistence
+                print(f"rushhpc worker {worker.worker_id}: network {spec.network_id!r} is gone from Redis "
+                      "(reset, or a Redis restart without persistence); exiting", file=sys.stderr)
+                code = 3
+        except redis.RedisError:
+            code = 3
     finally:
         worker.stop_heartbeat()
         try:

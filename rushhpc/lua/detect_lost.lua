@@ -1,10 +1,11 @@
 -- Running workers that have a heartbeat whose key expired: lost, in one step.
 -- Workers of a batch job (field `managed`) are only reported: the scheduler's view
 -- decides for them (a suspended job is silent, not dead).
--- KEYS: workers:running, launches:active, workers:lost, workers, queued, running, failed
+-- KEYS: workers:running, launches:active, workers:lost, workers, queued, running, failed, meta
 -- ARGV: prefix, retry (1/0)
 -- Returns {{wid, failed_tasks, requeued_tasks}*, {expired managed wid}*, number of active batch launches,
---          number of active batch launches whose worker already ended (its job's end is to be read soon)}.
+--          number of active batch launches whose worker already ended (its job's end is to be read soon),
+--          1 if the network exists (its meta hash), else 0}.
 local retry = ARGV[2] == '1'
 local t = now()
 local out = {}
@@ -27,4 +28,4 @@ if n_active > 0 then
     ending = ending + #redis.call('SINTER', KEYS[2], P .. 'workers:' .. st)
   end
 end
-return {out, managed, n_active, ending}
+return {out, managed, n_active, ending, redis.call('EXISTS', KEYS[8])}
