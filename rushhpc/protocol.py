@@ -126,19 +126,20 @@ class Protocol:
         return int(self._s["empty_queue"](keys=[k.queued, k.failed], args=[k.prefix, message]))
 
     # ------------------------------------------------------------------ a worker's tasks
-    def pop_task(self, worker_id: str) -> list[str]:
-        """{key or '', xs, xs_extra, attempt, worker state, terminate flag}"""
+    def pop_task(self, worker_id: str, token: str = "") -> list[str]:
+        """{key or '', xs, xs_extra, attempt, worker state, terminate flag}; ``token`` makes a re-sent
+        call (after a lost reply) return the task the first one claimed."""
         k = self.keys
         return self._s["pop_task"](
-            keys=[k.queued, k.running, k.worker_tasks(worker_id), k.worker(worker_id)],
-            args=[k.prefix, worker_id],
+            keys=[k.queued, k.running, k.worker_tasks(worker_id), k.worker(worker_id), k.pending(worker_id)],
+            args=[k.prefix, worker_id, token],
         )
 
-    def claim_task(self, worker_id: str, key: str) -> list[str] | None:
+    def claim_task(self, worker_id: str, key: str, token: str = "") -> list[str] | None:
         k = self.keys
         return self._s["claim_task"](
             keys=[k.pending(worker_id), k.running, k.worker_tasks(worker_id), k.worker(worker_id), k.queued],
-            args=[k.prefix, worker_id, key],
+            args=[k.prefix, worker_id, key, token],
         ) or None
 
     def finish_tasks_call(self, worker_id: str, state: str, rows: Sequence[Sequence[str]]) -> Call:

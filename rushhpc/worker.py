@@ -118,6 +118,7 @@ class RushWorker(Network):
             # call would learn it only on the next call: load them now.
             self.protocol.preload("push_running_tasks", "finish_tasks")
         self._attempts: dict[str, str] = {}
+        self._pops = 0
         self._terminated = False
         self._last_check = float("-inf")
         # A batch worker knows its deadline and stops taking tasks when too little time is left.
@@ -209,7 +210,9 @@ class RushWorker(Network):
             >>> task = rush.pop_task(timeout=5)
             >>> if task: rush.finish_tasks([task["key"]], [{"y": f(**task["xs"])}])
         """
-        k, xs, xs_extra, attempt, state, term = self.protocol.pop_task(self.worker_id)
+        self._pops += 1
+        token = str(self._pops)  # one per pop: a call re-sent after a lost reply gets the same task
+        k, xs, xs_extra, attempt, state, term = self.protocol.pop_task(self.worker_id, token)
         self._note_state(state, term)
         if not k:
             if self._terminated or not timeout:
@@ -217,7 +220,7 @@ class RushWorker(Network):
             key = self.connector.blmove(self.keys.queued, self._k_pending, timeout, "RIGHT", "LEFT")
             if key is None:
                 return None
-            got = self.protocol.claim_task(self.worker_id, key)
+            got = self.protocol.claim_task(self.worker_id, key, token)
             if not got:
                 self._last_check = float("-inf")  # re-read our state on the next check
                 return None

@@ -128,3 +128,23 @@ def test_embedded_redis_dies_with_its_manager(sig, thread):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_resent_pop_gets_the_same_task(rush, config):
+    """A pop whose reply was lost is sent again by the client's retry: it must not claim a second
+    task that nobody would finish (found with a Redis restart under 2,000 tasks)."""
+    from rushhpc import RushWorker
+
+    w = RushWorker(rush.network_id, config=config)
+    rush.push_tasks([{"x": i} for i in range(3)])
+    first = w.protocol.pop_task(w.worker_id, "7")
+    again = w.protocol.pop_task(w.worker_id, "7")  # the same call, re-sent
+    assert again[0] == first[0] and rush.n_running_tasks == 1 and rush.n_queued_tasks == 2
+    other = w.protocol.pop_task(w.worker_id, "8")
+    assert other[0] != first[0] and rush.n_running_tasks == 2
+    # a key a lost BLMOVE reply left in the pending list is served before the queue
+    rush.connector.lmove(rush.keys.queued, rush.keys.pending(w.worker_id), "RIGHT", "LEFT")
+    left = rush.connector.lrange(rush.keys.pending(w.worker_id), 0, -1)
+    assert w.protocol.pop_task(w.worker_id, "9")[0] == left[0]
+    assert rush.connector.llen(rush.keys.pending(w.worker_id)) == 0
+    w.close()
