@@ -291,7 +291,7 @@ def test_multirun_on_slurm(tmp_path):
     # the test cluster's nodes are this machine: the embedded Redis on 127.0.0.1 reaches them
     out = run_app("lr=1e-4,1e-3,1e-2", "hydra/launcher=rushhpc", "hydra.launcher.worker_type=slurm",
                   "hydra.launcher.n_workers=2", f"hydra.launcher.network={net}",
-                  "+hydra.launcher.launcher_options={time: '00:10:00', poll_interval: 5}",
+                  "++hydra.launcher.launcher_options={time: '00:10:00', poll_interval: 5}",
                   "hydra.launcher.heartbeat_period=5", "hydra.launcher.heartbeat_expire=30",
                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -123,7 +123,9 @@ def plan_for(**settings: Any) -> Iterator[None]:
     then the user's plan as it was."""
     saved = getattr(rconfig, "_PLAN", None)  # set by rush_plan(); None: a plan file or nothing
     merged = rconfig.current_plan().as_dict()
+    options = settings.pop("launcher_options", None)
     merged.update({k: v for k, v in settings.items() if v is not None})
+    merged["launcher_options"] = {**(merged.get("launcher_options") or {}), **(options or {})}
     rconfig.rush_plan(**merged)
     try:
         yield
@@ -291,7 +293,12 @@ class Session:
         rush = self.rush
         lost = rush.detect_lost_workers()
         if lost:
-            self._replace(lost, budgeted=True)
+            # a worker that never started (bad environment, job refused) would fail again: not replaced
+            never = rush.never_started(lost)
+            if never:
+                wid, why = next(iter(never.items()))
+                log.error("rushhpc: %d worker(s) ended before they started, e.g. %s: %s", len(never), wid, why)
+            self._replace([w for w in lost if w not in never], budgeted=True)
         timeout = self.params.job_timeout
         if timeout and running:
             sec, usec = rush.connector.time()

@@ -119,15 +119,19 @@ def decode_job_return(text: str) -> Any:
     return cloudpickle.loads(base64.b64decode(text))
 
 
+MAX_JSON_RETURN = 16 * 1024  # bytes: a larger return value is in the JobReturn only
+
+
 def _json_value(value: Any) -> Any:
-    """The return value if it is plain JSON data (shown in rushhpc's task tables), else None."""
+    """The return value if it is small plain JSON data (shown in rushhpc's task tables), else None."""
     from rushhpc import codec
     from rushhpc.errors import RushPayloadError
 
     try:
-        return codec.decode(codec.encode(value))
+        text = codec.encode(value)
     except RushPayloadError:
         return None
+    return codec.decode(text) if len(text) <= MAX_JSON_RETURN else None
 
 
 def report(rush: Any, key: str, ret: Any) -> None:
