@@ -245,8 +245,18 @@ def test_no_worker_left_fails_the_rest_then_the_next_batch_starts_workers(tmp_pa
     assert second["returns"][0]["status"] == "COMPLETED"
 
 
+@pytest.mark.usefixtures("hydra_restore_singletons")
 def test_session_stops_its_workers_and_deletes_its_network(config, tmp_path):
     """In-process: the session of a multirun, its network on the test Redis, and its end."""
+    try:
+        _session_in_process(config, tmp_path)
+    finally:
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()  # what Hydra's own test runners do after a run
+
+
+def _session_in_process(config, tmp_path) -> None:
     pw = tmp_path / "pw"
     pw.write_text(config.password)
     pw.chmod(0o600)
