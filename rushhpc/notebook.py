@@ -309,7 +309,7 @@ class _RichProgress(Progress):
         self.task = self.progress.add_task(f"{desc} ({unit}s)", total=total)
 
     def set(self, done: int, total: int | None = None) -> None:
-        self.progress.update(self.task, completed=done, **({"total": total} if total is not None else {}))
+        self.progress.update(self.task, completed=done, total=total)  # total None: unchanged
 
     def close(self) -> None:
         self.progress.stop()
