@@ -26,7 +26,7 @@ from conftest import wait_until
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
-from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
+from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
 
 # setuptools' default editable install serves packages through an import hook that Hydra's
 # plugin scan (pkgutil.walk_packages over the hydra_plugins namespace) cannot list. A wheel
@@ -336,6 +336,19 @@ def overrides(config, tmp_path) -> list[str]:
 class TestRushhpcLauncher(LauncherTestSuite):
     """Hydra's LauncherTestSuite, every test of it: sweeps of one and two jobs, config groups,
     overrides merged during the sweep, custom resolvers, errors, in this process."""
+
+
+class TestRushhpcLauncherBatched(BatchedSweeperTestSuite):
+    """Hydra's suite for sweepers that launch in batches, with the basic sweeper cut to batches of two:
+    three launches of one launcher, on the same workers, six output directories."""
+
+    @pytest.fixture
+    def overrides(self, config, tmp_path) -> list[str]:
+        pw = tmp_path / "redis.pw"
+        pw.write_text(config.password)
+        pw.chmod(0o600)
+        return ["hydra.sweeper.max_batch_size=2", "hydra.launcher.n_workers=2",
+                f"hydra.launcher.redis_url=redis://127.0.0.1:{config.port}/0", f"hydra.launcher.password_file={pw}"]
 
 
 @pytest.fixture
