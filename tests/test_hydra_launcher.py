@@ -135,6 +135,7 @@ def test_config_checks():
     with pytest.raises(RushConfigError, match="script"):
         _core.parse_params({"worker_type": "script"})
     assert _core.redis_of(_core.parse_params({})) is None
+    assert _core.redis_of(_core.parse_params({"redis_url": "embedded"})) == "embedded"
     cfg = _core.redis_of(_core.parse_params({"redis_url": "redis://login1:6380/2"}))
     assert cfg is not None and (cfg.address, cfg.db) == ("login1:6380", 2)
 
@@ -359,7 +360,8 @@ def task_launcher_cfg() -> dict:
 @pytest.fixture
 def extra_flags() -> list[str]:
     # each app is a new process with no Redis configured: the embedded one
-    return ["-m", "hydra/launcher=rushhpc", "hydra.launcher.n_workers=1", "hydra/hydra_logging=disabled"]
+    return ["-m", "hydra/launcher=rushhpc", "hydra.launcher.n_workers=1", "hydra.launcher.redis_url=embedded",
+            "hydra/hydra_logging=disabled"]
 
 
 class TestRushhpcLauncherIntegration(IntegrationTestSuite):

@@ -1,5 +1,5 @@
 """Notebook features: the manager's text and HTML summary, progress bars, and the example notebook
-(executed with nbclient in a fresh kernel: local workers, embedded Redis)."""
+(executed with nbclient in a fresh kernel: local workers, embedded Redis, and `rushhpc.sweep`)."""
 
 from __future__ import annotations
 
@@ -178,6 +178,9 @@ def test_example_notebook_runs(tmp_path):
     assert "200 evaluations, best y =" in text
     best = float(re.search(r"best y = ([0-9.]+)", text).group(1))
     assert 0.397 < best < 5
+    # rushhpc.sweep from the notebook: the same sweep as the command line, its results table
+    assert re.search(r"32 sweep evaluations, completed, best y = [0-9.]+", text), text
+    assert (tmp_path / "runs" / "notebook-sweep" / "results.csv").exists()
     rich = [o for o in outputs if o.output_type in ("execute_result", "display_data")]
     shown = json.dumps([o.data for o in rich])
     assert "best" in shown and "rushhpc-manager" in shown  # the HTML summary with the best y

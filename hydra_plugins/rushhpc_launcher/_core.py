@@ -38,7 +38,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 import rushhpc
 from rushhpc import config as rconfig
 from rushhpc import lifecycle
-from rushhpc.errors import RushConfigError, RushPayloadError, RushTimeoutError, RushWorkerError
+from rushhpc.errors import RushConfigError, RushError, RushNetworkLostError, RushPayloadError, RushTimeoutError, RushWorkerError
 
 from ._errors import RemoteTraceback, RushhpcJobError
 from ._worker import JOB_RETURN_FIELD, decode_job_return, hydra_worker_loop
@@ -103,8 +103,11 @@ def parse_params(params: dict[str, Any]) -> RushhpcLauncherConf:
     return p
 
 
-def redis_of(p: RushhpcLauncherConf) -> rushhpc.RedisConfig | None:
-    """The Redis the launcher's config names, or None (the plan, RUSHHPC_REDIS_URL or an embedded one)."""
+def redis_of(p: RushhpcLauncherConf) -> rushhpc.RedisConfig | str | None:
+    """The Redis the launcher's config names; ``"embedded"`` (a private one even when another is
+    configured); or None (the plan, RUSHHPC_REDIS_URL, else an embedded one)."""
+    if p.redis_url == "embedded":
+        return "embedded"
     if p.redis_url is None and p.password_file is None:
         return None
     url = p.redis_url or "redis://127.0.0.1:6379/0"
@@ -265,6 +268,10 @@ class Session:
                 for k in pending:
                     pipe.hmget(rush.keys.task(k), ["state", "started_at", "worker_id"])
                 rows = pipe.execute()
+            if any(r[0] is None for r in rows) and not rush.exists():
+                raise RushNetworkLostError(
+                    f"network {rush.network_id!r} is gone from Redis at {rush.config.address} while a batch ran "
+                    "(a Redis restart without persistence, or a reset by another manager): its jobs are lost")
             done = [k for k, r in zip(pending, rows) if r[0] in ("finished", "failed", None)]
             queued = [k for k, r in zip(pending, rows) if r[0] == "queued"]
             if done:
@@ -386,7 +393,7 @@ class Session:
             rush.stop_workers(type="kill")  # what is left, and batch jobs still waiting in the queue
             if not self.params.keep_network:
                 rush.reset()
-        except (redis.RedisError, RushConfigError, OSError) as e:
+        except (redis.RedisError, RushError, OSError) as e:  # e.g. Redis gone: the workers end by themselves
             log.warning("rushhpc: stopping the workers of network %s: %s", rush.network_id, e)
         finally:
             rush.close()

@@ -25,7 +25,8 @@ class RushhpcLauncherConf:
     launcher_options: Dict[str, Any] = field(default_factory=dict)
 
     # Where Redis is. null: rush_plan / RUSHHPC_CONFIG / RUSHHPC_REDIS_URL, else a private embedded
-    # Redis on 127.0.0.1 (good for local workers and one node). Never put a password in the URL: Hydra
+    # Redis on 127.0.0.1 (good for local workers and one node); "embedded": that one in any case.
+    # Never put a password in the URL: Hydra
     # writes this config into every job's .hydra/hydra.yaml. Use password_file (a 0600 file).
     redis_url: str | None = None
     password_file: str | None = None
