@@ -10,10 +10,12 @@ See docs/dashboard.md.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["create_app"]
 
 
-def __getattr__(name: str):  # starlette is imported only when the app is asked for
+def __getattr__(name: str) -> Any:  # starlette is imported only when the app is asked for
     if name == "create_app":
         from .app import create_app
 

@@ -279,7 +279,7 @@ def create_app(config: RedisConfig, default_network: str | None = None, allow_co
         RushError: on_rush_error, redis.RedisError: on_redis_error, PermissionError: on_permission})
     app.state.dashboard = dash
     app.state.access = access
-    app.add_middleware(Guard, access=access)  # type: ignore[arg-type]
+    app.add_middleware(Guard, access=access)
     return app
 
 

@@ -20,7 +20,7 @@ import json
 import math
 import threading
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import RushConfigError
 from ..network import Network, list_networks
@@ -125,7 +125,7 @@ def best_so_far(values: Iterable[Any], direction: str) -> tuple[list[int], list[
     return xs, ys, best
 
 
-def _sort_key(col: str):
+def _sort_key(col: str) -> Callable[[dict[str, Any]], tuple]:
     def key(row: dict[str, Any]) -> tuple:
         v = row.get(col)
         if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -364,9 +364,8 @@ class NetworkData:
         col, d, source = choose_objective(outputs, numeric, sweep, column, direction)
         xs, ys, best = best_so_far((r.get(col) for r in rows), d) if col else ([], [], [])
         best_row = None
-        if best:
-            target = best[-1]
-            best_row = next(r for r in rows if r.get(col) == target)
+        if best and col is not None:
+            best_row = rows[xs[ys.index(best[-1])] - 1]  # the first task that reached the best value
         return {"network": self.network_id, "columns": numeric, "outputs": outputs, "column": col,
                 "direction": d, "source": source, "x": xs, "y": ys, "best": best, "best_row": best_row,
                 "n_finished": len(rows)}
@@ -393,7 +392,7 @@ class NetworkData:
                 raise RushConfigError(f"unknown log level {level!r}; levels are {', '.join(LEVELS)}")
             floor = LEVELS[level.upper()]
         rows = self.net.log_rows(after or "-")
-        last = rows[-1]["id"] if rows else after
+        last: str | None = rows[-1]["id"] if rows else after
         kept = [r for r in rows if LEVELS.get(str(r.get("level") or "").upper(), 0) >= floor]
         return {"network": self.network_id, "rows": [jsonable(r) for r in kept[-limit:]], "last_id": last,
                 "omitted": max(0, len(kept) - limit)}

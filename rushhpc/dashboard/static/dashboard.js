@@ -6,7 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const S = {
     config: null, network: null, es: null, pollTimer: null, lastFinished: -1, lastLogId: null,
-    logLevel: "", objective: "", direction: "", plot: null, plotKey: "", results: { state: "finished", sort: "", order: "asc", offset: 0, limit: 100 },
+    logLevel: "", objective: "", direction: "", plot: null, plotKey: "", results: { state: "finished", sort: "", order: "desc", offset: 0, limit: 100 },
     lastRefresh: 0, refreshTimer: null, pendingStop: null, snapshot: null,
   };
   const LIMIT_LOG_ROWS = 1000;
@@ -68,6 +68,8 @@
     S.config = cfg;
     $("login").hidden = true;
     $("main").hidden = false;
+    $("network-label").hidden = false;
+    $("control-mode").hidden = false;
     $("redis").textContent = "Redis " + cfg.redis;
     const mode = $("control-mode");
     mode.textContent = cfg.allow_control ? "control enabled" : "read only";
@@ -128,7 +130,7 @@
   function selectNetwork(id) {
     S.network = id;
     S.lastFinished = -1; S.lastLogId = null; S.objective = ""; S.direction = ""; S.results.offset = 0;
-    S.results.sort = ""; S.snapshot = null;
+    S.results = { state: $("results-state").value, sort: "", order: "desc", offset: 0, limit: 100 }; S.snapshot = null;
     $("logs-body").textContent = ""; $("results-table").tHead.rows[0].textContent = "";
     $("results-table").tBodies[0].textContent = "";
     const url = new URL(location.href); url.searchParams.set("network", id); history.replaceState(null, "", url);
@@ -175,7 +177,12 @@
     $("count-failed").textContent = t.failed;
     const rate = d.throughput && d.throughput.recent;
     $("throughput").textContent = rate === null || rate === undefined ? "–" : rate.toFixed(rate >= 10 ? 0 : 2);
-    $("throughput").title = d.throughput ? `over the last ${d.throughput.window} s` : "";
+    $("throughput-unit").textContent = d.throughput && d.throughput.recent !== null ? `tasks/s · last ${Math.round(d.throughput.window)} s` : "tasks/s";
+    const opt = [...$("network-select").options].find((o) => o.value === d.network);
+    if (opt) {
+      const n = t.queued + t.running + t.finished + t.failed;
+      opt.textContent = `${d.network} (${d.worker_counts.running} running, ${t.finished}/${n} done)`;
+    }
     renderWorkers(d.workers, d.worker_counts);
     if (t.finished !== S.lastFinished) {
       S.lastFinished = t.finished;
@@ -301,6 +308,13 @@
     const width = Math.max(300, box.clientWidth || 600);
     const key = `${d.column}|${d.direction}|${width}`;
     const data = [d.x, d.y, d.best];
+    if (!d.x.length) {
+      if (S.plot) { S.plot.destroy(); S.plot = null; }
+      S.plotKey = "";
+      box.textContent = "";
+      box.appendChild(el("p", { class: "muted" }, d.column ? `no finished task with a number in ${d.column} yet` : "no finished task yet"));
+      return;
+    }
     if (S.plot && S.plotKey === key) { S.plot.setData(data); return; }
     if (S.plot) { S.plot.destroy(); S.plot = null; }
     box.textContent = "";
@@ -405,7 +419,7 @@
       body.appendChild(tr);
     }
     const lo = d.total ? d.offset + 1 : 0, hi = d.offset + d.rows.length;
-    $("results-info").textContent = `${lo}–${hi} of ${d.total}`;
+    $("results-info").textContent = `${lo}–${hi} of ${d.total}` + (r.sort ? "" : r.order === "desc" ? ", newest first" : ", oldest first");
     $("results-prev").disabled = d.offset === 0;
     $("results-next").disabled = hi >= d.total;
     $("csv-link").href = netPath("/results.csv?" + resultsQuery());
@@ -413,7 +427,16 @@
   }
 
   // ------------------------------------------------------------------ logs
-  async function loadLogs(reset) {
+  // one log read at a time, in order: a reset and an incremental read never both append
+  let logChain = Promise.resolve();
+  function loadLogs(reset) {
+    const run = logChain.then(() => readLogs(reset));
+    logChain = run.catch(() => {});
+    return run;
+  }
+
+  async function readLogs(reset) {
+    if (!reset && S.snapshot && S.snapshot.log_last_id === S.lastLogId) return;
     if (reset) { S.lastLogId = null; $("logs-body").textContent = ""; }
     const q = new URLSearchParams({ limit: reset ? 500 : 1000 });
     if (S.logLevel) q.set("level", S.logLevel);
@@ -448,7 +471,7 @@
     $("objective-select").addEventListener("change", (e) => { S.objective = e.target.value; loadBest().catch((x) => banner(x.message)); });
     $("direction-select").addEventListener("change", (e) => { S.direction = e.target.value; loadBest().catch((x) => banner(x.message)); });
     $("log-level").addEventListener("change", (e) => { S.logLevel = e.target.value; loadLogs(true).catch((x) => banner(x.message)); });
-    $("results-state").addEventListener("change", (e) => { S.results = { state: e.target.value, sort: "", order: "asc", offset: 0, limit: 100 }; loadResults().catch((x) => banner(x.message)); });
+    $("results-state").addEventListener("change", (e) => { S.results = { state: e.target.value, sort: "", order: "desc", offset: 0, limit: 100 }; loadResults().catch((x) => banner(x.message)); });
     $("results-prev").addEventListener("click", () => { S.results.offset = Math.max(0, S.results.offset - S.results.limit); loadResults().catch((x) => banner(x.message)); });
     $("results-next").addEventListener("click", () => { S.results.offset += S.results.limit; loadResults().catch((x) => banner(x.message)); });
     document.addEventListener("click", (e) => {
