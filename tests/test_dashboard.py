@@ -7,6 +7,7 @@ Chromium or Playwright they skip with a reason, and fail when ``RUSHHPC_REQUIRE_
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -63,7 +64,7 @@ class Dashboard:
         self.port = int(m.group(1))
         self.base = f"http://127.0.0.1:{self.port}"
         self.token: str | None = None
-        if "--host" in args:
+        if "--host" in args or "--require-token" in args:
             tline = wait_until(lambda: next((x for x in self.lines if "access token" in x), None) or self._died(), 10,
                                what="the token line")
             self.token = tline.rsplit(" ", 1)[1].strip()
@@ -281,6 +282,14 @@ def test_vendored_files_match_their_record():
         digest = hashlib.sha256((STATIC / name).read_bytes()).hexdigest()
         assert f"{digest}  {name}" in record, name
     assert "MIT" in (STATIC / "vendor" / "uPlot.LICENSE").read_text()
+    # every file of static/ is packaged (pyproject's package-data globs)
+    line = re.search(r'^"rushhpc\.dashboard" = (\[.*\])$', (REPO / "pyproject.toml").read_text(), re.M)
+    assert line, "pyproject.toml has no package-data for rushhpc.dashboard"
+    globs = json.loads(line.group(1))
+    for f in STATIC.rglob("*"):
+        if f.is_file():
+            rel = f.relative_to(STATIC.parent).as_posix()
+            assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} is not in the wheel's package-data"
     # the page loads nothing from another host
     for f in ("index.html", "dashboard.js", "dashboard.css"):
         assert not re.search(r"(src|href)=[\"']https?://", (STATIC / f).read_text()), f
@@ -431,6 +440,13 @@ def test_token_off_loopback(busy, start_dashboard):
     assert get_json(d.base + "/api/networks", headers={"cookie": session})["networks"]
     assert get_json(d.base + "/api/networks", headers={"authorization": f"Bearer {d.token}"})["networks"]
     assert http(d.base + "/api/networks", headers={"cookie": "rushhpc_dashboard=forged"})[0] == 401
+    # on loopback too, when asked (a shared login node)
+    d2 = start_dashboard("--network", rush.network_id, "--require-token")
+    assert d2.token and d2.token != d.token
+    assert http(d2.base + "/api/networks")[0] == 401
+    assert get_json(d2.base + "/api/networks", headers={"authorization": f"Bearer {d2.token}"})["networks"]
+    assert http(d2.base + "/api/networks", headers={"authorization": f"Bearer {d2.token}",
+                                                    "Host": f"evil.example:{d2.port}"})[0] == 421
 
 
 # ---------------------------------------------------------------------- in the browser
@@ -542,6 +558,15 @@ def test_page_live_network_counts_logs_results_and_stop(live, second_network, st
     assert rush.running_worker_ids == [other]
     time.sleep(1.0)
     shot(page, "stopped")
+    # and kill the other one: it ends killed
+    page.click(f"#workers-body tr[data-worker-id='{other}'] button.btn-kill")
+    page.wait_for_selector("#confirm[open]")
+    assert "Kill worker" in page.text_content("#confirm-title")
+    page.click("#confirm-ok")
+    wait_until(lambda: {r["worker_id"]: r["state"] for r in rush.worker_rows()}[other] == "killed", 30,
+               what="the worker killed from the page to end killed")
+    page.wait_for_selector(f"#workers-body tr[data-worker-id='{other}'][data-state=killed]", timeout=15_000)
+    assert page.locator("#terminate-all").is_disabled() and page.locator("#kill-all").is_disabled()
 
     # the Redis password is in no page, response or output
     bodies.append(page.content())

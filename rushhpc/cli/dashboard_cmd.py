@@ -40,12 +40,14 @@ def _dashboard(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise RushConfigError(f"the dashboard needs the dashboard extra ({e.name} is missing): "
                               "pip install 'rushhpc[dashboard]'")
+    if not 0.1 <= args.interval <= 3600:
+        raise RushConfigError(f"--interval must be between 0.1 and 3600 seconds, got {args.interval:g}")
     cfg = redis_from_args(args)
     network = args.network
     if network:
         Network.open(network, cfg)  # a missing network is the same error as elsewhere
     loopback = is_loopback(args.host)
-    token = None if loopback else new_token()
+    token = new_token() if args.require_token or not loopback else None
     app = create_app(cfg, network, allow_control=args.allow_control, token=token, loopback=loopback,
                      interval=args.interval)
     sock = _bind(args.host, args.port)
@@ -75,6 +77,8 @@ def register(sub: Any) -> None:
     d.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT}; 0: any free port)")
     d.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other needs the access token printed at start)")
+    d.add_argument("--require-token", action="store_true",
+                   help="ask for the access token on 127.0.0.1 too (a shared login node: other users reach it)")
     d.add_argument("--allow-control", action="store_true", help="enable the terminate/kill buttons")
     d.add_argument("--interval", type=float, default=1.0, help="seconds between live updates (default 1)")
     d.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
