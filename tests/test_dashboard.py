@@ -35,7 +35,7 @@ from rushhpc import RushWorker, queue_loop
 pytest.importorskip("starlette", reason="the dashboard extra (starlette) is not installed")
 pytest.importorskip("uvicorn", reason="the dashboard extra (uvicorn) is not installed")
 
-from rushhpc.dashboard.data import best_so_far, choose_objective, sort_rows, to_csv  # noqa: E402
+from rushhpc.dashboard.data import best_so_far, choose_objective, sort_rows, thin, to_csv  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -266,6 +266,11 @@ def test_objective_choice_and_best_so_far():
         ("y", "maximize", "user")
     assert best_so_far([3, None, 1, float("nan"), 2], "minimize") == ([1, 3, 5], [3, 1, 2], [3, 1, 1])
     assert best_so_far([1, 3, 2], "maximize") == ([1, 2, 3], [1, 3, 2], [1, 3, 3])
+    xs, ys, best = best_so_far([(i * 7919) % 1000 for i in range(20_000)], "minimize")
+    tx, ty, tb = thin(xs, ys, best, 500)
+    assert len(tx) <= 520 and tx[-1] == xs[-1] and tb[-1] == best[-1]
+    changes = {x for x, b, p in zip(xs[1:], best[1:], best) if b != p}
+    assert changes <= set(tx)  # the best-so-far line keeps every step
 
 
 def test_sorting_and_csv():
@@ -627,3 +632,19 @@ def test_page_asks_for_the_token_off_loopback(busy, start_dashboard, browser):
     assert page.locator("#login").is_hidden() and page.locator("#main").is_visible()
     page.wait_for_function("document.getElementById('count-finished').textContent === '3'")
     assert d.token not in page.content()
+
+
+def test_polling_fallback_with_dump_dom(busy, start_dashboard, config):
+    """``?poll=1``: the page polls /snapshot instead of holding an event stream, so chromium's
+    ``--dump-dom`` (which waits for open requests) can print the page after its scripts ran."""
+    chromium = require_browser()
+    rush, w = busy
+    d = start_dashboard("--network", rush.network_id)
+    out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          "--dump-dom", f"{d.base}/?network={rush.network_id}&poll=1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dom = out.stdout
+    assert f'data-worker-id="{w.worker_id}"' in dom and 'data-state="running"' in dom
+    assert re.search(r'id="count-finished"[^>]*>3<', dom) and re.search(r'id="count-failed"[^>]*>1<', dom)
+    assert "hello from the worker" in dom and config.password not in dom

@@ -32,6 +32,7 @@ LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 DIRECTIONS = ("minimize", "maximize")
 THROUGHPUT_WINDOW = 30.0  # seconds of samples behind the "recent" throughput
 SNAPSHOT_TTL = 0.4  # several clients polling together share one read
+MAX_PLOT_POINTS = 5000  # the best-so-far series sent to the page (thinned beyond)
 
 
 def jsonable(v: Any) -> Any:
@@ -123,6 +124,22 @@ def best_so_far(values: Iterable[Any], direction: str) -> tuple[list[int], list[
         ys.append(v)
         best.append(b)
     return xs, ys, best
+
+
+def thin(xs: list[int], ys: list[float], best: list[float], at_most: int) -> tuple[list[int], list[float], list[float]]:
+    """At most about ``at_most`` points: every k-th, the last, and every point where the best
+    value changed (so the best-so-far line is exact).
+
+    Example:
+        >>> thin([1, 2, 3, 4, 5], [5, 6, 4, 7, 8], [5, 5, 4, 4, 4], 2)
+        ([1, 3, 5], [5, 4, 8], [5, 4, 4])
+    """
+    n = len(xs)
+    if n <= at_most:
+        return xs, ys, best
+    step = math.ceil(n / at_most)
+    keep = [i for i in range(n) if i % step == 0 or i == n - 1 or best[i] != best[i - 1]]
+    return [xs[i] for i in keep], [ys[i] for i in keep], [best[i] for i in keep]
 
 
 def _sort_key(col: str) -> Callable[[dict[str, Any]], tuple]:
@@ -366,9 +383,11 @@ class NetworkData:
         best_row = None
         if best and col is not None:
             best_row = rows[xs[ys.index(best[-1])] - 1]  # the first task that reached the best value
+        n_points = len(xs)
+        xs, ys, best = thin(xs, ys, best, MAX_PLOT_POINTS)
         return {"network": self.network_id, "columns": numeric, "outputs": outputs, "column": col,
                 "direction": d, "source": source, "x": xs, "y": ys, "best": best, "best_row": best_row,
-                "n_finished": len(rows)}
+                "n_points": n_points, "n_finished": len(rows)}
 
     def timeline(self, limit: int = 2000) -> dict[str, Any]:
         """Worker lifetimes and their tasks' run times (the last ``limit`` finished, and the
@@ -398,4 +417,5 @@ class NetworkData:
                 "omitted": max(0, len(kept) - limit)}
 
 
-__all__ = ["NetworkData", "best_so_far", "choose_objective", "jsonable", "network_summaries", "sort_rows", "to_csv"]
+__all__ = ["NetworkData", "best_so_far", "choose_objective", "jsonable", "network_summaries", "sort_rows", "thin",
+           "to_csv"]

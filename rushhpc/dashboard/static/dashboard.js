@@ -7,7 +7,7 @@
   const S = {
     config: null, network: null, es: null, pollTimer: null, lastFinished: -1, lastLogId: null,
     logLevel: "", objective: "", direction: "", plot: null, plotKey: "", results: { state: "finished", sort: "", order: "desc", offset: 0, limit: 100 },
-    lastRefresh: 0, refreshTimer: null, pendingStop: null, snapshot: null,
+    lastRefresh: 0, refreshTimer: null, pendingStop: null, snapshot: null, problem: false,
   };
   const LIMIT_LOG_ROWS = 1000;
   const STATE_COLORS = {
@@ -147,7 +147,8 @@
     const poll = new URLSearchParams(location.search).get("poll") === "1" || !window.EventSource;
     const status = $("status");
     if (poll) {
-      const tick = () => api(netPath("/snapshot")).then((d) => { live(true); onSnapshot(d); }).catch((e) => { live(false); banner(e.message); });
+      const tick = () => api(netPath("/snapshot")).then((d) => { live(true); onSnapshot(d); })
+        .catch((e) => { live(false); S.problem = true; banner(e.message); });
       tick();
       S.pollTimer = setInterval(tick, Math.max(500, (S.config.interval || 1) * 1000));
       return;
@@ -155,7 +156,7 @@
     const es = new EventSource(netPath("/events"));
     S.es = es;
     es.addEventListener("snapshot", (ev) => { live(true); onSnapshot(JSON.parse(ev.data)); });
-    es.addEventListener("problem", (ev) => { banner(JSON.parse(ev.data).error); });
+    es.addEventListener("problem", (ev) => { S.problem = true; banner(JSON.parse(ev.data).error); });
     es.onerror = () => { live(false); status.textContent = "reconnecting…"; };
   }
 
@@ -163,13 +164,12 @@
     const s = $("status");
     s.className = "status " + (ok ? "live" : "down");
     s.textContent = ok ? "live" : "disconnected";
-    if (ok && $("banner").textContent.startsWith("HTTP")) banner("");
   }
 
   function onSnapshot(d) {
     if (d.network !== S.network) return;
     S.snapshot = d;
-    if ($("banner").textContent.includes("no longer exists")) banner("");
+    if (S.problem) { S.problem = false; banner(""); }
     const t = d.tasks;
     $("count-queued").textContent = t.queued;
     $("count-running").textContent = t.running;
@@ -297,7 +297,7 @@
       const b = d.best[d.best.length - 1];
       const row = d.best_row || {};
       const params = Object.entries(row).filter(([k]) => !["keys", "worker_id", "state", "created_at", "started_at", "finished_at", d.column].includes(k) && !d.outputs.includes(k));
-      sum.textContent = `best ${d.column} = ${fmtNum(b)} (${d.direction}, ${d.source}) at ` + params.map(([k, v]) => `${k}=${fmtNum(v)}`).join(", ") + ` · ${d.y.length} of ${d.n_finished} finished tasks`;
+      sum.textContent = `best ${d.column} = ${fmtNum(b)} (${d.direction}, ${d.source}) at ` + params.map(([k, v]) => `${k}=${fmtNum(v)}`).join(", ") + ` · ${d.n_points} of ${d.n_finished} finished tasks` + (d.n_points > d.x.length ? ` (${d.x.length} plotted)` : "");
     } else {
       sum.textContent = d.column ? `no finished task with a number in ${d.column} yet` : "no numeric output in the finished tasks yet";
     }
