@@ -22,7 +22,7 @@ import redis
 from .._version import __version__
 from ..errors import RushError
 from ..sweeps.cli import add_parser as add_sweep_parser
-from . import control, inspect, plot_cmd, redis_cmd, run
+from . import control, dashboard_cmd, inspect, plot_cmd, redis_cmd, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_parser(sub)  # rushhpc sweep: rushhpc/sweeps/cli.py
     plot_cmd.register(sub)
     redis_cmd.register(sub)
+    dashboard_cmd.register(sub)
     return parser
 
 
