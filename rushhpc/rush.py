@@ -102,6 +102,16 @@ class Rush(Network):
         """
         return cls(network_id, config, run_dir, must_exist=True)
 
+    def __repr__(self) -> str:
+        from .notebook import manager_repr
+
+        return manager_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .notebook import manager_html
+
+        return manager_html(self)
+
     def _plan_get(self, name: str, default: Any = None) -> Any:
         value = getattr(self._plan, name, None)
         return default if value is None else value
@@ -255,7 +265,8 @@ class Rush(Network):
         return self.launcher(rec.launcher).stderr_tail(worker_id, n)
 
     def wait_for_workers(
-        self, n: int | None = None, worker_ids: Sequence[str] | None = None, timeout: float | None = None
+        self, n: int | None = None, worker_ids: Sequence[str] | None = None, timeout: float | None = None,
+        progress: bool | None = None,
     ) -> None:
         """Block until ``n`` workers (or these ``worker_ids``) have registered.
 
@@ -266,6 +277,8 @@ class Rush(Network):
         Example:
             >>> rush.wait_for_workers(n=4, timeout=120)
         """
+        from .notebook import progress as progress_bar
+
         if timeout is None:
             timeout = float(self._plan_get("start_worker_timeout", defaults.START_WORKER_TIMEOUT))
         if isinstance(worker_ids, str):
@@ -273,11 +286,17 @@ class Rush(Network):
         wanted = set(worker_ids) if worker_ids is not None else None
         if wanted is None and n is None:
             wanted = self.launched_ids
+        need = n if n is not None else len(wanted or ())
+        with progress_bar(need, "workers", enabled=progress, unit="worker") as bar:
+            self._wait_for_workers(n, wanted, timeout, bar)
+
+    def _wait_for_workers(self, n: int | None, wanted: set[str] | None, timeout: float, bar: Any) -> None:
         deadline = time.monotonic() + timeout
         last_detect = 0.0
         while True:
             launched = self.launched_ids
             registered = self.registered_ids(launched)
+            bar.set(len(registered if wanted is None else wanted & registered))
             if wanted is not None:
                 missing = wanted - registered
                 if not missing and (n is None or len(wanted & registered) >= n):
@@ -314,15 +333,24 @@ class Rush(Network):
             time.sleep(0.05)
 
     def wait_for_tasks(
-        self, keys: Sequence[str], timeout: float | None = None, detect_lost_workers: bool = True
+        self, keys: Sequence[str], timeout: float | None = None, detect_lost_workers: bool = True,
+        progress: bool | None = None,
     ) -> None:
         """Block until every task in ``keys`` is finished or failed. Runs
-        `detect_lost_workers` as it polls (so a dead worker cannot hang the wait).
+        `detect_lost_workers` as it polls (so a dead worker cannot hang the wait). ``progress``:
+        a progress bar (default: on in a terminal or Jupyter, off otherwise; see `rushhpc.notebook`).
 
         Example:
             >>> rush.wait_for_tasks(keys, timeout=600)
         """
+        from .notebook import progress as progress_bar
+
         keys = [keys] if isinstance(keys, str) else list(keys)
+        with progress_bar(len(keys), "tasks", enabled=progress) as bar:
+            self._wait_for_tasks(keys, timeout, detect_lost_workers, bar)
+
+    def _wait_for_tasks(self, keys: list[str], timeout: float | None, detect_lost_workers: bool, bar: Any) -> None:
+        total = len(keys)
         deadline = None if timeout is None else time.monotonic() + timeout
         sleep = 0.005
         last_detect = 0.0
@@ -334,6 +362,7 @@ class Rush(Network):
             if None in states and not self.exists():
                 raise self._network_lost()
             keys = [k for k, s in zip(keys, states) if s not in ("finished", "failed", None)]
+            bar.set(total - len(keys))
             if not keys:
                 return
             now = time.monotonic()
