@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Sequence
 
 from .config import RedisClient
 from .layout import Keys
+from .replies import pack_head
 
 SCHEMA_VERSION = "2"
 
@@ -60,11 +61,17 @@ def source(name: str) -> str:
 
 
 class Call(NamedTuple):
-    """One script call, ready to send: the worker's deferred path sends it without waiting."""
+    """One script call, ready to send: the worker's deferred path sends it without waiting.
+
+    ``head``/``n_head``: the command, sha and KEYS packed once (`rushhpc.replies.pack_head`),
+    for the worker's lean path; empty for a call made without them.
+    """
 
     script: Any  # redis.commands.core.Script
     keys: list[str]
     args: list[Any]
+    head: bytes = b""
+    n_head: int = 0
 
 
 Triple = tuple[str, str, str]  # task key, xs JSON, xs_extra JSON ('' for none)
@@ -83,17 +90,48 @@ class Protocol:
         self.client = client
         self.keys = keys
         self._s = {name: client.register_script(source(name)) for name in _INCLUDES}
+        # the worker's connection (`rushhpc.replies.WorkerRedis`) has a lean EVALSHA path
+        self._lean = getattr(client, "call_script", None)
+        self._bound: dict[tuple[str, ...], tuple[Any, list[str], bytes, int]] = {}
 
     def script(self, name: str) -> Any:
         return self._s[name]
+
+    def _bind(self, name: str, worker_id: str, variant: str = "") -> tuple[Any, list[str], bytes, int]:
+        """(script, KEYS, packed head, its item count) of a per-worker script, made once."""
+        b = self._bound.get((name, worker_id, variant))
+        if b is None:
+            k = self.keys
+            if name == "push_running_tasks":
+                keys = [k.running, k.all_tasks, k.worker_tasks(worker_id), k.worker(worker_id)]
+            elif name == "finish_tasks":
+                keys = [k.running, k.task_list(variant), k.worker_tasks(worker_id), k.worker(worker_id)]
+            elif name == "pop_task":
+                keys = [k.queued, k.running, k.worker_tasks(worker_id), k.worker(worker_id)]
+            elif name == "claim_task":
+                keys = [k.pending(worker_id), k.running, k.worker_tasks(worker_id), k.worker(worker_id), k.queued]
+            else:
+                raise KeyError(name)
+            script = self._s[name]
+            b = (script, keys, *pack_head(script.sha, keys))
+            self._bound[(name, worker_id, variant)] = b
+        return b
+
+    def _call(self, b: tuple[Any, list[str], bytes, int], args: list[Any]) -> Any:
+        script, keys, head, n = b
+        if self._lean is not None:
+            return self._lean(script, keys, args, head, n)
+        return script(keys=keys, args=args)
 
     def preload(self, *names: str) -> None:
         """SCRIPT LOAD these now (a deferred EVALSHA would learn of NOSCRIPT one call late)."""
         for name in names:
             self.client.script_load(self._s[name].script)
 
-    @staticmethod
-    def run(call: Call) -> Any:
+    def run(self, call: Call) -> Any:
+        """Run a prepared call and return its reply (the lean path on a worker's connection)."""
+        if self._lean is not None:
+            return self._lean(call.script, call.keys, call.args, call.head, call.n_head)
         return call.script(keys=call.keys, args=call.args)
 
     # ------------------------------------------------------------------ tasks in
@@ -105,12 +143,11 @@ class Protocol:
         return int(self._s["push_tasks"](keys=[k.queued, k.all_tasks], args=args))
 
     def push_running_tasks_call(self, worker_id: str, tasks: Sequence[Triple]) -> Call:
-        k = self.keys
-        args: list[Any] = [k.prefix, worker_id]
+        args: list[Any] = [self.keys.prefix, worker_id]
         for t in tasks:
             args.extend(t)
-        return Call(self._s["push_running_tasks"],
-                    [k.running, k.all_tasks, k.worker_tasks(worker_id), k.worker(worker_id)], args)
+        script, keys, head, n = self._bind("push_running_tasks", worker_id)
+        return Call(script, keys, args, head, n)
 
     def push_final_tasks(self, state: str, rows: Sequence[Sequence[str]]) -> None:
         """rows: (key, xs, xs_extra, field1, value1, field2, value2); state finished or failed."""
@@ -128,27 +165,18 @@ class Protocol:
     # ------------------------------------------------------------------ a worker's tasks
     def pop_task(self, worker_id: str) -> list[str]:
         """{key or '', xs, xs_extra, attempt, worker state, terminate flag}"""
-        k = self.keys
-        return self._s["pop_task"](
-            keys=[k.queued, k.running, k.worker_tasks(worker_id), k.worker(worker_id)],
-            args=[k.prefix, worker_id],
-        )
+        return self._call(self._bind("pop_task", worker_id), [self.keys.prefix, worker_id])
 
     def claim_task(self, worker_id: str, key: str) -> list[str] | None:
-        k = self.keys
-        return self._s["claim_task"](
-            keys=[k.pending(worker_id), k.running, k.worker_tasks(worker_id), k.worker(worker_id), k.queued],
-            args=[k.prefix, worker_id, key],
-        ) or None
+        return self._call(self._bind("claim_task", worker_id), [self.keys.prefix, worker_id, key]) or None
 
     def finish_tasks_call(self, worker_id: str, state: str, rows: Sequence[Sequence[str]]) -> Call:
         """rows: (key, attempt or '*', field1, value1, field2, value2)."""
-        k = self.keys
-        args: list[Any] = [k.prefix, worker_id, state]
+        args: list[Any] = [self.keys.prefix, worker_id, state]
         for row in rows:
             args.extend(row)
-        dest = k.finished if state == "finished" else k.failed
-        return Call(self._s["finish_tasks"], [k.running, dest, k.worker_tasks(worker_id), k.worker(worker_id)], args)
+        script, keys, head, n = self._bind("finish_tasks", worker_id, state)
+        return Call(script, keys, args, head, n)
 
     # ------------------------------------------------------------------ workers
     def register_worker(self, worker_id: str, heartbeat_expire: int, fields: dict[str, str]) -> str:

@@ -16,4 +16,4 @@ elseif mode == 'keys' then
 elseif mode == 'states' then
   for i = 3, #ARGV do collect(keys_of(ARGV[i]), acc) end
 end
-return '[' .. table.concat(acc, ',') .. ']'
+return '[' .. table.concat(acc) .. ']'
