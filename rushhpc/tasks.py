@@ -19,7 +19,7 @@ from .errors import RushError
 from .layout import Keys
 from .protocol import Protocol
 from .states import TASK_STATES
-from .tables import LOG_COLUMNS, flatten, task_table
+from .tables import LOG_COLUMNS, AppendFrame, flatten, task_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,8 +50,7 @@ class TaskStore:
     keys: Keys
 
     def _init_caches(self) -> None:
-        self._finished_rows: list[dict] = []
-        self._finished_df: pd.DataFrame | None = None
+        self._finished = AppendFrame()
         self._new_offset = 0
         self._log_last_id = "-"
 
@@ -159,16 +158,12 @@ class TaskStore:
         """
         if reset_cache:
             self.reset_cache()
-        self._finished_rows.extend(self._read_finished_from(len(self._finished_rows)))
-        have = 0 if self._finished_df is None else len(self._finished_df)
-        if self._finished_df is None or have == 0:
-            self._finished_df = task_table(self._finished_rows, with_state=False)
-        elif have < len(self._finished_rows):
-            import pandas as pd
+        return self._finished.extend(self._read_finished_from(len(self._finished.rows)))
 
-            new_df = task_table(self._finished_rows[have:], with_state=False)
-            self._finished_df = pd.concat([self._finished_df, new_df], ignore_index=True)
-        return self._finished_df
+    @property
+    def _finished_rows(self) -> list[dict]:
+        """The cached finished tasks as flat rows, in finish order."""
+        return self._finished.rows
 
     def _read_finished_from(self, offset: int) -> list[dict]:
         rows: list[dict] = []
@@ -272,8 +267,7 @@ class TaskStore:
 
     def reset_cache(self) -> None:
         """Forget cached finished tasks (the next fetch reads all again)."""
-        self._finished_rows = []
-        self._finished_df = None
+        self._finished = AppendFrame()
         self._new_offset = 0
 
     # ------------------------------------------------------------------ logs
