@@ -16,9 +16,12 @@ manager or worker speaking another version refuses the network with a message.
 
 from __future__ import annotations
 
+import contextlib
 from functools import cache
 from importlib import resources
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
+
+import redis
 
 from .config import RedisClient
 from .layout import Keys
@@ -77,6 +80,10 @@ class Call(NamedTuple):
 Triple = tuple[str, str, str]  # task key, xs JSON, xs_extra JSON ('' for none)
 
 
+class _Fallback(Exception):
+    """The pipelined read stopped: read the rest one call at a time."""
+
+
 class Protocol:
     """The scripts of `rushhpc/lua` bound to one client and one network.
 
@@ -93,6 +100,7 @@ class Protocol:
         # the worker's connection (`rushhpc.replies.WorkerRedis`) has a lean EVALSHA path
         self._lean = getattr(client, "call_script", None)
         self._bound: dict[tuple[str, ...], tuple[Any, list[str], bytes, int]] = {}
+        self._fetch_loaded = False
 
     def script(self, name: str) -> Any:
         return self._s[name]
@@ -228,6 +236,65 @@ class Protocol:
     def fetch(self, mode: str, *args: Any) -> str:
         """One JSON array of task records (modes: range, keys, states; see fetch.lua)."""
         return self._s["fetch"](keys=self._fetch_keys(), args=[self.keys.prefix, mode, *args])
+
+    def fetch_ranges(self, state: str, ranges: Sequence[tuple[int, int]], consume: Callable[[str], None]) -> None:
+        """The records of several index ranges of the finished (or failed) list, each handed to
+        ``consume`` in order; the request for the next range is on the wire before a reply is
+        handed out, so Redis builds one chunk while the client decodes the one before.
+
+        On any error the connection is dropped (with the replies still in flight) and the
+        remaining ranges are read one call at a time.
+        """
+        todo = list(ranges)
+        done = [0]
+        if len(todo) > 1:
+            try:
+                self._pipelined(state, todo, consume, done)
+            except _Fallback:
+                pass
+        for lo, hi in todo[done[0]:]:
+            consume(self.fetch("range", state, lo, hi))
+
+    def _pipelined(self, state: str, todo: list[tuple[int, int]], consume: Callable[[str], None],
+                   done: list[int]) -> None:
+        """Read ``todo`` one request ahead on one connection; ``done[0]``: ranges handed out."""
+        client = self.client
+        script = self._s["fetch"]
+        if not self._fetch_loaded:
+            client.script_load(script.script)  # EVALSHA below must not meet NOSCRIPT
+            self._fetch_loaded = True
+        head = ["EVALSHA", script.sha, 5, *self._fetch_keys(), self.keys.prefix, "range", state]
+        single = getattr(client, "connection", None)
+        if single is not None:
+            drain = getattr(client, "drain", None)
+            if drain is not None:
+                drain()  # a worker's deferred replies come first
+            lock: Any = client.single_connection_lock
+            conn, release = single, None
+        else:
+            pool = client.connection_pool
+            lock, conn = contextlib.nullcontext(), pool.get_connection()
+            release = pool.release
+        try:
+            with lock:
+                try:
+                    conn.send_command(*head, todo[0][0], todo[0][1])
+                    for i in range(len(todo)):
+                        if i + 1 < len(todo):
+                            conn.send_command(*head, todo[i + 1][0], todo[i + 1][1])
+                        text = conn.read_response()
+                        done[0] = i + 1
+                        consume(text)
+                except (redis.RedisError, OSError):
+                    conn.disconnect()  # replies in flight are dropped with it
+                    self._fetch_loaded = False  # NOSCRIPT, perhaps: load it again next time
+                    raise _Fallback from None
+                except BaseException:
+                    conn.disconnect()  # never hand back a connection with a reply in flight
+                    raise
+        finally:
+            if release is not None:
+                release(conn)
 
     def keys_with_state(self, states: Sequence[str]) -> list[list[str]]:
         return self._s["keys_with_state"](keys=self._fetch_keys(), args=[self.keys.prefix, *states])
