@@ -237,6 +237,11 @@ class Protocol:
         """One JSON array of task records (modes: range, keys, states; see fetch.lua)."""
         return self._s["fetch"](keys=self._fetch_keys(), args=[self.keys.prefix, mode, *args])
 
+    def fetch_counted(self, state: str, start: int, stop: int) -> tuple[int, str]:
+        """(length of the finished or failed list, records of its range start..stop) in one call."""
+        n, text = self._s["fetch"](keys=self._fetch_keys(), args=[self.keys.prefix, "range_n", state, start, stop])
+        return int(n), text
+
     def fetch_ranges(self, state: str, ranges: Sequence[tuple[int, int]], consume: Callable[[str], None]) -> None:
         """The records of several index ranges of the finished (or failed) list, each handed to
         ``consume`` in order; the request for the next range is on the wire before a reply is

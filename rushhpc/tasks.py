@@ -174,11 +174,10 @@ class TaskStore:
         chunks read one request ahead (`Protocol.fetch_ranges`), so Redis builds a chunk
         while this process decodes the one before.
         """
-        n, text = self.protocol.fetch("range_n", "finished", offset, offset + FIRST_CHUNK - 1)
-        chunk = orjson.loads(text)
-        rows = [flatten(r) for r in chunk]
+        length, text = self.protocol.fetch_counted("finished", offset, offset + FIRST_CHUNK - 1)
+        rows = [flatten(r) for r in orjson.loads(text)]
         start = offset + FIRST_CHUNK
-        n = int(n)
+        n = length
         if n > start:
             step = PIPELINE_CHUNK
             ranges = [(lo, min(lo + step, n) - 1) for lo in range(start, n, step)]
