@@ -68,6 +68,7 @@ def task_table(rows: Iterable[dict[str, Any]], with_state: bool = True) -> pd.Da
 
 _NAT = -(2**63)  # NaT as int64
 _INT64 = (-(2**63), 2**63 - 1)
+_PER_S = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}  # ticks per second of each datetime unit
 
 
 class AppendFrame:
@@ -242,14 +243,19 @@ class AppendFrame:
         if times:
             flat = [np.nan if v is None else v for _, _, vals in times for v in vals]
             t = pd.to_datetime(np.array(flat, dtype=np.float64), unit="s")  # naive: the same epoch values as UTC
+            i8, have = t.asi8, t.unit
             for i, (buf, unit, _) in enumerate(times):
-                seg = t[i * k : (i + 1) * k]
-                if seg.unit != unit:
-                    su = seg.as_unit(unit)
-                    if not np.array_equal(su.as_unit(seg.unit).asi8, seg.asi8):
-                        return False  # the column's unit would lose precision
-                    seg = su
-                staged.append((buf, seg.asi8))
+                seg = i8[i * k : (i + 1) * k]
+                if unit != have:
+                    nat = seg == _NAT
+                    if _PER_S[have] > _PER_S[unit]:  # the column is coarser: exact values only
+                        f = _PER_S[have] // _PER_S[unit]
+                        if (seg[~nat] % f).any():
+                            return False  # the column's unit would lose precision
+                        seg = np.where(nat, _NAT, seg // f)
+                    else:
+                        seg = np.where(nat, _NAT, seg * (_PER_S[unit] // _PER_S[have]))
+                staged.append((buf, seg))
         for buf, out in staged:
             buf[n : n + k] = out
         self._n = n + k
