@@ -71,7 +71,15 @@ def pack_head(sha: str, keys: Sequence[str]) -> tuple[bytes, int]:
 
 def pack_call(head: bytes, n_head: int, args: Sequence[Any]) -> bytes:
     """One complete EVALSHA command: the pre-packed head plus the ARGV."""
-    return b"".join([b"*%d\r\n" % (n_head + len(args)), head, *map(_bulk, args)])
+    parts = [b"*%d\r\n" % (n_head + len(args)), head]
+    append = parts.append
+    for a in args:
+        if type(a) is str:
+            b = a.encode()
+            append(b"$%d\r\n%s\r\n" % (len(b), b))
+        else:
+            append(_bulk(a))
+    return b"".join(parts)
 
 
 def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
@@ -93,10 +101,28 @@ def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
         if n < 0:
             return None, nl + 2
         pos = nl + 2
-        out = []
+        out: list[Any] = []
+        append, find, size = out.append, buf.find, len(buf)
         for _ in range(n):
-            v, pos = _parse(buf, pos)
-            out.append(v)
+            if pos >= size:
+                raise _Incomplete
+            if buf[pos] == 36:  # a bulk string element, inline (the common case: no call per element)
+                nl = find(b"\r\n", pos)
+                if nl < 0:
+                    raise _Incomplete
+                m = int(buf[pos + 1 : nl])
+                if m < 0:
+                    append(None)
+                    pos = nl + 2
+                    continue
+                end = nl + 2 + m
+                if end + 2 > size:
+                    raise _Incomplete
+                append(buf[nl + 2 : end].decode())
+                pos = end + 2
+            else:
+                v, pos = _parse(buf, pos)
+                append(v)
         return out, pos
     if t == 58 or t == 40:  # : integer, ( big number
         return int(buf[pos + 1 : nl]), nl + 2
@@ -144,14 +170,17 @@ class WorkerRedis(redis.Redis):
     # ------------------------------------------------------------------ the lean path
     def _lean_socket(self) -> Any:
         """The connected socket when redis-py holds no unread reply bytes on it, else None."""
-        conn = self.connection
-        sock = getattr(conn, "_sock", None)
-        if sock is None:
+        conn: Any = self.connection
+        try:
+            sock = conn._sock
+            buffer = conn._parser._buffer
+        except AttributeError:  # not a plain redis-py Connection (or its parser keeps no buffer)
             if conn is None or not hasattr(conn, "_sock"):
                 return None
+            sock, buffer = conn._sock, None
+        if sock is None:
             conn.connect()  # redis-py's connect: handshake, AUTH, SELECT, with its retry
-            sock = conn._sock
-        buffer = getattr(getattr(conn, "_parser", None), "_buffer", None)
+            sock, buffer = conn._sock, getattr(conn._parser, "_buffer", None)
         if buffer is not None and buffer.unread_bytes():
             return None
         return sock
