@@ -210,8 +210,9 @@ def count_round_trips() -> Iterator[_TripCounter]:
     """Count client->server round trips made by redis-py in this process.
 
     A round trip is one write of the client to the socket (one
-    ``send_packed_command``): a single command, a whole pipeline, or one
-    EVALSHA each count as one, however many Redis commands run on the server.
+    ``send_packed_command``, or one write of a worker's lean EVALSHA path): a
+    single command, a whole pipeline, or one EVALSHA each count as one, however
+    many Redis commands run on the server.
 
     Example:
         >>> with count_round_trips() as c:
@@ -226,11 +227,26 @@ def count_round_trips() -> Iterator[_TripCounter]:
         counter.count += 1
         return original(self, command, check_health)
 
+    # a worker's lean EVALSHA path writes to the socket itself (rushhpc.replies, newer versions)
+    try:
+        from rushhpc.replies import WorkerRedis
+    except ImportError:
+        WorkerRedis = None  # noqa: N806
+    lean = getattr(WorkerRedis, "_sendall", None)
+
+    def lean_counting(self, sock, data):
+        counter.count += 1
+        return lean(self, sock, data)
+
     AbstractConnection.send_packed_command = counting
+    if lean is not None:
+        WorkerRedis._sendall = lean_counting
     try:
         yield counter
     finally:
         AbstractConnection.send_packed_command = original
+        if lean is not None:
+            WorkerRedis._sendall = lean
 
 
 # ---------------------------------------------------------------- placement

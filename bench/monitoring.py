@@ -67,9 +67,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def batch_backend() -> tuple[str, dict, str]:
-    """The real SLURM test cluster when it answers, else the PBS emulator shipped in tests/.
-    Jobs are submitted held, so nothing runs: only the scheduler's bookkeeping is measured."""
-    if shutil.which("sinfo") and subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0:
+    """The real SLURM test cluster when it answers (and ``RUSHHPC_BENCH_NO_SLURM`` is not 1),
+    else the PBS emulator shipped in tests/. Jobs are submitted held, so nothing runs: only
+    the scheduler's bookkeeping is measured."""
+    if (os.environ.get("RUSHHPC_BENCH_NO_SLURM") != "1" and shutil.which("sinfo")
+            and subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0):
         return "slurm", {"extra_directives": ["--hold"]}, "SLURM test cluster"
     os.environ["PATH"] = f"{REPO / 'tests' / 'pbs_emulator' / 'bin'}{os.pathsep}{os.environ['PATH']}"
     os.environ.setdefault("PBS_EMU_HOME", tempfile.mkdtemp(prefix="rushhpc-bench-pbs-"))

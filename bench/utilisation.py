@@ -8,7 +8,8 @@ objective that sleeps 1 ms or 10 ms and reports how long it really took
                   / (number of workers x window length)
 
 Median of 3 runs (quick: 1). The rest is rushhpc's overhead (round trips, encoding, the terminate check)
-and the time a worker waits for a CPU. Target: at least 95 % with 10 ms.
+and the time a worker waits for a CPU. Targets with 10 ms: at least 95 % (propose loop) and
+97 % (queue loop, issue 7).
 The note gives the overhead per task implied: (1 - utilisation) x window x
 workers / tasks.
 """
@@ -64,6 +65,7 @@ def run(ctx: Context) -> list[Row]:
                       note=f"median of {repeats} runs ({', '.join(f'{100 * x[0]:.1f}' for x in runs)} %); "
                            f"{n_tasks:,} tasks; {overhead * 1e6:.0f} us overhead per task")
             if seconds == 0.01:
-                row.target, row.met = ">= 95 %", u >= 0.95
+                goal = 0.97 if kind == "queue" else 0.95  # issue 7 raised the queue loop's to 97 %
+                row.target, row.met = f">= {goal * 100:g} %", u >= goal
             rows.append(row)
     return rows

@@ -16,12 +16,16 @@ manager or worker speaking another version refuses the network with a message.
 
 from __future__ import annotations
 
+import contextlib
 from functools import cache
 from importlib import resources
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
+
+import redis
 
 from .config import RedisClient
 from .layout import Keys
+from .replies import pack_head
 
 SCHEMA_VERSION = "2"
 
@@ -60,14 +64,24 @@ def source(name: str) -> str:
 
 
 class Call(NamedTuple):
-    """One script call, ready to send: the worker's deferred path sends it without waiting."""
+    """One script call, ready to send: the worker's deferred path sends it without waiting.
+
+    ``head``/``n_head``: the command, sha and KEYS packed once (`rushhpc.replies.pack_head`),
+    for the worker's lean path; empty for a call made without them.
+    """
 
     script: Any  # redis.commands.core.Script
     keys: list[str]
     args: list[Any]
+    head: bytes = b""
+    n_head: int = 0
 
 
 Triple = tuple[str, str, str]  # task key, xs JSON, xs_extra JSON ('' for none)
+
+
+class _Fallback(Exception):
+    """The pipelined read stopped: read the rest one call at a time."""
 
 
 class Protocol:
@@ -83,17 +97,49 @@ class Protocol:
         self.client = client
         self.keys = keys
         self._s = {name: client.register_script(source(name)) for name in _INCLUDES}
+        # the worker's connection (`rushhpc.replies.WorkerRedis`) has a lean EVALSHA path
+        self._lean = getattr(client, "call_script", None)
+        self._bound: dict[tuple[str, ...], tuple[Any, list[str], bytes, int]] = {}
+        self._fetch_loaded = False
 
     def script(self, name: str) -> Any:
         return self._s[name]
+
+    def _bind(self, name: str, worker_id: str, variant: str = "") -> tuple[Any, list[str], bytes, int]:
+        """(script, KEYS, packed head, its item count) of a per-worker script, made once."""
+        b = self._bound.get((name, worker_id, variant))
+        if b is None:
+            k = self.keys
+            if name == "push_running_tasks":
+                keys = [k.running, k.all_tasks, k.worker_tasks(worker_id), k.worker(worker_id)]
+            elif name == "finish_tasks":
+                keys = [k.running, k.task_list(variant), k.worker_tasks(worker_id), k.worker(worker_id)]
+            elif name == "pop_task":
+                keys = [k.queued, k.running, k.worker_tasks(worker_id), k.worker(worker_id), k.pending(worker_id)]
+            elif name == "claim_task":
+                keys = [k.pending(worker_id), k.running, k.worker_tasks(worker_id), k.worker(worker_id), k.queued]
+            else:
+                raise KeyError(name)
+            script = self._s[name]
+            b = (script, keys, *pack_head(script.sha, keys))
+            self._bound[(name, worker_id, variant)] = b
+        return b
+
+    def _call(self, b: tuple[Any, list[str], bytes, int], args: list[Any]) -> Any:
+        script, keys, head, n = b
+        if self._lean is not None:
+            return self._lean(script, keys, args, head, n)
+        return script(keys=keys, args=args)
 
     def preload(self, *names: str) -> None:
         """SCRIPT LOAD these now (a deferred EVALSHA would learn of NOSCRIPT one call late)."""
         for name in names:
             self.client.script_load(self._s[name].script)
 
-    @staticmethod
-    def run(call: Call) -> Any:
+    def run(self, call: Call) -> Any:
+        """Run a prepared call and return its reply (the lean path on a worker's connection)."""
+        if self._lean is not None:
+            return self._lean(call.script, call.keys, call.args, call.head, call.n_head)
         return call.script(keys=call.keys, args=call.args)
 
     # ------------------------------------------------------------------ tasks in
@@ -105,12 +151,11 @@ class Protocol:
         return int(self._s["push_tasks"](keys=[k.queued, k.all_tasks], args=args))
 
     def push_running_tasks_call(self, worker_id: str, tasks: Sequence[Triple]) -> Call:
-        k = self.keys
-        args: list[Any] = [k.prefix, worker_id]
+        args: list[Any] = [self.keys.prefix, worker_id]
         for t in tasks:
             args.extend(t)
-        return Call(self._s["push_running_tasks"],
-                    [k.running, k.all_tasks, k.worker_tasks(worker_id), k.worker(worker_id)], args)
+        script, keys, head, n = self._bind("push_running_tasks", worker_id)
+        return Call(script, keys, args, head, n)
 
     def push_final_tasks(self, state: str, rows: Sequence[Sequence[str]]) -> None:
         """rows: (key, xs, xs_extra, field1, value1, field2, value2); state finished or failed."""
@@ -129,27 +174,18 @@ class Protocol:
     def pop_task(self, worker_id: str, token: str = "") -> list[str]:
         """{key or '', xs, xs_extra, attempt, worker state, terminate flag}; ``token`` makes a re-sent
         call (after a lost reply) return the task the first one claimed."""
-        k = self.keys
-        return self._s["pop_task"](
-            keys=[k.queued, k.running, k.worker_tasks(worker_id), k.worker(worker_id), k.pending(worker_id)],
-            args=[k.prefix, worker_id, token],
-        )
+        return self._call(self._bind("pop_task", worker_id), [self.keys.prefix, worker_id, token])
 
     def claim_task(self, worker_id: str, key: str, token: str = "") -> list[str] | None:
-        k = self.keys
-        return self._s["claim_task"](
-            keys=[k.pending(worker_id), k.running, k.worker_tasks(worker_id), k.worker(worker_id), k.queued],
-            args=[k.prefix, worker_id, key, token],
-        ) or None
+        return self._call(self._bind("claim_task", worker_id), [self.keys.prefix, worker_id, key, token]) or None
 
     def finish_tasks_call(self, worker_id: str, state: str, rows: Sequence[Sequence[str]]) -> Call:
         """rows: (key, attempt or '*', field1, value1, field2, value2)."""
-        k = self.keys
-        args: list[Any] = [k.prefix, worker_id, state]
+        args: list[Any] = [self.keys.prefix, worker_id, state]
         for row in rows:
             args.extend(row)
-        dest = k.finished if state == "finished" else k.failed
-        return Call(self._s["finish_tasks"], [k.running, dest, k.worker_tasks(worker_id), k.worker(worker_id)], args)
+        script, keys, head, n = self._bind("finish_tasks", worker_id, state)
+        return Call(script, keys, args, head, n)
 
     # ------------------------------------------------------------------ workers
     def register_worker(self, worker_id: str, heartbeat_expire: int, fields: dict[str, str]) -> str:
@@ -203,6 +239,70 @@ class Protocol:
     def fetch(self, mode: str, *args: Any) -> str:
         """One JSON array of task records (modes: range, keys, states; see fetch.lua)."""
         return self._s["fetch"](keys=self._fetch_keys(), args=[self.keys.prefix, mode, *args])
+
+    def fetch_counted(self, state: str, start: int, stop: int) -> tuple[int, str]:
+        """(length of the finished or failed list, records of its range start..stop) in one call."""
+        n, text = self._s["fetch"](keys=self._fetch_keys(), args=[self.keys.prefix, "range_n", state, start, stop])
+        return int(n), text
+
+    def fetch_ranges(self, state: str, ranges: Sequence[tuple[int, int]], consume: Callable[[str], None]) -> None:
+        """The records of several index ranges of the finished (or failed) list, each handed to
+        ``consume`` in order; the request for the next range is on the wire before a reply is
+        handed out, so Redis builds one chunk while the client decodes the one before.
+
+        On any error the connection is dropped (with the replies still in flight) and the
+        remaining ranges are read one call at a time.
+        """
+        todo = list(ranges)
+        done = [0]
+        if len(todo) > 1:
+            try:
+                self._pipelined(state, todo, consume, done)
+            except _Fallback:
+                pass
+        for lo, hi in todo[done[0]:]:
+            consume(self.fetch("range", state, lo, hi))
+
+    def _pipelined(self, state: str, todo: list[tuple[int, int]], consume: Callable[[str], None],
+                   done: list[int]) -> None:
+        """Read ``todo`` one request ahead on one connection; ``done[0]``: ranges handed out."""
+        client = self.client
+        script = self._s["fetch"]
+        if not self._fetch_loaded:
+            client.script_load(script.script)  # EVALSHA below must not meet NOSCRIPT
+            self._fetch_loaded = True
+        head = ["EVALSHA", script.sha, 5, *self._fetch_keys(), self.keys.prefix, "range", state]
+        single = getattr(client, "connection", None)
+        if single is not None:
+            drain = getattr(client, "drain", None)
+            if drain is not None:
+                drain()  # a worker's deferred replies come first
+            lock: Any = client.single_connection_lock
+            conn, release = single, None
+        else:
+            pool = client.connection_pool
+            lock, conn = contextlib.nullcontext(), pool.get_connection()
+            release = pool.release
+        try:
+            with lock:
+                try:
+                    conn.send_command(*head, todo[0][0], todo[0][1])
+                    for i in range(len(todo)):
+                        if i + 1 < len(todo):
+                            conn.send_command(*head, todo[i + 1][0], todo[i + 1][1])
+                        text = conn.read_response()
+                        done[0] = i + 1
+                        consume(text)
+                except (redis.RedisError, OSError):
+                    conn.disconnect()  # replies in flight are dropped with it
+                    self._fetch_loaded = False  # NOSCRIPT, perhaps: load it again next time
+                    raise _Fallback from None
+                except BaseException:
+                    conn.disconnect()  # never hand back a connection with a reply in flight
+                    raise
+        finally:
+            if release is not None:
+                release(conn)
 
     def keys_with_state(self, states: Sequence[str]) -> list[list[str]]:
         return self._s["keys_with_state"](keys=self._fetch_keys(), args=[self.keys.prefix, *states])

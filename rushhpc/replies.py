@@ -1,14 +1,24 @@
-"""Deferred replies: send a worker's Lua calls now, read their replies with the next call.
+"""The worker's connection: a lean EVALSHA path, and deferred replies.
 
-At most one call is unanswered at a time: each call first reads the reply of the one before.
+**Lean path.** A worker's per-task calls (push_running_tasks, pop_task, finish_tasks,
+fail_tasks) are EVALSHA of a script whose KEYS are fixed for the worker. redis-py spends
+more CPU on such a call than Redis does (argument encoding, the command's option
+handling, retries, a general RESP parser reading through a buffered socket): profiled,
+about 85 % of the client's CPU per task. `WorkerRedis.call_script` writes one pre-packed
+EVALSHA (the command, sha and KEYS are packed once per worker, see `pack_head`) on the
+worker's one connection and parses the small reply itself. Anything unusual (a
+connection error, NOSCRIPT, data redis-py left unread) goes through redis-py's normal
+path, with its reconnect and retry, so the behaviour is redis-py's.
 
-A worker does not need the reply of ``push_running_tasks`` or ``finish_tasks`` before it
-evaluates the next point, so waiting a round trip for it is pure overhead (about half of
-the per-task cost of the propose/evaluate/report loop). `WorkerRedis` writes such calls to
-its one connection and reads the replies, in order, before its next command of any kind.
-Errors surface at the latest on that next command; a connection lost in between is
-repaired by running the unanswered calls again, which is safe because every deferred
-script is idempotent (task keys are made by the client; finishing twice is a no-op).
+**Deferred replies.** A worker does not need the reply of ``push_running_tasks`` or
+``finish_tasks`` before it evaluates the next point, so waiting a round trip for it is
+pure overhead (about half of the per-task cost of the propose/evaluate/report loop).
+`WorkerRedis.send_script` writes such calls to its one connection and reads the replies,
+in order, before its next command of any kind. At most one call is unanswered at a time:
+each call first reads the reply of the one before. Errors surface at the latest on that
+next command; a connection lost in between is repaired by running the unanswered calls
+again, which is safe because every deferred script is idempotent (task keys are made by
+the client; finishing twice is a no-op).
 """
 
 from __future__ import annotations
@@ -21,15 +31,132 @@ from redis.exceptions import NoScriptError
 
 Callback = Callable[[Any], None]
 _LOST = object()  # the reply of a command whose connection broke before it was read
+_READ_SIZE = 65536
+
+
+class _Incomplete(Exception):
+    """The buffer ends inside the reply: read more."""
+
+
+class _ErrorReply(str):
+    """An error reply (``-ERR ...``), kept apart from a status reply."""
+
+
+def _bulk(value: Any) -> bytes:
+    if isinstance(value, str):
+        b = value.encode()
+    elif isinstance(value, bytes):
+        b = value
+    elif isinstance(value, bool):  # redis-py refuses booleans: so does this
+        raise redis.DataError("invalid input of type 'bool': convert to a str, bytes or number first")
+    elif isinstance(value, int):
+        b = str(value).encode()
+    elif isinstance(value, float):
+        b = repr(value).encode()
+    else:
+        raise redis.DataError(f"invalid input of type {type(value).__name__!r}: convert to a str, bytes or number first")
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def pack_head(sha: str, keys: Sequence[str]) -> tuple[bytes, int]:
+    """The fixed part of ``EVALSHA sha numkeys key...`` in RESP, and how many items it holds.
+
+    Example:
+        >>> pack_head("a" * 40, ["{n}:running"])[1]
+        4
+    """
+    parts = [_bulk("EVALSHA"), _bulk(sha), _bulk(len(keys))] + [_bulk(k) for k in keys]
+    return b"".join(parts), len(parts)
+
+
+def pack_call(head: bytes, n_head: int, args: Sequence[Any]) -> bytes:
+    """One complete EVALSHA command: the pre-packed head plus the ARGV."""
+    parts = [b"*%d\r\n" % (n_head + len(args)), head]
+    append = parts.append
+    for a in args:
+        if type(a) is str:
+            b = a.encode()
+            append(b"$%d\r\n%s\r\n" % (len(b), b))
+        else:
+            append(_bulk(a))
+    return b"".join(parts)
+
+
+def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
+    """One RESP2/RESP3 value at ``pos`` -> (value, position after it); bulk strings decoded (UTF-8)."""
+    nl = buf.find(b"\r\n", pos)
+    if nl < 0:
+        raise _Incomplete
+    t = buf[pos]
+    if t == 36:  # $ bulk string
+        n = int(buf[pos + 1 : nl])
+        if n < 0:
+            return None, nl + 2
+        end = nl + 2 + n
+        if end + 2 > len(buf):
+            raise _Incomplete
+        return buf[nl + 2 : end].decode(), end + 2
+    if t == 42 or t == 126:  # * array, ~ set
+        n = int(buf[pos + 1 : nl])
+        if n < 0:
+            return None, nl + 2
+        pos = nl + 2
+        out: list[Any] = []
+        append, find, size = out.append, buf.find, len(buf)
+        for _ in range(n):
+            if pos >= size:
+                raise _Incomplete
+            if buf[pos] == 36:  # a bulk string element, inline (the common case: no call per element)
+                nl = find(b"\r\n", pos)
+                if nl < 0:
+                    raise _Incomplete
+                m = int(buf[pos + 1 : nl])
+                if m < 0:
+                    append(None)
+                    pos = nl + 2
+                    continue
+                end = nl + 2 + m
+                if end + 2 > size:
+                    raise _Incomplete
+                append(buf[nl + 2 : end].decode())
+                pos = end + 2
+            else:
+                v, pos = _parse(buf, pos)
+                append(v)
+        return out, pos
+    if t == 58 or t == 40:  # : integer, ( big number
+        return int(buf[pos + 1 : nl]), nl + 2
+    if t == 43:  # + status
+        return buf[pos + 1 : nl].decode(), nl + 2
+    if t == 45:  # - error
+        return _ErrorReply(buf[pos + 1 : nl].decode()), nl + 2
+    if t == 95:  # _ null
+        return None, nl + 2
+    if t == 35:  # # boolean
+        return buf[pos + 1 : nl] == b"t", nl + 2
+    if t == 44:  # , double
+        return float(buf[pos + 1 : nl]), nl + 2
+    if t == 37:  # % map
+        n = int(buf[pos + 1 : nl])
+        pos = nl + 2
+        d = {}
+        for _ in range(n):
+            k, pos = _parse(buf, pos)
+            v, pos = _parse(buf, pos)
+            d[k] = v
+        return d, pos
+    raise redis.InvalidResponse(f"unexpected reply type {chr(t)!r} on the lean path")
 
 
 class WorkerRedis(redis.Redis):
-    """A single-connection client whose `send_script` defers the reply.
+    """A single-connection client with a lean EVALSHA path and deferred replies.
 
     Example:
         >>> r = WorkerRedis(host="127.0.0.1", single_connection_client=True)
-        >>> r.send_script(script, keys, args, on_reply=print)   # returns at once
-        >>> r.ping()                                            # reads the script's reply first
+        >>> head, n = pack_head(script.sha, keys)
+        >>> r.call_script(script, keys, args, head, n)            # waits for the reply
+        >>> r.send_script(script, keys, args, print, head, n)     # returns at once
+        >>> r.ping()                                              # reads the script's reply first
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -37,18 +164,120 @@ class WorkerRedis(redis.Redis):
         super().__init__(*args, **kwargs)
         self._pending: deque[tuple[Any, Sequence[str], Sequence[Any], Callback]] = deque()
         self._draining = False
+        self._buf = bytearray()  # bytes read by the lean path, not yet parsed
+        self._pos = 0
 
-    def send_script(self, script: Any, keys: Sequence[str], args: Sequence[Any], on_reply: Callback) -> None:
+    # ------------------------------------------------------------------ the lean path
+    def _lean_socket(self) -> Any:
+        """The connected socket when redis-py holds no unread reply bytes on it, else None."""
+        conn: Any = self.connection
+        try:
+            sock = conn._sock
+            buffer = conn._parser._buffer
+        except AttributeError:  # not a plain redis-py Connection (or its parser keeps no buffer)
+            if conn is None or not hasattr(conn, "_sock"):
+                return None
+            sock, buffer = conn._sock, None
+        if sock is None:
+            conn.connect()  # redis-py's connect: handshake, AUTH, SELECT, with its retry
+            sock, buffer = conn._sock, getattr(conn._parser, "_buffer", None)
+        if buffer is not None and buffer.unread_bytes():
+            return None
+        return sock
+
+    def _read_reply(self, sock: Any) -> Any:
+        """Parse one reply, reading from the socket as needed; error replies become exceptions."""
+        buf, pos = self._buf, self._pos
+        need = not buf  # nothing buffered: read before parsing
+        while True:
+            if not need:
+                try:
+                    value, end = _parse(buf, pos)
+                    break
+                except _Incomplete:
+                    pass
+            need = False
+            try:
+                chunk = sock.recv(_READ_SIZE)
+            except TimeoutError:
+                raise redis.TimeoutError("Timeout reading from the Redis socket") from None
+            except OSError as e:
+                raise redis.ConnectionError(f"Error while reading from the Redis socket: {e}") from None
+            if not chunk:
+                raise redis.ConnectionError("Connection closed by server.")
+            if pos:
+                del buf[:pos]
+                pos = 0
+            buf += chunk
+        if end >= len(buf):
+            buf.clear()
+            self._pos = 0
+        else:
+            self._pos = end
+        if isinstance(value, _ErrorReply):
+            parser = getattr(self.connection, "_parser", None)
+            return parser.parse_error(str(value)) if parser is not None else redis.ResponseError(str(value))
+        return value
+
+    def _lean_disconnect(self) -> None:
+        self._buf.clear()
+        self._pos = 0
+        conn = self.connection
+        if conn is not None:
+            conn.disconnect()
+
+    def _sendall(self, sock: Any, data: bytes) -> None:
+        try:
+            sock.sendall(data)
+        except TimeoutError:
+            raise redis.TimeoutError("Timeout writing to the Redis socket") from None
+        except OSError as e:
+            raise redis.ConnectionError(f"Error while writing to the Redis socket: {e}") from None
+
+    def call_script(self, script: Any, keys: Sequence[str], args: Sequence[Any], head: bytes = b"",
+                    n_head: int = 0) -> Any:
+        """Run a registered script and return its reply (``EVALSHA`` on the lean path).
+
+        ``head``/``n_head`` come from `pack_head` (packed once per script and KEYS). A
+        connection error, NOSCRIPT or an unusual connection state runs the call through
+        redis-py instead (reconnect, retry, SCRIPT LOAD), so the result is the same.
+        """
+        if self._pending and not self._draining:
+            self.drain()
+        if not head:
+            head, n_head = pack_head(script.sha, keys)
+        with self.single_connection_lock:
+            sock = self._lean_socket()
+            if sock is not None:
+                try:
+                    self._sendall(sock, pack_call(head, n_head, args))
+                    reply = self._read_reply(sock)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    self._lean_disconnect()
+                else:
+                    if not isinstance(reply, Exception):
+                        return reply
+                    if not isinstance(reply, NoScriptError):
+                        raise reply
+            return script(keys=keys, args=args)  # redis-py: SCRIPT LOAD on NOSCRIPT, reconnect and retry
+
+    # ------------------------------------------------------------------ deferred replies
+    def send_script(self, script: Any, keys: Sequence[str], args: Sequence[Any], on_reply: Callback,
+                    head: bytes = b"", n_head: int = 0) -> None:
         """Send ``EVALSHA`` for a registered script; ``on_reply(reply)`` runs when the reply is read.
 
         After sending, the replies of earlier calls are read (they come first on the
         connection), so at most one call is unanswered and its error surfaces at the latest
         on the next call: no unbounded pipelining, yet no wait for this call's own reply.
         """
+        if not head:
+            head, n_head = pack_head(script.sha, keys)
         with self.single_connection_lock:
-            conn = self._conn()
+            sock = self._lean_socket() if not self._pending else self._conn()._sock
             try:
-                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                if sock is None:
+                    raise redis.ConnectionError("no lean connection")
+                self._sendall(sock, pack_call(head, n_head, args))
             except (redis.ConnectionError, redis.TimeoutError):
                 self.drain()
                 on_reply(script(keys=keys, args=args))  # the normal path, with redis-py's reconnect and retry
@@ -66,20 +295,22 @@ class WorkerRedis(redis.Redis):
                 items = [self._pending.popleft() for _ in range(len(self._pending) - keep)]
                 replies: list[Any] = []
                 try:
+                    sock = self._conn()._sock
+                    if sock is None:
+                        raise redis.ConnectionError("connection closed")
                     i = 0
                     while i < len(items):
-                        try:
-                            replies.append(self._conn().read_response())
-                        except redis.ResponseError as e:  # an error reply: the next one is still in order
-                            replies.append(e)
-                            if isinstance(e, NoScriptError) and self._pending:
-                                # calls are re-run below, in order: read the kept replies first
-                                items += list(self._pending)
-                                self._pending.clear()
+                        reply = self._read_reply(sock)
+                        replies.append(reply)
+                        # an error reply: the next one is still in order
+                        if isinstance(reply, NoScriptError) and self._pending:
+                            # calls are re-run below, in order: read the kept replies first
+                            items += list(self._pending)
+                            self._pending.clear()
                         i += 1
                 except (redis.ConnectionError, redis.TimeoutError):
                     # every unread reply is gone with the connection, the kept ones too
-                    self._conn().disconnect()
+                    self._lean_disconnect()
                     items += list(self._pending)
                     self._pending.clear()
                     replies += [_LOST] * (len(items) - len(replies))
@@ -104,6 +335,8 @@ class WorkerRedis(redis.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
         if self._pending and not self._draining:
             self.drain()
+        if self._buf:  # bytes nobody asked for: the connection is out of step, start afresh
+            self._lean_disconnect()
         return super().execute_command(*args, **options)
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ WORKER_COLUMNS = [
     "launcher", "job_id", "reason", "started_at", "stopped_at",
 ]
 _PARTS = ("xs", "ys", "xs_extra", "ys_extra")
+_EMPTY: dict[bool, pd.DataFrame] = {}  # the empty tables, made once (handed out as copies)
 
 
 def flatten(rec: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +47,13 @@ def task_table(rows: Iterable[dict[str, Any]], with_state: bool = True) -> pd.Da
 
     rows = list(rows)
     if not rows:
-        cols = [c for c in META_COLUMNS if with_state or c != "state"]
-        return pd.DataFrame({c: pd.Series(dtype="datetime64[ns, UTC]" if c in TIME_COLUMNS else object) for c in cols})
+        empty = _EMPTY.get(with_state)
+        if empty is None:
+            cols = [c for c in META_COLUMNS if with_state or c != "state"]
+            empty = pd.DataFrame({c: pd.Series(dtype="datetime64[ns, UTC]" if c in TIME_COLUMNS else object)
+                                  for c in cols})
+            _EMPTY[with_state] = empty
+        return empty.copy(deep=False)  # about 1 ms less than building it (fetch_new_tasks with nothing new)
     df = pd.DataFrame.from_records(rows)
     data_cols = [c for c in df.columns if c not in META_COLUMNS]
     meta = [c for c in META_COLUMNS if c in df.columns and (with_state or c != "state")]
@@ -58,3 +64,200 @@ def task_table(rows: Iterable[dict[str, Any]], with_state: bool = True) -> pd.Da
         if t in df.columns:
             df[t] = pd.to_datetime(df[t], unit="s", utc=True)
     return df
+
+
+_NAT = -(2**63)  # NaT as int64
+_INT64 = (-(2**63), 2**63 - 1)
+_PER_S = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}  # ticks per second of each datetime unit
+
+
+class AppendFrame:
+    """The finished-task table, growing by appends in time proportional to the new rows.
+
+    The columns live in preallocated buffers (doubling when full) and the table handed
+    out is a row slice of a DataFrame over them, so one new task does not copy the
+    cached ones (``pd.concat`` does: linear in the cache). Rows are only ever written past
+    the end of every table handed out, so those never change; a caller who modifies a
+    table gets pandas' copy-on-write copy, never the buffers. The dtypes are those of
+    `task_table` on the rows that built the buffers, as ``pd.concat`` kept them. Rows
+    that do not fit (a new column, a value of another type, a finer time unit) rebuild
+    the table from every cached row with `task_table`. Where pandas does not hand back
+    the buffers' memory (checked once per build), it falls back to ``pd.concat``.
+
+    Example:
+        >>> f = AppendFrame()
+        >>> f.extend(rows[:10]).shape[0], f.extend(rows[10:11]).shape[0]
+        (10, 11)
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._df: pd.DataFrame | None = None  # fallback mode: the whole table
+        self._big: pd.DataFrame | None = None  # over the buffers, capacity rows
+        self._cols: list[tuple[str, str, Any, Any]] = []  # (name, kind, buffer, extra)
+        self._names: frozenset[str] = frozenset()
+        self._n = 0
+        self._view: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def extend(self, new_rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Append rows (flat, as `flatten` makes them) to `rows` and the table; returns the table."""
+        self.rows.extend(new_rows)
+        view = self._view
+        if view is not None:
+            if len(self.rows) == self._n:
+                return view
+            pending = self.rows[self._n :]  # rows may also be added without the table (fetch_new_tasks)
+            if self._big is not None:
+                if self._append(pending):
+                    return self._view
+            elif self._n and self._df is not None:  # no buffers on this pandas: concat
+                import pandas as pd
+
+                self._df = pd.concat([self._df, task_table(pending, with_state=False)], ignore_index=True)
+                self._n = len(self._df)
+                self._view = self._df
+                return self._df
+        self._build()
+        assert self._view is not None
+        return self._view
+
+    # ------------------------------------------------------------------ build
+    def _build(self) -> None:
+        import numpy as np
+        import pandas as pd
+
+        df = task_table(self.rows, with_state=False)
+        n = len(df)
+        self._n, self._df, self._big, self._cols = n, df, None, []
+        self._view = df
+        if n == 0:
+            return
+        cap = max(1024, 2 * n)
+        cols: list[tuple[str, str, Any, Any]] = []
+        arrays: dict[str, Any] = {}
+        for name in df.columns:
+            s = df[name]
+            dt = s.dtype
+            if isinstance(dt, pd.DatetimeTZDtype) and str(dt.tz) == "UTC":
+                buf = np.full(cap, _NAT, dtype=np.int64)
+                buf[:n] = s.array.asi8
+                try:
+                    arr = pd.arrays.DatetimeArray._simple_new(buf.view(f"M8[{dt.unit}]"), dtype=dt)
+                except Exception:  # noqa: BLE001 - a pandas without it: the concat fallback
+                    return
+                cols.append((name, "M", buf, dt.unit))
+            elif isinstance(dt, pd.StringDtype) and dt.storage == "python":
+                buf = np.full(cap, dt.na_value, dtype=object)
+                buf[:n] = s.to_numpy(dtype=object, na_value=dt.na_value)
+                arr = pd.arrays.StringArray(buf, dtype=dt)
+                cols.append((name, "S", buf, dt.na_value))
+            elif isinstance(dt, np.dtype) and dt in (np.float64, np.int64, np.bool_, np.object_):
+                kind = {"f": "f", "i": "i", "b": "b", "O": "O"}[dt.kind]
+                fill: Any = {"f": np.nan, "i": 0, "b": False, "O": None}[kind]
+                buf = np.full(cap, fill, dtype=dt)
+                buf[:n] = s.to_numpy()
+                arr = buf
+                cols.append((name, kind, buf, None))
+            else:  # another extension type: keep the concat path
+                return
+            arrays[name] = arr
+        big = pd.DataFrame(arrays, copy=False)
+        if not self._shares(big, cols, n):
+            return
+        self._big, self._cols, self._names = big, cols, frozenset([*df.columns, "state"])  # state: not shown
+        self._df = None
+        self._view = big.iloc[:n]
+
+    @staticmethod
+    def _shares(big: pd.DataFrame, cols: list[tuple[str, str, Any, Any]], n: int) -> bool:
+        """True when writing a buffer shows in ``big`` (pandas kept the memory)."""
+        import numpy as np
+
+        for i, (_, kind, buf, _extra) in enumerate(cols):
+            old = buf[n]
+            probe: Any = {"M": 12345, "S": "\x00probe", "O": "\x00probe", "f": 0.5, "i": 7, "b": True}[kind]
+            buf[n] = probe
+            got = big.iat[n, i]
+            buf[n] = old
+            if kind == "M":
+                ok = got.value == 12345 * {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}.get(str(cols[i][3]), 0)
+            else:
+                ok = got == probe or (isinstance(got, np.generic) and got.item() == probe)
+            if not ok:
+                return False
+        return True
+
+    # ------------------------------------------------------------------ append
+    def _append(self, new_rows: list[dict[str, Any]]) -> bool:
+        """Write the new rows into the buffers; False when they do not fit (rebuild)."""
+        import numpy as np
+        import pandas as pd
+
+        k = len(new_rows)
+        n = self._n
+        if not k:
+            return True
+        assert self._big is not None
+        if n + k > len(self._big):
+            return False
+        names = self._names
+        for r in new_rows:
+            if not names.issuperset(r):
+                return False
+        staged: list[tuple[Any, Any]] = []
+        times: list[tuple[Any, Any, list]] = []  # converted together below: one to_datetime call
+        for name, kind, buf, extra in self._cols:
+            vals = [r.get(name) for r in new_rows]
+            if kind == "f":
+                for v in vals:
+                    if not (v is None or type(v) is float or type(v) is int):
+                        return False
+                out: Any = np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+            elif kind == "i":
+                for v in vals:
+                    if type(v) is not int or not _INT64[0] <= v <= _INT64[1]:
+                        return False
+                out = np.array(vals, dtype=np.int64)
+            elif kind == "b":
+                for v in vals:
+                    if type(v) is not bool:
+                        return False
+                out = np.array(vals, dtype=bool)
+            elif kind == "S":
+                for v in vals:
+                    if not (v is None or type(v) is str):
+                        return False
+                out = [extra if v is None else v for v in vals]
+            elif kind == "M":
+                for v in vals:
+                    if not (v is None or type(v) is float or type(v) is int):
+                        return False
+                times.append((buf, extra, vals))
+                continue
+            else:
+                out = vals
+            staged.append((buf, out))
+        if times:
+            flat = [np.nan if v is None else v for _, _, vals in times for v in vals]
+            t = pd.to_datetime(np.array(flat, dtype=np.float64), unit="s")  # naive: the same epoch values as UTC
+            i8, have = t.asi8, t.unit
+            for i, (buf, unit, _) in enumerate(times):
+                seg = i8[i * k : (i + 1) * k]
+                if unit != have:
+                    nat = seg == _NAT
+                    if _PER_S[have] > _PER_S[unit]:  # the column is coarser: exact values only
+                        f = _PER_S[have] // _PER_S[unit]
+                        if (seg[~nat] % f).any():
+                            return False  # the column's unit would lose precision
+                        seg = np.where(nat, _NAT, seg // f)
+                    else:
+                        seg = np.where(nat, _NAT, seg * (_PER_S[unit] // _PER_S[have]))
+                staged.append((buf, seg))
+        for buf, out in staged:
+            buf[n : n + k] = out
+        self._n = n + k
+        self._view = self._big.iloc[: self._n]
+        return True

@@ -19,12 +19,14 @@ from .errors import RushError
 from .layout import Keys
 from .protocol import Protocol
 from .states import TASK_STATES
-from .tables import LOG_COLUMNS, flatten, task_table
+from .tables import LOG_COLUMNS, AppendFrame, flatten, task_table
 
 if TYPE_CHECKING:
     import pandas as pd
 
 FETCH_CHUNK = defaults.FETCH_CHUNK
+FIRST_CHUNK = 1_000  # finished tasks read by the first call of a fetch (covers most incremental fetches)
+PIPELINE_CHUNK = min(5_000, FETCH_CHUNK)  # the rest: chunks read one request ahead (decode overlaps Redis)
 PUSH_CHUNK = defaults.PUSH_CHUNK
 
 
@@ -50,8 +52,7 @@ class TaskStore:
     keys: Keys
 
     def _init_caches(self) -> None:
-        self._finished_rows: list[dict] = []
-        self._finished_df: pd.DataFrame | None = None
+        self._finished = AppendFrame()
         self._new_offset = 0
         self._log_last_id = "-"
 
@@ -159,25 +160,29 @@ class TaskStore:
         """
         if reset_cache:
             self.reset_cache()
-        self._finished_rows.extend(self._read_finished_from(len(self._finished_rows)))
-        have = 0 if self._finished_df is None else len(self._finished_df)
-        if self._finished_df is None or have == 0:
-            self._finished_df = task_table(self._finished_rows, with_state=False)
-        elif have < len(self._finished_rows):
-            import pandas as pd
+        return self._finished.extend(self._read_finished_from(len(self._finished.rows)))
 
-            new_df = task_table(self._finished_rows[have:], with_state=False)
-            self._finished_df = pd.concat([self._finished_df, new_df], ignore_index=True)
-        return self._finished_df
+    @property
+    def _finished_rows(self) -> list[dict]:
+        """The cached finished tasks as flat rows, in finish order."""
+        return self._finished.rows
 
     def _read_finished_from(self, offset: int) -> list[dict]:
-        rows: list[dict] = []
-        while True:
-            chunk = self._records_from("range", "finished", offset, offset + FETCH_CHUNK - 1)
-            rows.extend(flatten(r) for r in chunk)
-            if len(chunk) < FETCH_CHUNK:
-                return rows
-            offset += FETCH_CHUNK
+        """Flat rows of the finished tasks from ``offset`` on.
+
+        One call when few are new (it also returns the list's length); the rest in
+        chunks read one request ahead (`Protocol.fetch_ranges`), so Redis builds a chunk
+        while this process decodes the one before.
+        """
+        length, text = self.protocol.fetch_counted("finished", offset, offset + FIRST_CHUNK - 1)
+        rows = [flatten(r) for r in orjson.loads(text)]
+        start = offset + FIRST_CHUNK
+        n = length
+        if n > start:
+            step = PIPELINE_CHUNK
+            ranges = [(lo, min(lo + step, n) - 1) for lo in range(start, n, step)]
+            self.protocol.fetch_ranges("finished", ranges, lambda t: rows.extend([flatten(r) for r in orjson.loads(t)]))
+        return rows
 
     def fetch_new_tasks(self, timeout: float = 0) -> pd.DataFrame:
         """Finished tasks not returned by an earlier call of this method; waits up to
@@ -272,8 +277,7 @@ class TaskStore:
 
     def reset_cache(self) -> None:
         """Forget cached finished tasks (the next fetch reads all again)."""
-        self._finished_rows = []
-        self._finished_df = None
+        self._finished = AppendFrame()
         self._new_offset = 0
 
     # ------------------------------------------------------------------ logs

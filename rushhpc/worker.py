@@ -272,7 +272,7 @@ class RushWorker(Network):
     def _send(self, call: Call, on_reply: Any) -> None:
         conn = self.connector
         assert isinstance(conn, WorkerRedis)
-        conn.send_script(call.script, call.keys, call.args, on_reply)
+        conn.send_script(call.script, call.keys, call.args, on_reply, call.head, call.n_head)
 
     def _on_finished(self, reply: list) -> list[str]:
         discarded, state, term = reply

@@ -1,24 +1,30 @@
 -- Build one JSON array of task records server-side, so a client decodes thousands of
 -- tasks with a single parse. xs/ys/extras/condition are stored as JSON already; keys,
--- worker ids and states are validated plain tokens.
+-- worker ids and states are validated plain tokens. Pieces go straight into one table
+-- joined once at the end (Lua interns every string it makes: no string per record).
 -- KEYS of every fetch script: queued, running, finished, failed, workers.
 local FIELDS = {'state', 'worker_id', 'xs', 'xs_extra', 'ys', 'ys_extra', 'condition',
                 'created_at', 'started_at', 'finished_at', 'attempt'}
-local function rec(k)
-  local v = redis.call('HMGET', P .. 'task:' .. k, unpack(FIELDS))
-  if not v[1] then return nil end
-  local parts = {'{"keys":"', k, '","state":"', v[1], '"'}
-  if v[2] then parts[#parts + 1] = ',"worker_id":"' .. v[2] .. '"' end
-  for j = 3, 11 do
-    if v[j] then parts[#parts + 1] = ',"' .. FIELDS[j] .. '":' .. v[j] end
-  end
-  parts[#parts + 1] = '}'
-  return table.concat(parts)
-end
+local PREFIX = {}
+for j = 3, 11 do PREFIX[j] = ',"' .. FIELDS[j] .. '":' end
 local function collect(keys, acc)
+  local n = #acc
+  local tp = P .. 'task:'
   for _, k in ipairs(keys) do
-    local r = rec(k)
-    if r then acc[#acc + 1] = r end
+    local v = redis.call('HMGET', tp .. k, 'state', 'worker_id', 'xs', 'xs_extra', 'ys', 'ys_extra',
+                         'condition', 'created_at', 'started_at', 'finished_at', 'attempt')
+    if v[1] then
+      if n > 0 then n = n + 1; acc[n] = ',' end
+      acc[n + 1] = '{"keys":"'; acc[n + 2] = k; acc[n + 3] = '","state":"'; acc[n + 4] = v[1]
+      n = n + 5
+      if v[2] then acc[n] = '","worker_id":"'; acc[n + 1] = v[2]; acc[n + 2] = '"'; n = n + 3
+      else acc[n] = '"'; n = n + 1 end
+      for j = 3, 11 do
+        local x = v[j]
+        if x then acc[n] = PREFIX[j]; acc[n + 1] = x; n = n + 2 end
+      end
+      acc[n] = '}'
+    end
   end
   return acc
 end
