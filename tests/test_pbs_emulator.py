@@ -385,12 +385,16 @@ def test_json_parses_for_normal_names_and_reproduces_the_escaping_quirk(pbs):
     assert (jobs[bad]["Job_Name"], jobs[quoted]["Job_Name"]) == ("C:\\data", 'say"hi"')
 
 
-def test_dependency_afterok_and_afternotok(pbs):
-    first = pbs.qsub("--", "/bin/sh", "-c", "sleep 0.5; exit 0")
+def test_dependency_afterok_and_afternotok(pbs, tmp_path):
+    # the first job ends only when the test says so: the held states are checked while it runs,
+    # whatever the machine's load (a fixed sleep raced with a busy machine)
+    gate = tmp_path / "gate"
+    first = pbs.qsub("--", "/bin/sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done; exit 0")
     ok = pbs.qsub("-W", f"depend=afterok:{first}", "--", "/bin/true")
     notok = pbs.qsub("-W", f"depend=afternotok:{first}", "--", "/bin/true")
     attrs = pbs.full(ok)
     assert (attrs["job_state"], attrs["Hold_Types"], attrs["depend"]) == ("H", "s", f"afterok:{first}")
+    gate.touch()
     assert pbs.wait_state(ok, "F")["Exit_status"] == "0"
     attrs = pbs.wait_state(notok, "F")
     assert "Exit_status" not in attrs and "dependency" in attrs["comment"]
