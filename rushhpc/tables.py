@@ -83,6 +83,8 @@ class AppendFrame:
     that do not fit (a new column, a value of another type, a finer time unit) rebuild
     the table from every cached row with `task_table`. Where pandas does not hand back
     the buffers' memory (checked once per build), it falls back to ``pd.concat``.
+    Arrow-backed string columns (pandas with pyarrow) are immutable: they grow by one
+    chunk per append (merged every 64) and are replaced in the table, not written.
 
     Example:
         >>> f = AppendFrame()
@@ -149,6 +151,16 @@ class AppendFrame:
                 except Exception:  # noqa: BLE001 - a pandas without it: the concat fallback
                     return
                 cols.append((name, "M", buf, dt.unit))
+            elif isinstance(dt, pd.StringDtype) and dt.storage == "pyarrow":
+                # Arrow arrays are immutable: chunks, the new rows one more chunk each time
+                import pyarrow as pa
+
+                data = s.array.__arrow_array__()
+                pad = pa.nulls(cap, data.type)  # sliced (no copy) to fill the column up to the capacity
+                chunks = list(data.chunks)
+                arr = dt.construct_array_type()(pa.chunked_array([*chunks, pad.slice(0, cap - n)], type=data.type),
+                                                dtype=dt)
+                cols.append((name, "A", None, {"chunks": chunks, "pad": pad, "type": data.type, "dtype": dt}))
             elif isinstance(dt, pd.StringDtype) and dt.storage == "python":
                 buf = np.full(cap, dt.na_value, dtype=object)
                 buf[:n] = s.to_numpy(dtype=object, na_value=dt.na_value)
@@ -177,6 +189,8 @@ class AppendFrame:
         import numpy as np
 
         for i, (_, kind, buf, _extra) in enumerate(cols):
+            if kind == "A":  # replaced whole on every append, nothing to share
+                continue
             old = buf[n]
             probe: Any = {"M": 12345, "S": "\x00probe", "O": "\x00probe", "f": 0.5, "i": 7, "b": True}[kind]
             buf[n] = probe
@@ -209,7 +223,8 @@ class AppendFrame:
                 return False
         staged: list[tuple[Any, Any]] = []
         times: list[tuple[Any, Any, list]] = []  # converted together below: one to_datetime call
-        for name, kind, buf, extra in self._cols:
+        arrow: list[tuple[int, Any, list]] = []
+        for col_index, (name, kind, buf, extra) in enumerate(self._cols):
             vals = [r.get(name) for r in new_rows]
             if kind == "f":
                 for v in vals:
@@ -237,6 +252,12 @@ class AppendFrame:
                         return False
                 times.append((buf, extra, vals))
                 continue
+            elif kind == "A":
+                for v in vals:
+                    if not (v is None or type(v) is str):
+                        return False
+                arrow.append((col_index, extra, vals))
+                continue
             else:
                 out = vals
             staged.append((buf, out))
@@ -258,6 +279,17 @@ class AppendFrame:
                 staged.append((buf, seg))
         for buf, out in staged:
             buf[n : n + k] = out
+        if arrow:
+            import pyarrow as pa
+
+            cap = len(self._big)
+            for col_index, extra, vals in arrow:
+                chunks = extra["chunks"]
+                chunks.append(pa.array(vals, type=extra["type"]))
+                if len(chunks) > 64:  # many small chunks make every later operation slow
+                    chunks[:] = [pa.concat_arrays(chunks)]
+                col = pa.chunked_array([*chunks, extra["pad"].slice(0, cap - n - k)], type=extra["type"])
+                self._big.isetitem(col_index, extra["dtype"].construct_array_type()(col, dtype=extra["dtype"]))
         self._n = n + k
         self._view = self._big.iloc[: self._n]
         return True
