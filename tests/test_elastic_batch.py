@@ -77,6 +77,14 @@ def test_accounting_against_sacct(batch, backend):
     r.wait_for_tasks(keys, timeout=60)
     wait_until(lambda: r.detect_lost_workers(poll_scheduler=True) is not None
                and {w["job_state"] for w in r.worker_rows()} == {"finished"}, 90, interval=0.5, what="jobs to end")
+    # slurmdbd records a job's end asynchronously (seconds under load): until then sacct has no
+    # End and accounting falls back to Redis times, which is its documented behaviour.
+    def from_sacct():
+        df, _ = r.accounting()
+        ended = subprocess.run(["sacct", "-X", "-P", "-n", "-j", ",".join(df["job_id"]), "-o", "End"],
+                               capture_output=True, text=True, timeout=30).stdout.split()
+        return set(df["source"]) == {"scheduler"} and len(ended) == len(df) and "Unknown" not in ended
+    wait_until(from_sacct, 60, interval=1, what="slurmdbd to record both jobs' ends")
     df, totals = r.accounting()
     assert set(df["source"]) == {"scheduler"} and set(df["cpus"]) == {2}
     for row in df.itertuples():
