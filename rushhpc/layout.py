@@ -21,12 +21,15 @@ Key                          type    holds
 {net}:failed                 list    failed task keys, append-only
 {net}:all_tasks              list    every task key, in push order
 {net}:task:{key}             hash    xs, xs_extra, ys, ys_extra, condition (JSON),
-                                     state, worker_id, attempt, max_retries,
+                                     state, worker_id, attempt, max_retries, free
+                                     (attempts not counted as retries),
                                      created_at, started_at, finished_at
 {net}:workers                set     every worker id ever registered
 {net}:workers:{state}        set     worker ids by state (pending, running, terminated, ...)
 {net}:worker:{wid}           hash    worker_id, pid, hostname, state, reason, ...
 {net}:worker_tasks:{wid}     set     running task keys of worker wid
+{net}:released:{wid}         set     tasks a SIGTERMed batch worker released uncounted, until the
+                                     scheduler's verdict (settle_released.lua)
 {net}:heartbeat:{wid}        string  exists while the worker's heartbeat is alive
 {net}:kill:{wid}             list    kill requests the heartbeat process listens on
 {net}:start:{start_id}       string  cloudpickled worker loop + arguments
@@ -96,6 +99,9 @@ class Keys:
 
     def worker_tasks(self, worker_id: str) -> str:
         return f"{self.prefix}worker_tasks:{worker_id}"
+
+    def released(self, worker_id: str) -> str:
+        return f"{self.prefix}released:{worker_id}"
 
     def heartbeat(self, worker_id: str) -> str:
         return f"{self.prefix}heartbeat:{worker_id}"

@@ -30,7 +30,7 @@ from .errors import RushConfigError
 from .layout import Keys, validate_id
 from .protocol import SCHEMA_VERSION, Protocol
 from .records import LaunchRecord
-from .states import TASK_STATES, WorkerState
+from .states import TASK_STATES, UNCOUNTED_REASONS, Release, WorkerState
 from .tables import WORKER_COLUMNS
 from .tasks import TaskStore
 
@@ -385,13 +385,31 @@ class Network(TaskStore):
         return dict(zip(TASK_STATES, self.protocol.counts()[:4]))
 
     def mark_workers(
-        self, state: WorkerState | str, items: Iterable[tuple[str, str, str]], retry: bool,
+        self, state: WorkerState | str, items: Iterable[tuple[str, str, str]], retry: bool | Release,
         source: WorkerState | str = WorkerState.RUNNING,
     ) -> list[str]:
         """Move running (or pending) workers to ``state`` with a reason; returns the ids that
-        changed (the first verdict stands). Their tasks are released (`helpers.lua`)."""
+        changed (the first verdict stands). Their running tasks are released as ``retry`` says
+        (`Release`; ``True`` = RETRY, ``False`` = FAIL).
+
+        Example:
+            >>> net.mark_workers(WorkerState.LOST, [("w-1", "preempted", "job requeued")], retry=Release.FREE)
+        """
         out = self.protocol.stop_workers(str(state), list(items), retry, source=str(source))
         return [row[0] for row in out]
+
+    def settle_released(self, worker_id: str, reason: str) -> int:
+        """Apply the scheduler's final reason to the tasks a SIGTERMed batch worker released
+        uncounted: a preemption or node failure leaves their attempts uncounted, any other
+        reason counts them (a queued task with no retry left fails). Returns how many failed.
+
+        Example:
+            >>> net.settle_released("w-1", "timeout")
+            0
+        """
+        return self.protocol.settle_released(
+            worker_id, reason not in UNCOUNTED_REASONS,
+            f"worker {worker_id} was lost ({reason}) while the task was running; no retry left")
 
     def registered_ids(self, launched: Iterable[str] = ()) -> set[str]:
         """Workers that registered at least once (a launched batch worker that was declared

@@ -26,6 +26,7 @@ import redis
 from .config import RedisClient
 from .layout import Keys
 from .replies import pack_head
+from .states import Release
 
 SCHEMA_VERSION = "2"
 
@@ -41,6 +42,7 @@ _INCLUDES: dict[str, tuple[str, ...]] = {
     "register_worker": ("helpers",),
     "stop_workers": ("helpers",),
     "detect_lost": ("helpers",),
+    "settle_released": ("helpers",),
     "heartbeat": (),
     "worker_info": ("helpers",),
     "fetch": ("helpers", "fetch_helpers"),
@@ -189,28 +191,40 @@ class Protocol:
 
     # ------------------------------------------------------------------ workers
     def register_worker(self, worker_id: str, heartbeat_expire: int, fields: dict[str, str]) -> str:
+        """Register a worker as running. ``fields`` with ``job_id`` and ``restart`` (the job's
+        restart count) let a requeued batch job bring back its lost worker under the same id."""
         k = self.keys
-        args: list[Any] = [k.prefix, worker_id, str(heartbeat_expire), SCHEMA_VERSION]
+        args: list[Any] = [k.prefix, worker_id, str(heartbeat_expire), SCHEMA_VERSION,
+                           fields.get("job_id", ""), fields.get("restart", "0")]
         for kv in fields.items():
-            args.extend(kv)
+            if kv[0] != "restart":
+                args.extend(kv)
         return self._s["register_worker"](
             keys=[k.workers, k.workers_in("running"), k.worker(worker_id), k.heartbeat(worker_id),
-                  k.workers_in("pending"), k.meta],
+                  k.workers_in("pending"), k.meta, k.workers_in("lost")],
             args=args,
         )
 
-    def stop_workers(self, state: str, items: Sequence[tuple[str, str, str]], retry: bool,
+    def stop_workers(self, state: str, items: Sequence[tuple[str, str, str]], retry: bool | Release,
                      source: str = "running") -> list[list[Any]]:
-        """Move workers from ``source`` (running or pending) to ``state``; items: (wid, reason, task message)."""
+        """Move workers from ``source`` (running or pending) to ``state``; items: (wid, reason, task message).
+        ``retry``: what happens to their running tasks (`Release`; True = RETRY, False = FAIL)."""
         if not items:
             return []
         k = self.keys
-        args: list[Any] = [k.prefix, state, "1" if retry else "0"]
+        args: list[Any] = [k.prefix, state, Release.of(retry).lua]
         for item in items:
             args.extend(item)
         return self._s["stop_workers"](
             keys=[k.workers_in(source), k.workers_in(state), k.workers, k.queued, k.running, k.failed], args=args
         )
+
+    def settle_released(self, worker_id: str, count: bool, message: str) -> int:
+        """The scheduler's verdict on tasks a SIGTERMed batch worker released uncounted
+        (`Release.HOLD`): ``count`` their attempts (failing queued ones with no retry left) or not."""
+        k = self.keys
+        return int(self._s["settle_released"](keys=[k.released(worker_id), k.queued, k.failed],
+                                              args=[k.prefix, "1" if count else "0", message]))
 
     def detect_lost(self, retry: bool = True) -> tuple[list[list[Any]], list[str], int, int, bool]:
         """(lost workers with task counts, expired batch workers, active batch launches, of which ended,

@@ -20,6 +20,12 @@ through a lookup function, and never the manager. The rules:
 |   with heartbeat off   |                            |                                                       |
 | running, heartbeat ok  | absent from every answer   | fine: a beating worker is never declared vanished     |
 | lost(heartbeat/SIGTERM)| ended                      | the reason becomes the scheduler's (timeout, oom, ...)|
+| lost(heartbeat/SIGTERM)| requeued (pending again)   | reason preempted; the job may bring the worker back   |
+
+Tasks: a lost worker's running tasks are requeued or failed by `Release` mode. A batch
+worker that gets SIGTERM releases them uncounted (HOLD); the scheduler's reason settles
+them (`Network.settle_released`): preempted / node_fail stay uncounted, others count.
+A worker the reconciler declares lost for preemption or node failure releases them FREE.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from . import defaults
 from .launchers.base import Launcher
 from .network import Network
 from .records import JobStatus, LaunchRecord
-from .states import FINAL_WORKER_STATES, JobState, WorkerState
+from .states import FINAL_WORKER_STATES, UNCOUNTED_REASONS, JobState, Release, WorkerState
 
 log = logging.getLogger("rushhpc")
 
@@ -50,6 +56,7 @@ class Decision:
     message: str = ""  # condition of its running tasks
     cancel_job: bool = False  # kill the job through the scheduler
     refine_reason: str = ""  # an already stopped worker gets the scheduler's reason
+    settle: str = ""  # the final reason for the tasks it released uncounted, when no refinement
     job_state: str = ""  # the job's state, for worker_info
     track: dict[str, Any] = dataclasses.field(default_factory=dict)  # record fields to update
     done: bool = False  # nothing more to learn about this job: stop asking the scheduler
@@ -101,11 +108,26 @@ def decide(
     ended = status.state == JobState.FINISHED
 
     if state in FINAL_WORKER_STATES:
+        reason = (worker or {}).get("reason", "")
         if ended:
-            reason = (worker or {}).get("reason", "")
             if state == "lost" and reason in VAGUE_REASONS and status.reason not in ("", "completed"):
                 d.refine_reason = status.reason
+            elif state == "lost" and reason in VAGUE_REASONS:
+                d.settle = reason  # no better word from the scheduler: the attempts count
             d.done = True
+        elif state == "lost" and reason in VAGUE_REASONS and status.state in ("pending", "held"):
+            # A lost worker whose job is queued again: the scheduler requeued it (preemption,
+            # node failure). The same job may run it again under its id (register_worker.lua).
+            d.refine_reason = "preempted"
+        elif state == "lost" and reason == "preempted" and status.state in ("running", "starting") \
+                and not track.get("cancelled"):
+            # the requeued job runs again: its worker has the startup grace to come back
+            since = float(track["rerun_since"]) if track.get("rerun_since") is not None else now
+            if track.get("rerun_since") is None:
+                d.track["rerun_since"] = now
+            if now - since > startup_grace:
+                d.cancel_job = True
+                d.track["cancelled"] = now
         elif state == "lost" and status.state in ("running", "starting") and not track.get("cancelled"):
             d.cancel_job = True  # a lost worker's job still runs: hung, or frozen and resumed
             d.track["cancelled"] = now
@@ -127,6 +149,8 @@ def decide(
         return d
 
     # registered and running
+    if track.get("rerun_since") is not None:
+        d.track["rerun_since"] = None  # back after a requeue: a later one gets its own grace
     if heartbeat_alive:
         # Whatever the scheduler says, a beating worker is alive (a node cut off from the
         # controller may be declared failed while its worker still works): wait for silence.
@@ -210,7 +234,8 @@ class Reconciler:
                     tail = launcher.stderr_tail(wid, 10)
                     msg = d.message + (f"; stderr ends with: {tail.splitlines()[-1]}" if tail else "")
                     source = WorkerState.PENDING if (w or {}).get("state", "pending") == "pending" else WorkerState.RUNNING
-                    if net.mark_workers(WorkerState.LOST, [(wid, d.lost_reason, msg)], retry=True, source=source):
+                    release = Release.FREE if d.lost_reason in UNCOUNTED_REASONS else Release.RETRY
+                    if net.mark_workers(WorkerState.LOST, [(wid, d.lost_reason, msg)], retry=release, source=source):
                         lost.append(wid)
                         log.warning("worker %s lost (%s)%s", wid, d.lost_reason, ":\n" + tail if tail else "")
                     changed = True
@@ -218,6 +243,11 @@ class Reconciler:
                     launcher.kill([rec])
                 if d.refine_reason:
                     pipe.hset(net.keys.worker(wid), "reason", d.refine_reason)
+                if d.refine_reason or d.settle:
+                    failed = net.settle_released(wid, d.refine_reason or d.settle)
+                    if failed:
+                        log.warning("worker %s (%s): %s task(s) failed with no retry left", wid,
+                                    d.refine_reason or d.settle, failed)
                 if d.track or d.done:
                     rec.extra.update(d.track)
                     if d.done:

@@ -50,6 +50,39 @@ class WorkerState(str, Enum):
 FINAL_WORKER_STATES = frozenset({"terminated", "failed", "killed", "lost"})
 
 
+class Release(str, Enum):
+    """What happens to the running tasks of a worker that stops (``helpers.lua`` release_tasks).
+
+    RETRY requeues a task while retries are left (the attempt counts), else fails it; FAIL
+    fails it; FREE requeues it without counting the attempt (preemption, node failure: not
+    the task's fault); HOLD is FREE until the scheduler's verdict on the job decides
+    (a batch worker that gets SIGTERM cannot tell a preemption from a cancel or a time limit).
+    """
+
+    RETRY = "retry"
+    FAIL = "fail"
+    FREE = "free"
+    HOLD = "hold"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def of(cls, retry: bool | str) -> Release:
+        """``True`` -> RETRY, ``False`` -> FAIL, a member or its value -> itself."""
+        if isinstance(retry, bool):
+            return cls.RETRY if retry else cls.FAIL
+        return cls(retry)
+
+    @property
+    def lua(self) -> str:
+        return {"retry": "1", "fail": "0"}.get(self.value, self.value)
+
+
+# Scheduler reasons that are not a task's fault: its attempt is not counted.
+UNCOUNTED_REASONS = frozenset({"preempted", "node_fail"})
+
+
 class JobState(str, Enum):
     """A launcher's view of a worker's job, whatever the scheduler (SLURM, PBS, a process)."""
 

@@ -32,7 +32,7 @@ from .network import Network
 from .protocol import Call
 from .replies import WorkerRedis
 from .spec import WorkerSpec, new_worker_id
-from .states import WorkerState
+from .states import Release, WorkerState
 from .tasks import _as_list
 
 log = logging.getLogger("rushhpc.worker")
@@ -52,8 +52,9 @@ def scheduler_job() -> dict[str, str]:
             job_id = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
         else:
             job_id = env["SLURM_JOB_ID"]
+        # SLURM_RESTART_COUNT: how often the job was requeued; a requeued job may bring its worker back
         return {"job_id": job_id, "scheduler": "slurm", "node": env.get("SLURMD_NODENAME", ""),
-                "array_index": env.get("SLURM_ARRAY_TASK_ID", "")}
+                "array_index": env.get("SLURM_ARRAY_TASK_ID", ""), "restart": env.get("SLURM_RESTART_COUNT", "0")}
     if env.get("PBS_JOBID"):
         return {"job_id": env["PBS_JOBID"], "scheduler": "pbs", "node": socket.gethostname(),
                 "array_index": env.get("PBS_ARRAY_INDEX", "")}
@@ -383,9 +384,11 @@ def run_worker(spec: WorkerSpec) -> int:
         code = e.code if isinstance(e.code, int) else 1
         if code == 128 + signal.SIGTERM:
             # cancelled, preempted, or a time limit without time to finish: the scheduler's
-            # view (reconciliation) later replaces "sigterm" with the precise reason
+            # view (reconciliation) later replaces "sigterm" with the precise reason. A batch
+            # worker's tasks go back uncounted until that verdict says whether they count.
+            release = Release.HOLD if spec.managed and scheduler_job() else Release.RETRY
             worker.mark_workers(WorkerState.LOST, [(worker.worker_id, "sigterm",
-                                                    f"worker {worker.worker_id} received SIGTERM")], retry=True)
+                                                    f"worker {worker.worker_id} received SIGTERM")], retry=release)
         else:
             worker._fail_worker(f"SystemExit({e.code})")
     except WorkerStopped as e:

@@ -6,7 +6,7 @@
 -- Returns {{wid, failed_tasks, requeued_tasks}*, {expired managed wid}*, number of active batch launches,
 --          number of active batch launches whose worker already ended (its job's end is to be read soon),
 --          1 if the network exists (its meta hash), else 0}.
-local retry = ARGV[2] == '1'
+local mode = ARGV[2] == '1' and '1' or '0'
 local t = now()
 local out = {}
 local managed = {}
@@ -16,7 +16,7 @@ for _, wid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     if v[2] == '1' then
       managed[#managed + 1] = wid
     else
-      out[#out + 1] = stop_worker(wid, KEYS[1], 'lost', 'heartbeat_expired', retry,
+      out[#out + 1] = stop_worker(wid, KEYS[1], 'lost', 'heartbeat_expired', mode,
                                   'worker ' .. wid .. ' was lost (heartbeat expired)', t)
     end
   end

@@ -11,9 +11,15 @@ local function cond(msg)
   return cjson.encode({message = msg})
 end
 -- Move every task of a worker that stops out of its pending list and running
--- set. Pending tasks never started: back to the queue. Running tasks are
--- requeued when `retry` and retries are left, else failed with msg.
-local function release_tasks(wid, retry, msg, t)
+-- set. Pending tasks never started: back to the queue. Running tasks, by `mode`:
+--   '1'    requeued while retries are left (the attempt counts), else failed with msg;
+--   '0'    failed with msg;
+--   'free' requeued, the attempt not counted (preemption, node failure: not the task's fault);
+--   'hold' as 'free', and the keys are kept in released:{wid} until the scheduler's verdict
+--          on the job counts the attempt or not (settle_released.lua): a batch worker
+--          that gets SIGTERM cannot tell a preemption from a cancel or a time limit.
+-- A task's retries used are attempt - free (attempt stays the fencing token).
+local function release_tasks(wid, mode, msg, t)
   local pend = P .. 'pending:' .. wid
   local k = redis.call('RPOP', pend)
   while k do
@@ -23,13 +29,18 @@ local function release_tasks(wid, retry, msg, t)
   local wt = P .. 'worker_tasks:' .. wid
   local failed = 0
   local requeued = 0
+  local uncounted = mode == 'free' or mode == 'hold'
   for _, key in ipairs(redis.call('SMEMBERS', wt)) do
     local tk = P .. 'task:' .. key
     if redis.call('SREM', P .. 'running', key) == 1 then
-      local v = redis.call('HMGET', tk, 'attempt', 'max_retries')
-      local attempt = tonumber(v[1] or '0') or 0
+      local v = redis.call('HMGET', tk, 'attempt', 'max_retries', 'free')
+      local used = (tonumber(v[1] or '0') or 0) - (tonumber(v[3] or '0') or 0)
       local maxr = tonumber(v[2] or '0') or 0
-      if retry and attempt <= maxr then
+      if uncounted or (mode == '1' and used <= maxr) then
+        if uncounted then
+          redis.call('HINCRBY', tk, 'free', 1)
+          if mode == 'hold' then redis.call('SADD', P .. 'released:' .. wid, key) end
+        end
         redis.call('HSET', tk, 'state', 'queued')
         redis.call('HDEL', tk, 'worker_id', 'started_at')
         redis.call('RPUSH', P .. 'queued', key)
@@ -56,11 +67,11 @@ local function claim(k, wid, running, wtasks)
   return {k, v[1], v[2] or '', tostring(attempt)}
 end
 -- A running worker becomes `new` (lost, killed, ...) with a reason; its tasks are released.
-local function stop_worker(wid, from_set, new, reason, retry, msg, t)
+local function stop_worker(wid, from_set, new, reason, mode, msg, t)
   if redis.call('SMOVE', from_set, P .. 'workers:' .. new, wid) == 0 then return nil end
   redis.call('SADD', P .. 'workers', wid)
   redis.call('HSET', P .. 'worker:' .. wid, 'worker_id', wid, 'state', new, 'reason', reason, 'stopped_at', t)
   redis.call('DEL', P .. 'heartbeat:' .. wid)
-  local r = release_tasks(wid, retry, msg, t)
+  local r = release_tasks(wid, mode, msg, t)
   return {wid, r[1], r[2]}
 end

@@ -2,14 +2,14 @@
 -- failed, killed or lost. Only a running or pending worker changes state: the first
 -- verdict stands.
 -- KEYS: workers:<source>, workers:<new>, workers, queued, running, failed
--- ARGV: prefix, new_state, retry (1/0), (wid, reason, task_message)*
+-- ARGV: prefix, new_state, release mode of running tasks (1, 0, free, hold: helpers.lua), (wid, reason, task_message)*
 -- Returns {wid, failed_tasks, requeued_tasks}* for the workers that changed.
 local new = ARGV[2]
-local retry = ARGV[3] == '1'
+local mode = ARGV[3]
 local t = now()
 local out = {}
 for i = 4, #ARGV, 3 do
-  local r = stop_worker(ARGV[i], KEYS[1], new, ARGV[i + 1], retry, ARGV[i + 2], t)
+  local r = stop_worker(ARGV[i], KEYS[1], new, ARGV[i + 1], mode, ARGV[i + 2], t)
   if r then out[#out + 1] = r end
 end
 return out
