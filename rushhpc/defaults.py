@@ -18,6 +18,7 @@ LOG_THRESHOLDS = {"rushhpc": "INFO"}  # logger -> level forwarded from workers t
 MAX_LOG_ENTRIES = 10_000  # the log stream is capped (approximately) at this length
 
 TERMINATE_CHECK_INTERVAL = 0.02  # seconds between a worker's reads of its terminate flag
+DURATION_WINDOW = 25  # finished tasks a batch worker takes its typical task duration from (walltime)
 
 # Batch schedulers
 STARTUP_GRACE = 300.0  # seconds a running job may take to register its worker

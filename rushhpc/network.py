@@ -398,6 +398,22 @@ class Network(TaskStore):
         out = self.protocol.stop_workers(str(state), list(items), retry, source=str(source))
         return [row[0] for row in out]
 
+    def recent_durations(self, n: int = 25) -> list[float]:
+        """Run times (s) of the ``n`` tasks that finished last (one pipeline).
+
+        Example:
+            >>> statistics.median(net.recent_durations())
+            2.5
+        """
+        keys = self.connector.lrange(self.keys.finished, -n, -1)
+        if not keys:
+            return []
+        with self.connector.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hmget(self.keys.task(k), ["started_at", "finished_at"])
+            rows = pipe.execute()
+        return [float(f) - float(s) for s, f in rows if s and f]
+
     def settle_released(self, worker_id: str, reason: str) -> int:
         """Apply the scheduler's final reason to the tasks a SIGTERMed batch worker released
         uncounted: a preemption or node failure leaves their attempts uncounted, any other

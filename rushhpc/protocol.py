@@ -43,6 +43,7 @@ _INCLUDES: dict[str, tuple[str, ...]] = {
     "stop_workers": ("helpers",),
     "detect_lost": ("helpers",),
     "settle_released": ("helpers",),
+    "give_back": ("helpers",),
     "heartbeat": (),
     "worker_info": ("helpers",),
     "fetch": ("helpers", "fetch_helpers"),
@@ -218,6 +219,12 @@ class Protocol:
         return self._s["stop_workers"](
             keys=[k.workers_in(source), k.workers_in(state), k.workers, k.queued, k.running, k.failed], args=args
         )
+
+    def give_back(self, worker_id: str, key: str, attempt: str) -> bool:
+        """Return a claimed, untouched task to the head of the queue, its attempt uncounted."""
+        k = self.keys
+        return bool(self._s["give_back"](keys=[k.running, k.worker_tasks(worker_id), k.queued],
+                                         args=[k.prefix, worker_id, key, attempt]))
 
     def settle_released(self, worker_id: str, count: bool, message: str) -> int:
         """The scheduler's verdict on tasks a SIGTERMed batch worker released uncounted

@@ -67,14 +67,20 @@ class TaskStore:
         return new_keys(len(xss)), xs_json, ex_json
 
     def push_tasks(
-        self, xss: Sequence[dict], xss_extra: Sequence[dict] | None = None, max_retries: int = 0
+        self, xss: Sequence[dict], xss_extra: Sequence[dict] | None = None, max_retries: int = 0,
+        expected_duration: float | Sequence[float] | None = None,
     ) -> list[str]:
         """Queue tasks for workers; returns their keys. ``max_retries``: how often a task
-        whose worker was lost is requeued before it fails.
+        whose worker was lost is requeued before it fails (preemption and node failures do
+        not count). ``expected_duration`` (seconds, one or one per task, stored in
+        ``xs_extra``): a batch worker with less walltime left leaves the task for another.
 
         Example:
             >>> keys = rush.push_tasks([{"x1": 1.0, "x2": 2.0}, {"x1": 3.0, "x2": 0.5}])
+            >>> rush.push_tasks([{"x": 1}], expected_duration=600)  # ten minutes
         """
+        if expected_duration is not None:
+            xss_extra = _with_expected_duration(len(xss), xss_extra, expected_duration)
         keys, xs_json, ex_json = self._encode_tasks(xss, xss_extra)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise RushError(f"max_retries must be an integer >= 0, got {max_retries!r}")
@@ -315,4 +321,17 @@ class TaskStore:
         for row in self._log_rows(start):
             print(f"[{row['worker_id']}] {row['level']} {row['logger']}: {row['msg']}")
             self._log_last_id = row["id"]
+
+
+def _with_expected_duration(n: int, extras: Sequence[dict] | None,
+                            expected: float | Sequence[float]) -> list[dict]:
+    durations = [expected] * n if isinstance(expected, (int, float)) else list(expected)
+    if len(durations) != n or not all(isinstance(d, (int, float)) and not isinstance(d, bool) and d > 0
+                                      for d in durations):
+        raise RushError(f"expected_duration must be a number of seconds > 0 or one per task ({n}), "
+                        f"got {expected!r}")
+    base = list(extras) if extras is not None else [{} for _ in range(n)]
+    if len(base) != n:
+        raise RushError(f"xss_extra has {len(base)} entries for {n} tasks")
+    return [{**(e or {}), "expected_duration": float(d)} for e, d in zip(base, durations)]
 

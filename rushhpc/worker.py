@@ -13,9 +13,11 @@ import logging
 import os
 import signal
 import socket
+import statistics
 import sys
 import time
 import traceback
+from collections import deque
 from typing import Any, Sequence
 
 import redis
@@ -38,6 +40,11 @@ from .tasks import _as_list
 log = logging.getLogger("rushhpc.worker")
 
 TERMINATE_CHECK_INTERVAL = defaults.TERMINATE_CHECK_INTERVAL
+
+
+# The xs_extra field a task may carry: how long it is expected to run (seconds). A worker
+# whose walltime cannot fit it leaves it for another worker.
+EXPECTED_DURATION = "expected_duration"
 
 
 class WorkerStopped(RushError):
@@ -124,6 +131,9 @@ class RushWorker(Network):
         self._last_check = float("-inf")
         # A batch worker knows its deadline and stops taking tasks when too little time is left.
         self.deadline = time.time() + walltime - (walltime_margin or 0) if walltime else None
+        self.stop_reason = ""  # why this worker stopped taking tasks, when it chose to
+        self._claimed_at: dict[str, float] = {}
+        self._durations: deque[float] = deque(maxlen=defaults.DURATION_WINDOW)
         self.heartbeat_process: Any = None
         wid = self.worker_id
         self._k_pending = self.keys.pending(wid)
@@ -150,6 +160,31 @@ class RushWorker(Network):
             self.stop_heartbeat()
             self.connector.close()
             raise RushConfigError(_registration_error(network_id, wid, str(e))) from None
+        if self.deadline is not None:
+            self._durations.extend(self.recent_durations(defaults.DURATION_WINDOW))
+
+    # ------------------------------------------------------------------ walltime
+    def typical_duration(self) -> float | None:
+        """Median duration (s) of the tasks this worker saw finish (its own, and the network's
+        latest when it started); None before it has seen any.
+
+        Example:
+            >>> rush.typical_duration()
+            2.5
+        """
+        return statistics.median(self._durations) if self._durations else None
+
+    def _time_for(self, need: float | None, what: str) -> bool:
+        """False (and this worker stops taking tasks) when its walltime cannot fit ``need`` seconds."""
+        if self.deadline is None or not need:
+            return True
+        left = self.deadline - time.time()
+        if left >= need:
+            return True
+        self._terminated = True
+        self.stop_reason = f"walltime: {max(0.0, left):.0f} s left, {what} needs {need:.0f} s"
+        log.info("worker %s stops taking tasks (%s)", self.worker_id, self.stop_reason)
+        return False
 
     # ------------------------------------------------------------------ state
     @property
@@ -211,6 +246,8 @@ class RushWorker(Network):
             >>> task = rush.pop_task(timeout=5)
             >>> if task: rush.finish_tasks([task["key"]], [{"y": f(**task["xs"])}])
         """
+        if self.deadline is not None and not self._time_for(self.typical_duration(), "a typical task"):
+            return None
         self._pops += 1
         token = str(self._pops)  # one per pop: a call re-sent after a lost reply gets the same task
         k, xs, xs_extra, attempt, state, term = self.protocol.pop_task(self.worker_id, token)
@@ -226,10 +263,16 @@ class RushWorker(Network):
                 self._last_check = float("-inf")  # re-read our state on the next check
                 return None
             k, xs, xs_extra, attempt = got
-        self._attempts[k] = attempt
         task = {"key": k, "xs": codec.decode(xs)}
         if xs_extra:
             task["xs_extra"] = codec.decode(xs_extra)
+        need = (task.get("xs_extra") or {}).get(EXPECTED_DURATION)
+        if self.deadline is not None and isinstance(need, (int, float)) and not self._time_for(need, f"task {k}"):
+            # untouched: back to the head of the queue for a worker with more time, uncounted
+            self.protocol.give_back(self.worker_id, k, attempt)
+            return None
+        self._attempts[k] = attempt
+        self._claimed_at[k] = time.monotonic()
         return task
 
     def push_running_tasks(self, xss: Sequence[dict], xss_extra: Sequence[dict] | None = None) -> list[str]:
@@ -264,6 +307,11 @@ class RushWorker(Network):
     def _final(self, state: str, keys: Sequence[str], f1: str, v1: list[str], f2: str, v2: list[str]) -> list[str]:
         attempts = self._attempts
         rows = [(k, attempts.pop(k, "*"), f1, a, f2, b) for k, a, b in zip(keys, v1, v2)]
+        now = time.monotonic()
+        for k in keys:
+            t0 = self._claimed_at.pop(k, None)
+            if t0 is not None and state == "finished":
+                self._durations.append(now - t0)
         call = self.protocol.finish_tasks_call(self.worker_id, state, rows)
         if self.deferred_replies:
             self._send(call, self._on_finished)
@@ -399,7 +447,7 @@ def run_worker(spec: WorkerSpec) -> int:
         worker._fail_worker(tb)
         code = 1
     else:
-        worker.set_terminated("terminated" if worker._terminated else "loop returned")
+        worker.set_terminated(worker.stop_reason or ("terminated" if worker._terminated else "loop returned"))
         try:
             if worker.connector.hget(worker._k_worker, "state") is None:
                 # its record vanished: the network was reset, or Redis restarted without persistence

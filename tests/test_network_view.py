@@ -179,6 +179,7 @@ def test_every_script_call_declares_network_keys(rush, config):
     p.stop_workers("killed", [(w.worker_id, "killed", "x")], retry=False)
     p.register_worker("w-other", 0, {"pid": "1"})
     p.settle_released(w.worker_id, True, "x")
+    p.give_back(w.worker_id, "k1", "1")
     assert set(seen) == set(_INCLUDES), f"not exercised: {set(_INCLUDES) - set(seen)}"
     for name, keys in seen.items():
         assert keys, f"{name} was called without KEYS"

@@ -119,3 +119,49 @@ def test_rules_requeue():
     ended = decide("w", {}, {"state": "lost", "reason": "sigterm"}, False,
                    JobStatus("finished", reason="completed"), 0, 60, 10)
     assert ended.settle == "sigterm" and ended.done  # no better word: the attempts count
+
+
+# ---------------------------------------------------------------- walltime
+def test_a_task_longer_than_the_walltime_left_is_left_for_another_worker(rush, config):
+    [long_key] = rush.push_tasks([{"x": 1}], expected_duration=3600, max_retries=0)
+    short = rushhpc.RushWorker(rush.network_id, config=config, walltime=60, walltime_margin=0)
+    assert short.pop_task(timeout=0) is None
+    assert short.terminated and short.stop_reason.startswith("walltime:") and "3600 s" in short.stop_reason
+    h = _task(rush, long_key)
+    assert rush.queued_tasks == [long_key] and h["state"] == "queued" and h["free"] == "1"
+    assert "worker_id" not in h and not rush.connector.sismember(rush.keys.running, long_key)
+    # a fresh worker with time (or none set) takes it; the given-back attempt is not a retry used
+    fresh = rushhpc.RushWorker(rush.network_id, config=config, walltime=7200, walltime_margin=0)
+    t = fresh.pop_task(timeout=0)
+    assert t["key"] == long_key and t["xs_extra"]["expected_duration"] == 3600.0
+    fresh.finish_tasks([long_key], [{"y": 1}])
+    assert rush.fetch_finished_tasks()["keys"].tolist() == [long_key]
+    short.close()
+    fresh.close()
+
+
+def test_a_worker_learns_the_typical_duration_and_stops_before_running_out(rush, config):
+    import time
+    rush.push_tasks([{"x": i} for i in range(3)])
+    w = rushhpc.RushWorker(rush.network_id, config=config)
+    for _ in range(3):
+        t = w.pop_task(timeout=0)
+        time.sleep(0.3)
+        w.finish_tasks([t["key"]], [{"y": 0}])
+    w.close()
+    # a worker started later reads the network's recent durations (about 0.3 s each) ...
+    rush.push_tasks([{"x": 9}])
+    late = rushhpc.RushWorker(rush.network_id, config=config, walltime=0.2, walltime_margin=0)
+    assert 0.25 <= late.typical_duration() < 2
+    # ... and with 0.2 s of walltime takes no task of that kind
+    assert late.pop_task(timeout=0) is None and "a typical task" in late.stop_reason
+    assert rush.n_queued_tasks == 1
+    late.close()
+
+
+def test_expected_duration_is_checked(rush):
+    with pytest.raises(rushhpc.RushError, match="expected_duration"):
+        rush.push_tasks([{"x": 1}, {"x": 2}], expected_duration=[1.0])
+    with pytest.raises(rushhpc.RushError, match="expected_duration"):
+        rush.push_tasks([{"x": 1}], expected_duration=-5)
+    assert rush.n_queued_tasks == 0

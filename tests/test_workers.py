@@ -325,6 +325,7 @@ def test_wait_for_workers_times_out_with_a_clear_error(rush):
     rush_plan(config=rush.config)
     r = rushhpc.rsh(rush.network_id)
     ids = r.start_local_workers(queue_loop, n_workers=1, fun=abs, **HB)
+    r.wait_for_workers(worker_ids=ids, timeout=60)  # a loaded machine may take seconds to start one
     with pytest.raises(rushhpc.RushTimeoutError, match="only 1 of 2 workers registered"):
         r.wait_for_workers(worker_ids=ids + ["w-doesnotexist"], timeout=2)
     r.close()
