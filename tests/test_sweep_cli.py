@@ -413,6 +413,19 @@ def test_redis_url_with_password_file(tmp_path, redis_server):
     assert left == []
 
 
+def test_adapting_workers_follow_the_queue(tmp_path):
+    """workers.adapt: the monitor starts workers as the queue demands (never more than max),
+    every evaluation is done, and the workers are released at the end."""
+    write_sweep(tmp_path, objective="functions.py:slow_branin", budget={"evaluations": 12},
+                workers={"launcher": "local", "adapt": {"min": 0, "max": 3, "idle_timeout": "2s"}})
+    out = run(tmp_path, "sweep.yaml", "workers.adapt.max=2", timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "adapting between 0 and 2 local worker(s)" in out.stdout + out.stderr
+    rows = results(tmp_path / "runs" / "out")
+    assert len(rows) == 12 and {r["state"] for r in rows} == {"finished"}
+    assert 1 <= len({r["worker_id"] for r in rows}) <= 2  # the override's max, not the file's
+
+
 # ---------------------------------------------------------------------------- validation
 def x1(**spec) -> dict:
     """A space whose x1 is ``spec`` (x2 fixed)."""
@@ -454,6 +467,14 @@ VALIDATION_CASES = [
     ({}, ["workers.n"], "sweep.yaml: override 'workers.n': expected KEY=VALUE"),
     ({}, ["workers={n: 2"], "sweep.yaml: override 'workers={n: 2': the value is not valid YAML"),
     ({}, ["workers.n=0"], "sweep.yaml: workers.n: expected a positive integer, got 0"),
+    ({"workers": {"n": 2, "adapt": {"max": 4}}}, [], "sweep.yaml: workers.n: give either workers.n"),
+    ({"workers": {"adapt": {"min": 1}}}, [], "sweep.yaml: workers.adapt.max: expected the largest number"),
+    ({"workers": {"adapt": {"min": 5, "max": 2}}}, [], "sweep.yaml: workers.adapt.min: expected at most"),
+    ({"workers": {"adapt": {"max": 2, "ceiling": 3}}}, [], "sweep.yaml: workers.adapt.ceiling: unknown key"),
+    ({"strategy": "tpe", "workers": {"adapt": {"max": 2}}}, [],
+     "sweep.yaml: workers.adapt: adapting follows the queue of a design strategy"),
+    ({"workers": {"adapt": {"max": 2}}}, ["workers.adapt.idle=3"],
+     "sweep.yaml: override 'workers.adapt.idle=3': workers.adapt.idle does not exist"),
 ]
 
 

@@ -42,9 +42,10 @@ TOP_KEYS = (
 )
 BUDGET_KEYS = ("evaluations", "walltime", "target")
 WORKER_KEYS = (
-    "n", "launcher", "resources", "heartbeat_period", "heartbeat_expire", "restarts", "start_timeout",
+    "n", "adapt", "launcher", "resources", "heartbeat_period", "heartbeat_expire", "restarts", "start_timeout",
     "stop_grace",
 )
+ADAPT_KEYS = ("min", "max", "idle_timeout", "backlog")
 REDIS_KEYS = ("url", "host", "port", "db", "username", "password_file", "tls")
 PARAM_TYPES = ("float", "int", "categorical", "fixed")
 PARAM_KEYS = {
@@ -195,6 +196,8 @@ def _allowed_keys(path: Sequence[str], node: dict) -> tuple[str, ...] | None:
         return BUDGET_KEYS
     if t == ("workers",):
         return WORKER_KEYS
+    if t == ("workers", "adapt"):
+        return ADAPT_KEYS
     if t == ("redis",):
         return REDIS_KEYS
     if t == ("strategy",):
@@ -577,6 +580,26 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
     c.mapping("workers", w, WORKER_KEYS)
     workers: dict[str, Any] = {}
     workers["n"] = c.int_("workers.n", w.get("n", 1), minimum=1)
+    workers["adapt"] = None
+    if w.get("adapt") is not None:
+        a = c.mapping("workers.adapt", w["adapt"], ADAPT_KEYS)
+        if "n" in w:
+            raise c.fail("workers.n", "give either workers.n (a fixed number) or workers.adapt (min and max), "
+                         "not both", w["n"])
+        if out["strategy"]["name"] not in DESIGN_STRATEGIES:
+            raise c.fail("workers.adapt", f"adapting follows the queue of a design strategy "
+                         f"({', '.join(DESIGN_STRATEGIES)}); {out['strategy']['name']} workers propose their own "
+                         "points: use workers.n", w["adapt"])
+        if "max" not in a:
+            raise c.fail("workers.adapt.max", "expected the largest number of workers (a positive integer)")
+        amax = c.int_("workers.adapt.max", a["max"], minimum=1)
+        amin = c.int_("workers.adapt.min", a.get("min", 0), minimum=0)
+        if amin > amax:
+            raise c.fail("workers.adapt.min", f"expected at most workers.adapt.max ({amax})", amin)
+        workers["adapt"] = {"min": amin, "max": amax,
+                            "idle_timeout": c.duration("workers.adapt.idle_timeout", a.get("idle_timeout", 60)),
+                            "backlog": c.opt_int("workers.adapt.backlog", a.get("backlog"), minimum=1)}
+        workers["n"] = amax
     workers["launcher"] = c.choice("workers.launcher", w.get("launcher", "local"), LAUNCHERS)
     res = w.get("resources", {}) or {}
     if not isinstance(res, dict) or not all(isinstance(k, str) for k in res):

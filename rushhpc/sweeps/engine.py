@@ -105,6 +105,7 @@ class SweepRun:
         self.metric, self.direction = d["metric"], d["direction"]
         self.budget = d["budget"]
         self.wanted = d["workers"]["n"]
+        self.adapter: Any = None  # the rushhpc.adapt.Adapter when workers.adapt is set
         self.rush_: Rush | None = None
         self.journal_: Journal | None = None
         self.state: dict[str, Any] = {}
@@ -436,6 +437,15 @@ class SweepRun:
             options["heartbeat_period"] = w["heartbeat_period"]
         if w["heartbeat_expire"] is not None:
             options["heartbeat_expire"] = w["heartbeat_expire"]
+        a = w.get("adapt")
+        if a is not None:
+            # the monitor follows the queue (kept at twice max by _top_up); it replaces lost
+            # workers and pauses itself after failed starts (_health reads that)
+            self.adapter = self.rush.adapt(loop, minimum=a["min"], maximum=a["max"], idle_timeout=a["idle_timeout"],
+                                           backlog=a["backlog"], **options, **args)
+            self.display.message(f"adapting between {a['min']} and {a['max']} {w['launcher']} worker(s) on network "
+                                 f"{self.rush.network_id} (Redis {self.rush.config.address})")
+            return
         ids = self.rush.start_workers(loop, n_workers=n, **options, **args)
         now = time.monotonic()
         for wid in ids:
@@ -582,7 +592,12 @@ class SweepRun:
         self.inflight.update(zip(keys, idx))
 
     def _health(self) -> None:
-        """Replace lost workers while there is work and restarts are left; give up when none is left."""
+        """Replace lost workers while there is work and restarts are left; give up when none is left.
+        With workers.adapt the monitor does that; the sweep fails when it paused itself."""
+        if self.adapter is not None:
+            if self.adapter.paused and self.rush.n_running_workers == 0 and self.rush.n_running_tasks == 0:
+                raise _Stop("failed", f"adapting paused: {self.adapter.paused}")
+            return
         info = self.rush.worker_info
         states = dict(zip(info["worker_id"], info["state"]))
         now = time.monotonic()
@@ -659,6 +674,7 @@ class SweepRun:
         rush = self.rush
         self.phase = "stopping"
         try:
+            rush.stop_monitor()  # an adapting monitor must not start workers while the sweep stops
             if self.design_mode:
                 rush.empty_queue()
             rush.stop_workers(type="terminate")
