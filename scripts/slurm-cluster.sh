@@ -411,6 +411,8 @@ write_slurm_conf() {   # $1 = 1 for accounting, 0 without. Prints "changed" when
         echo "SelectTypeParameters=CR_Core"
         echo "SchedulerType=sched/backfill"
         echo "SchedulerParameters=sched_interval=2,bf_interval=1"
+        echo "PreemptType=preempt/partition_prio"
+        echo "PreemptMode=REQUEUE"
         echo "MpiDefault=none"
         echo "SwitchType=switch/none"
         echo "MailProg=/bin/true"
@@ -432,7 +434,9 @@ write_slurm_conf() {   # $1 = 1 for accounting, 0 without. Prints "changed" when
             echo "AccountingStorageType=accounting_storage/none"
         fi
         echo "NodeName=n[1-3] NodeHostname=$host NodeAddr=127.0.0.1 Port=$(node_port 1)-$(node_port 3) CPUs=4 RealMemory=4000 State=UNKNOWN"
-        echo "PartitionName=debug Nodes=n[1-3] Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES"
+        echo "# preemption (tests/test_preemption_slurm.py): a job of 'urgent' requeues jobs of 'debug' it needs room from"
+        echo "PartitionName=debug Nodes=n[1-3] Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES PriorityTier=1"
+        echo "PartitionName=urgent Nodes=n[1-3] MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF"
     } >"$tmp"
     install_conf "$tmp" "$CONF" 644
 }
