@@ -45,6 +45,14 @@ log = logging.getLogger("rushhpc")
 
 VAGUE_REASONS = ("heartbeat_expired", "sigterm", "process_died")
 MISSES_FOR_VANISHED = defaults.MISSES_FOR_VANISHED
+# The condition of a lost worker's tasks names the scheduler's reason in words.
+ENDED_WORDS = {
+    "out_of_memory": "its job ran out of memory",
+    "timeout": "its job reached its time limit",
+    "cancelled": "its job was cancelled",
+    "node_fail": "its node failed",
+    "preempted": "its job was preempted",
+}
 
 
 @dataclasses.dataclass
@@ -162,7 +170,8 @@ def decide(
         d.track["cancelled"] = now
     elif ended:
         d.lost_reason = _ended_reason(status, registered=True)
-        d.message = f"worker {worker_id} was lost: job {status.raw}"
+        why = ENDED_WORDS.get(d.lost_reason)
+        d.message = f"worker {worker_id} was lost: " + (f"{why} (job {status.raw})" if why else f"job {status.raw}")
         d.done = True
     elif status.state in ("pending", "held"):  # requeued (node failure, preemption)
         d.lost_reason = "preempted"

@@ -103,6 +103,8 @@ def test_rules_registered():
     assert not decide("w", {}, w, False, JobStatus("suspended"), 0, 60, 10).lost_reason
     assert not decide("w", {}, w, False, JobStatus("finishing"), 0, 60, 10).lost_reason
     assert decide("w", {}, w, False, ENDED("timeout"), 0, 60, 10).lost_reason == "timeout"
+    oom = decide("w", {}, w, False, ENDED("out_of_memory"), 0, 60, 10)
+    assert oom.lost_reason == "out_of_memory" and "ran out of memory" in oom.message  # the tasks' condition
 
 
 def test_rules_vanished_and_refined():
