@@ -379,3 +379,14 @@ def test_secrets_stay_out_of_the_job(batch, backend, monkeypatch, config):
     assert "SLURM_JOB_ID" in env or "PBS_JOBID" in env
     assert config.password not in env and "RUSHHPC_REDIS_URL" not in env
     assert ids
+
+
+@pytest.mark.parametrize("backend", ["slurm"], indirect=True)
+def test_a_refused_submission_shows_the_schedulers_message(batch, backend):
+    """sbatch refusing the script (a partition that does not exist) is one clear error with
+    sbatch's own words; nothing is left recorded as launched."""
+    r = batch(partition="no_such_partition")
+    with pytest.raises(RushWorkerError, match="sbatch refused the worker script") as e:
+        r.start_workers(queue_loop, n_workers=2, fun=abs)
+    assert "invalid partition" in str(e.value).lower() and "no_such_partition" in str(e.value)
+    assert r.worker_rows() == [] and r.records() == {}
