@@ -417,14 +417,17 @@ def test_command_line_errors(pbs):
 
 def test_parallel_qsub_gets_unique_ids_and_capacity_queues_jobs(pbs):
     env = dict(pbs.env, PBS_EMU_NCPUS="2")
-    procs = [subprocess.Popen([str(BIN / "qsub"), "-l", "ncpus=1", "--", "/bin/sleep", "0.3"], cwd=pbs.work,
+    # jobs of 2 s: long enough that a qstat slowed by a loaded machine still sees them run
+    procs = [subprocess.Popen([str(BIN / "qsub"), "-l", "ncpus=1", "--", "/bin/sleep", "2"], cwd=pbs.work,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(8)]
     ids = [p.communicate(timeout=30)[0].strip() for p in procs]
     assert all(JOBID_RE.match(j) for j in ids) and len(set(ids)) == 8
     # two ncpus on the emulated node: never more than two jobs running at once
     seen_running = 0
+    deadline = time.monotonic() + 120
     while pbs.run("qstat").stdout.strip():
+        assert time.monotonic() < deadline, "the 8 jobs did not end within 120 s"
         rows = pbs.run("qstat").stdout.splitlines()[2:]
         running = sum(1 for r in rows if r.split()[4] == "R")
         seen_running = max(seen_running, running)
