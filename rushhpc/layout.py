@@ -22,7 +22,8 @@ Key                          type    holds
 {net}:all_tasks              list    every task key, in push order
 {net}:task:{key}             hash    xs, xs_extra, ys, ys_extra, condition (JSON),
                                      state, worker_id, attempt, max_retries, free
-                                     (attempts not counted as retries),
+                                     (attempts not counted as retries), origin (worker:
+                                     created by its worker, never requeued),
                                      created_at, started_at, finished_at
 {net}:workers                set     every worker id ever registered
 {net}:workers:{state}        set     worker ids by state (pending, running, terminated, ...)

@@ -293,6 +293,8 @@ def test_node_failure(cluster_owner, batch, slurm_only):
         wait_until(lambda: r.detect_lost_workers() == ids, 120, interval=1, what="node failure to be seen")
         row = info(r, ids[0])
         assert row["state"] == "lost" and row["reason"] == "node_fail"
+        # a task its worker created fails with it (nobody pops a queue in that pattern); the
+        # condition names the node failure. Queued tasks would go back uncounted (test_preemption_rules).
         assert r.n_failed_tasks == 1 and "NODE_FAIL" in r.fetch_failed_tasks()["condition"].item()
     finally:
         out = cluster_owner.script("node-restart", node[1:], timeout=120)

@@ -165,3 +165,12 @@ def test_expected_duration_is_checked(rush):
     with pytest.raises(rushhpc.RushError, match="expected_duration"):
         rush.push_tasks([{"x": 1}], expected_duration=-5)
     assert rush.n_queued_tasks == 0
+
+
+def test_a_task_its_worker_created_is_never_requeued(rush, config):
+    w = rushhpc.RushWorker(rush.network_id, config=config)
+    [key] = w.push_running_tasks([{"x": 1}])
+    assert _task(rush, key)["origin"] == "worker"
+    rush.mark_workers("lost", [(w.worker_id, "preempted", "its job was preempted")], retry=Release.FREE)
+    assert rush.queued_tasks == [] and rush.fetch_failed_tasks()["condition"].tolist() == ["its job was preempted"]
+    w.close()

@@ -18,7 +18,8 @@ end
 --   'hold' as 'free', and the keys are kept in released:{wid} until the scheduler's verdict
 --          on the job counts the attempt or not (settle_released.lua): a batch worker
 --          that gets SIGTERM cannot tell a preemption from a cancel or a time limit.
--- A task's retries used are attempt - free (attempt stays the fencing token).
+-- A task's retries used are attempt - free (attempt stays the fencing token). Tasks a
+-- worker created itself (push_running_tasks, origin worker) fail with it in every mode.
 local function release_tasks(wid, mode, msg, t)
   local pend = P .. 'pending:' .. wid
   local k = redis.call('RPOP', pend)
@@ -33,10 +34,11 @@ local function release_tasks(wid, mode, msg, t)
   for _, key in ipairs(redis.call('SMEMBERS', wt)) do
     local tk = P .. 'task:' .. key
     if redis.call('SREM', P .. 'running', key) == 1 then
-      local v = redis.call('HMGET', tk, 'attempt', 'max_retries', 'free')
+      local v = redis.call('HMGET', tk, 'attempt', 'max_retries', 'free', 'origin')
       local used = (tonumber(v[1] or '0') or 0) - (tonumber(v[3] or '0') or 0)
       local maxr = tonumber(v[2] or '0') or 0
-      if uncounted or (mode == '1' and used <= maxr) then
+      -- a task its worker created (origin worker) is not requeued: it fails with its worker
+      if v[4] ~= 'worker' and (uncounted or (mode == '1' and used <= maxr)) then
         if uncounted then
           redis.call('HINCRBY', tk, 'free', 1)
           if mode == 'hold' then redis.call('SADD', P .. 'released:' .. wid, key) end
