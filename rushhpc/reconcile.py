@@ -239,6 +239,14 @@ class Reconciler:
                 if d.job_state and (w or {}).get("job_state") != d.job_state:
                     pipe.hset(net.keys.worker(wid), "job_state", str(d.job_state))
                     changed = True
+                if "failed" in (d.lost_reason, d.refine_reason) and launcher.ran_out_of_memory(
+                        launcher.stderr_tail(wid, 10)):
+                    # the job's state says failed, its stderr says the scheduler killed it for memory
+                    if d.lost_reason:
+                        d.lost_reason, d.message = "out_of_memory", d.message.replace(
+                            "was lost: ", f"was lost: {ENDED_WORDS['out_of_memory']}, ", 1)
+                    else:
+                        d.refine_reason = "out_of_memory"
                 if d.lost_reason:
                     tail = launcher.stderr_tail(wid, 10)
                     msg = d.message + (f"; stderr ends with: {tail.splitlines()[-1]}" if tail else "")

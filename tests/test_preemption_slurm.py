@@ -1,4 +1,4 @@
-"""Preemption on the real SLURM test cluster: partitions `debug` (PriorityTier 1) and `urgent`
+"""Preemption and out of memory on the real SLURM test cluster: partitions `debug` (PriorityTier 1) and `urgent`
 (PriorityTier 10), PreemptType=preempt/partition_prio, PreemptMode=REQUEUE (scripts/slurm-cluster.sh).
 A job of `urgent` that needs a worker's node requeues the worker's job: the worker's running task
 goes back to the queue without using a retry, and the requeued job brings the worker back under
@@ -68,3 +68,29 @@ def test_preempted_worker_requeues_its_task_uncounted_and_comes_back(batch, back
     r.stop_workers(type="terminate")
     wait_until(lambda: r.detect_lost_workers(poll_scheduler=True) is not None
                and info(r, wid)["state"] == "terminated", 90, interval=0.5, what="the worker to terminate")
+
+
+def _hog(mb):
+    block = bytearray(mb * 1024 * 1024)  # touched: resident, not only reserved
+    time.sleep(30)
+    return {"y": len(block)}
+
+
+@pytest.mark.parametrize("backend", ["slurm"], indirect=True)
+def test_a_job_killed_for_its_memory_says_out_of_memory(batch, backend):
+    """The test cluster has no cgroups: slurmstepd kills a step over its --mem (OverMemoryKill)
+    and the job ends FAILED with signal 9; its stderr says why, and so does the worker's reason
+    and the task's condition."""
+    r = batch(heartbeat_expire=20, mem="400M")
+    [wid] = r.start_workers(queue_loop, n_workers=1, fun=_hog)
+    r.wait_for_workers(worker_ids=[wid], timeout=90)
+    [key] = r.push_tasks([{"mb": 900}], max_retries=0)
+
+    def lost():
+        r.detect_lost_workers(poll_scheduler=True)
+        return info(r, wid)["state"] == "lost"
+    wait_until(lost, 120, interval=0.5, what="the worker to be killed for its memory")
+    row = info(r, wid)
+    assert row["reason"] == "out_of_memory", row.to_dict()
+    wait_until(lambda: r.n_failed_tasks == 1, 60, interval=0.5, what="the task to fail")
+    assert "ran out of memory" in r.fetch_failed_tasks()["condition"].item()

@@ -16,6 +16,7 @@ of names is `rushhpc.registry`.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -63,6 +64,9 @@ class Launcher(ABC):
     # whether a worker is lost (`poll` + `rushhpc.reconcile`); an unmanaged one reports
     # ended processes it started (`ended`), and heartbeats decide for the rest.
     managed: bool = False
+    # What the scheduler writes into a job's stderr when it kills the job for its memory,
+    # where the job's state does not say so (SLURM without cgroups ends it FAILED, signal 9).
+    out_of_memory_pattern: re.Pattern[str] | None = None
     calls: int = 0  # backend commands run (queries, submissions, kills): for tests and bench
     submissions: int = 0
 
@@ -142,6 +146,10 @@ class Launcher(ABC):
 
     def close(self) -> None:
         """The manager is closing: release backend handles; kill processes that must not outlive it."""
+
+    def ran_out_of_memory(self, stderr_tail: str) -> bool:
+        """Whether a job's stderr says the scheduler killed it for exceeding its memory."""
+        return bool(self.out_of_memory_pattern and self.out_of_memory_pattern.search(stderr_tail))
 
     def stderr_tail(self, worker_id: str, n: int = 20) -> str:
         """Last lines of a worker's stderr: the record's ``stderr`` path, else the log dir's file."""

@@ -143,6 +143,8 @@ class SlurmLauncher(BatchLauncher):
     name = "slurm"
     scheduler = "slurm"
     template_name = "slurm.sh.j2"
+    # slurmstepd's words when a step exceeds --mem (jobacct OverMemoryKill), and the kernel's
+    out_of_memory_pattern = re.compile(r"exceeded (job )?memory limit|oom[-_ ]kill|out of memory", re.IGNORECASE)
 
     def __init__(self, context: LaunchContext, options: dict[str, Any] | None = None):
         super().__init__(context, options)
