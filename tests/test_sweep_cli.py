@@ -144,8 +144,8 @@ def test_tpe_model_based(tmp_path):
     out = run(tmp_path, "sweep.yaml")
     assert out.returncode == 0, out.stderr
     rows = results(tmp_path / "runs" / "out")
-    # each worker checks the budget before proposing: two may pass the check at the same instant
-    assert 40 <= len(rows) <= 41
+    # the budget's slots are taken atomically with the tasks' creation: exactly the budget
+    assert len(rows) == 40
     assert [int(r["eval"]) for r in rows] == list(range(len(rows)))
     assert all(r["state"] == "finished" for r in rows)
     assert len({r["worker_id"] for r in rows}) == 2
@@ -154,6 +154,26 @@ def test_tpe_model_based(tmp_path):
     # after the random start the samplers, fitted on the results in Redis, propose near the minimum:
     # uniform points are 0.29 from it on average (the mean of 20 is below 0.2 with probability < 2%)
     assert sum(dist[-20:]) / 20 < 0.2, xs
+
+
+def test_tpe_budget_is_exact_with_several_workers(tmp_path):
+    """Four workers with an objective that costs nothing race for the last slots of the budget
+    (they all check it at about the same instant): exactly the budget is evaluated, not up to
+    budget + workers - 1."""
+    pytest.importorskip("optuna")
+    write_sweep(tmp_path, objective="functions.py:quadratic", strategy={"name": "tpe", "n_startup_trials": 4},
+                space={"x": {"type": "float", "low": 0, "high": 1}}, budget={"evaluations": 23},
+                workers={"n": 4, "launcher": "local"})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    o = tmp_path / "runs" / "out"
+    rows = results(o)
+    assert len(rows) == 23 and all(r["state"] == "finished" for r in rows)
+    assert [int(r["eval"]) for r in rows] == list(range(23))
+    assert len(journal(o)) == 23
+    summary = json.loads((o / "summary.json").read_text())
+    assert summary["counts"]["evaluations"] == summary["counts"]["finished"] == 23
+    assert summary["counts"]["cancelled"] == 0
 
 
 # ---------------------------------------------------------------------------- overrides, seed

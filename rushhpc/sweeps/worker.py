@@ -16,7 +16,8 @@ or ``y`` without meeting rushhpc's own task columns or the outputs.
 - `model_loop` (tpe, optuna): the decentralized pattern of rush's model-based optimisation.
   Each worker reads the finished and running tasks from Redis (``task_rows``), fits the sampler on them
   (running ones as pending trials: constant liar), proposes one point, creates its own
-  running task with ``push_running_tasks``, evaluates it and reports.
+  running task with ``push_running_tasks`` (capped at the budget, atomically: never more
+  tasks than ``budget.evaluations``), evaluates it and reports.
 """
 
 from __future__ import annotations
@@ -154,6 +155,10 @@ def model_loop(rush: RushWorker, objective: str | Callable[..., Any], pythonpath
         if trials:
             study.add_trials(trials)
         params = suggest(study.ask(), sp)
-        keys = rush.push_running_tasks([{"params": params}])
+        # the budget's slot is taken atomically with the task's creation: workers that proposed
+        # at the same instant never create more than max_evaluations tasks between them
+        keys = rush.push_running_tasks([{"params": params}], max_tasks=max_evaluations)
+        if not keys:
+            return  # another worker took the last slot
         ok, res = evaluate(fn, params, metric, timeout, retries)
         _report(rush, keys[0], ok, res)
