@@ -520,6 +520,36 @@ def test_python_sweep_function_returns_the_table(tmp_path, monkeypatch, redis_se
     assert again.iloc[:5][["x1", "x2"]].equals(df[["x1", "x2"]])
 
 
+def test_a_running_sweep_says_what_it_is_in_its_network(tmp_path, monkeypatch, redis_server):
+    import threading
+
+    import rushhpc
+    from rushhpc.network import Network, list_networks
+
+    shutil.copy(HERE / "sweep_functions.py", tmp_path / "functions.py")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SWEEP_SLEEP", "0.3")
+    config = {"objective": "functions.py:slow_branin", "space": BRANIN_SPACE, "budget": {"evaluations": 6},
+              "redis": _redis_yaml(tmp_path, redis_server), "progress": "none", "seed": 5, "name": "infotest",
+              "output": str(tmp_path / "info"), "metric": "y", "direction": "maximize"}
+    cfg = redis_server.config
+    before = set(list_networks(cfg.connect()))
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(rushhpc.sweep(config)))
+    t.start()
+    try:
+        nets = wait_until(lambda: [n for n in list_networks(cfg.connect()) if n not in before
+                                   and n.startswith("infotest-")], timeout=60, what="the sweep's network")
+        info = wait_until(lambda: Network(nets[0], cfg).sweep_info(), timeout=30, what="its sweep record")
+    finally:
+        t.join(120)
+    assert info.name == "infotest" and info.strategy == "random" and info.metric == "y"
+    assert info.direction == "maximize" and info.evaluations == 6 and info.seed == 5
+    assert info.config == "<dict>" and info.output == str(tmp_path / "info") and info.started_at > 0
+    assert len(done[0]) == 6
+    assert Network(nets[0], cfg).sweep_info() is None  # deleted with the network at the end
+
+
 def test_python_sweep_takes_a_function(tmp_path, redis_server):
     import rushhpc
 
