@@ -14,8 +14,8 @@ or ``y`` without meeting rushhpc's own task columns or the outputs.
   The manager queues points by index, a few ahead of the workers, so a free worker takes its
   next point at once (no batch barrier) and the set of points never depends on timing.
 - `model_loop` (tpe, optuna): the decentralized pattern of rush's model-based optimisation.
-  Each worker reads the finished and running tasks from Redis (``task_rows``), fits the sampler on them
-  (running ones as pending trials: constant liar), proposes one point, creates its own
+  Each worker reads the finished and running tasks from Redis (``task_rows``), brings its study
+  up to date with them (`History`; running ones as pending trials: constant liar), proposes one point, creates its own
   running task with ``push_running_tasks`` (capped at the budget, atomically: never more
   tasks than ``budget.evaluations``), evaluates it and reports.
 """
