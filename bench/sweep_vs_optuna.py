@@ -22,7 +22,7 @@ span (first evaluation's start to last evaluation's end), utilisation = time ins
 objective / (workers x wall time) (and the same over the active span), the overhead per
 evaluation ((workers x span - time in the objective) / evaluations), evaluations done.
 
-    python bench/sweep_vs_optuna.py            # 5 seeds, 4 workers, about 5-8 minutes
+    python bench/sweep_vs_optuna.py            # 5 seeds, 4 workers, about 3-4 minutes
     python bench/sweep_vs_optuna.py --quick    # 1 seed, small budgets, under 2 minutes
     python bench/sweep_vs_optuna.py --seeds 3 --workers 2 --cost 0.05 --json out.json
 
@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="rushhpc-bench-tpe-"))
     os.environ["RUSHHPC_RUN_DIR"] = str(work / "run")  # the workers' logs, not ~/.rushhpc
     server = RedisServer(work)
+    info["redis"] = server.version
     runs: list[dict[str, Any]] = []
     t_all = time.perf_counter()
     try:
@@ -303,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nrushhpc tpe vs Optuna's distributed TPE (Redis journal): {args.workers} workers, {seeds} seed(s), "
           f"objective cost {args.cost * 1000:.0f} ms, n_startup_trials {N_STARTUP}, constant liar")
     print(f"machine: nproc {info['nproc']}, load average {info['loadavg_start']} at start, {info['loadavg_end']} at end; "
-          f"python {info['python']}, rushhpc {info['rushhpc']}, optuna {info['optuna']}; {info['total_s']} s in all\n")
+          f"python {info['python']}, rushhpc {info['rushhpc']}, optuna {info['optuna']}, redis {info['redis']}; "
+          f"{info['total_s']} s in all\n")
     print(markdown(rows, budgets))
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "budgets": budgets, "workers": args.workers,
