@@ -38,6 +38,9 @@ Key                          type    holds
 {net}:launches:active        set     batch workers whose job's fate is not settled yet
 {net}:log                    stream  log records of the workers (capped)
 {net}:adapt                  string  the adaptive scaler's status (JSON): active/paused, reason, last decision
+{net}:sweep                  hash    what a sweep network is (`rushhpc.records.SweepInfo`): name, strategy,
+                                     metric, direction, evaluations, walltime, target, seed, config,
+                                     output, started_at; written once when ``rushhpc sweep`` starts
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class Keys:
         self.active_launches = p + "launches:active"
         self.log = p + "log"
         self.adapt = p + "adapt"
+        self.sweep = p + "sweep"
         self.pattern = p + "*"
 
     def workers_in(self, state: str) -> str:

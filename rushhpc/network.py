@@ -29,7 +29,7 @@ from .config import RedisClient, RedisConfig, write_credentials
 from .errors import RushConfigError
 from .layout import Keys, validate_id
 from .protocol import SCHEMA_VERSION, Protocol
-from .records import LaunchRecord
+from .records import SWEEP_FIELDS, LaunchRecord, SweepInfo
 from .states import TASK_STATES, UNCOUNTED_REASONS, Release, WorkerState
 from .tables import WORKER_COLUMNS
 from .tasks import TaskStore
@@ -116,6 +116,34 @@ class Network(TaskStore):
 
     def meta(self) -> dict[str, str]:
         return dict(self.connector.hgetall(self.keys.meta))
+
+    def set_sweep_info(self, info: SweepInfo) -> bool:
+        """Record what this network is for (`SweepInfo`, in ``{net}:sweep``), once: a network
+        that has a record keeps it. Returns True when this call wrote it. Deleted with the network.
+
+        Example:
+            >>> rush.set_sweep_info(SweepInfo("branin", "tpe", "y", "minimize", evaluations=100))
+            True
+        """
+        k = self.keys.sweep
+        with self.connector.pipeline(transaction=True) as pipe:  # MULTI: all fields, or none
+            for f, v in info.to_hash().items():
+                pipe.hsetnx(k, f, v)
+            written = pipe.execute()
+        return bool(written and written[0])
+
+    def sweep_info(self) -> SweepInfo | None:
+        """What sweep this network runs (metric, direction, budget, ...), or None when it is
+        not a sweep's network (or one started by an older rushhpc).
+
+        Example:
+            >>> net.sweep_info().metric, net.sweep_info().direction
+            ('y', 'minimize')
+        """
+        h = self.connector.hmget(self.keys.sweep, list(SWEEP_FIELDS))
+        if all(v is None for v in h):
+            return None
+        return SweepInfo.from_hash({f: v for f, v in zip(SWEEP_FIELDS, h) if v is not None})
 
     def check_schema(self) -> None:
         """Refuse a network written by another protocol version, with a message."""

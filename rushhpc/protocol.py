@@ -153,8 +153,10 @@ class Protocol:
             args.extend(t)
         return int(self._s["push_tasks"](keys=[k.queued, k.all_tasks], args=args))
 
-    def push_running_tasks_call(self, worker_id: str, tasks: Sequence[Triple]) -> Call:
-        args: list[Any] = [self.keys.prefix, worker_id]
+    def push_running_tasks_call(self, worker_id: str, tasks: Sequence[Triple], max_tasks: int | None = None) -> Call:
+        """Create running tasks of a worker; with ``max_tasks`` only if the network then holds
+        at most that many tasks (all or none; the reply's third item says which)."""
+        args: list[Any] = [self.keys.prefix, worker_id, "" if max_tasks is None else str(int(max_tasks))]
         for t in tasks:
             args.extend(t)
         script, keys, head, n = self._bind("push_running_tasks", worker_id)

@@ -58,3 +58,70 @@ class JobStatus:
     reason: str = ""
     raw: str = ""
     exit_code: int | None = None
+
+
+SWEEP_FIELDS = ("name", "strategy", "metric", "direction", "evaluations", "walltime", "target", "seed", "config",
+                "output", "started_at")
+
+
+def _opt_float(v: str | None) -> float | None:
+    return float(v) if v not in (None, "") else None
+
+
+@dataclasses.dataclass
+class SweepInfo:
+    """What a sweep network is (``{net}:sweep``): written once by ``rushhpc sweep`` when it
+    starts, read by the CLI, the dashboard and notebooks to name the metric and its direction.
+
+    ``evaluations``, ``walltime`` (s) and ``target`` are the sweep's budget (None: not set);
+    ``config`` is the sweep file (``<dict>`` for a sweep given as a mapping in Python),
+    ``output`` the results folder, ``started_at`` Unix seconds.
+
+    Example:
+        >>> SweepInfo("branin", "tpe", "y", "minimize", evaluations=100).describe()
+        'sweep branin: tpe, minimize y, budget 100 evaluations'
+    """
+
+    name: str
+    strategy: str
+    metric: str
+    direction: str
+    evaluations: int | None = None
+    walltime: float | None = None
+    target: float | None = None
+    seed: int | None = None
+    config: str | None = None
+    output: str | None = None
+    started_at: float | None = None
+
+    def to_hash(self) -> dict[str, str]:
+        """The hash fields stored in Redis (plain strings; '' for None)."""
+        return {k: "" if v is None else str(v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> "SweepInfo":
+        """From the stored hash; unknown fields are ignored, missing ones are None."""
+        def opt(k: str) -> str | None:
+            v = h.get(k)
+            return v if v not in (None, "") else None
+
+        ev, seed = opt("evaluations"), opt("seed")
+        return cls(
+            name=h.get("name", ""), strategy=h.get("strategy", ""), metric=h.get("metric", ""),
+            direction=h.get("direction", ""), evaluations=int(ev) if ev is not None else None,
+            walltime=_opt_float(opt("walltime")), target=_opt_float(opt("target")),
+            seed=int(seed) if seed is not None else None, config=opt("config"), output=opt("output"),
+            started_at=_opt_float(opt("started_at")),
+        )
+
+    def describe(self) -> str:
+        """One line: name, strategy, direction and metric, budget."""
+        budget = []
+        if self.evaluations is not None:
+            budget.append(f"{self.evaluations} evaluations")
+        if self.walltime is not None:
+            budget.append(f"walltime {self.walltime:g} s")
+        if self.target is not None:
+            budget.append(f"target {self.target:g}")
+        return (f"sweep {self.name}: {self.strategy}, {self.direction} {self.metric}"
+                + (f", budget {', '.join(budget)}" if budget else ""))

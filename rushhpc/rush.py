@@ -161,6 +161,7 @@ class Rush(Network):
 
     def _launch(self, worker_type: str, start_id: str, n: int, options: dict[str, Any]) -> list[str]:
         with self._launch_lock:
+            _MANAGERS.add(self)  # again, after a close(): the exit hook closes it
             launcher = self.launcher(worker_type)
             records = launcher.launch(start_id, launcher.make_worker_ids(n), options)
             for r in records:
@@ -570,7 +571,12 @@ class Rush(Network):
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Stop the monitor and the local workers this manager started (unless detached)."""
+        """Stop the monitor and the local workers this manager started (unless detached).
+
+        A closed manager leaves the exit hook's list (until it starts workers again): closing it
+        once more at exit would ask Redis again, and wait for it in vain when Redis was stopped.
+        """
+        _MANAGERS.discard(self)
         self.stop_monitor()
         with self._launch_lock:
             launchers = list(self._launchers.values())

@@ -275,31 +275,46 @@ class RushWorker(Network):
         self._claimed_at[k] = time.monotonic()
         return task
 
-    def push_running_tasks(self, xss: Sequence[dict], xss_extra: Sequence[dict] | None = None) -> list[str]:
+    def push_running_tasks(self, xss: Sequence[dict], xss_extra: Sequence[dict] | None = None,
+                           max_tasks: int | None = None) -> list[str]:
         """Create tasks this worker evaluates itself (the propose/evaluate/report pattern).
+
+        ``max_tasks`` caps the network's tasks (every state, ``n_tasks``): the tasks are created
+        only if the network then holds at most ``max_tasks``, all or none, in one atomic step,
+        and ``[]`` is returned when they were not. Workers sharing a budget of evaluations pass
+        it here, so however many race for the last slots, exactly the budget is created. A
+        capped call waits for its reply (the worker must know whether to evaluate).
 
         Example:
             >>> keys = rush.push_running_tasks([{"x1": 0.3, "x2": 4.1}])
+            >>> if not rush.push_running_tasks([{"x1": 0.5, "x2": 1.0}], max_tasks=100):
+            ...     return  # the budget's tasks exist
         """
+        if max_tasks is not None and (isinstance(max_tasks, bool) or not isinstance(max_tasks, int)):
+            raise RushError(f"max_tasks must be an integer or None, got {max_tasks!r}")
         keys, xs_json, ex_json = self._encode_tasks(xss, xss_extra)
-        call = self.protocol.push_running_tasks_call(self.worker_id, list(zip(keys, xs_json, ex_json)))
-        for k in keys:
-            self._attempts[k] = "1"
-        if self.deferred_replies:
+        call = self.protocol.push_running_tasks_call(self.worker_id, list(zip(keys, xs_json, ex_json)), max_tasks)
+        if self.deferred_replies and max_tasks is None:
+            for k in keys:
+                self._attempts[k] = "1"
             if self._terminated:  # known to be stopping: ask before creating more work
                 state = self.connector.hget(self._k_worker, "state")
                 if state != "running":
                     raise self._stopped(state)
             self._send(call, self._on_pushed)
             return keys
-        state, term = self.protocol.run(call)
+        state, term, created = self.protocol.run(call)
         self._note_state(state, term)
         if state != "running":
             raise self._stopped(state)
+        if created != "1":
+            return []
+        for k in keys:
+            self._attempts[k] = "1"
         return keys
 
     def _on_pushed(self, reply: list) -> None:
-        state, term = reply
+        state, term = reply[0], reply[1]
         self._note_state(state, term)
         if state != "running":
             log.warning("worker %s is %s: the tasks it just created were not stored", self.worker_id, state)

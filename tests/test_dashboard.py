@@ -366,6 +366,14 @@ def test_api_reads_a_network(busy, second_network, start_dashboard, config):
     best = get(f"/api/{net}/best")
     assert (best["column"], best["direction"], best["source"]) == ("loss", "maximize", "sweep")
     rush.connector.delete(rush.keys.prefix + "sweep")
+    from rushhpc.records import SweepInfo  # what rushhpc sweep writes: a hash, through Network.set_sweep_info
+
+    rush.set_sweep_info(SweepInfo("s", "tpe", "loss", "maximize", evaluations=10))
+    best = get(f"/api/{net}/best")
+    assert (best["column"], best["direction"], best["source"]) == ("loss", "maximize", "sweep")
+    summary = {d["network_id"]: d for d in get("/api/networks")["networks"]}[net]
+    assert summary["sweep"]["metric"] == "loss" and summary["sweep"]["evaluations"] == 10
+    rush.connector.delete(rush.keys.sweep)
 
     tl = get(f"/api/{net}/timeline")
     assert tl["workers"][0]["worker_id"] == w.worker_id and len(tl["tasks"]) == 4  # 3 finished, 1 running

@@ -49,6 +49,32 @@ def test_view_sees_what_a_manager_did(rush, config):
     w.close()
 
 
+def test_sweep_info_is_written_once_read_typed_and_shown(rush, config):
+    from rushhpc.records import SweepInfo
+
+    assert rush.sweep_info() is None  # not a sweep's network
+    info = SweepInfo("branin", "tpe", "loss", "maximize", evaluations=200, walltime=600.0, seed=3,
+                     config="/x/sweep.yaml", output="/x/runs/branin", started_at=1.5)
+    assert rush.set_sweep_info(info) is True
+    assert rush.set_sweep_info(SweepInfo("other", "random", "y", "minimize")) is False  # written once
+    view = Network.open(rush.network_id, config)
+    got = view.sweep_info()
+    assert got == info and got.target is None and isinstance(got.evaluations, int)
+    assert got.describe() == "sweep branin: tpe, maximize loss, budget 200 evaluations, walltime 600 s"
+    assert rush.connector.hget(rush.keys.sweep, "metric") == "loss"  # readable with redis-cli
+    out = cli("networks", "--json", env_url=config.url())
+    doc = {d["network_id"]: d for d in json.loads(out.stdout)}[rush.network_id]
+    assert doc["sweep"]["metric"] == "loss" and doc["sweep"]["direction"] == "maximize"
+    assert doc["sweep"]["evaluations"] == 200
+    text = cli("networks", env_url=config.url()).stdout
+    assert "SWEEP" in text and "tpe: maximize loss" in text
+    text = cli("tasks", rush.network_id, env_url=config.url()).stdout
+    assert text.startswith("sweep branin: tpe, maximize loss")
+    # deleted with the network (the rush fixture checks that reset leaves no key)
+    rush.reset()
+    assert rush.sweep_info() is None
+
+
 def test_schema_version_mismatch_is_refused(rush, config):
     rush.connector.hset(rush.keys.meta, "schema", "999")
     with pytest.raises(RushConfigError, match="protocol version 999"):

@@ -144,8 +144,8 @@ def test_tpe_model_based(tmp_path):
     out = run(tmp_path, "sweep.yaml")
     assert out.returncode == 0, out.stderr
     rows = results(tmp_path / "runs" / "out")
-    # each worker checks the budget before proposing: two may pass the check at the same instant
-    assert 40 <= len(rows) <= 41
+    # the budget's slots are taken atomically with the tasks' creation: exactly the budget
+    assert len(rows) == 40
     assert [int(r["eval"]) for r in rows] == list(range(len(rows)))
     assert all(r["state"] == "finished" for r in rows)
     assert len({r["worker_id"] for r in rows}) == 2
@@ -154,6 +154,26 @@ def test_tpe_model_based(tmp_path):
     # after the random start the samplers, fitted on the results in Redis, propose near the minimum:
     # uniform points are 0.29 from it on average (the mean of 20 is below 0.2 with probability < 2%)
     assert sum(dist[-20:]) / 20 < 0.2, xs
+
+
+def test_tpe_budget_is_exact_with_several_workers(tmp_path):
+    """Four workers with an objective that costs nothing race for the last slots of the budget
+    (they all check it at about the same instant): exactly the budget is evaluated, not up to
+    budget + workers - 1."""
+    pytest.importorskip("optuna")
+    write_sweep(tmp_path, objective="functions.py:quadratic", strategy={"name": "tpe", "n_startup_trials": 4},
+                space={"x": {"type": "float", "low": 0, "high": 1}}, budget={"evaluations": 23},
+                workers={"n": 4, "launcher": "local"})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    o = tmp_path / "runs" / "out"
+    rows = results(o)
+    assert len(rows) == 23 and all(r["state"] == "finished" for r in rows)
+    assert [int(r["eval"]) for r in rows] == list(range(23))
+    assert len(journal(o)) == 23
+    summary = json.loads((o / "summary.json").read_text())
+    assert summary["counts"]["evaluations"] == summary["counts"]["finished"] == 23
+    assert summary["counts"]["cancelled"] == 0
 
 
 # ---------------------------------------------------------------------------- overrides, seed
@@ -519,6 +539,36 @@ def test_python_sweep_function_returns_the_table(tmp_path, monkeypatch, redis_se
     again = rushhpc.sweep(config, resume=True, budget__evaluations=7, output=str(tmp_path / "py"))
     assert len(again) == 7 and list(again["eval"]) == list(range(7))
     assert again.iloc[:5][["x1", "x2"]].equals(df[["x1", "x2"]])
+
+
+def test_a_running_sweep_says_what_it_is_in_its_network(tmp_path, monkeypatch, redis_server):
+    import threading
+
+    import rushhpc
+    from rushhpc.network import Network, list_networks
+
+    shutil.copy(HERE / "sweep_functions.py", tmp_path / "functions.py")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SWEEP_SLEEP", "0.3")
+    config = {"objective": "functions.py:slow_branin", "space": BRANIN_SPACE, "budget": {"evaluations": 6},
+              "redis": _redis_yaml(tmp_path, redis_server), "progress": "none", "seed": 5, "name": "infotest",
+              "output": str(tmp_path / "info"), "metric": "y", "direction": "maximize"}
+    cfg = redis_server.config
+    before = set(list_networks(cfg.connect()))
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(rushhpc.sweep(config)))
+    t.start()
+    try:
+        nets = wait_until(lambda: [n for n in list_networks(cfg.connect()) if n not in before
+                                   and n.startswith("infotest-")], timeout=60, what="the sweep's network")
+        info = wait_until(lambda: Network(nets[0], cfg).sweep_info(), timeout=30, what="its sweep record")
+    finally:
+        t.join(120)
+    assert info.name == "infotest" and info.strategy == "random" and info.metric == "y"
+    assert info.direction == "maximize" and info.evaluations == 6 and info.seed == 5
+    assert info.config == "<dict>" and info.output == str(tmp_path / "info") and info.started_at > 0
+    assert len(done[0]) == 6
+    assert Network(nets[0], cfg).sweep_info() is None  # deleted with the network at the end
 
 
 def test_python_sweep_takes_a_function(tmp_path, redis_server):

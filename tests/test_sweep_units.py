@@ -171,3 +171,44 @@ def test_objective_results_and_failures():
     assert not ok and res["message"].startswith("InvalidResult: the objective returned outputs ['z']")
     ok, res = evaluate(lambda x: x + 1, {"x": 1}, "y", 5, 0)
     assert ok and res["outputs"] == {"y": 2} and res["attempts"] == 1
+
+
+def test_model_history_follows_the_tasks_incrementally():
+    """The worker's study mirrors the network's running and finished tasks without rebuilding:
+    new tasks become trials, a running one that finished gets its value, one that vanished
+    (failed, requeued) becomes failed; the worker's own proposal is its task's trial."""
+    pytest.importorskip("optuna")
+    import optuna
+    from optuna.trial import TrialState
+
+    from rushhpc.sweeps.worker import History, distributions, make_sampler
+
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0, "log": False, "step": None}}
+    h = History(distributions(space), "minimize", make_sampler({"name": "tpe", "n_startup_trials": 2}, 1))
+
+    def states() -> dict[float, tuple]:
+        return {t.params["x"]: (t.state, t.value) for t in h.study.get_trials(deepcopy=False) if "x" in t.params}
+
+    h.update([{"keys": "a", "state": "finished", "params": {"x": 0.1}, "value": 1.0},
+              {"keys": "b", "state": "running", "params": {"x": 0.2}},
+              {"keys": "c", "state": "running", "params": {"x": 0.3}},
+              {"keys": "d", "state": "finished", "params": {"x": 0.4}, "value": None},  # no usable value
+              {"keys": "e", "state": "finished", "params": "not a dict"}])
+    assert states() == {0.1: (TrialState.COMPLETE, 1.0), 0.2: (TrialState.RUNNING, None),
+                        0.3: (TrialState.RUNNING, None)}
+    # b finished, c failed or went back to the queue (absent), a unchanged: no trial twice
+    h.update([{"keys": "a", "state": "finished", "params": {"x": 0.1}, "value": 1.0},
+              {"keys": "b", "state": "finished", "params": {"x": 0.2}, "value": 0.5}])
+    assert states() == {0.1: (TrialState.COMPLETE, 1.0), 0.2: (TrialState.COMPLETE, 0.5),
+                        0.3: (TrialState.FAIL, None)}
+    trial = h.ask()
+    x = trial.suggest_float("x", 0.0, 1.0)
+    h.own("f", trial)  # the worker's own task: it is this trial
+    h.update([{"keys": "f", "state": "running", "params": {"x": x}}])
+    h.update([{"keys": "f", "state": "finished", "params": {"x": x}, "value": 0.25}])
+    assert states()[x] == (TrialState.COMPLETE, 0.25) and len(h.study.get_trials(deepcopy=False)) == 4
+    refused = h.ask()
+    refused.suggest_float("x", 0.0, 1.0)
+    h.drop(refused)  # its task was not created: not a pending point for the liar
+    assert h.study.get_trials(deepcopy=False)[-1].state == TrialState.FAIL
+    assert isinstance(h.study, optuna.Study)

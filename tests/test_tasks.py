@@ -68,6 +68,54 @@ def test_push_running_tasks_and_finish(rush, worker):
     assert sorted(rush.fetch_finished_tasks()["y"]) == [1, 4]
 
 
+def test_push_running_tasks_with_max_tasks_is_all_or_none(rush, worker, config):
+    rush.push_tasks([{"x": 0}])  # queued tasks count too: max_tasks caps every task of the network
+    assert len(worker.push_running_tasks([{"x": 1}, {"x": 2}], max_tasks=3)) == 2
+    assert worker.push_running_tasks([{"x": 3}], max_tasks=3) == []  # full: nothing created
+    assert rush.n_tasks == 3 and rush.n_running_tasks == 2
+    assert worker.push_running_tasks([{"x": 3}, {"x": 4}], max_tasks=4) == []  # one slot, two tasks: none
+    assert rush.n_tasks == 3
+    # a deferred worker waits for the reply of a capped push (it must know whether to evaluate)
+    dw = RushWorker(rush.network_id, config=config, deferred_replies=True)
+    try:
+        keys = dw.push_running_tasks([{"x": 5}], max_tasks=4)
+        assert len(keys) == 1 and rush.n_tasks == 4 and dw.push_running_tasks([{"x": 6}], max_tasks=4) == []
+        dw.finish_tasks(keys, [{"y": 25}])
+    finally:
+        dw.close()
+    assert rush.n_finished_tasks == 1
+    # a call run again after a lost reply finds its task created: success, not created twice
+    p = worker.protocol
+    assert p.run(p.push_running_tasks_call(worker.worker_id, [(keys[0], "{}", "")], 4))[2] == "1"
+    assert rush.n_tasks == 4
+    with pytest.raises(RushError, match="max_tasks must be an integer"):
+        worker.push_running_tasks([{"x": 7}], max_tasks=2.5)  # type: ignore[arg-type]
+
+
+def test_workers_racing_for_the_last_slots_create_exactly_max_tasks(rush, config):
+    import threading
+
+    workers = [RushWorker(rush.network_id, config=config) for _ in range(6)]
+    go = threading.Barrier(len(workers))
+    made: list[int] = []
+
+    def propose(w: RushWorker) -> None:
+        go.wait()
+        n = 0
+        while w.push_running_tasks([{"x": n}], max_tasks=50):
+            n += 1
+        made.append(n)
+
+    threads = [threading.Thread(target=propose, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for w in workers:
+        w.close()
+    assert sum(made) == 50 and rush.n_tasks == 50 and rush.n_running_tasks == 50
+
+
 def test_first_writer_wins_after_worker_lost(rush, worker, caplog):
     keys = worker.push_running_tasks([{"x": 1}])
     # the manager declares the worker lost (e.g. after a freeze): its task fails

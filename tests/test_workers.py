@@ -402,3 +402,23 @@ def test_stale_credentials_file_is_replaced(rush):
     ids = rush.start_local_workers(queue_loop, n_workers=1, fun=lambda x: {"y": x}, **HB)
     rush.wait_for_workers(worker_ids=ids, timeout=30)
     assert oct((rush.run_dir / "credentials.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_closed_manager_is_not_closed_again_at_exit(config):
+    """The exit hook closes only managers still open: closing one again would ask a Redis that a
+    script may have stopped by then (and wait for it through the retries)."""
+    import uuid
+
+    from rushhpc import rush as rush_mod
+
+    r = rushhpc.Rush("t-" + uuid.uuid4().hex[:10], config=config)
+    try:
+        assert r in set(rush_mod._MANAGERS)
+        r.close()
+        assert r not in set(rush_mod._MANAGERS)
+        ids = r.start_local_workers(queue_loop, n_workers=1, fun=lambda: {"y": 0})
+        assert r in set(rush_mod._MANAGERS)  # it owns workers again: the exit hook kills them
+        r.wait_for_workers(worker_ids=ids, timeout=60)
+    finally:
+        r.reset()
+        r.close()

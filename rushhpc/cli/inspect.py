@@ -26,14 +26,23 @@ def worker_rows(net: Network) -> list[dict[str, Any]]:
     return rows
 
 
+def _sweep_label(info: Any) -> str:
+    """``tpe: minimize y`` for a sweep's network, "" for another."""
+    return f"{info['strategy']}: {info['direction']} {info['metric']}" if info else ""
+
+
 def _networks(args: argparse.Namespace) -> int:
+    import dataclasses
+
     cfg = redis_from_args(args)
     client = cfg.connect()
     docs: list[dict[str, Any]] = []
     for nid in list_networks(client):
         net = Network(nid, cfg, client=client)
+        sweep = net.sweep_info()
         docs.append({"network_id": nid, "workers": net.worker_counts(), "tasks": net.counts_by_state(),
-                     "created_at": float(net.meta().get("created_at") or 0) or None})
+                     "created_at": float(net.meta().get("created_at") or 0) or None,
+                     "sweep": dataclasses.asdict(sweep) if sweep else None})
     if args.json:
         print_json(docs)
         return 0
@@ -41,8 +50,9 @@ def _networks(args: argparse.Namespace) -> int:
         print(f"no networks on Redis at {cfg.address}")
         return 0
     rows = [{"network": d["network_id"], "running": d["workers"]["running"], "pending": d["workers"]["pending"],
-             **d["tasks"]} for d in docs]
-    print(table(rows, ["network", "running", "pending", *TASK_STATES]))
+             **d["tasks"], "sweep": _sweep_label(d["sweep"])} for d in docs]
+    sweeps = ["sweep"] if any(d["sweep"] for d in docs) else []
+    print(table(rows, ["network", "running", "pending", *TASK_STATES, *sweeps]))
     return 0
 
 
@@ -94,6 +104,9 @@ def _tasks(args: argparse.Namespace) -> int:
         if args.json:
             print_json(counts)
         else:
+            sweep = net.sweep_info()
+            if sweep is not None:
+                print(sweep.describe())
             print(table([counts], list(TASK_STATES)))
         return 0
     rows = net.task_rows(args.state, limit=args.limit)
@@ -170,7 +183,8 @@ def _top(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     n = sub.add_parser("networks", help="the networks on this Redis, with worker and task counts")
     add_redis_options(n)
-    n.add_argument("--json", action="store_true", help="a JSON list of objects (network_id, workers, tasks)")
+    n.add_argument("--json", action="store_true",
+                   help="a JSON list of objects (network_id, workers, tasks, created_at, sweep)")
     n.set_defaults(func=_networks)
 
     w = sub.add_parser("workers", help="the worker table: state, host, pid, job id, heartbeat age, reason")

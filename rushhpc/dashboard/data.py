@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -185,8 +186,9 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def read_sweep(net: Network) -> dict[str, Any] | None:
-    """The sweep's meta in ``{net}:sweep`` (JSON text, or a hash), if a sweep wrote one."""
-    key = net.keys.prefix + "sweep"
+    """The sweep's record in ``{net}:sweep``, if a sweep wrote one: the hash `rushhpc sweep`
+    writes (`Network.sweep_info`), or a JSON object in a string (what other tools may write)."""
+    key = net.keys.sweep
     kind = net.connector.type(key)
     kind = kind.decode() if isinstance(kind, bytes) else kind
     if kind == "string":
@@ -196,7 +198,8 @@ def read_sweep(net: Network) -> dict[str, Any] | None:
             return None
         return doc if isinstance(doc, dict) else None
     if kind == "hash":
-        return dict(net.connector.hgetall(key))
+        info = net.sweep_info()
+        return dataclasses.asdict(info) if info is not None else None
     return None
 
 
@@ -205,8 +208,10 @@ def network_summaries(config: Any, client: Any) -> list[dict[str, Any]]:
     out = []
     for nid in list_networks(client):
         net = Network(nid, config, client=client)
+        sweep = net.sweep_info() if net.connector.type(net.keys.sweep) == "hash" else None
         out.append({"network_id": nid, "workers": net.worker_counts(), "tasks": net.counts_by_state(),
-                    "created_at": float(net.meta().get("created_at") or 0) or None})
+                    "created_at": float(net.meta().get("created_at") or 0) or None,
+                    "sweep": dataclasses.asdict(sweep) if sweep is not None else None})
     return out
 
 

@@ -176,6 +176,7 @@ class SweepRun:
             with self._signals():
                 try:
                     self._absorb_networks()
+                    self._record_sweep()
                     self._plan_work()
                     reached = self._budget_reached()
                     if reached is None:
@@ -354,6 +355,19 @@ class SweepRun:
         self.state["networks"].append(
             {"id": self.rush.network_id, "redis": self.rush.config.address, "started_at": time.time()})
         self._write_state()
+
+    def _record_sweep(self) -> None:
+        """What this network is, in Redis (``{net}:sweep``), for the CLI, dashboard and notebooks."""
+        from ..records import SweepInfo
+
+        b, d, src = self.budget, self.cfg.data, self.cfg.source
+        if not src.startswith("<"):  # a file (not <dict>): absolute, for whoever reads it
+            src = str((self.cfg.cwd / src).resolve())
+        self.rush.set_sweep_info(SweepInfo(
+            name=self.cfg["name"], strategy=self.cfg.strategy, metric=self.metric, direction=self.direction,
+            evaluations=b["evaluations"], walltime=b["walltime"], target=b["target"], seed=d["seed"],
+            config=src, output=str(self.out), started_at=time.time(),
+        ))
 
     def _absorb_network(self, network: str, redis_cfg: Any) -> None:
         """Results of an earlier run that its Redis holds and the journal missed (that run's

@@ -14,9 +14,10 @@ or ``y`` without meeting rushhpc's own task columns or the outputs.
   The manager queues points by index, a few ahead of the workers, so a free worker takes its
   next point at once (no batch barrier) and the set of points never depends on timing.
 - `model_loop` (tpe, optuna): the decentralized pattern of rush's model-based optimisation.
-  Each worker reads the finished and running tasks from Redis (``task_rows``), fits the sampler on them
-  (running ones as pending trials: constant liar), proposes one point, creates its own
-  running task with ``push_running_tasks``, evaluates it and reports.
+  Each worker reads the finished and running tasks from Redis (``task_rows``), brings its study
+  up to date with them (`History`; running ones as pending trials: constant liar), proposes one point, creates its own
+  running task with ``push_running_tasks`` (capped at the budget, atomically: never more
+  tasks than ``budget.evaluations``), evaluates it and reports.
 """
 
 from __future__ import annotations
@@ -110,12 +111,94 @@ def worker_seed(seed: int, worker_id: str) -> int:
     return int(hashlib.sha256(f"{seed}:{worker_id}".encode()).hexdigest()[:8], 16)
 
 
+class History:
+    """A worker's sampler history: one in-memory Optuna study kept for the worker's life, in
+    step with the network's running and finished tasks.
+
+    Each proposal brings it up to date incrementally: a task seen for the first time becomes a
+    trial (running, or complete with its value), a running trial whose task finished gets its
+    value, one whose task is neither running nor finished any more (failed, or requeued after
+    its worker was lost) becomes failed, so the constant liar forgets it. Nothing is rebuilt: a
+    fresh study with every trial added again cost more than the sampler itself (about 30 ms at
+    200 trials, 6-D).
+    """
+
+    def __init__(self, dists: dict[str, Any], direction: str, sampler: Any):
+        import optuna
+
+        self.dists = dists
+        self.storage = optuna.storages.InMemoryStorage()
+        self.study = optuna.create_study(storage=self.storage, sampler=sampler,
+                                         direction="maximize" if direction == "maximize" else "minimize")
+        self.study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        self.trials: dict[str, int] = {}  # task key -> trial id
+        self.running: set[str] = set()  # task keys whose trial is running
+
+    def _add(self, key: str, params: dict, state: Any, value: float | None = None) -> None:
+        from optuna.trial import create_trial
+
+        ps = {k: v for k, v in params.items() if k in self.dists}
+        t = create_trial(params=ps, distributions={k: self.dists[k] for k in ps}, value=value, state=state)
+        self.trials[key] = self.storage.create_new_trial(self.study_id, template_trial=t)
+
+    def update(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Bring the study in step with these task rows (running and finished, as `task_rows` gives)."""
+        from optuna.trial import TrialState
+
+        seen: set[str] = set()
+        for row in rows:
+            params, key = row.get("params"), str(row.get("keys"))
+            if not isinstance(params, dict):
+                continue
+            seen.add(key)
+            known = key in self.trials
+            if row.get("state") == "finished":
+                if known and key not in self.running:
+                    continue  # complete (or failed) already
+                try:
+                    value: float | None = float(row["value"])
+                except (KeyError, TypeError, ValueError):
+                    value = None
+                if not known:
+                    if value is not None:
+                        self._add(key, params, TrialState.COMPLETE, value)
+                    else:
+                        self.trials[key] = -1  # no usable value: never a trial
+                    continue
+                self.running.discard(key)
+                if value is None:
+                    self.storage.set_trial_state_values(self.trials[key], TrialState.FAIL)
+                else:
+                    self.storage.set_trial_state_values(self.trials[key], TrialState.COMPLETE, [value])
+            elif not known:
+                self._add(key, params, TrialState.RUNNING)
+                self.running.add(key)
+        for key in [k for k in self.running if k not in seen]:  # failed, or back in the queue
+            self.running.discard(key)
+            self.storage.set_trial_state_values(self.trials[key], TrialState.FAIL)
+
+    def ask(self) -> Any:
+        """A new trial of the study (running), for `suggest`."""
+        return self.study.ask()
+
+    def own(self, key: str, trial: Any) -> None:
+        """The task this worker created for ``trial``: its trial already, not a new one."""
+        self.trials[key] = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        self.running.add(key)
+
+    def drop(self, trial: Any) -> None:
+        """A trial whose task was not created (the budget was full): failed, not pending."""
+        from optuna.trial import TrialState
+
+        tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        self.storage.set_trial_state_values(tid, TrialState.FAIL)
+
+
 def model_loop(rush: RushWorker, objective: str | Callable[..., Any], pythonpath: Sequence[str], metric: str,
                timeout: float | None, retries: int, space: dict[str, dict], strategy: dict, direction: str,
                seed: int, max_evaluations: int | None) -> None:
     """Propose, evaluate and report until terminated or ``max_evaluations`` tasks exist."""
     import optuna
-    from optuna.trial import TrialState, create_trial
 
     from .space import Space  # noqa: F811 - at run time too
 
@@ -123,37 +206,21 @@ def model_loop(rush: RushWorker, objective: str | Callable[..., Any], pythonpath
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sp = Space(space)
-    dists = distributions(space)
-    sampler = make_sampler(strategy, worker_seed(seed, rush.worker_id))
-    finished: dict[str, Any] = {}  # task key -> FrozenTrial, built once
-
-    def frozen(params: dict, state: Any, value: float | None = None) -> Any:
-        ps = {k: v for k, v in params.items() if k in dists}
-        return create_trial(params=ps, distributions={k: dists[k] for k in ps}, value=value, state=state)
+    history = History(distributions(space), direction, make_sampler(strategy, worker_seed(seed, rush.worker_id)))
 
     while not rush.terminated:
         if max_evaluations is not None and rush.n_tasks >= max_evaluations:
             return
-        trials = []
         # plain rows, one atomic read (no pandas in the worker)
-        for row in rush.task_rows(states=("running", "finished")):
-            params, key = row.get("params"), str(row.get("keys"))
-            if not isinstance(params, dict):
-                continue
-            if row.get("state") == "finished":
-                t = finished.get(key)
-                if t is None:
-                    try:
-                        t = finished[key] = frozen(params, TrialState.COMPLETE, float(row["value"]))
-                    except (KeyError, TypeError, ValueError):
-                        continue
-                trials.append(t)
-            else:
-                trials.append(frozen(params, TrialState.RUNNING))
-        study = optuna.create_study(direction="maximize" if direction == "maximize" else "minimize", sampler=sampler)
-        if trials:
-            study.add_trials(trials)
-        params = suggest(study.ask(), sp)
-        keys = rush.push_running_tasks([{"params": params}])
+        history.update(rush.task_rows(states=("running", "finished")))
+        trial = history.ask()
+        params = suggest(trial, sp)
+        # the budget's slot is taken atomically with the task's creation: workers that proposed
+        # at the same instant never create more than max_evaluations tasks between them
+        keys = rush.push_running_tasks([{"params": params}], max_tasks=max_evaluations)
+        if not keys:
+            history.drop(trial)
+            return  # another worker took the last slot
+        history.own(keys[0], trial)
         ok, res = evaluate(fn, params, metric, timeout, retries)
         _report(rush, keys[0], ok, res)
