@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import redis
 
 from ._version import __version__
-from .config import RedisClient, RedisConfig, write_credentials
+from .config import RedisClient, RedisConfig, is_cluster, node_client, write_credentials
 from .errors import RushConfigError
 from .layout import Keys, validate_id
 from .protocol import SCHEMA_VERSION, Protocol
@@ -44,7 +44,8 @@ def default_run_root() -> Path:
 
 
 def list_networks(client: RedisClient) -> list[str]:
-    """Ids of the networks on this Redis (those with a meta hash), sorted.
+    """Ids of the networks on this Redis (those with a meta hash), sorted. A cluster client
+    scans every primary (redis-py's ``RedisCluster.scan_iter``).
 
     Example:
         >>> list_networks(cfg.connect())
@@ -133,8 +134,10 @@ class Network(TaskStore):
         Records the Redis server's run id: a change means Redis restarted under the network.
         A network created before protocol versions were recorded gets the current one.
         """
+        k_meta = self.keys.meta
         try:
-            run_id = self.connector.info("server").get("run_id", "")
+            # the run id of the server that holds the network (on a cluster: its slot's primary)
+            run_id = node_client(self.connector, k_meta).info("server").get("run_id", "")
         except redis.ResponseError:  # INFO may be disabled by an ACL
             run_id = ""
         k = self.keys.meta
@@ -452,7 +455,10 @@ class Network(TaskStore):
     def _delete_pattern(self, pattern: str) -> int:
         n = 0
         batch: list[str] = []
-        for k in self.connector.scan_iter(match=pattern, count=1000):
+        client = self.connector
+        # on a cluster only the primary that owns the network's slot holds its keys
+        scan = ({"target_nodes": client.get_node_from_key(self.keys.meta)} if is_cluster(client) else {})
+        for k in client.scan_iter(match=pattern, count=1000, **scan):
             batch.append(k)
             if len(batch) >= 1000:
                 n += int(self.connector.unlink(*batch))
