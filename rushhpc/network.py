@@ -59,6 +59,19 @@ def list_networks(client: RedisClient) -> list[str]:
     return sorted(out)
 
 
+def cluster_error(error: redis.ResponseError, config: RedisConfig) -> Exception:
+    """A MOVED reply (a Redis Cluster node addressed as a single server) as a `RushConfigError`
+    that says what to do; any other error as it is."""
+    moved = (redis.exceptions.MovedError, redis.exceptions.AskError, redis.exceptions.ClusterDownError)
+    if (isinstance(error, moved) or str(error).startswith(("MOVED", "ASK ", "CLUSTERDOWN"))) and not config.cluster:
+        return RushConfigError(
+            f"Redis at {config.address} is a Redis Cluster node (it answered {type(error).__name__}): name it as a "
+            "cluster with redis_config(..., cluster=True), 'cluster: true' in the plan's config, --redis-cluster "
+            "or RUSHHPC_REDIS_CLUSTER=1"
+        )
+    return error
+
+
 class Network(TaskStore):
     """A view of one network in Redis: tasks, workers, launch records, logs.
 
@@ -97,7 +110,11 @@ class Network(TaskStore):
             RushConfigError: no network 'no-such-net' on Redis at 127.0.0.1:6379 ...
         """
         net = cls(network_id, config, **kwargs)
-        if must_exist and not net.exists():
+        try:
+            exists = net.exists()
+        except redis.ResponseError as e:
+            raise cluster_error(e, config) from None
+        if must_exist and not exists:
             known = list_networks(net.connector)
             raise RushConfigError(
                 f"no network {network_id!r} on Redis at {config.address} "
@@ -141,6 +158,10 @@ class Network(TaskStore):
         except redis.ResponseError:  # INFO may be disabled by an ACL
             run_id = ""
         k = self.keys.meta
+        try:
+            self.connector.exists(k)
+        except redis.ResponseError as e:
+            raise cluster_error(e, self.config) from None
         with self.connector.pipeline(transaction=False) as pipe:
             pipe.hsetnx(k, "created_at", time.time())
             pipe.hsetnx(k, "version", __version__)

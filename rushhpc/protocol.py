@@ -21,6 +21,7 @@ manager or worker speaking another version refuses the network with a message.
 from __future__ import annotations
 
 import contextlib
+import os
 from functools import cache
 from importlib import resources
 from typing import Any, Callable, NamedTuple, Sequence
@@ -53,16 +54,29 @@ _INCLUDES: dict[str, tuple[str, ...]] = {
 }
 
 
-@cache
 def source(name: str) -> str:
     """The full Lua source of one script, helpers included.
+
+    With ``RUSHHPC_STRICT_SCRIPTS=1`` it starts with a ``#!lua`` shebang: Redis 7 then
+    refuses (``Script attempted to access keys that do not hash to the same slot``) any key
+    a script touches outside the slot of the KEYS it declared, on a single server as on a
+    cluster. A check for tests and operators; Redis 6.2 does not know shebangs.
 
     Example:
         >>> "redis.call('TIME')" in source("push_tasks")
         True
     """
+    return _source(name, os.environ.get(STRICT_ENV) == "1")
+
+
+STRICT_ENV = "RUSHHPC_STRICT_SCRIPTS"
+
+
+@cache
+def _source(name: str, strict: bool) -> str:
     files = resources.files("rushhpc.lua")
-    parts = [files.joinpath(f"{inc}.lua").read_text() for inc in _INCLUDES[name]]
+    parts = ["#!lua"] if strict else []
+    parts += [files.joinpath(f"{inc}.lua").read_text() for inc in _INCLUDES[name]]
     parts.append(files.joinpath(f"{name}.lua").read_text())
     return "\n".join(parts)
 
