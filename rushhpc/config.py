@@ -361,7 +361,9 @@ def redis_config(
             username=unquote(u.username) if u.username else None,
             password=unquote(u.password) if u.password is not None else None,
             tls=u.scheme == "rediss" or bool(query),
-            **{k: v or None for k, v in query.items()},
+            tls_ca=query.get("tls_ca") or None,
+            tls_cert=query.get("tls_cert") or None,
+            tls_key=query.get("tls_key") or None,
         )
     if password_file is not None:
         password = read_secret_file(password_file)

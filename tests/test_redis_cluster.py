@@ -58,7 +58,8 @@ def test_every_script_builds_keys_only_from_its_declared_keys():
         assert "local P =" not in code or name == "helpers", f"{name}.lua defines its own prefix"
         assert not re.search(r"ARGV\[\d+\]\s*\.\.", code), f"{name}.lua builds a string from ARGV (a key?)"
         literals = [a or b for a, b in re.findall(r"'([^']*)'|\"([^\"]*)\"", code)]
-        assert [t for t in literals if ("}:" in t or t == "{") and t != "^{[^}]+}:"] == [], f"{name}.lua writes a hash tag by hand"
+        tags = [t for t in literals if ("}:" in t or t == "{") and t != "^{[^}]+}:"]
+        assert tags == [], f"{name}.lua writes a hash tag by hand"
         for m in re.finditer(r"\bP\s*\.\.\s*(?:'([^']*)'|\"([^\"]*)\")?", code):
             family = m.group(1) or m.group(2)
             assert family in PER_ITEM, f"{name}.lua builds {family!r} from the prefix: declare it in KEYS"
@@ -121,6 +122,29 @@ def sleepy_loop(rush, seconds: float = 60):
         time.sleep(0.05)
     if rush.terminated:
         rush.finish_tasks(keys, [{"y": 1}])
+
+
+def test_strict_scripts_refuse_a_key_outside_the_declared_slot(redis_cluster, cluster_config, strict_scripts):
+    from rushhpc.protocol import Protocol
+
+    assert source("counts").startswith("#!lua\n") and source("heartbeat").startswith("#!lua\n")
+    client = cluster_config.connect()
+    try:
+        home = redis_cluster.slot_owner(key_slot(b"{a}:meta"))
+        other = next(f"t{i}" for i in range(1000)
+                     if redis_cluster.slot_owner(key_slot(f"{{t{i}}}:meta".encode())) == home)
+        bad = client.register_script(f"#!lua\nreturn redis.call('EXISTS', '{{{other}}}:meta')")
+        with pytest.raises(redis.ResponseError, match="do not hash to the same slot"):
+            bad(keys=["{a}:meta"])
+        # without the shebang Redis lets a script touch another slot of the same node: hence the strict mode
+        assert client.eval(f"return redis.call('EXISTS', '{{{other}}}:meta')", 1, "{a}:meta") == 0
+        p = Protocol(client, Keys("a"))
+        assert p.counts() == [0, 0, 0, 0, 0] and p.worker_info() == []
+        assert p.detect_lost()[4] is False
+        with pytest.raises(redis.ResponseError, match="is not a key of network"):
+            p.script("counts")(keys=["{a}:queued"], args=["{b}:"])
+    finally:
+        client.close()
 
 
 def test_cluster_fixture(redis_cluster):
@@ -196,6 +220,8 @@ def test_three_networks_end_to_end(networks, redis_cluster):
         assert set(info.index) == set(q) | set(s)
         assert info["heartbeat"].all() and info["heartbeat_pid"].notna().all()
         assert info.loc[q[0], "state"] == "running" and info.loc[q[0], "heartbeat_alive"]
+        for pid in (info.loc[q[0], "pid"], info.loc[q[0], "heartbeat_pid"]):  # strict scripts there too
+            assert f"{STRICT_ENV}=1" in open(f"/proc/{int(pid)}/environ").read().split("\0")
         assert r.n_failed_tasks == 0 and r.n_running_tasks == 0
         assert r.counts_by_state()["finished"] == len(df)
         # every key of the network lives on its slot's primary, and nowhere else
