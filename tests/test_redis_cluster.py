@@ -339,3 +339,31 @@ def test_fetch_pipelined_ranges_on_a_cluster(networks):
         assert node_client(r.connector, r.keys.meta) is not r.connector
     finally:
         w.close()
+
+
+def test_network_view_on_a_cluster(networks):
+    """The pipelines (one slot each; the launch records in a MULTI/EXEC) and reads of a network view."""
+    from rushhpc.network import Network
+    from rushhpc.records import LaunchRecord
+
+    r = networks[2]
+    net = Network.open(r.network_id, r.config)
+    net.store_records([LaunchRecord("w-batch", "slurm", job_id="42", extra={"managed": True}),
+                       LaunchRecord("w-local", "local")])
+    assert set(net.records()) == {"w-batch", "w-local"}
+    assert net.worker_ids_in("pending") == ["w-batch"] and net.active_records().keys() == {"w-batch"}
+    w = rushhpc.RushWorker(r.network_id, config=r.config, worker_id="w-local", heartbeat_period=0.5,
+                           heartbeat_expire=5)
+    try:
+        assert net.worker_counts()["running"] == 1 and net.registered_ids() == {"w-local"}
+        ages = net.heartbeat_ages(["w-local"])
+        assert ages["w-local"] is not None and ages["w-local"] < 5
+        net.request_terminate(["w-local"], reason="test")
+        assert net.worker_field(["w-local"], "terminate") == ["1"]
+        net.send_kill(["nobody"])
+        assert r.connector.llen(r.keys.kill("nobody")) == 1
+        assert net.mark_workers("killed", [("w-local", "test", "killed by the test")], retry=False) == ["w-local"]
+        assert net.killed_worker_ids == ["w-local"]
+    finally:
+        w.close()
+    assert net.delete(workers=False) >= 0 and net.exists()
