@@ -306,6 +306,14 @@ def redis_cluster(tmp_path_factory):
     c.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_open(tmp_path_factory):
+    """3 primaries without a password (loopback only)."""
+    c = _start_cluster(None)
+    yield c
+    c.stop()
+
+
 @pytest.fixture
 def cluster_config(redis_cluster):
     """The `RedisConfig` of `redis_cluster` (cluster mode)."""

@@ -367,3 +367,22 @@ def test_network_view_on_a_cluster(networks):
     finally:
         w.close()
     assert net.delete(workers=False) >= 0 and net.exists()
+
+
+def test_cluster_without_password(redis_cluster_open, strict_scripts):
+    """The same on a cluster without requirepass (loopback), named by the environment as the CLI does."""
+    cfg = redis_config(url=f"redis://127.0.0.1:{redis_cluster_open.ports[2]}", cluster=True)
+    r = rushhpc.Rush(_spread_networks(redis_cluster_open)[0], config=cfg)
+    try:
+        ids = r.start_local_workers(queue_loop, n_workers=1, fun=lambda x: {"y": -x}, **HB)
+        keys = r.push_tasks([{"x": i} for i in range(10)])
+        r.wait_for_tasks(keys, timeout=60)
+        assert sorted(r.fetch_finished_tasks()["y"]) == sorted(-i for i in range(10))
+        assert r.worker_info.set_index("worker_id").loc[ids[0], "heartbeat_alive"]
+        out = _cli("networks", "--json", env_extra={"RUSHHPC_REDIS_URL": cfg.url(), "RUSHHPC_REDIS_CLUSTER": "1"})
+        assert out.returncode == 0, out.stderr
+        assert r.network_id in {d["network_id"] for d in json.loads(out.stdout)}
+    finally:
+        r.reset()
+        r.close()
+    assert list(r.connector.scan_iter(match=r.keys.pattern)) == []
