@@ -186,6 +186,43 @@ class RedisClusterProcesses:
         with self.node_client(port) as c:
             return sorted(c.scan_iter(match=pattern, count=1000))
 
+    def node_id(self, port: int) -> str:
+        with self.node_client(port) as c:
+            return str(c.execute_command("CLUSTER MYID"))
+
+    def move_slot(self, slot: int, to_port: int, timeout: float = 20.0) -> None:
+        """Migrate ``slot`` with its keys to the primary on ``to_port`` (IMPORTING/MIGRATING, MIGRATE,
+        SETSLOT NODE on every node, as redis-cli's reshard does) and wait until every node agrees."""
+        src_port = self.slot_owner(slot)
+        if src_port == to_port:
+            return
+        src_id, dst_id = self.node_id(src_port), self.node_id(to_port)
+        with self.node_client(src_port) as src, self.node_client(to_port) as dst:
+            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+            while True:
+                keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 1000)
+                if not keys:
+                    break
+                auth = ["AUTH", self.password] if self.password else []
+                src.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 10000, *auth, "KEYS", *keys)
+            dst.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+            src.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+        for port in self.ports:
+            if port not in (src_port, to_port):
+                with self.node_client(port) as c:
+                    c.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+
+        def agreed() -> bool:
+            for port in self.ports:
+                with self.node_client(port) as c:
+                    for start, end, primary, *_ in c.execute_command("CLUSTER SLOTS"):
+                        if int(start) <= slot <= int(end) and int(primary[1]) != to_port:
+                            return False
+            return True
+
+        self._wait(agreed, f"every node to see slot {slot} on port {to_port}", timeout)
+
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
         for p in self.procs:

@@ -386,3 +386,63 @@ def test_cluster_without_password(redis_cluster_open, strict_scripts):
         r.reset()
         r.close()
     assert list(r.connector.scan_iter(match=r.keys.pattern)) == []
+
+
+def slow_search_loop(rush, delay: float = 0.05):
+    """Rush-style (deferred replies) until terminated, slowly."""
+    import random
+
+    while not rush.terminated:
+        keys = rush.push_running_tasks([{"x": random.random()}])
+        time.sleep(delay)
+        rush.finish_tasks(keys, [{"y": 1.0}])
+
+
+def test_workers_follow_their_network_to_another_primary(strict_scripts):
+    """The network's slot moves to another primary while its workers and heartbeats are connected
+    (paused meanwhile, so that no call lands mid-migration): each answers MOVED, follows, goes on."""
+    import redis_cluster as rc
+
+    cluster = rc.RedisClusterProcesses(password="pw-" + uuid.uuid4().hex[:8])
+    try:
+        cfg = redis_config(host="127.0.0.1", port=cluster.ports[0], password=cluster.password, cluster=True)
+        r = rushhpc.Rush(_spread_networks(cluster)[0], config=cfg)
+        try:
+            hb = {"heartbeat_period": 0.5, "heartbeat_expire": 10}
+            q = r.start_local_workers(queue_loop, n_workers=1, fun=lambda x: {"y": x + 1}, **hb)
+            s = r.start_local_workers(slow_search_loop, n_workers=1, **hb)
+            r.wait_for_workers(worker_ids=q + s, timeout=30)
+            first = r.push_tasks([{"x": i} for i in range(10)])
+            r.wait_for_tasks(first, timeout=30)
+            slot = key_slot(r.keys.meta.encode())
+            old = cluster.slot_owner(slot)
+            new = next(p for p in cluster.ports if p != old)
+            info = r.worker_info.set_index("worker_id")
+            pids = [int(info.loc[w, col]) for w in q + s for col in ("pid", "heartbeat_pid")]
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                cluster.move_slot(slot, new)
+            finally:
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+            assert cluster.keys_of_node(old, r.keys.pattern) == []
+            assert r.keys.meta in cluster.keys_of_node(new, r.keys.pattern)
+            n_search = r.n_finished_tasks
+            second = r.push_tasks([{"x": i} for i in range(10, 20)])
+            r.wait_for_tasks(second, timeout=30)
+            wait_until(lambda: r.n_finished_tasks > n_search + 10 + 5, 20, what="the rush-style worker to go on")
+            df = r.fetch_finished_tasks().set_index("keys")
+            assert sorted(df.loc[first + second, "y"]) == list(range(1, 21))
+            assert set(df.loc[second, "worker_id"]) == set(q)
+            assert r.detect_lost_workers() == [] and sorted(r.running_worker_ids) == sorted(q + s)
+            wait_until(lambda: r.worker_info["heartbeat_alive"].all(), 10, what="heartbeats on the new primary")
+            assert r.n_failed_tasks == 0
+            assert cluster.keys_of_node(old, r.keys.pattern) == []  # nothing written to the old node
+            r.stop_workers(type="terminate")
+            wait_until(lambda: sorted(r.terminated_worker_ids) == sorted(q + s), 20, what="workers to end")
+        finally:
+            r.reset()
+            r.close()
+    finally:
+        cluster.stop()
