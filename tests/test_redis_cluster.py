@@ -90,7 +90,14 @@ def _spread_networks(cluster, n_per_node: int = 1) -> list[str]:
 
 @pytest.fixture
 def strict_scripts(monkeypatch):
-    """Workers and heartbeats (and this process) run every script with a #!lua shebang."""
+    """Workers and heartbeats (and this process) run every script with a #!lua shebang (Redis 7)."""
+    import redis_cluster as rc
+
+    server, _ = rc.binaries()
+    if int(rc.version(server).split(".")[0]) < 7:
+        if os.environ.get("RUSHHPC_REQUIRE_CLUSTER") == "1":
+            pytest.fail(f"the strict-script check needs Redis 7, {server} is {rc.version(server)}")
+        pytest.skip(f"the strict-script check needs Redis 7, {server} is {rc.version(server)}")
     monkeypatch.setenv(STRICT_ENV, "1")
 
 
