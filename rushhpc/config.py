@@ -174,22 +174,34 @@ class RedisConfig:
             **kwargs,
         )
 
-    def node_for(self, key: str) -> "RedisConfig":
+    def node_for(self, key: str, known: list[tuple[str, int]] | None = None) -> "RedisConfig":
         """The configuration of the one node that serves ``key``: this one without a cluster,
         else the primary that owns the key's slot (asked of the cluster now), as a plain
         (``cluster=False``) configuration with the same credentials and TLS files.
 
         Every key of a network shares one hash tag, hence one slot and one node: a worker's
-        and a heartbeat's single connection go there directly.
+        and a heartbeat's single connection go there directly. ``known``: addresses of nodes
+        seen before, asked when the named node does not answer (it may be the primary that
+        died); the list is updated with every node the cluster reports.
         """
         if not self.cluster:
             return self
-        rc = self.probe_client()
-        try:
-            node = rc.get_node_from_key(key)
-        finally:
-            rc.close()
-        return dataclasses.replace(self, host=node.host, port=int(node.port), cluster=False)
+        error: Exception | None = None
+        for host, port in [(self.host, self.port), *(a for a in known or () if a != (self.host, self.port))]:
+            try:
+                rc = dataclasses.replace(self, host=host, port=port).probe_client()
+            except (redis.RedisError, redis.cluster.RedisClusterException) as e:
+                error = e
+                continue
+            try:
+                node = rc.get_node_from_key(key)
+                if known is not None:
+                    known[:] = sorted({(n.host, int(n.port)) for n in rc.get_nodes()})
+            finally:
+                rc.close()
+            return dataclasses.replace(self, host=node.host, port=int(node.port), cluster=False)
+        assert error is not None
+        raise error
 
     @property
     def loopback(self) -> bool:

@@ -123,9 +123,10 @@ def run(settings: dict) -> int:
         # socket timeout above the blocking timeout, so BLPOP is never cut short. On a Redis
         # Cluster: the primary that owns the network's slot (looked up again after an error,
         # so a failover or a moved slot is followed).
-        c = cfg.node_for(keys.meta).client(single_connection=True, socket_timeout=period + 10)
+        c = cfg.node_for(keys.meta, known).client(single_connection=True, socket_timeout=period + 10)
         return c, Protocol(c, keys)
 
+    known: list[tuple[str, int]] = []  # the cluster's nodes, asked when the named one is down
     client: RedisClient = None
     protocol: Protocol | None = None
     kill_key = keys.kill(wid)

@@ -159,6 +159,7 @@ def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
 
 MAX_REDIRECTS = 100  # MOVED followed, or ASK/TRYAGAIN waited out, for one command
 MIGRATION_WAIT = 0.05  # seconds between tries while a slot is being migrated (at most about 5 s)
+RELOCATE_TIMEOUT = 30.0  # seconds a worker waits for a replica to take over a dead primary's slot
 _RERUN = (NoScriptError, AskError, TryAgainError)  # replies of calls that did not run (MovedError is an AskError)
 
 
@@ -180,6 +181,8 @@ class WorkerRedis(redis.Redis):
         self._draining = False
         self._buf = bytearray()  # bytes read by the lean path, not yet parsed
         self._pos = 0
+        # on a Redis Cluster: () -> (host, port) of the primary that owns the network's slot now
+        self.locate: Callable[[], tuple[str, int]] | None = None
 
     # ------------------------------------------------------------------ the lean path
     def _lean_socket(self) -> Any:
@@ -362,7 +365,38 @@ class WorkerRedis(redis.Redis):
                 self.follow(e)
             except (AskError, TryAgainError):
                 time.sleep(MIGRATION_WAIT)  # the slot is being migrated: nothing ran, ask again
+            except redis.ConnectionError:
+                # redis-py's retries are spent: on a cluster, the primary may have died and a
+                # replica taken over its slots
+                if not self._relocate():
+                    raise
         return super().execute_command(*args, **options)
+
+    def _relocate(self) -> bool:
+        """Point the connection at the node `locate` names, once it differs from this one
+        (waiting up to RELOCATE_TIMEOUT for the cluster to promote a replica); False without
+        `locate` or when the cluster still names the same node."""
+        if self.locate is None:
+            return False
+        conn = self._conn()
+        deadline = time.monotonic() + RELOCATE_TIMEOUT
+        while True:
+            try:
+                host, port = self.locate()
+            except Exception:  # noqa: BLE001 - no node answers yet: ask again until the deadline
+                host, port = conn.host, conn.port
+            if (host, int(port)) != (conn.host, int(conn.port)):
+                self._retarget(host, int(port))
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+    def _retarget(self, host: str, port: int) -> None:
+        self._lean_disconnect()
+        conn = self._conn()
+        conn.host, conn.port = host, port
+        self.connection_pool.connection_kwargs.update(host=host, port=port)
 
     def follow(self, moved: MovedError) -> None:
         """The slot is served by another node now (a Redis Cluster resharded or failed over):
@@ -370,10 +404,7 @@ class WorkerRedis(redis.Redis):
         with self.single_connection_lock:
             if self._pending and not self._draining:
                 self.drain()  # replies in flight belong to the old connection
-            self._lean_disconnect()
-            conn = self._conn()
-            conn.host, conn.port = moved.host, int(moved.port)
-            self.connection_pool.connection_kwargs.update(host=moved.host, port=int(moved.port))
+            self._retarget(moved.host, int(moved.port))
 
     def close(self) -> None:
         try:

@@ -64,9 +64,18 @@ def _worker_client(cfg: RedisConfig, network_id: str) -> WorkerRedis:
     """The worker's one connection: no pool lookup per command (about 20 us each); retries
     with backoff through a Redis restart. On a Redis Cluster it goes to the primary that owns
     the network's slot (every key of a network is there), looked up at each (re)connection."""
-    node = cfg.node_for(Keys(network_id).meta)
-    return node.client(single_connection=True, retry=Retry(ExponentialBackoff(cap=5.0, base=0.05), 8),
-                       cls=WorkerRedis)
+    key = Keys(network_id).meta
+    known: list[tuple[str, int]] = []
+    node = cfg.node_for(key, known)
+    client = node.client(single_connection=True, retry=Retry(ExponentialBackoff(cap=5.0, base=0.05), 8),
+                         cls=WorkerRedis)
+    if cfg.cluster:
+        def locate() -> tuple[str, int]:
+            n = cfg.node_for(key, known)
+            return n.host, n.port
+
+        client.locate = locate  # the primary died: find the replica that took over
+    return client
 
 
 class RushWorker(Network):

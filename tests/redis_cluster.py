@@ -1,4 +1,4 @@
-"""A real Redis Cluster for the tests: 3 primaries (no replicas) on free loopback ports.
+"""A real Redis Cluster for the tests: 3 primaries (and optionally replicas) on free loopback ports.
 
 Each node is a ``redis-server --cluster-enabled yes`` process with its own temporary folder (its
 ``nodes.conf``, its log); ``redis-cli --cluster create`` assigns the 16384 slots; the cluster is
@@ -78,36 +78,54 @@ def version(server: str) -> str:
 class RedisClusterProcesses:
     """3 primaries on loopback, created and checked; `stop` ends them (by pid) and cleans up."""
 
-    def __init__(self, password: str | None = None, n: int = N_PRIMARIES):
+    def __init__(self, password: str | None = None, n: int = N_PRIMARIES, replicas: int = 0,
+                 node_timeout_ms: int = 5000):
         self.server, self.cli = binaries()
         self.version = version(self.server)
         self.password = password
+        self.n_primaries = n
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
         self.dir = Path(tempfile.mkdtemp(prefix="rushhpc-cluster-"))
-        self.ports = _free_ports(n)
-        self.procs: list[subprocess.Popen] = []
+        self.all_ports = _free_ports(n * (1 + replicas))
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.killed: set[int] = set()
         try:
-            for port in self.ports:
+            for port in self.all_ports:
                 self._start_node(port)
-            self._wait(lambda: all(self._ping(p) for p in self.ports), "every node to answer PING")
+            self._wait(lambda: all(self._ping(p) for p in self.all_ports), "every node to answer PING")
             self._create()
             self._wait(self._ok, "cluster_state:ok on every node")
         except BaseException:
             self.stop()
             raise
 
+    @property
+    def ports(self) -> list[int]:
+        """The ports of the live primaries (a replica promoted by a failover becomes one)."""
+        out = []
+        for port in self.all_ports:
+            if self.procs[port].poll() is not None:
+                continue
+            with self.node_client(port) as c:
+                me = next(n for n in c.execute_command("CLUSTER NODES").values() if "myself" in n["flags"])
+                if "master" in me["flags"]:
+                    out.append(port)
+        return out
+
     # ------------------------------------------------------------------ start
     def _start_node(self, port: int) -> None:
         d = self.dir / str(port)
         d.mkdir()
         conf = [f"port {port}", "bind 127.0.0.1", f'dir "{d}"', "cluster-enabled yes",
-                'cluster-config-file "nodes.conf"', "cluster-node-timeout 5000", 'save ""', "appendonly no",
-                f'logfile "{d / "redis.log"}"', "protected-mode yes"]
+                'cluster-config-file "nodes.conf"', f"cluster-node-timeout {self.node_timeout_ms}", 'save ""', "appendonly no",
+                f'logfile "{d / "redis.log"}"', "protected-mode yes", "repl-diskless-sync-delay 0"]
         if self.password:
             conf += [f'requirepass "{self.password}"', f'masterauth "{self.password}"']
         (d / "redis.conf").write_text("\n".join(conf) + "\n")
         os.chmod(d / "redis.conf", 0o600)
-        self.procs.append(subprocess.Popen([self.server, str(d / "redis.conf")], stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL, start_new_session=True))
+        self.procs[port] = subprocess.Popen([self.server, str(d / "redis.conf")], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, start_new_session=True)
 
     def node_client(self, port: int, **kw) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port, password=self.password, decode_responses=True,
@@ -124,8 +142,8 @@ class RedisClusterProcesses:
         env = dict(os.environ)
         if self.password:
             env["REDISCLI_AUTH"] = self.password  # never an argument
-        cmd = [self.cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-               "--cluster-replicas", "0", "--cluster-yes"]
+        cmd = [self.cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.all_ports),
+               "--cluster-replicas", str(self.replicas), "--cluster-yes"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
         if out.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
@@ -133,7 +151,7 @@ class RedisClusterProcesses:
 
     def _ok(self) -> bool:
         try:
-            for p in self.ports:
+            for p in self.all_ports:
                 with self.node_client(p) as c:
                     info = c.execute_command("CLUSTER INFO")  # parsed: {'cluster_state': 'ok', ...}
                     if info.get("cluster_state") != "ok":
@@ -141,8 +159,11 @@ class RedisClusterProcesses:
                     # every node must know every other one (gossip done), or a client may be sent astray
                     nodes = c.execute_command("CLUSTER NODES")  # {address: {'flags': ..., 'connected': ...}}
                     primaries = [n for n in nodes.values() if "master" in n["flags"] and n["connected"]]
-                    if len(primaries) != len(self.ports):
+                    if len(primaries) != self.n_primaries or len(nodes) != len(self.all_ports):
                         return False
+                    repl = c.info("replication")
+                    if repl.get("role") == "slave" and repl.get("master_link_status") != "up":
+                        return False  # a replica not in sync could not take over
             return True
         except redis.RedisError:
             return False
@@ -150,7 +171,7 @@ class RedisClusterProcesses:
     def _wait(self, predicate, what: str, timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
-            dead = [p.pid for p in self.procs if p.poll() is not None]
+            dead = [p.pid for port, p in self.procs.items() if p.poll() is not None and port not in self.killed]
             if dead:
                 raise RuntimeError(f"redis-server pid(s) {dead} exited while waiting for {what}" + self.logs())
             if time.monotonic() > deadline:
@@ -159,27 +180,33 @@ class RedisClusterProcesses:
 
     def logs(self) -> str:
         parts = []
-        for port in self.ports:
+        for port in self.all_ports:
             log = self.dir / str(port) / "redis.log"
             if log.exists():
                 parts.append(f"\n--- node {port} ---\n" + "\n".join(log.read_text().splitlines()[-15:]))
         return "".join(parts)
 
     # ------------------------------------------------------------------ facts
-    @property
-    def startup(self) -> tuple[str, int]:
-        return "127.0.0.1", self.ports[0]
 
     def slot_owner(self, slot: int) -> int:
-        """The port of the primary that serves ``slot`` (from CLUSTER SLOTS of the first node)."""
-        with self.node_client(self.ports[0]) as c:
+        """The port of the primary that serves ``slot`` (from CLUSTER SLOTS of the first live node)."""
+        with self.node_client(self._live()[0]) as c:
             for start, end, primary, *_ in c.execute_command("CLUSTER SLOTS"):
                 if int(start) <= slot <= int(end):
                     return int(primary[1])
         raise AssertionError(f"slot {slot} is not served")
 
+    def _live(self) -> list[int]:
+        return [p for p in self.all_ports if self.procs[p].poll() is None]
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (a crashed primary); `stop` still reaps it."""
+        self.killed.add(port)
+        self.procs[port].kill()
+        self.procs[port].wait(10)
+
     def keyslot(self, key: str) -> int:
-        with self.node_client(self.ports[0]) as c:
+        with self.node_client(self._live()[0]) as c:
             return int(c.execute_command("CLUSTER KEYSLOT", key))
 
     def keys_of_node(self, port: int, pattern: str = "*") -> list[str]:
@@ -214,7 +241,7 @@ class RedisClusterProcesses:
                     c.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
 
         def agreed() -> bool:
-            for port in self.ports:
+            for port in self._live():
                 with self.node_client(port) as c:
                     for start, end, primary, *_ in c.execute_command("CLUSTER SLOTS"):
                         if int(start) <= slot <= int(end) and int(primary[1]) != to_port:
@@ -225,14 +252,14 @@ class RedisClusterProcesses:
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
-        for p in self.procs:
+        for p in self.procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in self.procs:
+        for p in self.procs.values():
             try:
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
-        self.procs = []
+        self.procs = {}
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -453,3 +453,42 @@ def test_workers_follow_their_network_to_another_primary(strict_scripts):
             r.close()
     finally:
         cluster.stop()
+
+
+def test_workers_survive_the_failover_of_their_primary(strict_scripts):
+    """3 primaries with a replica each: SIGKILL the primary of a running network's slot; its replica
+    takes over, and the manager, the workers and their heartbeats find it and go on."""
+    import redis_cluster as rc
+
+    cluster = rc.RedisClusterProcesses(password="pw-" + uuid.uuid4().hex[:8], replicas=1, node_timeout_ms=1500)
+    try:
+        named = cluster.ports[0]  # the node the configuration names stays up
+        nid = next(n for n in _spread_networks(cluster) if cluster.slot_owner(key_slot(Keys(n).meta.encode())) != named)
+        cfg = redis_config(host="127.0.0.1", port=named, password=cluster.password, cluster=True)
+        r = rushhpc.Rush(nid, config=cfg)
+        try:
+            hb = {"heartbeat_period": 0.5, "heartbeat_expire": 60}
+            q = r.start_local_workers(queue_loop, n_workers=1, fun=lambda x: {"y": x + 1}, **hb)
+            r.wait_for_workers(worker_ids=q, timeout=30)
+            first = r.push_tasks([{"x": i} for i in range(10)])
+            r.wait_for_tasks(first, timeout=30)
+            slot = key_slot(r.keys.meta.encode())
+            old = cluster.slot_owner(slot)
+            with cluster.node_client(old) as c:  # the replica has every write before the kill
+                c.execute_command("WAIT", 1, 5000)
+            cluster.kill(old)
+            wait_until(lambda: cluster.slot_owner(slot) != old, 30, interval=0.2, what="a replica to take over")
+            second = r.push_tasks([{"x": i} for i in range(10, 20)])
+            r.wait_for_tasks(second, timeout=60)
+            df = r.fetch_finished_tasks().set_index("keys")
+            assert sorted(df.loc[first + second, "y"]) == list(range(1, 21))
+            assert set(df.loc[second, "worker_id"]) == set(q)
+            wait_until(lambda: r.worker_info["heartbeat_alive"].all(), 20, what="the heartbeat on the new primary")
+            assert r.detect_lost_workers() == [] and r.running_worker_ids == q and r.n_failed_tasks == 0
+            r.stop_workers(type="terminate")
+            wait_until(lambda: r.terminated_worker_ids == q, 30, what="the worker to end")
+        finally:
+            r.reset()
+            r.close()
+    finally:
+        cluster.stop()
