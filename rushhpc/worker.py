@@ -63,7 +63,8 @@ def scheduler_job() -> dict[str, str]:
 def _worker_client(cfg: RedisConfig, network_id: str) -> WorkerRedis:
     """The worker's one connection: no pool lookup per command (about 20 us each); retries
     with backoff through a Redis restart. On a Redis Cluster it goes to the primary that owns
-    the network's slot (every key of a network is there), looked up at each (re)connection."""
+    the network's slot (every key of a network is there): looked up now, followed on a MOVED,
+    and looked up again when that primary stops answering (`WorkerRedis.locate`)."""
     key = Keys(network_id).meta
     known: list[tuple[str, int]] = []
     node = cfg.node_for(key, known)

@@ -304,6 +304,17 @@ def test_cli_against_the_cluster(networks, redis_cluster, cluster_config, tmp_pa
         rows = json.loads(out.stdout)
         assert [r["worker_id"] for r in rows] == [w.worker_id] and rows[0]["state"] == "running"
         assert rows[0]["heartbeat_alive"] is True
+        out = _cli("tasks", "-n", a.network_id, "--state", "finished", "--json", env_extra=env)
+        assert out.returncode == 0 and [t["y"] for t in json.loads(out.stdout)] == [1], out.stderr
+        a.connector.xadd(a.keys.log, {"worker_id": w.worker_id, "level": "WARNING", "logger": "t", "msg": "hi"})
+        out = _cli("logs", "-n", a.network_id, "--json", env_extra=env)
+        assert out.returncode == 0 and [json.loads(x)["msg"] for x in out.stdout.splitlines()] == ["hi"]
+        # reset through the CLI: this network's keys only
+        b = networks[1]
+        b.push_tasks([{"x": 1}])
+        out = _cli("reset", b.network_id, "--yes", env_extra=env)
+        assert out.returncode == 0, out.stderr
+        assert list(b.connector.scan_iter(match=b.keys.pattern)) == [] and a.exists()
         # without the cluster flag, a node that does not own the network's slot answers MOVED:
         # the error says what to do
         other = next(p for p in redis_cluster.ports if p != redis_cluster.slot_owner(key_slot(a.keys.meta.encode())))
