@@ -4,6 +4,11 @@ Resolution order for the Redis of a manager (first that applies):
 an explicit ``config`` argument, the plan's ``config``, a YAML plan named by
 ``RUSHHPC_CONFIG``, ``RUSHHPC_REDIS_URL`` / ``REDIS_URL``, and finally an
 embedded private ``redis-server`` (see `rushhpc.embedded`).
+
+A Redis Cluster is named by ``cluster=True`` (``cluster: true`` in a plan's ``config``
+mapping, ``--redis-cluster`` on the command line, ``RUSHHPC_REDIS_CLUSTER=1`` beside
+``RUSHHPC_REDIS_URL``): the URL is then any one node of the cluster. Not by the URL: there is
+no standard scheme for it, and redis-py's ``from_url`` would reject a query parameter.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlparse
 
 import redis
+import redis.cluster
 import yaml
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
@@ -46,6 +52,10 @@ class RedisConfig:
     for one (``tls-auth-clients yes``). They are paths, never the secrets themselves; the
     key file must be 0600.
 
+    With ``cluster`` the server is a Redis Cluster and ``host:port`` any one of its nodes:
+    `client` makes a ``redis.cluster.RedisCluster`` (same password, TLS and retries), and
+    `node_for` the plain client of the primary that owns one network's slot.
+
     Example:
         >>> cfg = redis_config(host="10.0.0.5", port=6380, password_file="~/.rushhpc/pw")
         >>> cfg.address
@@ -61,6 +71,7 @@ class RedisConfig:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    cluster: bool = False
 
     @property
     def address(self) -> str:
@@ -69,7 +80,7 @@ class RedisConfig:
     def __str__(self) -> str:
         scheme = "rediss" if self.tls else "redis"
         auth = "***@" if self.password else ""
-        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}" + (" (cluster)" if self.cluster else "")
 
     def url(self, tls_files: bool = True) -> str:
         """The full URL, password included: for credentials files only, never for argv or logs.
@@ -122,7 +133,29 @@ class RedisConfig:
         return kw
 
     def client(self, decode_responses: bool = True, single_connection: bool = False, **kwargs: Any) -> RedisClient:
-        """A redis-py client; `connect` checks it answers."""
+        """A redis-py client; `connect` checks it answers.
+
+        For a cluster (``cluster``) a ``redis.cluster.RedisCluster`` that discovers the nodes
+        from this one; ``single_connection`` does not apply to it (one pool per node). A
+        given ``cls`` (the worker's `rushhpc.replies.WorkerRedis`) is a one-node client: use
+        it with `node_for`.
+        """
+        if self.cluster and "cls" not in kwargs:
+            return redis.cluster.RedisCluster(
+                host=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                **self.tls_options(),
+                decode_responses=decode_responses,
+                socket_connect_timeout=kwargs.pop("socket_connect_timeout", defaults.CONNECT_TIMEOUT),
+                socket_keepalive=True,
+                health_check_interval=kwargs.pop("health_check_interval", 30),
+                # redis-py's cluster client reads only the number of retries from it (and
+                # re-reads the slot map on a MOVED, a failover or a lost node in between)
+                retry=kwargs.pop("retry", Retry(ExponentialBackoff(cap=2.0, base=0.05), 12)),
+                **kwargs,
+            )
         cls = kwargs.pop("cls", redis.Redis)
         return cls(
             host=self.host,
@@ -141,6 +174,35 @@ class RedisConfig:
             **kwargs,
         )
 
+    def node_for(self, key: str, known: list[tuple[str, int]] | None = None) -> "RedisConfig":
+        """The configuration of the one node that serves ``key``: this one without a cluster,
+        else the primary that owns the key's slot (asked of the cluster now), as a plain
+        (``cluster=False``) configuration with the same credentials and TLS files.
+
+        Every key of a network shares one hash tag, hence one slot and one node: a worker's
+        and a heartbeat's single connection go there directly. ``known``: addresses of nodes
+        seen before, asked when the named node does not answer (it may be the primary that
+        died); the list is updated with every node the cluster reports.
+        """
+        if not self.cluster:
+            return self
+        error: Exception | None = None
+        for host, port in [(self.host, self.port), *(a for a in known or () if a != (self.host, self.port))]:
+            try:
+                rc = dataclasses.replace(self, host=host, port=port).probe_client()
+            except (redis.RedisError, redis.cluster.RedisClusterException) as e:
+                error = e
+                continue
+            try:
+                node = rc.get_node_from_key(key)
+                if known is not None:
+                    known[:] = sorted({(n.host, int(n.port)) for n in rc.get_nodes()})
+            finally:
+                rc.close()
+            return dataclasses.replace(self, host=node.host, port=int(node.port), cluster=False)
+        assert error is not None
+        raise error
+
     @property
     def loopback(self) -> bool:
         return self.host in ("localhost", "::1") or self.host.startswith("127.")
@@ -157,7 +219,7 @@ class RedisConfig:
                 "can reach it could run code in your workers. Set requirepass on the server and pass "
                 "redis_config(password_file=...) (or set RUSHHPC_ALLOW_NO_PASSWORD=1 on a private network)."
             )
-        check_connection(self.probe_client(), self)
+        check_connection(self.probe_client, self)
         return self.client(**kwargs)
 
     def probe_client(self, timeout: float = 5.0) -> RedisClient:
@@ -165,11 +227,35 @@ class RedisConfig:
         return self.client(retry=Retry(NoBackoff(), 0), socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
-def check_connection(client: RedisClient, cfg: RedisConfig) -> None:
-    """PING through ``client``; turn every failure into an error naming host:port and the fix."""
+def is_cluster(client: RedisClient) -> bool:
+    """True for a ``redis.cluster.RedisCluster`` client."""
+    return isinstance(client, redis.cluster.RedisCluster)
+
+
+def node_client(client: RedisClient, key: str) -> RedisClient:
+    """The client of the one node that serves ``key``: ``client`` itself, or for a cluster
+    client the plain client (with its pool) of the primary owning the key's slot."""
+    if not is_cluster(client):
+        return client
+    return client.get_node_from_key(key).redis_connection
+
+
+def check_connection(client: RedisClient | Callable[[], RedisClient], cfg: RedisConfig) -> None:
+    """PING through ``client`` (or the client a callable makes: a cluster client connects when
+    made); turn every failure into an error naming host:port and the fix."""
     try:
+        if callable(client) and not isinstance(client, redis.Redis):
+            client = client()
         client.ping()
         client.close()
+    except redis.cluster.RedisClusterException as e:
+        text = str(e)
+        if "not enabled" in text.lower():
+            raise RushConfigError(
+                f"Redis at {cfg.address} is not a cluster node (cluster mode is not enabled there): "
+                "drop cluster=True / --redis-cluster / RUSHHPC_REDIS_CLUSTER for a single server"
+            ) from None
+        raise RushConfigError(f"cannot use the Redis Cluster at {cfg.address}: {text}") from None
     except redis.AuthenticationError as e:
         if cfg.password is None:
             raise RushConfigError(
@@ -244,6 +330,7 @@ def redis_config(
     tls_ca: str | os.PathLike | None = None,
     tls_cert: str | os.PathLike | None = None,
     tls_key: str | os.PathLike | None = None,
+    cluster: bool | None = None,
 ) -> RedisConfig:
     """Describe a Redis server. Keyword arguments override what the URL says.
 
@@ -252,6 +339,9 @@ def redis_config(
     ``tls_key`` (a client certificate, for a server with ``tls-auth-clients yes``) are
     paths; any of them means TLS. In a URL they are the query parameters
     ``ssl_ca_certs``, ``ssl_certfile`` and ``ssl_keyfile``.
+
+    ``cluster=True``: the server is a Redis Cluster and the URL (or host/port) names any one
+    of its nodes; database 0 only (a cluster has no other).
 
     Example:
         >>> redis_config("redis://:s3cret@login1:6379/0").address
@@ -283,7 +373,9 @@ def redis_config(
             username=unquote(u.username) if u.username else None,
             password=unquote(u.password) if u.password is not None else None,
             tls=u.scheme == "rediss" or bool(query),
-            **{k: v or None for k, v in query.items()},
+            tls_ca=query.get("tls_ca") or None,
+            tls_cert=query.get("tls_cert") or None,
+            tls_key=query.get("tls_key") or None,
         )
     if password_file is not None:
         password = read_secret_file(password_file)
@@ -303,7 +395,10 @@ def redis_config(
         password=password if password is not None else base.password,
         tls=tls if tls is not None else (base.tls or given),
         **files,
+        cluster=bool(cluster),
     )
+    if cfg.cluster and cfg.db != 0:
+        raise RushConfigError(f"a Redis Cluster has database 0 only, got database {cfg.db} (drop /{cfg.db} from the URL)")
     cfg.tls_options()  # missing files and a readable key are errors now, not at the first connection
     return cfg
 
@@ -358,7 +453,7 @@ def as_config(config: RedisConfig | str | dict | None) -> RedisConfig | None:
     raise RushConfigError(f"config must be a URL, a dict or redis_config(...), got {type(config).__name__}")
 
 
-def credentials(cfg: RedisConfig) -> dict[str, str]:
+def credentials(cfg: RedisConfig) -> dict[str, Any]:
     """What a worker process needs to reach Redis, as a JSON-ready dict: the URL (password
     included) and the TLS file paths. The inverse of `from_credentials`.
 
@@ -366,10 +461,12 @@ def credentials(cfg: RedisConfig) -> dict[str, str]:
         >>> credentials(redis_config("rediss://:pw@h:6380", tls_ca="/etc/ca.crt"))
         {'url': 'rediss://:pw@h:6380/0', 'tls_ca': '/etc/ca.crt'}
     """
-    doc = {"url": cfg.url(tls_files=False)}
+    doc: dict[str, Any] = {"url": cfg.url(tls_files=False)}
     for field in ("tls_ca", "tls_cert", "tls_key"):
         if getattr(cfg, field):
             doc[field] = getattr(cfg, field)
+    if cfg.cluster:
+        doc["cluster"] = True
     return doc
 
 
@@ -378,7 +475,7 @@ def from_credentials(doc: dict[str, Any]) -> RedisConfig:
     if not isinstance(doc, dict) or not isinstance(doc.get("url"), str):
         raise RushConfigError("credentials must be a JSON object with a 'url'")
     return redis_config(url=doc["url"], tls_ca=doc.get("tls_ca"), tls_cert=doc.get("tls_cert"),
-                        tls_key=doc.get("tls_key"))
+                        tls_key=doc.get("tls_key"), cluster=doc.get("cluster") is True)
 
 
 def write_credentials(path: Path, cfg: RedisConfig) -> Path:
@@ -579,7 +676,18 @@ def heartbeat_settings(period: float | None, expire: float | None) -> tuple[floa
     return p, e
 
 
+def env_cluster() -> bool:
+    """``RUSHHPC_REDIS_CLUSTER=1`` (or ``true``/``yes``): the Redis of the environment is a cluster."""
+    value = os.environ.get("RUSHHPC_REDIS_CLUSTER", "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise RushConfigError(f"RUSHHPC_REDIS_CLUSTER must be 1 or 0, got {value!r}")
+
+
 def env_config() -> RedisConfig | None:
-    """The Redis named by ``RUSHHPC_REDIS_URL`` or ``REDIS_URL``, if any."""
+    """The Redis named by ``RUSHHPC_REDIS_URL`` or ``REDIS_URL``, if any (a cluster with
+    ``RUSHHPC_REDIS_CLUSTER=1``)."""
     url = os.environ.get("RUSHHPC_REDIS_URL") or os.environ.get("REDIS_URL")
-    return redis_config(url=url) if url else None
+    return redis_config(url=url, cluster=env_cluster()) if url else None

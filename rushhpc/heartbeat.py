@@ -27,9 +27,10 @@ import time
 
 import psutil
 import redis
+import redis.cluster
 
 from . import defaults
-from .config import RedisConfig, credentials, from_credentials, redis_config
+from .config import RedisClient, RedisConfig, credentials, from_credentials, redis_config
 from .layout import Keys
 from .protocol import Protocol
 
@@ -117,9 +118,17 @@ def run(settings: dict) -> int:
     watch_pid = settings.get("watch_pid")
     period = float(settings["period"])
     expire = float(settings["expire"])
-    # socket timeout above the blocking timeout, so BLPOP is never cut short
-    client = cfg.client(single_connection=True, socket_timeout=period + 10)
-    protocol = Protocol(client, keys)
+
+    def connect() -> tuple[RedisClient, Protocol]:
+        # socket timeout above the blocking timeout, so BLPOP is never cut short. On a Redis
+        # Cluster: the primary that owns the network's slot (looked up again after an error,
+        # so a failover or a moved slot is followed).
+        c = cfg.node_for(keys.meta, known).client(single_connection=True, socket_timeout=period + 10)
+        return c, Protocol(c, keys)
+
+    known: list[tuple[str, int]] = []  # the cluster's nodes, asked when the named one is down
+    client: RedisClient = None
+    protocol: Protocol | None = None
     kill_key = keys.kill(wid)
     failures = 0
     me = os.getpid()
@@ -134,6 +143,8 @@ def run(settings: dict) -> int:
             kill_tree(worker_pid, skip=me)
             return 0
         try:
+            if protocol is None:
+                client, protocol = connect()
             state = protocol.heartbeat(wid, max(1, round(expire)))
             if state in ("", "pending") and not seen_running:
                 # started just before the worker registers (so its pid is in the registration)
@@ -154,10 +165,15 @@ def run(settings: dict) -> int:
                 print(f"rushhpc heartbeat: kill request for worker {wid}", file=sys.stderr)
                 kill_tree(worker_pid, skip=me)
                 return 0
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError) as e:
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, redis.cluster.RedisClusterException,
+                OSError) as e:
             # A Redis hiccup must not cost a live worker its tasks: keep trying,
             # backing off up to one period; the expiry decides, not one error.
             failures += 1
+            if cfg.cluster:
+                if client is not None:
+                    client.close()
+                client, protocol = None, None  # ask the cluster again where the slot is
             delay = min(period, 0.2 * 2 ** min(failures, 10))
             print(f"rushhpc heartbeat: Redis error ({e}); retry {failures} in {delay:.1f} s", file=sys.stderr)
             time.sleep(delay)

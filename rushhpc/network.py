@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import redis
 
 from ._version import __version__
-from .config import RedisClient, RedisConfig, write_credentials
+from .config import RedisClient, RedisConfig, is_cluster, node_client, write_credentials
 from .errors import RushConfigError
 from .layout import Keys, validate_id
 from .protocol import SCHEMA_VERSION, Protocol
@@ -44,7 +44,8 @@ def default_run_root() -> Path:
 
 
 def list_networks(client: RedisClient) -> list[str]:
-    """Ids of the networks on this Redis (those with a meta hash), sorted.
+    """Ids of the networks on this Redis (those with a meta hash), sorted. A cluster client
+    scans every primary (redis-py's ``RedisCluster.scan_iter``).
 
     Example:
         >>> list_networks(cfg.connect())
@@ -56,6 +57,19 @@ def list_networks(client: RedisClient) -> list[str]:
         if k.startswith("{") and k.endswith("}:meta"):
             out.add(k[1:-6])
     return sorted(out)
+
+
+def cluster_error(error: redis.ResponseError, config: RedisConfig) -> Exception:
+    """A MOVED reply (a Redis Cluster node addressed as a single server) as a `RushConfigError`
+    that says what to do; any other error as it is."""
+    moved = (redis.exceptions.MovedError, redis.exceptions.AskError, redis.exceptions.ClusterDownError)
+    if (isinstance(error, moved) or str(error).startswith(("MOVED", "ASK ", "CLUSTERDOWN"))) and not config.cluster:
+        return RushConfigError(
+            f"Redis at {config.address} is a Redis Cluster node (it answered {type(error).__name__}): name it as a "
+            "cluster with redis_config(..., cluster=True), 'cluster: true' in the plan's config, --redis-cluster "
+            "or RUSHHPC_REDIS_CLUSTER=1"
+        )
+    return error
 
 
 class Network(TaskStore):
@@ -96,7 +110,11 @@ class Network(TaskStore):
             RushConfigError: no network 'no-such-net' on Redis at 127.0.0.1:6379 ...
         """
         net = cls(network_id, config, **kwargs)
-        if must_exist and not net.exists():
+        try:
+            exists = net.exists()
+        except redis.ResponseError as e:
+            raise cluster_error(e, config) from None
+        if must_exist and not exists:
             known = list_networks(net.connector)
             raise RushConfigError(
                 f"no network {network_id!r} on Redis at {config.address} "
@@ -161,11 +179,17 @@ class Network(TaskStore):
         Records the Redis server's run id: a change means Redis restarted under the network.
         A network created before protocol versions were recorded gets the current one.
         """
+        k_meta = self.keys.meta
         try:
-            run_id = self.connector.info("server").get("run_id", "")
+            # the run id of the server that holds the network (on a cluster: its slot's primary)
+            run_id = node_client(self.connector, k_meta).info("server").get("run_id", "")
         except redis.ResponseError:  # INFO may be disabled by an ACL
             run_id = ""
         k = self.keys.meta
+        try:
+            self.connector.exists(k)
+        except redis.ResponseError as e:
+            raise cluster_error(e, self.config) from None
         with self.connector.pipeline(transaction=False) as pipe:
             pipe.hsetnx(k, "created_at", time.time())
             pipe.hsetnx(k, "version", __version__)
@@ -514,7 +538,10 @@ class Network(TaskStore):
     def _delete_pattern(self, pattern: str) -> int:
         n = 0
         batch: list[str] = []
-        for k in self.connector.scan_iter(match=pattern, count=1000):
+        client = self.connector
+        # on a cluster only the primary that owns the network's slot holds its keys
+        scan = ({"target_nodes": client.get_node_from_key(self.keys.meta)} if is_cluster(client) else {})
+        for k in client.scan_iter(match=pattern, count=1000, **scan):
             batch.append(k)
             if len(batch) >= 1000:
                 n += int(self.connector.unlink(*batch))

@@ -5,10 +5,14 @@ The scripts live in ``rushhpc/lua/*.lua`` (package data) with their shared helpe
 ``fetch_helpers.lua``: task records as JSON). `Protocol` binds them to one Redis client
 and one network and gives each a typed method, so no caller builds KEYS or ARGV by hand.
 
-Every fixed key of the network a script touches is passed in KEYS, so a Redis Cluster
-client routes the call to the network's slot. Keys derived inside a script (one task's
-hash, one worker's hash) are built from the ``{network}:`` prefix, the same hash tag, so
-they live in that same slot.
+Every fixed key of the network a script touches (queue, running set, finished and failed
+lists, worker sets by state, meta, ...) is passed in KEYS, so a Redis Cluster client routes
+the call to the network's slot and the script declares what it changes. The per-item keys
+whose names are data, known only inside the script (the hash of a task key popped from the
+queue, the hash of a worker id read from a set) or many per call (the task hashes of a batch),
+are built in the script from the ``{network}:`` hash tag of KEYS[1] (`helpers.lua`), so they
+are in KEYS[1]'s slot by construction; tests/test_redis_cluster.py checks both rules on
+every script and runs the whole protocol on a real cluster.
 
 `SCHEMA_VERSION` is written into the network's meta hash when the network is created; a
 manager or worker speaking another version refuses the network with a message.
@@ -17,13 +21,14 @@ manager or worker speaking another version refuses the network with a message.
 from __future__ import annotations
 
 import contextlib
+import os
 from functools import cache
 from importlib import resources
 from typing import Any, Callable, NamedTuple, Sequence
 
 import redis
 
-from .config import RedisClient
+from .config import RedisClient, is_cluster, node_client
 from .layout import Keys
 from .replies import pack_head
 from .states import Release
@@ -52,16 +57,29 @@ _INCLUDES: dict[str, tuple[str, ...]] = {
 }
 
 
-@cache
 def source(name: str) -> str:
     """The full Lua source of one script, helpers included.
+
+    With ``RUSHHPC_STRICT_SCRIPTS=1`` it starts with a ``#!lua`` shebang: Redis 7 then
+    refuses (``Script attempted to access keys that do not hash to the same slot``) any key
+    a script touches outside the slot of the KEYS it declared, on a single server as on a
+    cluster. A check for tests and operators; Redis 6.2 does not know shebangs.
 
     Example:
         >>> "redis.call('TIME')" in source("push_tasks")
         True
     """
+    return _source(name, os.environ.get(STRICT_ENV) == "1")
+
+
+STRICT_ENV = "RUSHHPC_STRICT_SCRIPTS"
+
+
+@cache
+def _source(name: str, strict: bool) -> str:
     files = resources.files("rushhpc.lua")
-    parts = [files.joinpath(f"{inc}.lua").read_text() for inc in _INCLUDES[name]]
+    parts = ["#!lua"] if strict else []
+    parts += [files.joinpath(f"{inc}.lua").read_text() for inc in _INCLUDES[name]]
     parts.append(files.joinpath(f"{name}.lua").read_text())
     return "\n".join(parts)
 
@@ -241,7 +259,8 @@ class Protocol:
         k = self.keys
         out, managed, n_active, ending, exists = self._s["detect_lost"](
             keys=[k.workers_in("running"), k.active_launches, k.workers_in("lost"), k.workers, k.queued,
-                  k.running, k.failed, k.meta],
+                  k.running, k.failed, k.meta, k.workers_in("terminated"), k.workers_in("failed"),
+                  k.workers_in("killed")],
             args=[k.prefix, "1" if retry else "0"],
         )
         return out, managed, int(n_active), int(ending), bool(exists)
@@ -296,6 +315,9 @@ class Protocol:
             self._fetch_loaded = True
         head = ["EVALSHA", script.sha, 5, *self._fetch_keys(), self.keys.prefix, "range", state]
         single = getattr(client, "connection", None)
+        if is_cluster(client):
+            client = node_client(client, self.keys.meta)  # the node of the network's slot, its pool
+            single = None
         if single is not None:
             drain = getattr(client, "drain", None)
             if drain is not None:

@@ -19,15 +19,24 @@ each call first reads the reply of the one before. Errors surface at the latest 
 next command; a connection lost in between is repaired by running the unanswered calls
 again, which is safe because every deferred script is idempotent (task keys are made by
 the client; finishing twice is a no-op).
+
+**A moved slot.** On a Redis Cluster the connection goes to the primary that owns the
+network's slot. When that slot moves (resharding, a failover), the old node answers
+``MOVED slot host:port`` without running anything: the connection is pointed at the new
+node and the call sent again (`WorkerRedis.follow`), for plain commands, scripts and
+deferred replies alike. While the slot is half migrated (``ASK``, ``TRYAGAIN``: a script's
+keys split between the two nodes, nothing run) the call waits a moment and is sent again,
+until the MOVED.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
 import redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 Callback = Callable[[Any], None]
 _LOST = object()  # the reply of a command whose connection broke before it was read
@@ -148,6 +157,12 @@ def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
     raise redis.InvalidResponse(f"unexpected reply type {chr(t)!r} on the lean path")
 
 
+MAX_REDIRECTS = 100  # MOVED followed, or ASK/TRYAGAIN waited out, for one command
+MIGRATION_WAIT = 0.05  # seconds between tries while a slot is being migrated (at most about 5 s)
+RELOCATE_TIMEOUT = 30.0  # seconds a worker waits for a replica to take over a dead primary's slot
+_RERUN = (NoScriptError, AskError, TryAgainError)  # replies of calls that did not run (MovedError is an AskError)
+
+
 class WorkerRedis(redis.Redis):
     """A single-connection client with a lean EVALSHA path and deferred replies.
 
@@ -166,6 +181,8 @@ class WorkerRedis(redis.Redis):
         self._draining = False
         self._buf = bytearray()  # bytes read by the lean path, not yet parsed
         self._pos = 0
+        # on a Redis Cluster: () -> (host, port) of the primary that owns the network's slot now
+        self.locate: Callable[[], tuple[str, int]] | None = None
 
     # ------------------------------------------------------------------ the lean path
     def _lean_socket(self) -> Any:
@@ -257,7 +274,9 @@ class WorkerRedis(redis.Redis):
                 else:
                     if not isinstance(reply, Exception):
                         return reply
-                    if not isinstance(reply, NoScriptError):
+                    if isinstance(reply, MovedError):
+                        self.follow(reply)  # not run: send it again, there
+                    elif not isinstance(reply, (NoScriptError, AskError, TryAgainError)):
                         raise reply
             return script(keys=keys, args=args)  # redis-py: SCRIPT LOAD on NOSCRIPT, reconnect and retry
 
@@ -303,7 +322,7 @@ class WorkerRedis(redis.Redis):
                         reply = self._read_reply(sock)
                         replies.append(reply)
                         # an error reply: the next one is still in order
-                        if isinstance(reply, NoScriptError) and self._pending:
+                        if isinstance(reply, _RERUN) and self._pending:
                             # calls are re-run below, in order: read the kept replies first
                             items += list(self._pending)
                             self._pending.clear()
@@ -318,8 +337,10 @@ class WorkerRedis(redis.Redis):
                 self._draining = False
             error: Exception | None = None
             for (script, keys, args, on_reply), reply in zip(items, replies):
-                if isinstance(reply, NoScriptError) or reply is _LOST:
-                    reply = script(keys=keys, args=args)  # script cache flushed, or reply lost: run again
+                if isinstance(reply, _RERUN) or reply is _LOST:
+                    # script cache flushed, slot moved or moving (not run), or reply lost: run
+                    # again (execute_command follows a MOVED, waits out an ASK or TRYAGAIN)
+                    reply = script(keys=keys, args=args)
                 if isinstance(reply, Exception):
                     error = error or reply
                     continue
@@ -337,7 +358,53 @@ class WorkerRedis(redis.Redis):
             self.drain()
         if self._buf:  # bytes nobody asked for: the connection is out of step, start afresh
             self._lean_disconnect()
+        for _ in range(MAX_REDIRECTS):
+            try:
+                return super().execute_command(*args, **options)
+            except MovedError as e:
+                self.follow(e)
+            except (AskError, TryAgainError):
+                time.sleep(MIGRATION_WAIT)  # the slot is being migrated: nothing ran, ask again
+            except redis.ConnectionError:
+                # redis-py's retries are spent: on a cluster, the primary may have died and a
+                # replica taken over its slots
+                if not self._relocate():
+                    raise
         return super().execute_command(*args, **options)
+
+    def _relocate(self) -> bool:
+        """Point the connection at the node `locate` names, once it differs from this one
+        (waiting up to RELOCATE_TIMEOUT for the cluster to promote a replica); False without
+        `locate` or when the cluster still names the same node."""
+        if self.locate is None:
+            return False
+        conn = self._conn()
+        deadline = time.monotonic() + RELOCATE_TIMEOUT
+        while True:
+            try:
+                host, port = self.locate()
+            except Exception:  # noqa: BLE001 - no node answers yet: ask again until the deadline
+                host, port = conn.host, conn.port
+            if (host, int(port)) != (conn.host, int(conn.port)):
+                self._retarget(host, int(port))
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+    def _retarget(self, host: str, port: int) -> None:
+        self._lean_disconnect()
+        conn = self._conn()
+        conn.host, conn.port = host, port
+        self.connection_pool.connection_kwargs.update(host=host, port=port)
+
+    def follow(self, moved: MovedError) -> None:
+        """The slot is served by another node now (a Redis Cluster resharded or failed over):
+        point the one connection there. The command that got MOVED did not run."""
+        with self.single_connection_lock:
+            if self._pending and not self._draining:
+                self.drain()  # replies in flight belong to the old connection
+            self._retarget(moved.host, int(moved.port))
 
     def close(self) -> None:
         try:

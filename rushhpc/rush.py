@@ -219,7 +219,8 @@ class Rush(Network):
 
         The Redis password is never in it: the command names a 0600 credentials file in
         the run directory, or, with ``credentials="env"``, expects ``RUSHHPC_REDIS_URL``
-        in the worker's environment. ``python=`` sets the interpreter.
+        in the worker's environment (and ``RUSHHPC_REDIS_CLUSTER=1`` for a Redis Cluster; the
+        credentials file says so itself). ``python=`` sets the interpreter.
 
         Example:
             >>> print(rush.worker_script(queue_loop, fun=objective))

@@ -68,11 +68,23 @@ def scheduler_job() -> dict[str, str]:
     return {}
 
 
-def _worker_client(cfg: RedisConfig) -> WorkerRedis:
+def _worker_client(cfg: RedisConfig, network_id: str) -> WorkerRedis:
     """The worker's one connection: no pool lookup per command (about 20 us each); retries
-    with backoff through a Redis restart."""
-    return cfg.client(single_connection=True, retry=Retry(ExponentialBackoff(cap=5.0, base=0.05), 8),
-                      cls=WorkerRedis)
+    with backoff through a Redis restart. On a Redis Cluster it goes to the primary that owns
+    the network's slot (every key of a network is there): looked up now, followed on a MOVED,
+    and looked up again when that primary stops answering (`WorkerRedis.locate`)."""
+    key = Keys(network_id).meta
+    known: list[tuple[str, int]] = []
+    node = cfg.node_for(key, known)
+    client = node.client(single_connection=True, retry=Retry(ExponentialBackoff(cap=5.0, base=0.05), 8),
+                         cls=WorkerRedis)
+    if cfg.cluster:
+        def locate() -> tuple[str, int]:
+            n = cfg.node_for(key, known)
+            return n.host, n.port
+
+        client.locate = locate  # the primary died: find the replica that took over
+    return client
 
 
 class RushWorker(Network):
@@ -118,7 +130,7 @@ class RushWorker(Network):
             managed=managed, watch_pid=watch_pid, walltime=walltime, walltime_margin=walltime_margin,
         )
         cfg.connect().close()  # a clear error (unreachable, password) before anything else
-        super().__init__(network_id, cfg, client_factory=lambda: _worker_client(cfg))
+        super().__init__(network_id, cfg, client_factory=lambda: _worker_client(cfg, network_id))
         self.worker_id: str = self.spec.worker_id or ""
         self.deferred_replies = deferred_replies
         if deferred_replies:

@@ -280,3 +280,42 @@ def test_ca(tmp_path_factory):
     ca = make_test_ca(folder, "ca")
     ca["stranger"] = make_test_ca(folder, "stranger")["ca"]
     return ca
+
+
+# ======================================================================================
+# A real Redis Cluster (tests/redis_cluster.py): 3 primaries on free loopback ports, started
+# for the session and stopped (by pid) at its end. Skipped where no redis-server can run one,
+# unless RUSHHPC_REQUIRE_CLUSTER=1 (CI), which makes that a failure.
+# ======================================================================================
+def _start_cluster(password):
+    import redis_cluster
+
+    try:
+        return redis_cluster.RedisClusterProcesses(password=password)
+    except redis_cluster.ClusterUnavailable as e:
+        if os.environ.get("RUSHHPC_REQUIRE_CLUSTER") == "1":
+            pytest.fail(f"a Redis Cluster is required (RUSHHPC_REQUIRE_CLUSTER=1): {e}")
+        pytest.skip(f"no Redis Cluster here: {e}")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """3 primaries with requirepass + masterauth."""
+    c = _start_cluster(secrets.token_hex(12))
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_open(tmp_path_factory):
+    """3 primaries without a password (loopback only)."""
+    c = _start_cluster(None)
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def cluster_config(redis_cluster):
+    """The `RedisConfig` of `redis_cluster` (cluster mode)."""
+    return redis_config(host="127.0.0.1", port=redis_cluster.ports[0], password=redis_cluster.password,
+                        cluster=True)

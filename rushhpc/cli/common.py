@@ -3,7 +3,8 @@
 A command that inspects or acts on an existing network never starts a private Redis:
 with none configured it exits non-zero saying how to name one. Redis comes from
 ``--redis URL`` (with ``--password-file``, and ``--tls-ca``/``--tls-cert``/``--tls-key``
-for TLS), else ``RUSHHPC_REDIS_URL``, else the plan file (``RUSHHPC_CONFIG``). A password
+for TLS, ``--redis-cluster`` for a Redis Cluster), else ``RUSHHPC_REDIS_URL`` (with
+``RUSHHPC_REDIS_CLUSTER=1`` for a cluster), else the plan file (``RUSHHPC_CONFIG``). A password
 is never an argument, so none lands in ``ps`` output or shell history.
 """
 
@@ -15,7 +16,7 @@ import json
 import sys
 from typing import Any, Iterable, Sequence
 
-from ..config import RedisConfig, current_plan, env_config, redis_config
+from ..config import RedisConfig, current_plan, env_cluster, env_config, redis_config
 from ..errors import RushConfigError
 from ..network import Network
 
@@ -26,6 +27,8 @@ def add_redis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-ca", metavar="FILE", help="CA file that signed the server's TLS certificate (implies TLS)")
     p.add_argument("--tls-cert", metavar="FILE", help="client certificate, for a server that asks for one")
     p.add_argument("--tls-key", metavar="FILE", help="0600 key file of --tls-cert")
+    p.add_argument("--redis-cluster", action="store_true", default=None,
+                   help="the Redis is a Redis Cluster, --redis any one node of it (default: $RUSHHPC_REDIS_CLUSTER)")
 
 
 def add_network_options(p: argparse.ArgumentParser, positional: bool = False, json_flag: bool = True) -> None:
@@ -43,8 +46,10 @@ def redis_from_args(args: argparse.Namespace) -> RedisConfig:
     url = getattr(args, "redis", None)
     password_file = getattr(args, "password_file", None)
     tls = {k: getattr(args, k, None) for k in ("tls_ca", "tls_cert", "tls_key")}
+    cluster = getattr(args, "redis_cluster", None)
     if url:
-        return redis_config(url=url, password_file=password_file, **tls)
+        return redis_config(url=url, password_file=password_file, **tls,
+                            cluster=cluster if cluster is not None else env_cluster())
     cfg = env_config() or current_plan().config
     if cfg is None:
         raise RushConfigError(
@@ -52,8 +57,8 @@ def redis_from_args(args: argparse.Namespace) -> RedisConfig:
             "RUSHHPC_REDIS_URL, or a plan file in RUSHHPC_CONFIG; a command that inspects a network never "
             "starts a private Redis"
         )
-    if password_file or any(tls.values()):
-        cfg = redis_config(url=cfg.url(), password_file=password_file, **tls)
+    if password_file or any(tls.values()) or (cluster and not cfg.cluster):
+        cfg = redis_config(url=cfg.url(), password_file=password_file, **tls, cluster=bool(cluster or cfg.cluster))
     return cfg
 
 

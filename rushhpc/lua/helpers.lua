@@ -1,8 +1,15 @@
--- Shared by every script (prepended). ARGV[1] is always the network's key prefix
--- "{net}:"; per-task and per-worker keys are built from it, so they hash to the same
--- Redis Cluster slot as the KEYS the script declares. Timestamps come from the
+-- Shared by every script (prepended). Every key a script touches is declared in KEYS,
+-- except the per-item keys whose names are data (a task's hash, a worker's hash, heartbeat,
+-- pending list or task set, for ids read from a list, a set or the arguments): those are
+-- built here from P, the "{net}:" hash tag of KEYS[1], so they hash to KEYS[1]'s Redis
+-- Cluster slot by construction. ARGV[1] repeats the prefix as a check (a caller that mixes
+-- networks gets an error, not a write to another one). Fixed keys (queued, running, failed,
+-- workers, workers:<state>, ...) are never built: they come in KEYS. Timestamps come from the
 -- server clock (TIME): node clocks drift.
-local P = ARGV[1]
+local P = string.match(KEYS[1], '^{[^}]+}:')
+if not P or ARGV[1] ~= P then
+  return redis.error_reply('KEYS KEYS[1] ' .. tostring(KEYS[1]) .. ' is not a key of network ' .. tostring(ARGV[1]))
+end
 local function now()
   local t = redis.call('TIME')
   return t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
@@ -20,11 +27,12 @@ end
 --          that gets SIGTERM cannot tell a preemption from a cancel or a time limit.
 -- A task's retries used are attempt - free (attempt stays the fencing token). Tasks a
 -- worker created itself (push_running_tasks, origin worker) fail with it in every mode.
-local function release_tasks(wid, mode, msg, t)
+-- K holds the declared keys it changes: K.queued, K.running, K.failed.
+local function release_tasks(wid, mode, msg, t, K)
   local pend = P .. 'pending:' .. wid
   local k = redis.call('RPOP', pend)
   while k do
-    redis.call('RPUSH', P .. 'queued', k)
+    redis.call('RPUSH', K.queued, k)
     k = redis.call('RPOP', pend)
   end
   local wt = P .. 'worker_tasks:' .. wid
@@ -33,7 +41,7 @@ local function release_tasks(wid, mode, msg, t)
   local uncounted = mode == 'free' or mode == 'hold'
   for _, key in ipairs(redis.call('SMEMBERS', wt)) do
     local tk = P .. 'task:' .. key
-    if redis.call('SREM', P .. 'running', key) == 1 then
+    if redis.call('SREM', K.running, key) == 1 then
       local v = redis.call('HMGET', tk, 'attempt', 'max_retries', 'free', 'origin')
       local used = (tonumber(v[1] or '0') or 0) - (tonumber(v[3] or '0') or 0)
       local maxr = tonumber(v[2] or '0') or 0
@@ -45,11 +53,11 @@ local function release_tasks(wid, mode, msg, t)
         end
         redis.call('HSET', tk, 'state', 'queued')
         redis.call('HDEL', tk, 'worker_id', 'started_at')
-        redis.call('RPUSH', P .. 'queued', key)
+        redis.call('RPUSH', K.queued, key)
         requeued = requeued + 1
       else
         redis.call('HSET', tk, 'state', 'failed', 'condition', cond(msg), 'finished_at', t)
-        redis.call('RPUSH', P .. 'failed', key)
+        redis.call('RPUSH', K.failed, key)
         failed = failed + 1
       end
     end
@@ -69,11 +77,12 @@ local function claim(k, wid, running, wtasks)
   return {k, v[1], v[2] or '', tostring(attempt)}
 end
 -- A running worker becomes `new` (lost, killed, ...) with a reason; its tasks are released.
-local function stop_worker(wid, from_set, new, reason, mode, msg, t)
-  if redis.call('SMOVE', from_set, P .. 'workers:' .. new, wid) == 0 then return nil end
-  redis.call('SADD', P .. 'workers', wid)
+-- from_set, to_set: the declared workers:<state> sets; K: K.workers, K.queued, K.running, K.failed.
+local function stop_worker(wid, from_set, to_set, new, reason, mode, msg, t, K)
+  if redis.call('SMOVE', from_set, to_set, wid) == 0 then return nil end
+  redis.call('SADD', K.workers, wid)
   redis.call('HSET', P .. 'worker:' .. wid, 'worker_id', wid, 'state', new, 'reason', reason, 'stopped_at', t)
   redis.call('DEL', P .. 'heartbeat:' .. wid)
-  local r = release_tasks(wid, mode, msg, t)
+  local r = release_tasks(wid, mode, msg, t, K)
   return {wid, r[1], r[2]}
 end

@@ -8,8 +8,9 @@ local new = ARGV[2]
 local mode = ARGV[3]
 local t = now()
 local out = {}
+local K = {workers = KEYS[3], queued = KEYS[4], running = KEYS[5], failed = KEYS[6]}
 for i = 4, #ARGV, 3 do
-  local r = stop_worker(ARGV[i], KEYS[1], new, ARGV[i + 1], mode, ARGV[i + 2], t)
+  local r = stop_worker(ARGV[i], KEYS[1], KEYS[2], new, ARGV[i + 1], mode, ARGV[i + 2], t, K)
   if r then out[#out + 1] = r end
 end
 return out
