@@ -36,7 +36,7 @@ from rushhpc.protocol import _INCLUDES, STRICT_ENV, source
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 HB = {"heartbeat_period": 0.5, "heartbeat_expire": 2}
-PER_ITEM = ("task:", "worker:", "heartbeat:", "pending:", "worker_tasks:")
+PER_ITEM = ("task:", "worker:", "heartbeat:", "pending:", "worker_tasks:", "released:")
 
 
 # ------------------------------------------------------------------ static: the scripts' key rule

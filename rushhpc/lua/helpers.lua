@@ -1,6 +1,6 @@
 -- Shared by every script (prepended). Every key a script touches is declared in KEYS,
 -- except the per-item keys whose names are data (a task's hash, a worker's hash, heartbeat,
--- pending list or task set, for ids read from a list, a set or the arguments): those are
+-- pending list, task set or released set, for ids read from a list, a set or the arguments): those are
 -- built here from P, the "{net}:" hash tag of KEYS[1], so they hash to KEYS[1]'s Redis
 -- Cluster slot by construction. ARGV[1] repeats the prefix as a check (a caller that mixes
 -- networks gets an error, not a write to another one). Fixed keys (queued, running, failed,
