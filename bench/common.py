@@ -73,7 +73,7 @@ class RedisServer:
     `stop` ends exactly this process (by its pid), never anything else.
     """
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, extra_conf: tuple[str, ...] = ()):
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
@@ -88,6 +88,7 @@ class RedisServer:
             "appendonly no",
             f'logfile "{workdir / "redis.log"}"',
             "maxclients 10000",
+            *extra_conf,
         ]
         self.proc = subprocess.Popen(
             [binary, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

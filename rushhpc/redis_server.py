@@ -157,6 +157,9 @@ class StartOptions:
     port: int | None = None  # None: the port of the last start if free, else any free port
     host: str | None = None  # the host name clients use (default: from the bind addresses)
     appendonly: bool = False
+    # with appendonly: "everysec" (a crash loses up to 1 s of results) or "always" (a result is
+    # fsynced before its finish is acknowledged; costs latency, see docs/benchmarks.md)
+    fsync: str = "everysec"
     maxmemory: str | None = None
     tls: bool = False
     tls_cert: str | None = None  # the server's certificate, key and CA (default: generated)
@@ -584,7 +587,7 @@ def _conf_text(paths: Paths, opts: StartOptions, port: int, tls: dict[str, str])
         "maxmemory-policy noeviction",
         'save ""',
         f"appendonly {'yes' if opts.appendonly else 'no'}",
-        "appendfsync everysec",
+        f"appendfsync {opts.fsync}",
     ]
     if opts.maxmemory:
         lines.append(f"maxmemory {opts.maxmemory}")
@@ -692,7 +695,7 @@ def start(directory: Path, opts: StartOptions) -> dict[str, Any]:
                 "port": port, "host": host, "tls": opts.tls, "tls_ca": tls.get("ca"), "tls_server_cert": tls.get("cert"),
                 "tls_auth_clients": opts.tls_auth_clients,
                 "tls_client_cert": tls.get("client_cert"), "tls_client_key": tls.get("client_key"),
-                "appendonly": opts.appendonly, "maxmemory": opts.maxmemory,
+                "appendonly": opts.appendonly, "fsync": opts.fsync, "maxmemory": opts.maxmemory,
             }
             ok, last = _launch(paths, binary, state, opts.timeout)
             if ok:
@@ -814,7 +817,7 @@ def status(directory: Path) -> dict[str, Any]:
         doc["state"] = "absent"
         return doc
     cfg_fields = {k: st.get(k) for k in ("bind", "port", "host", "tls", "tls_ca", "tls_auth_clients", "appendonly",
-                                         "maxmemory", "binary")}
+                                         "fsync", "maxmemory", "binary")}
     doc.update(cfg_fields)
     doc.update(_usage(paths, st))
     machine = _elsewhere(st)

@@ -113,6 +113,17 @@ def test_restart_keeps_password_port_and_data_with_appendonly(redis_home):
     assert admin(second).get("{net}:meta") == "kept"
 
 
+def test_fsync_always_is_asked_for_and_kept(redis_home):
+    first = start_json("--name", "durable", "--appendonly", "--fsync", "always")
+    c = admin(first)
+    assert c.config_get("appendfsync")["appendfsync"] == "always" and first["fsync"] == "always"
+    c.close()
+    st = cli("redis", "status", "--name", "durable")
+    assert "fsync always" in st.stdout
+    default = start_json("--name", "lazy", "--appendonly")
+    assert admin(default).config_get("appendfsync")["appendfsync"] == "everysec"
+
+
 def test_taken_port_is_named_with_its_holder(redis_home):
     port = free_port()
     with socket.socket() as s:

@@ -38,7 +38,7 @@ def _describe(doc: dict[str, Any]) -> str:
         bits.append(f"redis {doc['version']}")
     bits.append(f"bind {' '.join(doc.get('bind') or [])}, port {doc.get('port')}")
     bits.append("TLS" + (" with client certificates" if doc.get("tls_auth_clients") else "") if doc.get("tls") else "no TLS")
-    bits.append("appendonly" if doc.get("appendonly") else "no persistence")
+    bits.append(f"appendonly (fsync {doc.get('fsync') or 'everysec'})" if doc.get("appendonly") else "no persistence")
     if doc.get("maxmemory"):
         bits.append(f"maxmemory {doc['maxmemory']}")
     return ", ".join(bits)
@@ -47,7 +47,8 @@ def _describe(doc: dict[str, Any]) -> str:
 def _start(args: argparse.Namespace) -> int:
     opts = rs.StartOptions(
         bind=args.bind or ["127.0.0.1"], port=args.port, host=args.host, appendonly=args.appendonly,
-        maxmemory=args.maxmemory, tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca,
+        fsync=args.fsync, maxmemory=args.maxmemory, tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
         tls_auth_clients=args.tls_auth_clients, redis_server=args.redis_server, timeout=args.timeout,
     )
     doc = rs.start(_dir(args), opts)
@@ -159,6 +160,9 @@ def register(sub: Any) -> None:
     st.add_argument("--host", help="host name clients use in the URL (default: from --bind; this host's name "
                                    "for 0.0.0.0); generated certificates name it")
     st.add_argument("--appendonly", action="store_true", help="persistence: append-only file, fsync every second")
+    st.add_argument("--fsync", choices=("everysec", "always"), default="everysec",
+                    help="with --appendonly: 'always' fsyncs every write before Redis answers, so a finished "
+                         "result survives a crash of the machine (slower; see docs/benchmarks.md)")
     st.add_argument("--maxmemory", metavar="SIZE", help="memory limit (e.g. 8gb); writes fail beyond it (noeviction)")
     st.add_argument("--tls", action="store_true", help="TLS only (rediss://); certificates generated unless given")
     st.add_argument("--tls-cert", metavar="FILE", help="the server's certificate (with --tls-key and --tls-ca)")
