@@ -437,6 +437,7 @@ class Plan:
     launcher_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     max_object_size: int | None = None
     run_dir: str | None = None
+    signing_key_file: str | None = None
     source: str = dataclasses.field(default="", repr=False, compare=False)  # where it was read from
 
     def __post_init__(self) -> None:
@@ -459,6 +460,8 @@ class Plan:
             self.large_objects_path = str(self.large_objects_path)
         if self.run_dir is not None:
             self.run_dir = str(self.run_dir)
+        if self.signing_key_file is not None:
+            self.signing_key_file = str(Path(self.signing_key_file).expanduser().absolute())
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
@@ -481,8 +484,13 @@ def rush_plan(
     launcher_options: dict[str, Any] | None = None,
     max_object_size: int | None = None,
     run_dir: str | os.PathLike | None = None,
+    signing_key_file: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Set the process-wide plan that `rsh()` and `start_workers()` use.
+
+    ``signing_key_file`` is the 0600 file holding the key that signs worker configurations
+    (default ``$RUSHHPC_SIGNING_KEY_FILE``, else ``<run_dir>/signing.key``); created on first
+    start when missing.
 
     Example:
         >>> rush_plan(n_workers=4, config="redis://127.0.0.1:6379", heartbeat_period=5)
@@ -496,6 +504,7 @@ def rush_plan(
         start_worker_timeout=start_worker_timeout, heartbeat_period=heartbeat_period,
         heartbeat_expire=heartbeat_expire, launcher_options=dict(launcher_options or {}),
         max_object_size=max_object_size, run_dir=str(run_dir) if run_dir else None,
+        signing_key_file=str(signing_key_file) if signing_key_file else None,
     )
     return _PLAN.as_dict()
 

@@ -75,7 +75,7 @@ class Rush(Network):
             from .embedded import embedded_redis
 
             cfg = embedded_redis()
-        super().__init__(nid, cfg, run_dir=run_dir or plan.run_dir)
+        super().__init__(nid, cfg, run_dir=run_dir or plan.run_dir, signing_key_file=plan.signing_key_file)
         if must_exist and not self.exists():
             Network.open(nid, cfg, client=self.connector)  # raises, naming the networks there
         self._plan: Plan = plan
@@ -137,6 +137,7 @@ class Rush(Network):
         options["heartbeat_period"], options["heartbeat_expire"] = heartbeat_settings(period, expire)
         options.setdefault("log_thresholds", self._plan.log_thresholds)
         blob = startargs.dump(worker_loop, args, options)
+        key = self.signing_key()  # a readable or broken key file fails before anything is written
         self.create()  # the network may have been reset since this manager was made
         start_id = startargs.store(
             self.connector,
@@ -144,6 +145,7 @@ class Rush(Network):
             blob,
             int(self._plan_get("max_object_size", defaults.MAX_OBJECT_SIZE)),
             self._plan.large_objects_path,
+            key=key,
         )
         return start_id, options
 
@@ -232,7 +234,8 @@ class Rush(Network):
             raise RushConfigError("credentials must be 'file' (a 0600 file in the run directory) or 'env'")
         start_id, options = self._prepare_start(worker_loop, options_and_args)
         creds = str(self.credentials_file()) if credentials == "file" else None
-        spec = WorkerSpec.from_options(self.network_id, start_id, options, credentials=creds, launcher=SCRIPT)
+        spec = WorkerSpec.from_options(self.network_id, start_id, options, credentials=creds,
+                                       signing_key=str(self.signing_key_file()), launcher=SCRIPT)
         return spec.command(python)
 
     def render_script(self, worker_loop: Callable, n_workers: int = 1, worker_type: str | None = None,

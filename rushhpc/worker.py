@@ -16,19 +16,20 @@ import socket
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Sequence
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import codec, defaults, startargs
+from . import codec, defaults, signing, startargs
 from .config import RedisConfig, as_config, env_config, heartbeat_settings, read_credentials
 from .errors import RushConfigError, RushError
 from .heartbeat import start_heartbeat
 from .layout import Keys, validate_id
 from .logs import install as install_log_handlers
-from .network import Network
+from .network import Network, default_run_root
 from .protocol import Call
 from .replies import WorkerRedis
 from .spec import WorkerSpec, new_worker_id
@@ -343,6 +344,22 @@ def _registration_error(network_id: str, worker_id: str, error: str) -> str:
     return f"cannot register worker {worker_id}: {error.split(' ', 1)[-1] if code == 'TAKEN' else error}"
 
 
+def worker_key_file(spec: WorkerSpec) -> Path:
+    """The signing key file a worker process reads: ``--signing-key``, else
+    ``$RUSHHPC_SIGNING_KEY_FILE``, else ``signing.key`` beside the credentials file (the run
+    directory), else ``<run root>/<network>/signing.key``.
+
+    Example:
+        >>> worker_key_file(WorkerSpec("sweep-1", "5d1e", credentials="/runs/sweep-1/credentials.json"))
+        PosixPath('/runs/sweep-1/signing.key')
+    """
+    if spec.signing_key:
+        return Path(spec.signing_key).expanduser()
+    run_dir = Path(spec.credentials).expanduser().parent if spec.credentials else \
+        default_run_root() / spec.network_id
+    return signing.key_path(run_dir)
+
+
 def run_worker(spec: WorkerSpec) -> int:
     """Run one worker to its end; returns the process exit code.
 
@@ -356,11 +373,14 @@ def run_worker(spec: WorkerSpec) -> int:
         )
     # a worker process always has a heartbeat (defaults when none was given)
     period, expire = heartbeat_settings(spec.heartbeat_period, spec.heartbeat_expire)
-    # The configuration is read before registering: a wrong start id is one clear error and
-    # leaves no failed worker behind.
+    # The configuration is read and its signature checked before registering: a wrong start
+    # id, a missing key file or a bad signature is one clear error and leaves no failed worker
+    # behind (the manager reports the worker's exit and stderr).
+    key_file = worker_key_file(spec)
+    key = signing.read_key(key_file)
     raw = cfg.connect(decode_responses=False)
     try:
-        start = startargs.load(raw, Keys(spec.network_id), spec.start_id)
+        start = startargs.load(raw, Keys(spec.network_id), spec.start_id, key=key, key_file=key_file)
     finally:
         raw.close()
     worker = RushWorker(
