@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -149,8 +150,11 @@ class RedisConfig:
         """A client that has answered PING, or a `RushConfigError` that says why and what to do.
 
         A Redis beyond loopback without a password is refused: anyone who can write to it
-        could make the workers run code. ``RUSHHPC_ALLOW_NO_PASSWORD=1`` overrides this.
+        could make the workers run code. ``RUSHHPC_ALLOW_NO_PASSWORD=1`` overrides this. A host
+        name that does not resolve is reported as such first (a typo is the likelier cause).
         """
+        if not self.loopback:
+            check_resolves(self)
         if not self.password and not self.loopback and os.environ.get("RUSHHPC_ALLOW_NO_PASSWORD") != "1":
             raise RushConfigError(
                 f"Redis at {self.address} is not on this machine and no password is configured: anyone who "
@@ -165,11 +169,55 @@ class RedisConfig:
         return self.client(retry=Retry(NoBackoff(), 0), socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
+def check_resolves(cfg: RedisConfig) -> None:
+    """Refuse a host name that does not resolve, naming it (before any other check)."""
+    try:
+        socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise RushConfigError(
+            f"cannot reach Redis at {cfg.address}: the host name {cfg.host!r} does not resolve ({e.strerror}). "
+            "Check its spelling in the URL or redis_config(host=...), or use the server's IP address."
+        ) from None
+    except (OSError, UnicodeError):
+        pass  # anything else: let the connection attempt report it
+
+
+def not_redis_reply(cfg: RedisConfig, timeout: float = 2.0) -> str | None:
+    """What a plain (non-TLS) port answers to ``PING``, when that is not Redis's protocol
+    (e.g. ``'HTTP/1.0 400 Bad request'``); None when it speaks RESP, says nothing, or is TLS."""
+    if cfg.tls:
+        return None
+    try:
+        with socket.create_connection((cfg.host, cfg.port), timeout=timeout) as s:
+            s.sendall(b"PING\r\n")
+            data = s.recv(80)
+    except OSError:
+        return None
+    if not data or data[:1] in b"+-:$*_,#!=(%~>|":
+        return None
+    return data.decode("latin-1").splitlines()[0][:60] if data.strip() else repr(data[:20])
+
+
+def _not_redis(cfg: RedisConfig) -> RushConfigError | None:
+    reply = not_redis_reply(cfg)
+    if reply is None:
+        return None
+    return RushConfigError(
+        f"{cfg.address} answers, but it is not Redis: it replied {reply!r} to PING. Check the port "
+        "(Redis listens on 6379 by default; `rushhpc redis start` prints its URL) and the host."
+    )
+
+
 def check_connection(client: RedisClient, cfg: RedisConfig) -> None:
     """PING through ``client``; turn every failure into an error naming host:port and the fix."""
     try:
         client.ping()
         client.close()
+    except redis.InvalidResponse:
+        raise (_not_redis(cfg) or RushConfigError(
+            f"{cfg.address} answers, but not in Redis's protocol: check the port and the host "
+            "(and use rediss:// for a TLS port)."
+        )) from None
     except redis.AuthenticationError as e:
         if cfg.password is None:
             raise RushConfigError(
@@ -186,8 +234,18 @@ def check_connection(client: RedisClient, cfg: RedisConfig) -> None:
                 f"Redis at {cfg.address} requires a password ({e}). Pass it with "
                 "redis_config(password_file=...) or in RUSHHPC_REDIS_URL."
             ) from None
+        if "DB index is out of range" in str(e):
+            raise RushConfigError(
+                f"Redis at {cfg.address} has no database {cfg.db} ({e}): use a db index from 0 to the "
+                "server's `databases` setting minus one (16 databases by default), in the URL path "
+                "(redis://host:port/0) or redis_config(db=...)."
+            ) from None
         raise RushConfigError(f"Redis at {cfg.address} answered PING with an error: {e}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        if not isinstance(e, redis.TimeoutError) and isinstance(e, redis.ConnectionError):
+            other = _not_redis(cfg)  # e.g. an HTTP server that closed the connection on our PING
+            if other is not None:
+                raise other from None
         hint = tls_hint(str(e), cfg)
         if hint:
             raise RushConfigError(f"cannot reach Redis at {cfg.address}: {str(e).rstrip('.')}. {hint}") from None
@@ -555,7 +613,7 @@ def load_plan_file(path: str | os.PathLike) -> Plan:
     except OSError as e:
         raise RushConfigError(f"cannot read plan file {p} (RUSHHPC_CONFIG): {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise RushConfigError(f"plan file {p} is not valid YAML: {e}") from None
+        raise RushConfigError(f"plan file {p}{yaml_position(e)} is not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise RushConfigError(f"plan file {p} must hold a mapping of rush_plan arguments")
     unknown = sorted(set(data) - set(PLAN_KEYS))
@@ -563,6 +621,19 @@ def load_plan_file(path: str | os.PathLike) -> Plan:
         raise RushConfigError(f"plan file {p}: unknown key(s) {unknown}; known: {list(PLAN_KEYS)}")
     data = {k: v for k, v in data.items() if v is not None}
     return Plan(**data, source=str(p))
+
+
+def yaml_position(error: Exception) -> str:
+    """', line L, column C' of a YAML error (1-based), or '' when PyYAML gives no position."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    return f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def yaml_problem(error: Exception) -> str:
+    """A YAML error's problem without PyYAML's ``in "<unicode string>"`` position lines."""
+    parts = [getattr(error, "context", None), getattr(error, "problem", None)]
+    text = "; ".join(str(x) for x in parts if x)
+    return text or str(error)
 
 
 def validate_heartbeat(period: float | None, expire: float | None) -> None:

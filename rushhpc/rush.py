@@ -159,7 +159,20 @@ class Rush(Network):
             raise RushConfigError(f"n_workers must be a positive integer, got {n!r}")
         launcher = self.launcher(worker_type)  # an unknown or unusable launcher fails before anything is stored
         start_id, options = self._prepare_start(worker_loop, options_and_args)
-        return self._launch(launcher.name, start_id, n, options)
+        try:
+            return self._launch(launcher.name, start_id, n, options)
+        except BaseException:
+            self._drop_unused_start(start_id)  # a launch refused before any worker: leave no start key
+            raise
+
+    def _drop_unused_start(self, start_id: str) -> None:
+        try:
+            if any(r.start_id == start_id for r in self.records().values()):
+                return  # some workers were started (e.g. an earlier chunk): they need it
+            self.connector.delete(self.keys.start(start_id))
+            startargs.remove_files(self.keys, [start_id], self._plan.large_objects_path)
+        except redis.RedisError:
+            pass  # the original error matters more
 
     def _launch(self, worker_type: str, start_id: str, n: int, options: dict[str, Any]) -> list[str]:
         with self._launch_lock:
@@ -251,7 +264,11 @@ class Rush(Network):
             raise RushConfigError(f"worker_type {worker_type!r} submits no batch script; use slurm or pbs")
         start_id, options = self._prepare_start(worker_loop, options_and_args)
         prefix = launcher.make_worker_ids(1)[0].rsplit("-", 1)[0]
-        return launcher.render(start_id, prefix, n_workers, 0, options, options.get("launcher_options"))
+        try:
+            return launcher.render(start_id, prefix, n_workers, 0, options, options.get("launcher_options"))
+        except BaseException:
+            self._drop_unused_start(start_id)
+            raise
 
     def _ended_processes(self) -> dict[str, int]:
         """Worker id -> exit code, for workers whose process one of this manager's launchers saw end."""

@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,7 +26,7 @@ from redis.retry import Retry
 
 from . import codec, defaults, signing, startargs
 from .config import RedisConfig, as_config, env_config, heartbeat_settings, read_credentials
-from .errors import RushConfigError, RushError
+from .errors import RushConfigError, RushError, RushPayloadError
 from .heartbeat import start_heartbeat
 from .layout import Keys, validate_id
 from .logs import install as install_log_handlers
@@ -261,6 +262,26 @@ class RushWorker(Network):
         if state != "running":
             log.warning("worker %s is %s: the tasks it just created were not stored", self.worker_id, state)
 
+    def _check_keys(self, keys: list[str], what: str) -> None:
+        """Refuse duplicate or unknown task keys before anything is written."""
+        if len(set(keys)) != len(keys):
+            dups = sorted(k for k, n in Counter(keys).items() if n > 1)
+            raise RushPayloadError(
+                f"{what}: task key(s) given more than once: {', '.join(dups[:5])}; nothing was written. "
+                "Report each task once per call."
+            )
+        unknown = [k for k in keys if k not in self._attempts]
+        if unknown:  # not popped or created by this worker: they must at least be tasks of the network
+            with self.connector.pipeline(transaction=False) as pipe:
+                for k in unknown:
+                    pipe.exists(self.keys.task(k))
+                missing = [k for k, n in zip(unknown, pipe.execute()) if not n]
+            if missing:
+                raise RushPayloadError(
+                    f"{what}: unknown task key(s) {', '.join(missing[:5])}: no such task in network "
+                    f"{self.network_id!r}; nothing was written. Use the keys pop_task or push_running_tasks returned."
+                )
+
     def _final(self, state: str, keys: Sequence[str], f1: str, v1: list[str], f2: str, v2: list[str]) -> list[str]:
         attempts = self._attempts
         rows = [(k, attempts.pop(k, "*"), f1, a, f2, b) for k, a, b in zip(keys, v1, v2)]
@@ -302,6 +323,7 @@ class RushWorker(Network):
         extras = _as_list(yss_extra, len(keys), "yss_extra")
         ys_json = [codec.encode_dict(y, "ys") or "{}" for y in yss]
         ex_json = [codec.encode_dict(e, "ys_extra") for e in extras]
+        self._check_keys(keys, "finish_tasks")
         return self._final("finished", keys, "ys", ys_json, "ys_extra", ex_json)
 
     def fail_tasks(self, keys: Sequence[str] | str, conditions: Sequence[Any] | None = None) -> list[str]:
@@ -312,6 +334,7 @@ class RushWorker(Network):
         """
         keys = [keys] if isinstance(keys, str) else list(keys)
         conds = [codec.condition(c) for c in _as_list(conditions, len(keys), "conditions")]
+        self._check_keys(keys, "fail_tasks")
         return self._final("failed", keys, "condition", conds, "", [""] * len(keys))
 
     def stop_heartbeat(self) -> None:
