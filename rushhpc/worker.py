@@ -396,13 +396,13 @@ def run_worker(spec: WorkerSpec) -> int:
         )
     # a worker process always has a heartbeat (defaults when none was given)
     period, expire = heartbeat_settings(spec.heartbeat_period, spec.heartbeat_expire)
-    # The configuration is read and its signature checked before registering: a wrong start
-    # id, a missing key file or a bad signature is one clear error and leaves no failed worker
-    # behind (the manager reports the worker's exit and stderr).
-    key_file = worker_key_file(spec)
-    key = signing.read_key(key_file)
+    # The configuration is read and its signature checked before registering: an unreachable
+    # Redis, a wrong start id, a missing key file or a bad signature is one clear error and
+    # leaves no failed worker behind (the manager reports the worker's exit and stderr).
     raw = cfg.connect(decode_responses=False)
     try:
+        key_file = worker_key_file(spec)
+        key = signing.read_key(key_file)
         start = startargs.load(raw, Keys(spec.network_id), spec.start_id, key=key, key_file=key_file)
     finally:
         raw.close()

@@ -108,7 +108,7 @@ def test_a_blob_rewritten_without_the_key_is_refused_before_unpickling(rush, tmp
         forged, message = genuine[:head] + evil, "has a bad signature"
     else:  # a genuinely signed blob of this network, copied under another start id
         rush.worker_script(queue_loop, fun=double)
-        other = next(s for s in raw.scan_iter(match=f"{{{rush.network_id}}}:start:*") if s != k)
+        other = next(s for s in raw.scan_iter(match=f"{{{rush.network_id}}}:start:*") if s != k.encode())
         raw.set(other, raw.get(k))  # the genuine blob signed for start_id, now under `other`
         command = command.replace(start_id, other.decode().rsplit(":", 1)[1])
         forged, message = genuine, "has a bad signature"
