@@ -105,9 +105,9 @@ def test_no_secret_anywhere(redis_server, batch_backend, monkeypatch, tmp_path, 
               launcher_options={"poll_interval": 0.5, "max_poll_interval": 2, "startup_grace": 30, "time": "00:10:00"})
     rush = rushhpc.rsh(nid)
     try:
-        local_ids = rush.start_local_workers(hold_loop, n_workers=2, **HB)
-        # the manager's environment holds the password from here on: batch jobs must not get it
+        # the manager's environment holds the password: neither local workers nor batch jobs may get it
         monkeypatch.setenv("RUSHHPC_REDIS_URL", config.url())
+        local_ids = rush.start_local_workers(hold_loop, n_workers=2, **HB)
         script = rush.render_script(hold_loop, n_workers=2)
         batch_ids = rush.start_workers(hold_loop, n_workers=2)
         rush.wait_for_workers(worker_ids=local_ids + batch_ids, timeout=90)
@@ -130,7 +130,8 @@ def test_no_secret_anywhere(redis_server, batch_backend, monkeypatch, tmp_path, 
 
         # what the manager shows and stores
         for text in (script, repr(rush), rush._repr_html_(), str(rush.config), repr(rush.config),
-                     rush.worker_info.to_json(), rush.read_log().to_json(), json.dumps(rush.meta()),
+                     rush.worker_info.to_json(date_format="iso"), rush.read_log().to_json(date_format="iso"),
+                     json.dumps(rush.meta()),
                      json.dumps({w: r.dumps() for w, r in rush.records().items()})):
             assert not [s for s in secrets if s.decode() in text]
         raw = config.client(decode_responses=False)
@@ -157,11 +158,11 @@ def test_no_secret_anywhere(redis_server, batch_backend, monkeypatch, tmp_path, 
             rushhpc.rsh(nid, config=redis_config(port=redis_server.port, password=password[::-1]))
         assert password not in str(e.value) and password[::-1] not in str(e.value)
         missing = tmp_path / "no-such-dir" / "credentials.json"
-        monkeypatch.setattr(rush, "credentials_file", lambda: missing)
-        bad = rush.start_local_workers(hold_loop, n_workers=1, **HB)
-        with pytest.raises(RushWorkerError) as e2:
-            rush.wait_for_workers(worker_ids=bad, timeout=30)
-        monkeypatch.undo()
+        with monkeypatch.context() as m:
+            m.setattr(rush, "credentials_file", lambda: missing)
+            bad = rush.start_local_workers(hold_loop, n_workers=1, **HB)
+            with pytest.raises(RushWorkerError) as e2:
+                rush.wait_for_workers(worker_ids=bad, timeout=30)
         assert not [s for s in secrets if s.decode() in str(e2.value)]
 
         rush.stop_workers(type="terminate")
