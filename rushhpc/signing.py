@@ -52,20 +52,34 @@ def ensure_key(path: str | os.PathLike) -> bytes:
     """
     p = Path(path).expanduser()
     if not p.exists():
-        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                os.fchmod(f.fileno(), 0o600)
+                f.write(secrets.token_hex(32) + "\n")
+            # link, not rename: it fails if another manager made the file meanwhile (then theirs is
+            # used), and nobody ever reads a half-written key
+            try:
+                os.link(tmp, p)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links
+                if not p.exists():
+                    os.replace(tmp, p)
         except FileExistsError:
-            pass  # another manager created it meanwhile: use theirs
+            pass
         except OSError as e:
             raise RushConfigError(
                 f"cannot create the signing key file {p}: {e.strerror}. Make its folder writable, or point "
                 f"rush_plan(signing_key_file=...) / {KEY_ENV} at a file you can write."
             ) from None
-        else:
-            with os.fdopen(fd, "w") as f:
-                os.fchmod(f.fileno(), 0o600)
-                f.write(secrets.token_hex(32) + "\n")
+        finally:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
     return read_key(p)
 
 

@@ -227,3 +227,14 @@ def test_manager_reports_a_worker_that_refused_its_configuration(rush, tmp_path,
         rush.wait_for_workers(worker_ids=ids, timeout=30)
     assert "has a bad signature" in str(e.value) and other.read_text().strip() not in str(e.value)
     assert rush.worker_rows() == []
+
+
+def test_managers_starting_at_once_agree_on_one_key(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "runs" / "net" / "signing.key"
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: ensure_key(path), range(16)))
+    assert len(set(keys)) == 1 and len(keys[0]) == 64
+    assert [p.name for p in path.parent.iterdir()] == ["signing.key"]  # no temporary file left
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(path.parent.stat().st_mode & 0o777) == "0o700"
