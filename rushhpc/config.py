@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import Any, Callable
@@ -211,8 +212,11 @@ class RedisConfig:
         """A client that has answered PING, or a `RushConfigError` that says why and what to do.
 
         A Redis beyond loopback without a password is refused: anyone who can write to it
-        could make the workers run code. ``RUSHHPC_ALLOW_NO_PASSWORD=1`` overrides this.
+        could make the workers run code. ``RUSHHPC_ALLOW_NO_PASSWORD=1`` overrides this. A host
+        name that does not resolve is reported as such first (a typo is the likelier cause).
         """
+        if not self.loopback:
+            check_resolves(self)
         if not self.password and not self.loopback and os.environ.get("RUSHHPC_ALLOW_NO_PASSWORD") != "1":
             raise RushConfigError(
                 f"Redis at {self.address} is not on this machine and no password is configured: anyone who "
@@ -240,6 +244,46 @@ def node_client(client: RedisClient, key: str) -> RedisClient:
     return client.get_node_from_key(key).redis_connection
 
 
+def check_resolves(cfg: RedisConfig) -> None:
+    """Refuse a host name that does not resolve, naming it (before any other check)."""
+    try:
+        socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise RushConfigError(
+            f"cannot reach Redis at {cfg.address}: the host name {cfg.host!r} does not resolve ({e.strerror}). "
+            "Check its spelling in the URL or redis_config(host=...), or use the server's IP address."
+        ) from None
+    except (OSError, UnicodeError):
+        pass  # anything else: let the connection attempt report it
+
+
+def not_redis_reply(cfg: RedisConfig, timeout: float = 2.0) -> str | None:
+    """What a plain (non-TLS) port answers to ``PING``, when that is not Redis's protocol
+    (e.g. ``'HTTP/1.0 400 Bad request'``); None when it speaks RESP, says nothing, or is TLS."""
+    if cfg.tls:
+        return None
+    try:
+        with socket.create_connection((cfg.host, cfg.port), timeout=timeout) as s:
+            s.sendall(b"PING\r\n")
+            data = s.recv(80)
+    except OSError:
+        return None
+    if not data or data[:1] in b"+-:$*_,#!=(%~>|":
+        return None
+    return data.decode("latin-1").splitlines()[0][:60] if data.strip() else repr(data[:20])
+
+
+def _not_redis(cfg: RedisConfig) -> RushConfigError | None:
+    reply = not_redis_reply(cfg)
+    if reply is None:
+        return None
+    return RushConfigError(
+        f"{cfg.address} answers, but it is not Redis: it replied {reply!r} to PING. Check the port "
+        "(Redis listens on 6379 by default; `rushhpc redis start` prints its URL) and the host."
+    )
+
+
+
 def check_connection(client: RedisClient | Callable[[], RedisClient], cfg: RedisConfig) -> None:
     """PING through ``client`` (or the client a callable makes: a cluster client connects when
     made); turn every failure into an error naming host:port and the fix."""
@@ -256,6 +300,11 @@ def check_connection(client: RedisClient | Callable[[], RedisClient], cfg: Redis
                 "drop cluster=True / --redis-cluster / RUSHHPC_REDIS_CLUSTER for a single server"
             ) from None
         raise RushConfigError(f"cannot use the Redis Cluster at {cfg.address}: {text}") from None
+    except redis.InvalidResponse:
+        raise (_not_redis(cfg) or RushConfigError(
+            f"{cfg.address} answers, but not in Redis's protocol: check the port and the host "
+            "(and use rediss:// for a TLS port)."
+        )) from None
     except redis.AuthenticationError as e:
         if cfg.password is None:
             raise RushConfigError(
@@ -272,8 +321,18 @@ def check_connection(client: RedisClient | Callable[[], RedisClient], cfg: Redis
                 f"Redis at {cfg.address} requires a password ({e}). Pass it with "
                 "redis_config(password_file=...) or in RUSHHPC_REDIS_URL."
             ) from None
+        if "DB index is out of range" in str(e):
+            raise RushConfigError(
+                f"Redis at {cfg.address} has no database {cfg.db} ({e}): use a db index from 0 to the "
+                "server's `databases` setting minus one (16 databases by default), in the URL path "
+                "(redis://host:port/0) or redis_config(db=...)."
+            ) from None
         raise RushConfigError(f"Redis at {cfg.address} answered PING with an error: {e}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        if not isinstance(e, redis.TimeoutError) and isinstance(e, redis.ConnectionError):
+            other = _not_redis(cfg)  # e.g. an HTTP server that closed the connection on our PING
+            if other is not None:
+                raise other from None
         hint = tls_hint(str(e), cfg)
         if hint:
             raise RushConfigError(f"cannot reach Redis at {cfg.address}: {str(e).rstrip('.')}. {hint}") from None
@@ -534,6 +593,7 @@ class Plan:
     launcher_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     max_object_size: int | None = None
     run_dir: str | None = None
+    signing_key_file: str | None = None
     source: str = dataclasses.field(default="", repr=False, compare=False)  # where it was read from
 
     def __post_init__(self) -> None:
@@ -556,6 +616,8 @@ class Plan:
             self.large_objects_path = str(self.large_objects_path)
         if self.run_dir is not None:
             self.run_dir = str(self.run_dir)
+        if self.signing_key_file is not None:
+            self.signing_key_file = str(Path(self.signing_key_file).expanduser().absolute())
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
@@ -578,8 +640,13 @@ def rush_plan(
     launcher_options: dict[str, Any] | None = None,
     max_object_size: int | None = None,
     run_dir: str | os.PathLike | None = None,
+    signing_key_file: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Set the process-wide plan that `rsh()` and `start_workers()` use.
+
+    ``signing_key_file`` is the 0600 file holding the key that signs worker configurations
+    (default ``$RUSHHPC_SIGNING_KEY_FILE``, else ``<run_dir>/signing.key``); created on first
+    start when missing.
 
     Example:
         >>> rush_plan(n_workers=4, config="redis://127.0.0.1:6379", heartbeat_period=5)
@@ -593,6 +660,7 @@ def rush_plan(
         start_worker_timeout=start_worker_timeout, heartbeat_period=heartbeat_period,
         heartbeat_expire=heartbeat_expire, launcher_options=dict(launcher_options or {}),
         max_object_size=max_object_size, run_dir=str(run_dir) if run_dir else None,
+        signing_key_file=str(signing_key_file) if signing_key_file else None,
     )
     return _PLAN.as_dict()
 
@@ -643,7 +711,7 @@ def load_plan_file(path: str | os.PathLike) -> Plan:
     except OSError as e:
         raise RushConfigError(f"cannot read plan file {p} (RUSHHPC_CONFIG): {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise RushConfigError(f"plan file {p} is not valid YAML: {e}") from None
+        raise RushConfigError(f"plan file {p}{yaml_position(e)} is not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise RushConfigError(f"plan file {p} must hold a mapping of rush_plan arguments")
     unknown = sorted(set(data) - set(PLAN_KEYS))
@@ -651,6 +719,19 @@ def load_plan_file(path: str | os.PathLike) -> Plan:
         raise RushConfigError(f"plan file {p}: unknown key(s) {unknown}; known: {list(PLAN_KEYS)}")
     data = {k: v for k, v in data.items() if v is not None}
     return Plan(**data, source=str(p))
+
+
+def yaml_position(error: Exception) -> str:
+    """', line L, column C' of a YAML error (1-based), or '' when PyYAML gives no position."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    return f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def yaml_problem(error: Exception) -> str:
+    """A YAML error's problem without PyYAML's ``in "<unicode string>"`` position lines."""
+    parts = [getattr(error, "context", None), getattr(error, "problem", None)]
+    text = "; ".join(str(x) for x in parts if x)
+    return text or str(error)
 
 
 def validate_heartbeat(period: float | None, expire: float | None) -> None:

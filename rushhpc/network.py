@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import redis
 
+from . import signing
 from ._version import __version__
 from .config import RedisClient, RedisConfig, is_cluster, node_client, write_credentials
 from .errors import RushConfigError
@@ -87,6 +88,7 @@ class Network(TaskStore):
         client: RedisClient | None = None,
         run_dir: str | os.PathLike | None = None,
         client_factory: Callable[[], RedisClient] | None = None,
+        signing_key_file: str | os.PathLike | None = None,
     ):
         self.network_id = validate_id(network_id)
         self.config = config
@@ -97,6 +99,8 @@ class Network(TaskStore):
         root = Path(run_dir).expanduser() if run_dir else default_run_root()
         self._run_dir = root / self.network_id
         self._credentials_written = False
+        self._signing_key_file = signing.key_path(self._run_dir, signing_key_file)
+        self._signing_key: bytes | None = None
         self._records: dict[str, LaunchRecord] = {}
         self._lock = threading.RLock()  # the records cache is shared with a monitor thread
         self._init_caches()
@@ -231,6 +235,19 @@ class Network(TaskStore):
             write_credentials(path, self.config)
             self._credentials_written = True
         return path
+
+    def signing_key_file(self) -> Path:
+        """The 0600 file holding the key that signs this network's worker configurations
+        (``rush_plan(signing_key_file=...)``, ``$RUSHHPC_SIGNING_KEY_FILE`` or
+        ``<run_dir>/signing.key``), created on first use when missing. Workers get its path."""
+        self.signing_key()
+        return self._signing_key_file
+
+    def signing_key(self) -> bytes:
+        """The signing key (read, or created, once); never stored in Redis or printed."""
+        if self._signing_key is None:
+            self._signing_key = signing.ensure_key(self._signing_key_file)
+        return self._signing_key
 
     # ------------------------------------------------------------------ launch records
     def store_records(self, records: Sequence[LaunchRecord]) -> None:

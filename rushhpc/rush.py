@@ -75,7 +75,7 @@ class Rush(Network):
             from .embedded import embedded_redis
 
             cfg = embedded_redis()
-        super().__init__(nid, cfg, run_dir=run_dir or plan.run_dir)
+        super().__init__(nid, cfg, run_dir=run_dir or plan.run_dir, signing_key_file=plan.signing_key_file)
         if must_exist and not self.exists():
             Network.open(nid, cfg, client=self.connector)  # raises, naming the networks there
         self._plan: Plan = plan
@@ -137,6 +137,7 @@ class Rush(Network):
         options["heartbeat_period"], options["heartbeat_expire"] = heartbeat_settings(period, expire)
         options.setdefault("log_thresholds", self._plan.log_thresholds)
         blob = startargs.dump(worker_loop, args, options)
+        key = self.signing_key()  # a readable or broken key file fails before anything is written
         self.create()  # the network may have been reset since this manager was made
         start_id = startargs.store(
             self.connector,
@@ -144,6 +145,7 @@ class Rush(Network):
             blob,
             int(self._plan_get("max_object_size", defaults.MAX_OBJECT_SIZE)),
             self._plan.large_objects_path,
+            key=key,
         )
         return start_id, options
 
@@ -157,7 +159,20 @@ class Rush(Network):
             raise RushConfigError(f"n_workers must be a positive integer, got {n!r}")
         launcher = self.launcher(worker_type)  # an unknown or unusable launcher fails before anything is stored
         start_id, options = self._prepare_start(worker_loop, options_and_args)
-        return self._launch(launcher.name, start_id, n, options)
+        try:
+            return self._launch(launcher.name, start_id, n, options)
+        except BaseException:
+            self._drop_unused_start(start_id)  # a launch refused before any worker: leave no start key
+            raise
+
+    def _drop_unused_start(self, start_id: str) -> None:
+        try:
+            if any(r.start_id == start_id for r in self.records().values()):
+                return  # some workers were started (e.g. an earlier chunk): they need it
+            self.connector.delete(self.keys.start(start_id))
+            startargs.remove_files(self.keys, [start_id], self._plan.large_objects_path)
+        except redis.RedisError:
+            pass  # the original error matters more
 
     def _launch(self, worker_type: str, start_id: str, n: int, options: dict[str, Any]) -> list[str]:
         with self._launch_lock:
@@ -234,7 +249,8 @@ class Rush(Network):
             raise RushConfigError("credentials must be 'file' (a 0600 file in the run directory) or 'env'")
         start_id, options = self._prepare_start(worker_loop, options_and_args)
         creds = str(self.credentials_file()) if credentials == "file" else None
-        spec = WorkerSpec.from_options(self.network_id, start_id, options, credentials=creds, launcher=SCRIPT)
+        spec = WorkerSpec.from_options(self.network_id, start_id, options, credentials=creds,
+                                       signing_key=str(self.signing_key_file()), launcher=SCRIPT)
         return spec.command(python)
 
     def render_script(self, worker_loop: Callable, n_workers: int = 1, worker_type: str | None = None,
@@ -250,7 +266,11 @@ class Rush(Network):
             raise RushConfigError(f"worker_type {worker_type!r} submits no batch script; use slurm or pbs")
         start_id, options = self._prepare_start(worker_loop, options_and_args)
         prefix = launcher.make_worker_ids(1)[0].rsplit("-", 1)[0]
-        return launcher.render(start_id, prefix, n_workers, 0, options, options.get("launcher_options"))
+        try:
+            return launcher.render(start_id, prefix, n_workers, 0, options, options.get("launcher_options"))
+        except BaseException:
+            self._drop_unused_start(start_id)
+            raise
 
     def _ended_processes(self) -> dict[str, int]:
         """Worker id -> exit code, for workers whose process one of this manager's launchers saw end."""

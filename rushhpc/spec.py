@@ -3,7 +3,8 @@
 Launchers turn a spec into an argv (``python -m rushhpc worker ...``), the CLI turns the
 argv back into a spec, and `rushhpc.worker.run_worker` runs it. No secret is ever part of
 it: Redis is named by a 0600 credentials file, or by ``RUSHHPC_REDIS_URL`` in the
-worker's environment.
+worker's environment, and the key that signs the worker configuration by the path of its
+0600 file (``--signing-key``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class WorkerSpec:
     start_id: str
     worker_id: str | None = None
     credentials: str | None = None  # path of a 0600 credentials file; None: RUSHHPC_REDIS_URL
+    signing_key: str | None = None  # path of the 0600 signing key file; None: the default (rushhpc.signing)
     heartbeat_period: float | None = None
     heartbeat_expire: float | None = None
     launcher: str = "script"
@@ -48,6 +50,7 @@ class WorkerSpec:
     walltime_margin: float | None = None  # stop taking tasks this long before the end
 
     def replace(self, **changes: Any) -> "WorkerSpec":
+        """A copy with these fields changed."""
         return dataclasses.replace(self, **changes)
 
     def argv(self, python: str | None = None) -> list[str]:
@@ -58,6 +61,8 @@ class WorkerSpec:
             argv += ["--worker-id", self.worker_id]
         if self.credentials:
             argv += ["--credentials", str(self.credentials)]
+        if self.signing_key:
+            argv += ["--signing-key", str(self.signing_key)]
         for flag, value in (("--heartbeat-period", self.heartbeat_period),
                             ("--heartbeat-expire", self.heartbeat_expire),
                             ("--walltime", self.walltime), ("--walltime-margin", self.walltime_margin),

@@ -3,6 +3,11 @@
 It is the one thing that must be executable, so it travels as cloudpickle,
 stored at ``{net}:start:{start_id}``, or in a file under
 ``large_objects_path`` when it is larger than ``max_object_size``.
+
+What Redis holds is ``rushhpc-signed-v1:<hmac>:`` followed by the pickle (or by
+``rushhpc-file:<path>``): the HMAC-SHA256 of the pickle under the network's signing key
+(`rushhpc.signing`), which never goes into Redis. `load` checks it before unpickling, so
+someone who can write Redis but lacks the key file cannot make a worker run their code.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any, Callable
 
 import cloudpickle
 
+from . import signing
 from .config import RedisClient
 from .errors import RushConfigError, RushPayloadError
 from .layout import Keys
@@ -49,9 +55,12 @@ def store(
     blob: bytes,
     max_object_size: int,
     large_objects_path: str | os.PathLike | None,
+    *,
+    key: bytes,
 ) -> str:
-    """Store a start blob; return its start id."""
+    """Store a start blob signed with the network's signing ``key``; return its start id."""
     start_id = uuid.uuid4().hex[:16]
+    header = signing.SIGNED_MARKER + signing.sign(key, keys.network_id, start_id, blob).encode() + b":"
     if len(blob) > max_object_size:
         if not large_objects_path:
             raise RushPayloadError(
@@ -65,20 +74,32 @@ def store(
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
-        client.set(keys.start(start_id), FILE_MARKER + str(path.resolve()).encode())
+        client.set(keys.start(start_id), header + FILE_MARKER + str(path.resolve()).encode())
     else:
-        client.set(keys.start(start_id), blob)
+        client.set(keys.start(start_id), header + blob)
     return start_id
 
 
-def load(raw_client: RedisClient, keys: Keys, start_id: str) -> dict[str, Any]:
-    """Load a start blob (from Redis or the large-objects file)."""
-    blob = raw_client.get(keys.start(start_id))
-    if blob is None:
+def load(raw_client: RedisClient, keys: Keys, start_id: str, *, key: bytes,
+         key_file: str | os.PathLike = "the signing key file") -> dict[str, Any]:
+    """Load a start blob (from Redis or the large-objects file) after checking its signature
+    under ``key`` (read from ``key_file``, named in errors); unpickle nothing unsigned."""
+    stored = raw_client.get(keys.start(start_id))
+    if stored is None:
         raise RushConfigError(
             f"no worker configuration {start_id!r} in network {keys.network_id!r}: "
             "the network was reset, or the worker points at another Redis"
         )
+    where = f"worker configuration {start_id!r} of network {keys.network_id!r}"
+    head = len(signing.SIGNED_MARKER)
+    if not stored.startswith(signing.SIGNED_MARKER) or stored[head + signing.DIGEST_HEX:head + signing.DIGEST_HEX + 1] != b":":
+        raise RushConfigError(
+            f"{where} is not signed: refusing to load it. It was written by an older rushhpc, or by someone "
+            "with write access to Redis but without the network's signing key; start the workers again "
+            "from a manager of this rushhpc version."
+        )
+    signature = stored[head:head + signing.DIGEST_HEX].decode("ascii", "replace")
+    blob = stored[head + signing.DIGEST_HEX + 1:]
     if blob.startswith(FILE_MARKER):
         path = Path(blob[len(FILE_MARKER):].decode())
         try:
@@ -88,6 +109,13 @@ def load(raw_client: RedisClient, keys: Keys, start_id: str) -> dict[str, Any]:
                 f"cannot read the worker configuration file {path}: {e.strerror}. "
                 "large_objects_path must be on a file system the workers see."
             ) from None
+    if not signing.verify(key, keys.network_id, start_id, blob, signature):
+        raise RushConfigError(
+            f"{where} has a bad signature for the signing key in {key_file}: refusing to load it. Either "
+            "someone with write access to Redis replaced it (it would run their code), or the manager signed "
+            f"it with another key file (a different run directory, rush_plan(signing_key_file=...) or "
+            f"{signing.KEY_ENV}): give the worker the manager's key file (--signing-key FILE)."
+        )
     return cloudpickle.loads(blob)
 
 

@@ -15,7 +15,7 @@ import orjson
 
 from . import codec, defaults
 from .config import RedisClient
-from .errors import RushError
+from .errors import RushError, RushPayloadError
 from .layout import Keys
 from .protocol import Protocol
 from .states import TASK_STATES
@@ -40,7 +40,7 @@ def _as_list(x: Any, n: int, what: str) -> list:
         return [None] * n
     x = list(x)
     if len(x) != n:
-        raise RushError(f"{what} has {len(x)} elements, expected {n} (one per task)")
+        raise RushPayloadError(f"{what} has {len(x)} elements, expected {n} (one per task); nothing was written")
     return x
 
 

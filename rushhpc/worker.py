@@ -17,20 +17,21 @@ import statistics
 import sys
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
+from pathlib import Path
 from typing import Any, Sequence
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import codec, defaults, startargs
+from . import codec, defaults, signing, startargs
 from .config import RedisConfig, as_config, env_config, heartbeat_settings, read_credentials
-from .errors import RushConfigError, RushError
+from .errors import RushConfigError, RushError, RushPayloadError
 from .heartbeat import start_heartbeat
 from .layout import Keys, validate_id
 from .logs import install as install_log_handlers
-from .network import Network
+from .network import Network, default_run_root
 from .protocol import Call
 from .replies import WorkerRedis
 from .spec import WorkerSpec, new_worker_id
@@ -331,6 +332,26 @@ class RushWorker(Network):
         if state != "running":
             log.warning("worker %s is %s: the tasks it just created were not stored", self.worker_id, state)
 
+    def _check_keys(self, keys: list[str], what: str) -> None:
+        """Refuse duplicate or unknown task keys before anything is written."""
+        if len(set(keys)) != len(keys):
+            dups = sorted(k for k, n in Counter(keys).items() if n > 1)
+            raise RushPayloadError(
+                f"{what}: task key(s) given more than once: {', '.join(dups[:5])}; nothing was written. "
+                "Report each task once per call."
+            )
+        unknown = [k for k in keys if k not in self._attempts]
+        if unknown:  # not popped or created by this worker: they must at least be tasks of the network
+            with self.connector.pipeline(transaction=False) as pipe:
+                for k in unknown:
+                    pipe.exists(self.keys.task(k))
+                missing = [k for k, n in zip(unknown, pipe.execute()) if not n]
+            if missing:
+                raise RushPayloadError(
+                    f"{what}: unknown task key(s) {', '.join(missing[:5])}: no such task in network "
+                    f"{self.network_id!r}; nothing was written. Use the keys pop_task or push_running_tasks returned."
+                )
+
     def _final(self, state: str, keys: Sequence[str], f1: str, v1: list[str], f2: str, v2: list[str]) -> list[str]:
         attempts = self._attempts
         rows = [(k, attempts.pop(k, "*"), f1, a, f2, b) for k, a, b in zip(keys, v1, v2)]
@@ -377,6 +398,7 @@ class RushWorker(Network):
         extras = _as_list(yss_extra, len(keys), "yss_extra")
         ys_json = [codec.encode_dict(y, "ys") or "{}" for y in yss]
         ex_json = [codec.encode_dict(e, "ys_extra") for e in extras]
+        self._check_keys(keys, "finish_tasks")
         return self._final("finished", keys, "ys", ys_json, "ys_extra", ex_json)
 
     def fail_tasks(self, keys: Sequence[str] | str, conditions: Sequence[Any] | None = None) -> list[str]:
@@ -387,6 +409,7 @@ class RushWorker(Network):
         """
         keys = [keys] if isinstance(keys, str) else list(keys)
         conds = [codec.condition(c) for c in _as_list(conditions, len(keys), "conditions")]
+        self._check_keys(keys, "fail_tasks")
         return self._final("failed", keys, "condition", conds, "", [""] * len(keys))
 
     def stop_heartbeat(self) -> None:
@@ -419,6 +442,22 @@ def _registration_error(network_id: str, worker_id: str, error: str) -> str:
     return f"cannot register worker {worker_id}: {error.split(' ', 1)[-1] if code == 'TAKEN' else error}"
 
 
+def worker_key_file(spec: WorkerSpec) -> Path:
+    """The signing key file a worker process reads: ``--signing-key``, else
+    ``$RUSHHPC_SIGNING_KEY_FILE``, else ``signing.key`` beside the credentials file (the run
+    directory), else ``<run root>/<network>/signing.key``.
+
+    Example:
+        >>> worker_key_file(WorkerSpec("sweep-1", "5d1e", credentials="/runs/sweep-1/credentials.json"))
+        PosixPath('/runs/sweep-1/signing.key')
+    """
+    if spec.signing_key:
+        return Path(spec.signing_key).expanduser()
+    run_dir = Path(spec.credentials).expanduser().parent if spec.credentials else \
+        default_run_root() / spec.network_id
+    return signing.key_path(run_dir)
+
+
 def run_worker(spec: WorkerSpec) -> int:
     """Run one worker to its end; returns the process exit code.
 
@@ -432,11 +471,14 @@ def run_worker(spec: WorkerSpec) -> int:
         )
     # a worker process always has a heartbeat (defaults when none was given)
     period, expire = heartbeat_settings(spec.heartbeat_period, spec.heartbeat_expire)
-    # The configuration is read before registering: a wrong start id is one clear error and
-    # leaves no failed worker behind.
+    # The configuration is read and its signature checked before registering: an unreachable
+    # Redis, a wrong start id, a missing key file or a bad signature is one clear error and
+    # leaves no failed worker behind (the manager reports the worker's exit and stderr).
     raw = cfg.connect(decode_responses=False)
     try:
-        start = startargs.load(raw, Keys(spec.network_id), spec.start_id)
+        key_file = worker_key_file(spec)
+        key = signing.read_key(key_file)
+        start = startargs.load(raw, Keys(spec.network_id), spec.start_id, key=key, key_file=key_file)
     finally:
         raw.close()
     worker = RushWorker(

@@ -108,7 +108,7 @@ def redis_server(tmp_path_factory):
 def _isolated(tmp_path, monkeypatch):
     """Every test gets its own run directory and no plan or Redis URL from the environment."""
     monkeypatch.setenv("RUSHHPC_RUN_DIR", str(tmp_path / "runs"))
-    for var in ("RUSHHPC_REDIS_URL", "REDIS_URL", "RUSHHPC_CONFIG"):
+    for var in ("RUSHHPC_REDIS_URL", "REDIS_URL", "RUSHHPC_CONFIG", "RUSHHPC_SIGNING_KEY_FILE"):
         monkeypatch.delenv(var, raising=False)
     remove_rush_plan()
     yield

@@ -256,8 +256,10 @@ def test_stop_workers_kill_and_terminate(batch):
                what="both jobs to end")
 
 
-def test_vanished_job_is_lost_after_two_misses(batch):
-    r = batch(vanish_grace=0)
+def test_vanished_job_is_lost_after_two_misses(batch, backend):
+    # held, so that its worker cannot register between the two polls (a registered worker with a
+    # live heartbeat is never declared vanished, and a worker may register within 0.6 s)
+    r = batch(vanish_grace=0, **backend.hold_options())
     ids = r.start_workers(queue_loop, n_workers=1, fun=abs)
     # a job id the scheduler has never heard of stands in for one purged from every answer
     rec = r._records[ids[0]]

@@ -143,4 +143,4 @@ def test_embedded_redis_missing_binary_message(monkeypatch):
 
 def test_remote_redis_without_password_is_refused(monkeypatch):
     with pytest.raises(RushConfigError, match="no password is configured"):
-        rsh("x", config="redis://redis.example.invalid:6379")  # refused before any connection is tried
+        rsh("x", config="redis://192.0.2.1:6379")  # TEST-NET-1: refused before any connection is tried

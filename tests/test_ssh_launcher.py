@@ -338,6 +338,9 @@ def test_remote_run_dir_gets_credentials_through_stdin(sshd, make_rush, ssh_call
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
     assert creds.read_bytes() == (rush.run_dir / "credentials.json").read_bytes()
     assert not list(remote.glob("credentials.json.tmp.*"))
+    key = remote / "signing.key"  # the signing key travels the same way (stdin, 0600), never in argv
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and not list(remote.glob("signing.key.tmp.*"))
+    assert key.read_text().strip() == rush.signing_key_file().read_text().strip()
     assert (remote / "workers" / f"{ids[0]}.err").exists()
     assert not (rush.run_dir / "workers" / f"{ids[0]}.err").exists()
     (argv, stdin), = ssh_calls
@@ -345,6 +348,9 @@ def test_remote_run_dir_gets_credentials_through_stdin(sshd, make_rush, ssh_call
     script = shlex.split(argv[-1])  # sh -c SCRIPT, one word for the remote login shell
     assert script[:2] == ["sh", "-c"] and len(script) == 3
     assert f"--credentials {shlex.quote(str(creds))}" in script[2]
+    assert f"--signing-key {shlex.quote(str(key))}" in script[2]
+    assert key.read_text().strip() not in " ".join(argv) and key.read_bytes().strip() in stdin
+    assert not [c for c in _all_cmdlines() if key.read_text().strip() in c]
     assert not [c for c in _all_cmdlines() if password in c]
     launcher = rush._launchers["ssh"]
     assert launcher.stderr_tail(ids[0]) == (remote / "workers" / f"{ids[0]}.err").read_text().rstrip("\n")

@@ -16,7 +16,8 @@ def _worker(args: argparse.Namespace) -> int:
     from ..worker import run_worker
 
     return run_worker(WorkerSpec(
-        network_id=args.network, start_id=args.start_id, credentials=args.credentials, worker_id=args.worker_id,
+        network_id=args.network, start_id=args.start_id, credentials=args.credentials,
+        signing_key=args.signing_key, worker_id=args.worker_id,
         heartbeat_period=args.heartbeat_period, heartbeat_expire=args.heartbeat_expire, launcher=args.launcher,
         managed=args.managed, watch_pid=args.watch_pid, walltime=args.walltime, walltime_margin=args.walltime_margin,
     ))
@@ -74,6 +75,9 @@ def register(sub: Any) -> None:
     w.add_argument("--network", required=True, help="network id")
     w.add_argument("--start-id", required=True, help="id of the worker configuration stored by the manager")
     w.add_argument("--credentials", help="0600 JSON file with the Redis URL (default: $RUSHHPC_REDIS_URL)")
+    w.add_argument("--signing-key", metavar="FILE",
+                   help="0600 file with the key that signs the worker configuration (default: "
+                        "$RUSHHPC_SIGNING_KEY_FILE, else signing.key beside --credentials, else in the run directory)")
     w.add_argument("--worker-id", help="worker id (default: a new random id)")
     w.add_argument("--heartbeat-period", type=float, help="seconds between heartbeats (default 10)")
     w.add_argument("--heartbeat-expire", type=float, help="seconds until a silent worker is lost (default 60)")

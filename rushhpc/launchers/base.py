@@ -6,7 +6,7 @@ network stores the records in Redis. Later it answers, for a batch of records, w
 backend says about their jobs (`poll`), and kills them (`kill`).
 
 A launcher receives a narrow `LaunchContext` (the network id, its run directory, its
-credentials file, its stored records), never the manager. A new manager attaching to a
+credentials file and signing key file, its stored records), never the manager. A new manager attaching to a
 network builds a fresh launcher from the same plan and hands it the stored records: every
 method must work from records alone (`adopt` may rebuild backend handles from them).
 
@@ -35,6 +35,8 @@ class LaunchContext(Protocol):
     def run_dir(self) -> Path: ...
 
     def credentials_file(self) -> Path: ...
+
+    def signing_key_file(self) -> Path: ...
 
     def store_records(self, records: Sequence[LaunchRecord]) -> None: ...
 
@@ -104,6 +106,7 @@ class Launcher(ABC):
     def spec(self, start_id: str, worker_id: str | None, options: dict[str, Any], **fields: Any) -> WorkerSpec:
         """The `WorkerSpec` of one worker this launcher starts."""
         fields.setdefault("credentials", str(self.context.credentials_file()))
+        fields.setdefault("signing_key", str(self.context.signing_key_file()))
         fields.setdefault("launcher", self.name)
         return WorkerSpec.from_options(self.context.network_id, start_id, options, worker_id=worker_id, **fields)
 

@@ -109,6 +109,23 @@ def run_command(argv: Sequence[str], timeout: float = 60, check: bool = False) -
     return out
 
 
+# What a batch template is given (besides the filter `q`, shell quoting).
+TEMPLATE_VARIABLES = ("r", "n", "offset", "worker_prefix", "log_dir", "command", "walltime", "signal_margin",
+                      "network_id", "throttle")
+
+
+def _template_line(error: BaseException, name: str) -> str:
+    """', line N' of the template line that raised ``error`` (jinja2 maps its frames to the
+    template's lines), or '' when unknown."""
+    tb = error.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(name):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f", line {line}" if line else ""
+
+
 class BatchLauncher(Launcher):
     """Base class of the batch-scheduler launchers (one array submission per chunk of workers)."""
 
@@ -177,7 +194,26 @@ class BatchLauncher(Launcher):
         argv = spec.argv(python=self.behaviour("python", None))
         command = " ".join('"$RUSHHPC_WORKER_ID"' if a == "WORKER_ID_PLACEHOLDER" else shlex.quote(a) for a in argv)
         name = Path(self.options["template"]).name if self.options.get("template") else self.template_name
-        return self.environment().get_template(name).render(
+        where = str(Path(self.options["template"]).expanduser()) if self.options.get("template") else \
+            f"{self.template_name} (built in)"
+        try:
+            template = self.environment().get_template(name)
+        except jinja2.TemplateNotFound:
+            raise RushConfigError(f"batch template {where} not found: check launcher_options template=PATH") from None
+        except jinja2.TemplateSyntaxError as e:
+            raise RushConfigError(f"batch template {where}, line {e.lineno}: {e.message}") from None
+        try:
+            return self._render(template, res, n, offset, worker_prefix, command, walltime)
+        except jinja2.UndefinedError as e:
+            line = _template_line(e, name)
+            raise RushConfigError(
+                f"batch template {where}{line}: {e.message}; nothing was submitted. A template may use "
+                f"{', '.join(TEMPLATE_VARIABLES)}, and the resources as r.NAME ({', '.join(RESOURCE_KEYS)})."
+            ) from None
+
+    def _render(self, template: jinja2.Template, res: dict[str, Any], n: int, offset: int, worker_prefix: str,
+                command: str, walltime: int | None) -> str:
+        return template.render(
             r=res,
             n=n,
             offset=offset,

@@ -6,6 +6,9 @@ manager, which then stops them in order), with stdout and stderr in
 the manager kills them at exit, they get SIGKILL if the manager dies
 (PR_SET_PDEATHSIG), and their heartbeat also watches the manager's pid.
 ``launcher_options={"detach": True}`` (in the plan or per start call) lets them outlive it.
+They inherit the manager's environment except the variables that may hold a Redis
+password (``RUSHHPC_REDIS_URL``, ``REDIS_URL``, ``RUSHHPC_REDIS_PASSWORD``): they read
+Redis from the 0600 credentials file.
 
 A manager that attaches to a network has no handles for workers another manager
 started: their heartbeats decide, and kills go through their kill lists.
@@ -21,6 +24,7 @@ from typing import Any, Sequence
 
 from ..heartbeat import set_parent_death_signal
 from .base import JobStatus, LaunchContext, Launcher, LaunchRecord
+from .batch import scheduler_environment
 
 
 class LocalLauncher(Launcher):
@@ -51,6 +55,9 @@ class LocalLauncher(Launcher):
                     start_new_session=True,
                     preexec_fn=set_parent_death_signal if (main_thread and not detach) else None,
                     cwd=os.getcwd(),
+                    # the worker reads Redis from its credentials file: a Redis URL with a
+                    # password in the manager's environment stays out of the worker's
+                    env=scheduler_environment(),
                 )
             finally:
                 out.close()

@@ -16,11 +16,12 @@ vanish and SIGKILLs the process group of any that is still alive, after
 checking that the pid still runs that worker (its command line names the
 worker id), so a reused pid is never hit.
 
-Secrets: the Redis URL is never in an argv, on either machine. The worker
-reads it from a 0600 credentials file (``--credentials``): the manager's own
-file when ``remote_run_dir`` is the manager's run directory (a shared file
-system, the default), otherwise a copy that the launcher sends through ssh's
-stdin into ``umask 077; cat > file``.
+Secrets: the Redis URL and the signing key are never in an argv, on either
+machine. The worker reads them from 0600 files (``--credentials``,
+``--signing-key``): the manager's own files when ``remote_run_dir`` is the
+manager's run directory (a shared file system, the default), otherwise copies
+that the launcher sends through ssh's stdin (two lines, written under
+``umask 077``).
 
 Example:
     >>> rush_plan(worker_type="ssh", config="redis://:secret@head-node:6379", launcher_options={
@@ -224,17 +225,26 @@ class SshLauncher(Launcher):
         """``ssh [port] [options] -- destination 'sh -c SCRIPT'`` (the remote command is one word)."""
         return [settings.ssh, *host.args(), *settings.ssh_options, "--", host.destination, "sh -c " + shlex.quote(script)]
 
-    def launch_script(self, settings: _Settings, argv: Sequence[str], worker_id: str, credentials: str | None) -> str:
+    def launch_script(self, settings: _Settings, argv: Sequence[str], worker_id: str, credentials: str | None,
+                      signing_key: str | None = None) -> str:
         """The remote shell script that starts one worker detached and prints its pid.
 
         With ``credentials`` (a remote path), the file is written from stdin, 0600,
         through a temporary name and ``mv`` (a worker that reads it meanwhile never sees
-        a half-written file).
+        a half-written file). With ``signing_key`` too, stdin holds two lines: the
+        credentials, then the signing key.
         """
         rdir = settings.remote_run_dir
         wdir = rdir.rstrip("/") + "/workers"
         lines = ["set -e", "umask 077", f"mkdir -p {remote_path(wdir)}"]
-        if credentials:
+        if credentials and signing_key:
+            tmp_c = remote_path(credentials + ".tmp.") + "$$"
+            tmp_k = remote_path(signing_key + ".tmp.") + "$$"
+            lines += ["IFS= read -r C", "IFS= read -r K",
+                      f"printf '%s' \"$C\" > {tmp_c}", f"mv -f {tmp_c} {remote_path(credentials)}",
+                      f"printf '%s\\n' \"$K\" > {tmp_k}", f"mv -f {tmp_k} {remote_path(signing_key)}",
+                      "C= K="]
+        elif credentials:
             tmp = remote_path(credentials + ".tmp.") + "$$"
             lines += [f"cat > {tmp}", f"mv -f {tmp} {remote_path(credentials)}"]
         lines += settings.setup
@@ -267,19 +277,23 @@ class SshLauncher(Launcher):
         s = self._settings(options.get("launcher_options"))
         placement = assign_hosts(s.hosts, len(worker_ids), s.workers_per_host)
         local_creds = self.context.credentials_file()
+        local_key = self.context.signing_key_file()
         if s.copy_credentials:
             remote_creds = s.remote_run_dir.rstrip("/") + "/credentials.json"
-            payload = local_creds.read_bytes()
+            remote_key = s.remote_run_dir.rstrip("/") + "/signing.key"
+            payload = (local_creds.read_bytes().strip() + b"\n" + local_key.read_bytes().strip() + b"\n")
         else:
-            remote_creds, payload = str(local_creds), None
+            remote_creds, remote_key, payload = str(local_creds), str(local_key), None
         by_host: dict[SshHost, list[str]] = {}
         for wid, host in zip(worker_ids, placement):
             by_host.setdefault(host, []).append(wid)
 
         def one(host: SshHost, wid: str) -> LaunchRecord | str:
-            argv = self.spec(start_id, wid, options, credentials=remote_creds).argv(python=s.python[0])
+            argv = self.spec(start_id, wid, options, credentials=remote_creds,
+                             signing_key=remote_key).argv(python=s.python[0])
             argv = [*s.python, *argv[1:]]
-            script = self.launch_script(s, argv, wid, remote_creds if s.copy_credentials else None)
+            script = self.launch_script(s, argv, wid, remote_creds if s.copy_credentials else None,
+                                        remote_key if s.copy_credentials else None)
             cmd = self.ssh_argv(host, s, script)
             try:
                 out = self._run(cmd, payload if s.copy_credentials else None, s.launch_timeout)

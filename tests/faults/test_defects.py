@@ -89,6 +89,7 @@ def test_plan_file_with_unknown_worker_type_names_the_file(tmp_path, monkeypatch
 
 def test_worker_with_a_wrong_start_id_registers_nothing(rush, config, tmp_path):
     creds = rush.credentials_file()
+    rush.signing_key_file()  # made by the manager's first start: the worker then fails on the start id
     out = subprocess.run([sys.executable, "-m", "rushhpc", "worker", "--network", rush.network_id, "--start-id",
                           "nosuchid", "--credentials", str(creds)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no worker configuration 'nosuchid'" in out.stderr

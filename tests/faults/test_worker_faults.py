@@ -77,6 +77,8 @@ def test_killed_redis_connections_are_reopened(rush, config):
     rush.wait_for_workers(2, timeout=30)
     keys = rush.push_tasks([{"x": i} for i in range(12)])
     wait_until(lambda: rush.n_finished_tasks >= 2, 30, what="some results")
+    # every heartbeat process has connected and beaten (it may still be starting when its worker registers)
+    wait_until(lambda: rush.worker_info["heartbeat_alive"].all(), 30, what="both heartbeats to beat")
     admin = config.client()
     me = admin.client_id()
     killed = 0
