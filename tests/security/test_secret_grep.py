@@ -11,9 +11,8 @@ value of the network in Redis, the worker log stream, ``worker_info``, ``repr`` 
 HTML repr of the manager, the CLI's JSON, and error messages.
 
 Extends tests/test_batch_scenarios.py::test_secrets_stay_out_of_the_job (the job's
-environment as the job sees it, both backends) and the ``ps`` checks of test_tls.py. The
-SLURM variant is written but not run here (the cluster is shared): set
-RUSHHPC_RUN_SLURM_SECRET_GREP=1 to run it.
+environment as the job sees it, both backends) and the ``ps`` checks of test_tls.py.  Both the
+PBS emulator and the SLURM test cluster.
 """
 
 from __future__ import annotations
@@ -83,9 +82,7 @@ BACKENDS = {
 }
 
 
-@pytest.fixture(params=["pbs", pytest.param("slurm", marks=pytest.mark.skipif(
-    os.environ.get("RUSHHPC_RUN_SLURM_SECRET_GREP") != "1",
-    reason="written, not yet run: the SLURM job-environment variant (RUSHHPC_RUN_SLURM_SECRET_GREP=1)"))])
+@pytest.fixture(params=["pbs", "slurm"])
 def batch_backend(request, monkeypatch, tmp_path):
     cls = BACKENDS[request.param]
     if request.param == "pbs":
