@@ -17,6 +17,10 @@ MAX_OBJECT_SIZE = 512 * 1024**2  # a worker configuration larger than this goes 
 LOG_THRESHOLDS = {"rushhpc": "INFO"}  # logger -> level forwarded from workers to the network's log
 MAX_LOG_ENTRIES = 10_000  # the log stream is capped (approximately) at this length
 
+# Redis client connections one worker holds (its own, its heartbeat process's, its log
+# handler's): what a launch checks against the server's maxclients.
+CONNECTIONS_PER_WORKER = 3
+
 TERMINATE_CHECK_INTERVAL = 0.02  # seconds between a worker's reads of its terminate flag
 DURATION_WINDOW = 25  # finished tasks a batch worker takes its typical task duration from (walltime)
 

@@ -174,7 +174,38 @@ class Rush(Network):
         except redis.RedisError:
             pass  # the original error matters more
 
+    def check_client_capacity(self, n_workers: int) -> int | None:
+        """Refuse a launch of ``n_workers`` that would need more client connections than Redis
+        accepts (``maxclients``, which Redis itself lowers to its file-descriptor limit). Each
+        worker holds about `defaults.CONNECTIONS_PER_WORKER` connections (its own, its heartbeat
+        process's, its log handler's). Returns the connections left after the launch, or None when
+        Redis does not say (``CONFIG GET`` refused, e.g. by an ACL: the check is skipped).
+
+        Example:
+            >>> rush.check_client_capacity(1000)
+            Traceback (most recent call last):
+            RushConfigError: starting 1000 workers needs about 3000 more Redis connections ...
+        """
+        try:
+            maxclients = int(self.connector.config_get("maxclients")["maxclients"])
+            connected = int(self.connector.info("clients")["connected_clients"])
+        except (redis.ResponseError, KeyError, ValueError) as e:
+            log.debug("maxclients check skipped: %s", e)
+            return None
+        need = n_workers * defaults.CONNECTIONS_PER_WORKER
+        left = maxclients - connected - need
+        if left < 0:
+            raise RushConfigError(
+                f"starting {n_workers} workers needs about {need} more Redis connections "
+                f"({defaults.CONNECTIONS_PER_WORKER} per worker), but this Redis accepts {maxclients} clients "
+                f"and {connected} are connected: raise maxclients (redis.conf or CONFIG SET maxclients N; Redis "
+                "caps it to its open-file limit, so raise `ulimit -n` of the redis-server too), start fewer "
+                "workers, or spread the work over several networks on several Redis servers (docs/scaling.md)"
+            )
+        return left
+
     def _launch(self, worker_type: str, start_id: str, n: int, options: dict[str, Any]) -> list[str]:
+        self.check_client_capacity(n)
         with self._launch_lock:
             _MANAGERS.add(self)  # again, after a close(): the exit hook closes it
             launcher = self.launcher(worker_type)

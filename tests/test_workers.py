@@ -422,3 +422,18 @@ def test_a_closed_manager_is_not_closed_again_at_exit(config):
     finally:
         r.reset()
         r.close()
+
+
+def test_a_launch_beyond_maxclients_is_refused_with_a_clear_message(rush):
+    """The real server's maxclients, lowered for the test: the launch is refused before any
+    worker starts, naming the limit and what to do."""
+    before = rush.connector.config_get("maxclients")["maxclients"]
+    connected = int(rush.connector.info("clients")["connected_clients"])
+    rush.connector.config_set("maxclients", str(connected + 20))
+    try:
+        with pytest.raises(RushConfigError, match="maxclients") as e:
+            rush.start_local_workers(rushhpc.queue_loop, n_workers=50, fun=lambda: {"y": 0})
+        assert "150 more Redis connections" in str(e.value)
+        assert rush.worker_ids == [] and rush.check_client_capacity(1) >= 0
+    finally:
+        rush.connector.config_set("maxclients", before)
