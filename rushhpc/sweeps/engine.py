@@ -187,9 +187,9 @@ class SweepRun:
                         self._set_status("completed", reached)
                 except _Stop as s:
                     self._set_status(s.status, s.reason)
-                except KeyboardInterrupt:
+                except KeyboardInterrupt:  # a signal while starting (the handler raises it then)
                     self.signal_code = self.signal_code or signal.SIGINT
-                    self._set_status("interrupted", "Ctrl-C")
+                    self._set_status("interrupted", "SIGTERM" if self.signal_code == signal.SIGTERM else "Ctrl-C")
                 except RushError as e:  # a launcher that refused the workers, and the like
                     self._set_status("failed", f"{type(e).__name__}: {e}")
                 self._stop()
