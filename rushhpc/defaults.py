@@ -21,6 +21,10 @@ MAX_LOG_ENTRIES = 10_000  # the log stream is capped (approximately) at this len
 # handler's): what a launch checks against the server's maxclients.
 CONNECTIONS_PER_WORKER = 3
 
+# queue_loop: tasks claimed per pop. 1 = one at a time; more saves Redis a round trip per
+# task for short tasks, but a worker then holds tasks others could run (uneven tails).
+QUEUE_PREFETCH = 1
+
 TERMINATE_CHECK_INTERVAL = 0.02  # seconds between a worker's reads of its terminate flag
 DURATION_WINDOW = 25  # finished tasks a batch worker takes its typical task duration from (walltime)
 

@@ -1,8 +1,11 @@
 """The Lua protocol: every state change of a network is one script, one round trip.
 
 The scripts live in ``rushhpc/lua/*.lua`` (package data) with their shared helpers
-(``helpers.lua``: claim, release of a stopping worker's tasks, worker stop;
-``fetch_helpers.lua``: task records as JSON). `Protocol` binds them to one Redis client
+(``base.lua``: the prefix check, the server clock, one command for a list of members;
+``claim.lua``: claiming a task; ``helpers.lua``: release of a stopping worker's tasks,
+worker stop; ``fetch_helpers.lua``: task records as JSON). Each script gets only the helpers
+it uses: Redis makes every helper function again, as a closure, on each call of a script
+(issue 12 counts the server's CPU per task). `Protocol` binds them to one Redis client
 and one network and gives each a typed method, so no caller builds KEYS or ARGV by hand.
 
 Every fixed key of the network a script touches (queue, running set, finished and failed
@@ -10,7 +13,7 @@ lists, worker sets by state, meta, ...) is passed in KEYS, so a Redis Cluster cl
 the call to the network's slot and the script declares what it changes. The per-item keys
 whose names are data, known only inside the script (the hash of a task key popped from the
 queue, the hash of a worker id read from a set) or many per call (the task hashes of a batch),
-are built in the script from the ``{network}:`` hash tag of KEYS[1] (`helpers.lua`), so they
+are built in the script from the ``{network}:`` hash tag of KEYS[1] (`base.lua`), so they
 are in KEYS[1]'s slot by construction; tests/test_redis_cluster.py checks both rules on
 every script and runs the whole protocol on a real cluster.
 
@@ -33,27 +36,29 @@ from .layout import Keys
 from .replies import pack_head
 from .states import Release
 
-SCHEMA_VERSION = "2"
+# 3: a running task without started_at is prefetched (claimed ahead, not started): a worker
+# that stops gives it back uncounted; a version-2 script would count or fail it.
+SCHEMA_VERSION = "3"
 
 # script name -> the helper files prepended to it
 _INCLUDES: dict[str, tuple[str, ...]] = {
-    "push_tasks": ("helpers",),
-    "push_running_tasks": ("helpers",),
-    "pop_task": ("helpers",),
-    "claim_task": ("helpers",),
-    "finish_tasks": ("helpers",),
-    "push_final_tasks": ("helpers",),
-    "empty_queue": ("helpers",),
-    "register_worker": ("helpers",),
-    "stop_workers": ("helpers",),
-    "detect_lost": ("helpers",),
-    "settle_released": ("helpers",),
-    "give_back": ("helpers",),
+    "push_tasks": ("base",),
+    "push_running_tasks": ("base",),
+    "pop_task": ("base", "claim"),
+    "claim_task": ("base", "claim"),
+    "finish_tasks": ("base",),
+    "push_final_tasks": ("base",),
+    "empty_queue": ("base",),
+    "register_worker": ("base",),
+    "stop_workers": ("base", "helpers"),
+    "detect_lost": ("base", "helpers"),
+    "settle_released": ("base",),
+    "give_back": ("base",),
     "heartbeat": (),
-    "worker_info": ("helpers",),
-    "fetch": ("helpers", "fetch_helpers"),
-    "keys_with_state": ("helpers", "fetch_helpers"),
-    "counts": ("helpers",),
+    "worker_info": ("base",),
+    "fetch": ("base", "fetch_helpers"),
+    "keys_with_state": ("base", "fetch_helpers"),
+    "counts": ("base",),
 }
 
 
@@ -194,17 +199,23 @@ class Protocol:
         return int(self._s["empty_queue"](keys=[k.queued, k.failed], args=[k.prefix, message]))
 
     # ------------------------------------------------------------------ a worker's tasks
-    def pop_task(self, worker_id: str, token: str = "") -> list[str]:
-        """{key or '', xs, xs_extra, attempt, worker state, terminate flag}; ``token`` makes a re-sent
-        call (after a lost reply) return the task the first one claimed."""
-        return self._call(self._bind("pop_task", worker_id), [self.keys.prefix, worker_id, token])
+    def pop_task(self, worker_id: str, token: str = "", count: int = 1, started: int | None = None) -> list[str]:
+        """Claim up to ``count`` queued tasks, the first ``started`` (default: all) started, the rest
+        prefetched. Reply: {worker state, terminate flag, (key, xs, xs_extra, attempt)*}. ``token``
+        makes a re-sent call (after a lost reply) return the tasks the first one claimed."""
+        args = [self.keys.prefix, worker_id, token, str(int(count))]
+        if started is not None:
+            args.append(str(int(started)))
+        return self._call(self._bind("pop_task", worker_id), args)
 
     def claim_task(self, worker_id: str, key: str, token: str = "") -> list[str] | None:
         return self._call(self._bind("claim_task", worker_id), [self.keys.prefix, worker_id, key, token]) or None
 
-    def finish_tasks_call(self, worker_id: str, state: str, rows: Sequence[Sequence[str]]) -> Call:
-        """rows: (key, attempt or '*', field1, value1, field2, value2)."""
-        args: list[Any] = [self.keys.prefix, worker_id, state]
+    def finish_tasks_call(self, worker_id: str, state: str, rows: Sequence[Sequence[str]], start: str = "") -> Call:
+        """rows: (key, attempt or '*', field1, value1, field2, value2); ``start``: prefetched tasks
+        of this worker to mark started in the same call (space-separated keys, '' for none).
+        The reply: {discarded keys}."""
+        args: list[Any] = [self.keys.prefix, worker_id, state, start]
         for row in rows:
             args.extend(row)
         script, keys, head, n = self._bind("finish_tasks", worker_id, state)

@@ -140,6 +140,10 @@ class RushWorker(Network):
             self.protocol.preload("push_running_tasks", "finish_tasks")
         self._attempts: dict[str, str] = {}
         self._pops = 0
+        # tasks claimed ahead (pop_task's prefetch): running under this worker, not started;
+        # the head is marked started by the next finish/fail call, or by a call of its own
+        self._prefetched: deque[dict[str, Any]] = deque()
+        self._head_started = False
         self._terminated = False
         self._last_check = float("-inf")
         # A batch worker knows its deadline and stops taking tasks when too little time is left.
@@ -222,14 +226,17 @@ class RushWorker(Network):
         return self._terminated
 
     def set_terminated(self, reason: str = "terminated") -> None:
-        """Mark this worker terminated (its loop is done). Tasks it left running fail."""
+        """Mark this worker terminated (its loop is done). Tasks it left running fail;
+        prefetched tasks it never started go back to the queue."""
         self._terminated = True
+        self._unstart_head()
         self.mark_workers(WorkerState.TERMINATED,
                           [(self.worker_id, reason, f"worker {self.worker_id} terminated while the task was running")],
                           retry=False)
 
     def _fail_worker(self, message: str) -> None:
         self._terminated = True
+        self._unstart_head()
         last = message.strip().splitlines()[-1] if message.strip() else "error"
         self.mark_workers(WorkerState.FAILED, [(self.worker_id, message[-4000:], f"worker {self.worker_id} failed: {last}")],
                           retry=False)
@@ -245,7 +252,7 @@ class RushWorker(Network):
         if state != "running" or terminate == "1":
             self._terminated = True
 
-    def pop_task(self, timeout: float | None = 1) -> dict[str, Any] | None:
+    def pop_task(self, timeout: float | None = 1, prefetch: int = 1) -> dict[str, Any] | None:
         """Take the next queued task: ``{"key": ..., "xs": {...}}`` (and ``"xs_extra"``), or
         None when the queue stays empty for ``timeout`` seconds (0 or None: do not wait),
         or when this worker should stop (see `terminated`).
@@ -255,38 +262,116 @@ class RushWorker(Network):
         crash between the two steps leaves the task findable (`detect_lost_workers`
         requeues it).
 
+        ``prefetch`` > 1: when this worker holds no prefetched task, the same step claims up
+        to that many; the next calls serve them without a pop of their own (the next
+        `finish_tasks`/`fail_tasks` call marks the next one started, so a task that crashes
+        its worker still uses up a retry). Prefetched tasks run under this worker but are not
+        started (`fetch_running_tasks` shows them without ``started_at``): when the worker
+        stops or is lost before starting them, they go back to the queue, no retry used up.
+
         Example:
             >>> task = rush.pop_task(timeout=5)
             >>> if task: rush.finish_tasks([task["key"]], [{"y": f(**task["xs"])}])
         """
         if self.deadline is not None and not self._time_for(self.typical_duration(), "a typical task"):
+            self._unstart_head()  # the others go back when the worker stops (never started)
             return None
-        self._pops += 1
-        token = str(self._pops)  # one per pop: a call re-sent after a lost reply gets the same task
-        k, xs, xs_extra, attempt, state, term = self.protocol.pop_task(self.worker_id, token)
-        self._note_state(state, term)
-        if not k:
-            if self._terminated or not timeout:
+        if self._prefetched:
+            if self._terminated:
+                self._unstart_head()
                 return None
-            key = self.connector.blmove(self.keys.queued, self._k_pending, timeout, "RIGHT", "LEFT")
-            if key is None:
+            task = self._prefetched.popleft()
+            if not self._head_started:  # no finish call marked it started: a call of its own
+                self._send_start([task["key"]])
+            self._head_started = False
+        else:
+            tasks = self._pop(max(1, int(prefetch)), 1, timeout)
+            if not tasks:
                 return None
-            got = self.protocol.claim_task(self.worker_id, key, token)
-            if not got:
-                self._last_check = float("-inf")  # re-read our state on the next check
-                return None
-            k, xs, xs_extra, attempt = got
-        task = {"key": k, "xs": codec.decode(xs)}
-        if xs_extra:
-            task["xs_extra"] = codec.decode(xs_extra)
+            task = tasks[0]
+            self._prefetched.extend(tasks[1:])
+        k = task["key"]
         need = (task.get("xs_extra") or {}).get(EXPECTED_DURATION)
         if self.deadline is not None and isinstance(need, (int, float)) and not self._time_for(need, f"task {k}"):
             # untouched: back to the head of the queue for a worker with more time, uncounted
-            self.protocol.give_back(self.worker_id, k, attempt)
+            self.protocol.give_back(self.worker_id, k, self._attempts.pop(k))
             return None
-        self._attempts[k] = attempt
         self._claimed_at[k] = time.monotonic()
         return task
+
+    def pop_tasks(self, n: int, timeout: float | None = 1) -> list[dict[str, Any]]:
+        """Take up to ``n`` queued tasks in one atomic step, all started, to evaluate as a batch
+        and report with one `finish_tasks` call. Waits up to ``timeout`` seconds for one when the
+        queue is empty; ``[]`` when none came or this worker should stop. Each is a running task
+        of this worker: if the worker is lost, they are retried or failed like any running task.
+
+        Example:
+            >>> tasks = rush.pop_tasks(100)
+            >>> rush.finish_tasks([t["key"] for t in tasks], [{"y": f(**t["xs"])} for t in tasks])
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise RushError(f"pop_tasks: n must be a positive integer, got {n!r}")
+        if self._terminated or (self.deadline is not None
+                                and not self._time_for(self.typical_duration(), "a typical task")):
+            return []
+        if self._prefetched:  # tasks pop_task prefetched come first, all started now
+            out = [self._prefetched.popleft() for _ in range(min(n, len(self._prefetched)))]
+            self._send_start([t["key"] for t in out])
+            self._head_started = False
+        else:
+            out = self._pop(n, n, timeout)
+        now = time.monotonic()
+        for t in out:
+            self._claimed_at[t["key"]] = now
+        return out
+
+    def _unstart_head(self) -> None:
+        """The last finish call marked the next prefetched task started, but it will not run
+        (this worker stops): give it back, uncounted, so that the stop does not count or fail it."""
+        if not (self._head_started and self._prefetched):
+            return
+        self._head_started = False
+        k = self._prefetched.popleft()["key"]
+        try:
+            self.protocol.give_back(self.worker_id, k, self._attempts.pop(k, ""))
+        except redis.RedisError as e:  # the stop then treats it as started: a retry is used
+            log.warning("worker %s: could not give back prefetched task %s: %s", self.worker_id, k, e)
+
+    def _send_start(self, keys: Sequence[str]) -> None:
+        """Mark prefetched tasks started (a finish call without results)."""
+        call = self.protocol.finish_tasks_call(self.worker_id, "finished", [], start=" ".join(keys))
+        if self.deferred_replies:
+            self._send(call, self._on_finished)
+        else:
+            self.protocol.run(call)
+
+    def _pop(self, count: int, started: int, timeout: float | None) -> list[dict[str, Any]]:
+        """Claim up to ``count`` tasks, the first ``started`` of them started, as task dicts."""
+        self._pops += 1
+        token = str(self._pops)  # one per pop: a call re-sent after a lost reply gets the same tasks
+        reply = self.protocol.pop_task(self.worker_id, token, count, None if started >= count else started)
+        self._note_state(reply[0], reply[1])
+        flat = reply[2:]
+        if not flat:
+            if self._terminated or not timeout:
+                return []
+            key = self.connector.blmove(self.keys.queued, self._k_pending, timeout, "RIGHT", "LEFT")
+            if key is None:
+                return []
+            got = self.protocol.claim_task(self.worker_id, key, token)
+            if not got:
+                self._last_check = float("-inf")  # re-read our state on the next check
+                return []
+            flat = got
+        tasks = []
+        for i in range(0, len(flat), 4):
+            k, xs, xs_extra, attempt = flat[i : i + 4]
+            self._attempts[k] = attempt
+            task = {"key": k, "xs": codec.decode(xs)}
+            if xs_extra:
+                task["xs_extra"] = codec.decode(xs_extra)
+            tasks.append(task)
+        return tasks
 
     def push_running_tasks(self, xss: Sequence[dict], xss_extra: Sequence[dict] | None = None,
                            max_tasks: int | None = None) -> list[str]:
@@ -355,12 +440,16 @@ class RushWorker(Network):
     def _final(self, state: str, keys: Sequence[str], f1: str, v1: list[str], f2: str, v2: list[str]) -> list[str]:
         attempts = self._attempts
         rows = [(k, attempts.pop(k, "*"), f1, a, f2, b) for k, a, b in zip(keys, v1, v2)]
+        start = ""
+        if self._prefetched and not self._head_started and not self._terminated:
+            start = self._prefetched[0]["key"]  # the next pop_task serves it: mark it started now
+            self._head_started = True
         now = time.monotonic()
         for k in keys:
             t0 = self._claimed_at.pop(k, None)
             if t0 is not None and state == "finished":
                 self._durations.append(now - t0)
-        call = self.protocol.finish_tasks_call(self.worker_id, state, rows)
+        call = self.protocol.finish_tasks_call(self.worker_id, state, rows, start)
         if self.deferred_replies:
             self._send(call, self._on_finished)
             return []
@@ -372,9 +461,11 @@ class RushWorker(Network):
         conn.send_script(call.script, call.keys, call.args, on_reply, call.head, call.n_head)
 
     def _on_finished(self, reply: list) -> list[str]:
-        discarded, state, term = reply
-        self._note_state(state, term)
+        discarded = reply[0]
         if discarded:
+            # the reply does not carry the worker's state (a read per call saved); a discarded
+            # result usually means this worker was declared lost or killed: look at once
+            self._last_check = float("-inf")
             log.warning(
                 "worker %s: result of %d task(s) discarded, they were no longer running under this worker "
                 "(declared lost, killed or requeued): %s",
@@ -504,6 +595,7 @@ def run_worker(spec: WorkerSpec) -> int:
             # view (reconciliation) later replaces "sigterm" with the precise reason. A batch
             # worker's tasks go back uncounted until that verdict says whether they count.
             release = Release.HOLD if spec.managed and scheduler_job() else Release.RETRY
+            worker._unstart_head()
             worker.mark_workers(WorkerState.LOST, [(worker.worker_id, "sigterm",
                                                     f"worker {worker.worker_id} received SIGTERM")], retry=release)
         else:

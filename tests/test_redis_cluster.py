@@ -49,13 +49,13 @@ def test_every_script_builds_keys_only_from_its_declared_keys():
     the hash tag of KEYS[1]; nothing else makes a key name."""
     names = sorted(set(_INCLUDES) | {inc for incs in _INCLUDES.values() for inc in incs})
     assert {f.name[:-4] for f in resources.files("rushhpc.lua").iterdir() if f.name.endswith(".lua")} == set(names)
-    helpers = _lua("helpers")
-    assert "local P = string.match(KEYS[1], '^{[^}]+}:')" in helpers
+    base = _lua("base")
+    assert "local P = string.match(KEYS[1], '^{[^}]+}:')" in base
     for name in names:
         # without comments, and without the lines making an error message (the prefix in a text)
         lines = [line.split("--", 1)[0] for line in _lua(name).splitlines()]
         code = "\n".join(line for line in lines if "error_reply" not in line)
-        assert "local P =" not in code or name == "helpers", f"{name}.lua defines its own prefix"
+        assert "local P =" not in code or name == "base", f"{name}.lua defines its own prefix"
         assert not re.search(r"ARGV\[\d+\]\s*\.\.", code), f"{name}.lua builds a string from ARGV (a key?)"
         literals = [a or b for a, b in re.findall(r"'([^']*)'|\"([^\"]*)\"", code)]
         tags = [t for t in literals if ("}:" in t or t == "{") and t != "^{[^}]+}:"]
@@ -69,7 +69,7 @@ def test_every_script_builds_keys_only_from_its_declared_keys():
 def test_every_script_has_its_helpers_and_keys1_is_a_network_key():
     for name in _INCLUDES:
         src = source(name)
-        if "helpers" in _INCLUDES[name]:
+        if "base" in _INCLUDES[name]:
             assert src.index("local P = string.match(KEYS[1]") < src.index(_lua(name))
 
 

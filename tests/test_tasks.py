@@ -310,3 +310,89 @@ def test_fetch_new_then_finished_tasks_agree(rush, worker):
     assert rush.fetch_new_tasks()["y"].tolist() == [1, 2, 3]  # its own cursor, from the start
     assert rush.fetch_finished_tasks()["y"].tolist() == [1, 2, 3]  # the table catches up with the rows read
     assert rush.fetch_finished_tasks()["keys"].is_unique
+
+
+# ---------------------------------------------------------------- batched pops and prefetch (issue 12)
+def _hash(rush, key, *fields):
+    return rush.connector.hmget(rush.keys.task(key), list(fields))
+
+
+def test_pop_tasks_claims_a_batch_in_queue_order(rush, worker):
+    keys = rush.push_tasks([{"x": i} for i in range(5)])
+    got = worker.pop_tasks(3)
+    assert [t["key"] for t in got] == keys[:3] and [t["xs"]["x"] for t in got] == [0, 1, 2]
+    assert rush.n_running_tasks == 3 and rush.n_queued_tasks == 2
+    for t in got:  # each started, running under this worker, first attempt
+        state, wid, attempt, started = _hash(rush, t["key"], "state", "worker_id", "attempt", "started_at")
+        assert (state, wid, attempt) == ("running", worker.worker_id, "1") and started
+    rest = worker.pop_tasks(10)
+    assert [t["key"] for t in rest] == keys[3:]
+    assert worker.pop_tasks(4, timeout=0) == []
+    # one finish call for all, exactly once
+    assert worker.finish_tasks(keys, [{"y": i} for i in range(5)]) == []
+    assert rush.n_finished_tasks == 5 and rush.n_running_tasks == 0
+    assert worker.finish_tasks(keys, [{"y": 9}] * 5) == keys  # a second finish changes nothing
+    assert sorted(rush.fetch_finished_tasks()["y"]) == [0, 1, 2, 3, 4]
+
+
+def test_pop_tasks_waits_for_one_on_an_empty_queue(rush, worker):
+    assert worker.pop_tasks(3, timeout=0.1) == []
+    rush.push_tasks([{"x": 1}])
+    assert [t["xs"] for t in worker.pop_tasks(3, timeout=1)] == [{"x": 1}]
+
+
+def test_prefetch_serves_claimed_tasks_and_marks_each_started(rush, worker):
+    keys = rush.push_tasks([{"x": i} for i in range(5)])
+    t0 = worker.pop_task(timeout=1, prefetch=3)
+    assert t0["key"] == keys[0] and rush.n_running_tasks == 3 and rush.n_queued_tasks == 2
+    assert _hash(rush, keys[0], "started_at")[0]
+    assert _hash(rush, keys[1], "state", "worker_id", "started_at") == ["running", worker.worker_id, None]
+    worker.finish_tasks([t0["key"]], [{"y": 0}])  # marks the next one started in the same call
+    assert _hash(rush, keys[1], "started_at")[0] and _hash(rush, keys[2], "started_at")[0] is None
+    served = [t0]
+    for _ in range(4):
+        t = worker.pop_task(timeout=1, prefetch=3)
+        assert _hash(rush, t["key"], "started_at")[0]
+        served.append(t)
+        worker.finish_tasks([t["key"]], [{"y": t["xs"]["x"]}])
+    assert [t["key"] for t in served] == keys  # FIFO, each served once
+    assert worker.pop_task(timeout=0, prefetch=3) is None
+    assert rush.n_finished_tasks == 5 and rush.n_running_tasks == 0
+
+
+def test_prefetched_tasks_go_back_when_the_worker_terminates(rush, config, worker):
+    keys = rush.push_tasks([{"x": i} for i in range(4)])
+    t0 = worker.pop_task(timeout=1, prefetch=4)
+    worker.finish_tasks([t0["key"]], [{"y": 0}])  # keys[1] is marked started, but never served
+    worker.set_terminated()
+    assert rush.n_running_tasks == 0 and rush.n_failed_tasks == 0 and rush.n_queued_tasks == 3
+    # back at the front of the queue, no retry used up: keys[1], marked started, is given back
+    # (attempt 1, free 1), the two never marked have their claim undone
+    assert _hash(rush, keys[1], "state", "attempt", "free", "worker_id", "started_at") == ["queued", "1", "1", None, None]
+    for k in keys[2:]:
+        assert _hash(rush, k, "state", "attempt", "worker_id", "started_at") == ["queued", "0", None, None]
+    other = RushWorker(rush.network_id, config=config)
+    assert sorted(t["key"] for t in other.pop_tasks(3)) == sorted(keys[1:])
+    other.close()
+
+
+def test_a_lost_worker_loses_no_prefetched_task(rush, config, worker, caplog):
+    keys = rush.push_tasks([{"x": i} for i in range(4)])  # max_retries 0: a started task of a lost worker fails
+    t0 = worker.pop_task(timeout=1, prefetch=4)
+    assert rush.mark_workers("lost", [(worker.worker_id, "heartbeat_expired", "worker lost")], retry=True) == [
+        worker.worker_id
+    ]
+    assert rush.fetch_failed_tasks()["keys"].tolist() == [t0["key"]]  # the one it had started
+    assert rush.n_queued_tasks == 3 and rush.n_running_tasks == 0  # the prefetched ones are queued again
+    # its late results are discarded (fencing), also for the prefetched tasks it still holds
+    assert worker.finish_tasks([t0["key"]], [{"y": 0}]) == [t0["key"]]
+    assert worker.terminated
+    assert worker.pop_task(timeout=0, prefetch=4) is None  # it returns what it holds instead of serving it
+    other = RushWorker(rush.network_id, config=config)
+    got = other.pop_tasks(3)
+    assert sorted(t["key"] for t in got) == sorted(keys[1:])
+    assert other.finish_tasks([t["key"] for t in got], [{"y": 1}] * 3) == []
+    other.close()
+    assert rush.n_finished_tasks == 3 and rush.n_failed_tasks == 1
+    df = rush.fetch_tasks_with_state()
+    assert df["keys"].is_unique and len(df) == 4

@@ -14,10 +14,13 @@ if redis.call('LREM', KEYS[1], 1, k) == 0 then
   end
   return false
 end
-if redis.call('EXISTS', P .. 'task:' .. k) == 0 then return false end
 if redis.call('HGET', KEYS[4], 'state') ~= 'running' then
-  redis.call('RPUSH', KEYS[5], k)
+  if redis.call('EXISTS', P .. 'task:' .. k) == 1 then redis.call('RPUSH', KEYS[5], k) end
   return false
 end
+local c = claim(k, wid, now(), true)
+if not c then return false end
+redis.call('SADD', KEYS[2], k)
+redis.call('SADD', KEYS[3], k)
 if token ~= '' then redis.call('HSET', KEYS[4], 'pop_token', token, 'pop_key', k) end
-return claim(k, wid, KEYS[2], KEYS[3])
+return c

@@ -20,16 +20,24 @@ if cap then
   if new > 0 and redis.call('LLEN', KEYS[2]) + new > cap then return {'running', w[2] or '0', '0'} end
 end
 local t = now()
+local tp = P .. 'task:'
+local new = {}
 for i = 4, #ARGV, 3 do
   local k = ARGV[i]
-  local tk = P .. 'task:' .. k
+  local tk = tp .. k
   if redis.call('EXISTS', tk) == 0 then
-    redis.call('HSET', tk, 'state', 'running', 'xs', ARGV[i + 1], 'worker_id', wid,
-               'attempt', '1', 'max_retries', '0', 'created_at', t, 'started_at', t, 'origin', 'worker')
-    if ARGV[i + 2] ~= '' then redis.call('HSET', tk, 'xs_extra', ARGV[i + 2]) end
-    redis.call('SADD', KEYS[1], k)
-    redis.call('SADD', KEYS[3], k)
-    redis.call('RPUSH', KEYS[2], k)
+    if ARGV[i + 2] == '' then
+      redis.call('HSET', tk, 'state', 'running', 'xs', ARGV[i + 1], 'worker_id', wid, 'attempt', '1',
+                 'max_retries', '0', 'created_at', t, 'started_at', t, 'origin', 'worker')
+    else
+      redis.call('HSET', tk, 'state', 'running', 'xs', ARGV[i + 1], 'worker_id', wid, 'attempt', '1',
+                 'max_retries', '0', 'created_at', t, 'started_at', t, 'origin', 'worker', 'xs_extra', ARGV[i + 2])
+    end
+    new[#new + 1] = k
   end
 end
+-- one command per set and list for the whole call
+many('SADD', KEYS[1], new)
+many('SADD', KEYS[3], new)
+many('RPUSH', KEYS[2], new)
 return {'running', w[2] or '0', '1'}

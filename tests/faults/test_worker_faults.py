@@ -46,6 +46,29 @@ def test_worker_sigkilled_mid_task(rush):
     assert counts == {"finished": 10}  # its task was requeued (one retry) and finished by the other worker
 
 
+def test_worker_sigkilled_holding_prefetched_tasks(rush):
+    """A worker killed while it holds prefetched tasks loses none of them: those it never started go
+    back to the queue (no retry used up) and are finished by the other worker; only the one it was
+    evaluating follows the retry policy (here none: it fails)."""
+    ids = rush.start_local_workers(queue_loop, n_workers=2, fun=_slow, prefetch=4, **HB)
+    rush.wait_for_workers(2, timeout=30)
+    keys = rush.push_tasks([{"x": i} for i in range(16)])  # max_retries 0
+    victim = ids[0]
+
+    def holds_prefetched() -> bool:
+        tasks = rush.fetch_running_tasks()
+        return bool(len(tasks)) and (tasks["worker_id"] == victim).sum() >= 2
+
+    wait_until(holds_prefetched, 20, what="the victim to hold prefetched tasks")
+    os.killpg(rush._launchers["local"].processes[victim].pid, signal.SIGKILL)
+    rush.wait_for_tasks(keys, timeout=90)
+    settle(rush)
+    counts = check(rush, 16)
+    assert counts.get("failed", 0) <= 1 and counts.get("finished", 0) + counts.get("failed", 0) == 16, counts
+    failed = rush.fetch_failed_tasks()
+    assert all(victim in c for c in failed["condition"]), failed
+
+
 def test_worker_stopped_past_expiry_then_resumed(rush):
     ids = rush.start_local_workers(queue_loop, n_workers=2, fun=_slow, **HB)
     rush.wait_for_workers(2, timeout=30)
