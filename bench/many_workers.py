@@ -353,14 +353,19 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         beats = b1 - b0
         hb_rate = (c1 - c0) / (t1 - t0)
 
-        def calls(cmd: str) -> int:
-            return int(cs1.get(f"cmdstat_{cmd}", {}).get("calls", 0)) - int(cs0.get(f"cmdstat_{cmd}", {}).get("calls", 0))
+        def calls(cmd: str, field: str = "calls") -> int:
+            return int(cs1.get(f"cmdstat_{cmd}", {}).get(field, 0)) - int(cs0.get(f"cmdstat_{cmd}", {}).get(field, 0))
+
+        def usec_per_call(cmd: str) -> float:
+            return calls(cmd, "usec") / max(1, calls(cmd))
 
         m.add(f"heartbeats: {args.workers:,} workers, period {args.heartbeat_period:g} s", n=beats,
               beats_per_s=beats / (t1 - t0), redis_cpu_share=hb_rate,
               redis_cpu_us=(hb_rate - idle_rate) * (t1 - t0) / max(1, beats) * 1e6,
               note=f"per beat: the beat script and its share of the BLPOP on the kill lists "
-                   f"({calls('evalsha')} EVALSHA, {calls('blpop')} BLPOP in the window); idle CPU subtracted")
+                   f"({calls('evalsha')} EVALSHA, {calls('blpop')} BLPOP in the window; commandstats: "
+                   f"{usec_per_call('evalsha'):.0f} us per EVALSHA, {usec_per_call('blpop'):.0f} us per BLPOP; the rest "
+                   "is I/O and the BLPOP timeouts); idle CPU subtracted")
         m.base_rate = hb_rate
         wid0 = "sim-00000"
         m.call("one heartbeat call (Protocol.heartbeat), from the manager", lambda: rush.protocol.heartbeat(wid0, 60),

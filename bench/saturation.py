@@ -448,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = plateau[0], plateau[-1]
         print(f"\nat the cap (steps with Redis at >= 90 % of it: {', '.join(str(s['workers']) for s in plateau)} workers), "
               f"tasks/s = {cap_share:g} core / Redis CPU per task: {lo['cpu_per_task_us']:.0f} us with {lo['workers']} "
-              f"-> {hi['cpu_per_task_us']:.0f} us with {hi['workers']} workers (a saturated Redis serves several "
-              "clients per event-loop turn, so a task costs it less)")
+              f"-> {hi['cpu_per_task_us']:.0f} us with {hi['workers']} workers, i.e. "
+              f"{cap_share / lo['cpu_per_task_us'] * 1e6:,.0f} -> {cap_share / hi['cpu_per_task_us'] * 1e6:,.0f} tasks/s")
     print("\noverhead per task: per worker, time between the claims (queue loop) or creations (propose loop) of "
           "consecutive tasks on Redis's clock, minus the objective's own time; claim -> finish includes the objective. "
           "load avg: at the step's start / end of its window / end of its checks.")
