@@ -46,7 +46,13 @@ def test_view_sees_what_a_manager_did(rush, config):
     assert [r["worker_id"] for r in view.worker_rows()] == [w.worker_id]
     assert set(view.fetch_tasks()["keys"]) == set(keys)
     assert rush.network_id in rushhpc.network.list_networks(config.connect())
+    w2 = RushWorker(rush.network_id, config=config)
+    w2.set_terminated()
+    # the states from the sets agree with every worker's hash
+    assert view.worker_states() == {w.worker_id: "running", w2.worker_id: "terminated"}
+    assert view.worker_states() == {r["worker_id"]: r["state"] for r in view.worker_rows()}
     w.close()
+    w2.close()
 
 
 def test_sweep_info_is_written_once_read_typed_and_shown(rush, config):

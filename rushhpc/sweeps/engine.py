@@ -134,6 +134,7 @@ class SweepRun:
         self.last_detect = 0.0
         self.last_checkpoint = time.monotonic()
         self.worker_reason = ""
+        self.ended_seen: set[str] = set()  # ended workers whose reason was read
         self.display_: Display | None = None
         self.saved_plan: dict | None = None
         self.plan_set = False
@@ -612,16 +613,18 @@ class SweepRun:
             if self.adapter.paused and self.rush.n_running_workers == 0 and self.rush.n_running_tasks == 0:
                 raise _Stop("failed", f"adapting paused: {self.adapter.paused}")
             return
-        info = self.rush.worker_info
-        states = dict(zip(info["worker_id"], info["state"]))
+        # the worker sets by state, not worker_info: every 2 s, and at 1,000 workers reading every
+        # worker's hash costs Redis ~15 ms a call (bench/many_workers.py); reasons only of the newly ended
+        states = self.rush.worker_states()
         now = time.monotonic()
         grace = self.cfg["workers"]["start_timeout"]
         alive = sum(1 for s in states.values() if s in ALIVE_STATES)
         alive += sum(1 for w, t in self.launched.items() if w not in states and now - t < grace)
         self.stats.workers_alive = sum(1 for s in states.values() if s == "running")
-        ended = info[~info["state"].isin(ALIVE_STATES)]
-        if len(ended):
-            reasons = [r for r in ended["reason"] if isinstance(r, str) and r]
+        ended = sorted(w for w, s in states.items() if s not in ALIVE_STATES and w not in self.ended_seen)
+        if ended:
+            self.ended_seen.update(ended)
+            reasons = [r for r in self.rush.worker_field(ended, "reason") if r]
             if reasons:
                 self.worker_reason = reasons[-1].strip().splitlines()[-1][:300]
         if alive >= self.wanted or not self._work_left():
