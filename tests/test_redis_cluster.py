@@ -536,6 +536,7 @@ def test_heartbeat_on_a_cluster_is_small_and_beats_on_its_slot_s_primary(redis_c
     try:
         _beats_on(redis_cluster, owner, s.heartbeat_key)
         rss = vm_rss_mib(s.hb_pid)
+        print(f"resident: heartbeat on a cluster {rss:.1f} MiB")
         assert rss < 15, f"heartbeat RSS {rss:.1f} MiB"
         assert f"{STRICT_ENV}=1" in open(f"/proc/{s.hb_pid}/environ").read().split("\0")
         assert "Redis error" not in s.log(), s.log()
