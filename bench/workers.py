@@ -6,7 +6,7 @@
 - ``resident memory``: RSS and USS (memory not shared with other processes,
   what ending it would free) of an idle worker (queue_loop on an empty queue)
   and of its heartbeat process, in MiB.
-- ``import time``: ``python -c "import rushhpc"`` and of the heartbeat
+- ``import time``: ``python -c "import rushhpc"`` and of the heartbeat process's
   module, in a fresh interpreter (``-X importtime`` total), in ms.
 """
 
@@ -77,7 +77,7 @@ def run(ctx: Context) -> list[Row]:
         rss, uss = mem[what]
         rows.append(Row("workers", f"resident memory, idle {what} process", rss, "MiB",
                         note=f"USS {uss} MiB (not shared)"))
-    for module in ("rushhpc", "rushhpc.heartbeat"):
+    for module in ("rushhpc", "rushhpc.beat"):
         rows.append(Row("workers", f"import time of {module}", import_ms(module), "ms",
                         note="python -X importtime, fresh interpreter"))
     return rows

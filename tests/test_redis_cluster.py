@@ -507,3 +507,135 @@ def test_workers_survive_the_failover_of_their_primary(strict_scripts):
             r.close()
     finally:
         cluster.stop()
+
+
+# ------------------------------------------------------------------ the heartbeat process (rushhpc/beat.py)
+def _fresh_cluster(**kw):
+    import redis_cluster as rc
+
+    try:
+        return rc.RedisClusterProcesses(password="pw-" + uuid.uuid4().hex[:8], **kw)
+    except rc.ClusterUnavailable as e:
+        if os.environ.get("RUSHHPC_REQUIRE_CLUSTER") == "1":
+            pytest.fail(f"a Redis Cluster is required (RUSHHPC_REQUIRE_CLUSTER=1): {e}")
+        pytest.skip(f"no Redis Cluster here: {e}")
+
+
+def _beats_on(cluster, port: int, key: str, timeout: float = 15, expire: float = 10) -> None:
+    """The heartbeat refreshes ``key`` (expiry ``expire``) on the node on ``port``: a second after,
+    its time to live is back near the full expiry (a beat every 0.3 s). Read, never deleted: a
+    missing key in a migrating slot would turn the heartbeat script's call into TRYAGAIN."""
+    time.sleep(1.0)
+    with cluster.node_client(port) as c:
+        wait_until(lambda: c.pttl(key) > (expire - 0.5) * 1000, timeout, what=f"a beat on the node on port {port}")
+
+
+def test_heartbeat_on_a_cluster_is_small_and_beats_on_its_slot_s_primary(redis_cluster, cluster_config, strict_scripts,
+                                                                         tmp_path):
+    from heartbeats import StandIn, vm_rss_mib
+
+    nid = _spread_networks(redis_cluster)[1]
+    owner = redis_cluster.slot_owner(key_slot(Keys(nid).meta.encode()))
+    s = StandIn(cluster_config, nid, "w-1", tmp_path)
+    try:
+        _beats_on(redis_cluster, owner, s.heartbeat_key)
+        rss = vm_rss_mib(s.hb_pid)
+        print(f"resident: heartbeat on a cluster {rss:.1f} MiB")
+        assert rss < 15, f"heartbeat RSS {rss:.1f} MiB"
+        assert f"{STRICT_ENV}=1" in open(f"/proc/{s.hb_pid}/environ").read().split("\0")
+        assert "Redis error" not in s.log(), s.log()
+    finally:
+        s.stop()
+        with redis_cluster.node_client(owner) as c:
+            c.delete(s.heartbeat_key, s.keys.worker(s.worker_id))
+
+
+def test_heartbeat_follows_ask_and_moved_while_its_slot_migrates(strict_scripts, tmp_path):
+    """Slot migration with a live heartbeat, no pause: while the slot is MIGRATING the kill list
+    (which does not exist) is asked of the importing node (ASK: ASKING, then BLPOP there), and a
+    kill request pushed there reaches it; once the slot has moved the heartbeat follows MOVED and
+    beats on the new primary. No Redis error on the way (a redirection is not a failure)."""
+    cluster = _fresh_cluster()
+    try:
+        cfg = redis_config(host="127.0.0.1", port=cluster.ports[0], password=cluster.password, cluster=True)
+        nid = _spread_networks(cluster)[1]
+        slot = key_slot(Keys(nid).meta.encode())
+        src = cluster.slot_owner(slot)
+        dst = next(p for p in cluster.ports if p != src)
+        from heartbeats import StandIn
+
+        # 1. ASK: MIGRATING/IMPORTING, no key moved yet
+        a = StandIn(cfg, nid, "w-ask", tmp_path)
+        try:
+            _beats_on(cluster, src, a.heartbeat_key)
+            with cluster.node_client(dst) as d, cluster.node_client(src) as s:
+                d.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", cluster.node_id(src))
+                s.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", cluster.node_id(dst))
+
+            def blocked_on_dst() -> bool:
+                with cluster.node_client(dst) as d:
+                    return any(c.get("cmd") == "blpop" and "b" in c.get("flags", "") for c in d.client_list())
+
+            wait_until(blocked_on_dst, 10, what="the heartbeat's BLPOP on the importing node (ASK)")
+            _beats_on(cluster, src, a.heartbeat_key)  # its keys are still on the source: it beats there
+            pusher = redis.Redis(host="127.0.0.1", port=dst, password=cluster.password, single_connection_client=True)
+            try:
+                pusher.execute_command("ASKING")
+                pusher.rpush(a.kill_key, "kill")
+            finally:
+                pusher.close()
+            wait_until(lambda: a.proc.poll() is not None, 10, what="the kill request to reach the heartbeat")
+            assert a.proc.returncode == -signal.SIGKILL
+            wait_until(lambda: not a.hb_alive(), 10, what="the heartbeat to end")
+            assert "Redis error" not in a.log() and "kill request" in a.log(), a.log()
+        finally:
+            a.stop()
+            with cluster.node_client(dst) as d, cluster.node_client(src) as s:
+                s.execute_command("CLUSTER SETSLOT", slot, "STABLE")
+                d.execute_command("CLUSTER SETSLOT", slot, "STABLE")
+
+        # 2. the whole move, the heartbeat beating all along: ASK during MIGRATE, then MOVED
+        m = StandIn(cfg, nid, "w-move", tmp_path)
+        try:
+            _beats_on(cluster, src, m.heartbeat_key)
+            cluster.move_slot(slot, dst)
+            assert cluster.keys_of_node(src, f"{{{nid}}}:*") == []
+            _beats_on(cluster, dst, m.heartbeat_key)
+            assert m.proc.poll() is None
+            with cluster.node_client(dst) as d:
+                d.rpush(m.kill_key, "kill")
+            wait_until(lambda: m.proc.poll() is not None, 10, what="the kill request on the new primary")
+            assert "Redis error" not in m.log(), m.log()
+            assert cluster.keys_of_node(src, f"{{{nid}}}:*") == []  # nothing written to the old node
+        finally:
+            m.stop()
+    finally:
+        cluster.stop()
+
+
+def test_heartbeat_survives_the_failover_of_the_node_it_was_given(strict_scripts, tmp_path):
+    """The configured node is the primary of the network's slot, and it dies: the heartbeat asks
+    the other nodes it learned from CLUSTER SLOTS, finds the replica that took over, beats there."""
+    cluster = _fresh_cluster(replicas=1, node_timeout_ms=1500)
+    try:
+        nid = _spread_networks(cluster)[0]
+        slot = key_slot(Keys(nid).meta.encode())
+        old = cluster.slot_owner(slot)
+        cfg = redis_config(host="127.0.0.1", port=old, password=cluster.password, cluster=True)
+        from heartbeats import StandIn
+
+        s = StandIn(cfg, nid, "w-1", tmp_path, expire=60)
+        try:
+            _beats_on(cluster, old, s.heartbeat_key, expire=60)
+            with cluster.node_client(old) as c:  # the replica has every write before the kill
+                c.execute_command("WAIT", 1, 5000)
+            cluster.kill(old)
+            wait_until(lambda: cluster.slot_owner(slot) != old, 30, interval=0.2, what="a replica to take over")
+            new = cluster.slot_owner(slot)
+            _beats_on(cluster, new, s.heartbeat_key, timeout=30, expire=60)
+            assert s.proc.poll() is None and s.hb_alive()
+            assert "Redis error" in s.log()  # the dead node was reported, and retried
+        finally:
+            s.stop()
+    finally:
+        cluster.stop()

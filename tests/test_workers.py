@@ -437,3 +437,141 @@ def test_a_launch_beyond_maxclients_is_refused_with_a_clear_message(rush):
         assert rush.worker_ids == [] and rush.check_client_capacity(1) >= 0
     finally:
         rush.connector.config_set("maxclients", before)
+
+
+# ------------------------------------------------------------------ the heartbeat process (rushhpc/beat.py)
+def _modules_of(argv: list[str]) -> set[str]:
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.split())
+
+
+def test_the_heartbeat_imports_only_the_standard_library():
+    """Issue 12: no redis-py (asyncio through it), psutil, jinja2, yaml, nor a rushhpc module that
+    would import them; no ssl without TLS. Checked as the heartbeat process starts it, and as a module."""
+    from rushhpc.heartbeat import beat_command
+
+    argv = beat_command()
+    assert argv[1:3] == ["-I", "-S"] and argv[-1].endswith("import beat; sys.exit(beat.main())")
+    mods = _modules_of(argv[:-1] + [argv[-1].replace("sys.exit(beat.main())", "print(' '.join(sys.modules))")])
+    assert "beat" in mods
+    assert {m for m in mods if m.split(".")[0] not in sys.stdlib_module_names} == {"__main__", "beat"}
+    assert not mods & {"ssl", "_ssl", "typing", "asyncio", "subprocess", "ctypes"}
+    mods = _modules_of([sys.executable, "-c", "import sys, rushhpc.beat; print(' '.join(sys.modules))"])
+    assert {m for m in mods if m.startswith("rushhpc")} == {"rushhpc", "rushhpc._version", "rushhpc.beat"}
+    assert not {m for m in mods if m.split(".")[0] in ("redis", "psutil", "jinja2", "yaml", "pandas", "orjson",
+                                                         "cloudpickle", "asyncio", "ssl")}
+
+
+def test_heartbeat_process_is_under_15_mib(rush):
+    """Issue 12: one heartbeat process per worker, each under 15 MiB resident (redis-py and
+    psutil took it to ~34 MiB). The worker's own size is printed, not asserted."""
+    from heartbeats import vm_rss_mib
+
+    ids = rush.start_local_workers(queue_loop, n_workers=1, fun=lambda x: {"y": x}, heartbeat_period=0.3,
+                                   heartbeat_expire=5)
+    rush.wait_for_workers(worker_ids=ids, timeout=30)
+    wait_until(lambda: rush.worker_info["heartbeat_alive"].all(), 20, what="a beat")
+    info = rush.worker_info.iloc[0]
+    hb, worker = int(info["heartbeat_pid"]), int(info["pid"])
+    time.sleep(1.0)  # a few beats: each BLPOP returns after a period
+    rss = vm_rss_mib(hb)
+    print(f"resident: heartbeat {rss:.1f} MiB, worker {vm_rss_mib(worker):.1f} MiB")
+    assert rss < 15, f"heartbeat RSS {rss:.1f} MiB"
+    maps = open(f"/proc/{hb}/maps").read()
+    assert "psutil" not in maps and "_ssl" not in maps and "libssl" not in maps
+    rush.stop_workers(type="kill", worker_ids=ids)  # through the heartbeat's BLPOP
+    proc = rush._launchers["local"].processes[ids[0]]
+    wait_until(lambda: proc.poll() is not None, 20, what="the killed worker to end")
+
+
+def test_heartbeat_selects_its_database_and_loads_its_script_again(redis_server, tmp_path):
+    """A database other than 0 (SELECT), a script cache flushed under it (NOSCRIPT: SCRIPT LOAD and
+    the same beat again, no error), a kill request."""
+    import dataclasses
+    import uuid
+
+    from heartbeats import StandIn
+
+    cfg = dataclasses.replace(redis_server.config, db=3)
+    s = StandIn(cfg, "hb-" + uuid.uuid4().hex[:8], "w-1", tmp_path)
+    c = cfg.client()
+    try:
+        wait_until(lambda: c.exists(s.heartbeat_key), 15, what="a beat in database 3")
+        assert not redis_server.config.client().exists(s.heartbeat_key)
+        c.script_flush()
+        c.delete(s.heartbeat_key)
+        wait_until(lambda: c.exists(s.heartbeat_key), 15, what="a beat after SCRIPT FLUSH")
+        assert "Redis error" not in s.log(), s.log()
+        c.rpush(s.kill_key, "kill")
+        wait_until(lambda: s.proc.poll() is not None, 15, what="the kill request")
+        assert s.proc.returncode == -signal.SIGKILL and "kill request" in s.log()
+    finally:
+        s.stop()
+        c.delete(s.heartbeat_key, s.keys.worker(s.worker_id), s.kill_key)
+        c.close()
+
+
+def test_beat_kill_tree_and_liveness_read_proc():
+    """The heartbeat's process handling without psutil: a worker's children and grandchildren are
+    SIGKILLed with it (but not ``skip``); a zombie is not alive."""
+    import psutil
+
+    from rushhpc import beat
+
+    tree = subprocess.Popen(["sh", "-c", "sleep 60 & (sleep 60 & sleep 61; true) & sleep 62; true"])
+    try:
+        wait_until(lambda: len(psutil.Process(tree.pid).children(recursive=True)) >= 4, 10, what="the tree")
+        family = psutil.Process(tree.pid).children(recursive=True)
+        spared = family[0]
+        assert beat.alive(tree.pid) and beat.alive(spared.pid) and beat.alive(None)
+        beat.kill_tree(tree.pid, skip=spared.pid)
+        assert tree.wait(10) == -signal.SIGKILL
+        gone, alive = psutil.wait_procs([p for p in family if p.pid != spared.pid], timeout=10)
+        assert alive == [] and spared.is_running() and spared.status() != psutil.STATUS_ZOMBIE
+        assert not beat.alive(tree.pid)  # reaped
+        zombie = subprocess.Popen(["true"])
+        wait_until(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE, 10, what="a zombie")
+        assert not beat.alive(zombie.pid)
+        zombie.wait()
+    finally:
+        for p in psutil.Process(tree.pid).children(recursive=True) if tree.poll() is None else []:
+            p.kill()
+        if tree.poll() is None:
+            tree.kill()
+        tree.wait()
+    spared.kill()
+
+
+def test_beat_reads_redirections_and_replies():
+    from rushhpc import beat
+
+    assert beat._address("127.0.0.1:7001", "h") == ("127.0.0.1", 7001)
+    assert beat._address(":7001", "10.0.0.5") == ("10.0.0.5", 7001)  # Redis 7: the same host
+    assert beat._address("::1:7001", "h") == ("::1", 7001)
+    assert beat._seconds(0.5) == "0.5" and beat._seconds(10) == "10" and beat._seconds(1e6) == "1000000"
+
+    class Sock:
+        def __init__(self, data: bytes):
+            self.data = data
+
+        def recv(self, n: int) -> bytes:
+            chunk, self.data = self.data[:3], self.data[3:]  # a few bytes at a time
+            return chunk
+
+        def sendall(self, data: bytes) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    conn = beat.Conn("h", 1, {}, 1.0)
+    conn.sock = Sock(b"*2\r\n$5\r\nkill:\r\n$4\r\nkill\r\n*-1\r\n:7\r\n$-1\r\n+OK\r\n*2\r\n-MOVED 1 h:2\r\n:1\r\n$2\r\nok\r\n")
+    assert conn.call("BLPOP") == ["kill:", "kill"]
+    assert conn.call("BLPOP") is None and conn.call("X") == 7 and conn.call("GET") is None and conn.call("PING") == "OK"
+    with pytest.raises(beat.RedisError, match="MOVED 1 h:2"):
+        conn.call("X")
+    assert conn.call("GET") == "ok"  # the array with an error inside was read whole: still in step
+    with pytest.raises(OSError, match="closed by the server"):
+        conn.call("GET")
+    assert conn.sock is None
