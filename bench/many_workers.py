@@ -298,6 +298,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     import rushhpc
     from rushhpc.errors import RushConfigError
     from rushhpc.logs import RedisLogHandler
+    from rushhpc.network import WORKER_FIELDS
 
     out: dict = {"params": {k: v for k, v in vars(args).items() if k not in ("fleet", "json")}}
     server = fleet = rush = None
@@ -375,7 +376,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         assert len(rush.worker_rows()) == args.workers
         m.call("worker_info (DataFrame)", lambda: rush.worker_info, n_calls)
         m.call("worker_rows()", rush.worker_rows, n_calls)
-        m.call("Protocol.worker_info() (worker_info.lua and its reply alone)", rush.protocol.worker_info, n_calls)
+        m.call("Protocol.worker_info() (the pipelined read and its replies alone)",
+               lambda: rush.protocol.worker_info(WORKER_FIELDS), n_calls)
         m.call("detect_lost_workers(), none lost", rush.detect_lost_workers, n_calls)
         assert not rush.lost_worker_ids
         m.call("counts_by_state() (counts.lua)", rush.counts_by_state, n_calls * 2)

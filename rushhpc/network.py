@@ -38,6 +38,10 @@ from .tasks import TaskStore
 if TYPE_CHECKING:
     import pandas as pd
 
+# the fields of a worker's hash that worker_rows shows (layout.py describes every field)
+WORKER_FIELDS = ("worker_id", "state", "job_state", "pid", "hostname", "node", "heartbeat_expire", "heartbeat_pid",
+                 "launcher", "job_id", "terminate_reason", "reason", "started_at", "stopped_at")
+
 
 def default_run_root() -> Path:
     """Where run directories go: ``$RUSHHPC_RUN_DIR``, else ``~/.rushhpc/runs``."""
@@ -332,15 +336,15 @@ class Network(TaskStore):
 
     # ------------------------------------------------------------------ workers
     def worker_rows(self) -> list[dict[str, Any]]:
-        """One plain dict per worker (what `worker_info` shows), read in one step.
+        """One plain dict per worker (what `worker_info` shows), read in one round trip per 500
+        workers (`Protocol.worker_info`).
 
         ``state`` is the worker's, or for a batch worker not registered yet, its job's
         (pending, held, starting); a running worker whose job is suspended shows
         ``suspended``.
         """
         rows = []
-        for flat in self.protocol.worker_info():
-            h = dict(zip(flat[0::2], flat[1::2]))
+        for h in self.protocol.worker_info(WORKER_FIELDS):
             state = h.get("state")
             job_state = h.get("job_state") or None
             if state == "pending" and job_state in ("held", "starting", "running"):

@@ -202,7 +202,7 @@ def test_every_script_call_declares_network_keys(rush, config):
     p.push_final_tasks("failed", [("k4", "{}", "", "condition", '{"message": "x"}', "", "")])
     p.empty_queue("gone")
     p.heartbeat(w.worker_id, 5)
-    p.worker_info()
+    p.worker_info(["state"])
     p.fetch("states", "queued", "running", "finished", "failed")
     p.fetch("range", "finished", 0, -1)
     p.keys_with_state(["queued"])
@@ -224,3 +224,19 @@ def test_embedded_on_request(monkeypatch, config):
     r = rushhpc.rsh("emb-asked", config="embedded")
     assert r.embedded and r.config.port != config.port and r.config.loopback
     r.reset()
+
+
+def test_worker_info_reads_every_worker_in_chunks(rush, config):
+    """The pipelined read (Protocol.worker_info) covers every worker across chunk boundaries, says
+    whether each heartbeat key lives, and skips a worker whose hash is gone."""
+    ws = [RushWorker(rush.network_id, config=config) for _ in range(5)]
+    rush.connector.set(rush.keys.heartbeat(ws[0].worker_id), "1", ex=30)
+    rows = rush.protocol.worker_info(["worker_id", "state"], chunk=2)
+    assert sorted(r["worker_id"] for r in rows) == sorted(w.worker_id for w in ws)
+    assert {r["worker_id"]: r["heartbeat_alive"] for r in rows}[ws[0].worker_id] == "1"
+    assert {r["state"] for r in rows} == {"running"} and sum(r["heartbeat_alive"] == "1" for r in rows) == 1
+    rush.connector.delete(rush.keys.worker(ws[1].worker_id))
+    assert ws[1].worker_id not in {r["worker_id"] for r in rush.protocol.worker_info(["worker_id"], chunk=2)}
+    assert len(rush.worker_rows()) == 4
+    for w in ws:
+        w.close()
