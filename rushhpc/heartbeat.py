@@ -22,7 +22,6 @@ The process runs `rushhpc.beat`, which imports only the standard library
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -46,6 +45,8 @@ REGISTER_WAIT = defaults.HEARTBEAT_REGISTER_WAIT  # seconds a heartbeat waits fo
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
     """Ask Linux to send ``sig`` to this process when its parent thread exits (no-op elsewhere)."""
     try:
+        import ctypes  # here: only the process that starts a child needs it (0.2 MiB per worker)
+
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, sig)
     except OSError:

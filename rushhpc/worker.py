@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import socket
-import statistics
 import sys
 import time
 import traceback
@@ -189,7 +188,12 @@ class RushWorker(Network):
             >>> rush.typical_duration()
             2.5
         """
-        return statistics.median(self._durations) if self._durations else None
+        if not self._durations:
+            return None
+        # the median by hand: `statistics` costs every worker process 0.4 MiB resident (issue 12)
+        d = sorted(self._durations)
+        mid = len(d) // 2
+        return d[mid] if len(d) % 2 else (d[mid - 1] + d[mid]) / 2
 
     def _time_for(self, need: float | None, what: str) -> bool:
         """False (and this worker stops taking tasks) when its walltime cannot fit ``need`` seconds."""

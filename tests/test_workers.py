@@ -575,3 +575,17 @@ def test_beat_reads_redirections_and_replies():
     with pytest.raises(OSError, match="closed by the server"):
         conn.call("GET")
     assert conn.sock is None
+
+
+def test_a_worker_process_loads_none_of_the_other_commands():
+    """`rushhpc worker` (one per core of a node) parses its command without importing the other
+    commands' modules: each costs every worker memory (issue 12: worker + heartbeat under 45 MiB)."""
+    code = ("import sys, runpy; sys.argv = ['rushhpc', 'worker', '--help']\n"
+            "try:\n    runpy.run_module('rushhpc', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "heavy = ('yaml', 'psutil', 'jinja2', 'pandas', 'statistics', 'rushhpc.redis_server', 'rushhpc.sweeps',\n"
+            "         'rushhpc.dashboard', 'rushhpc.rush', 'rushhpc.launchers.slurm')\n"
+            "print(sorted(m for m in sys.modules if m in heavy or m.startswith(tuple(h + '.' for h in heavy))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "usage: rushhpc worker" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout.splitlines()[-1]

@@ -21,15 +21,27 @@ import redis
 
 from .._version import __version__
 from ..errors import RushError
-from ..sweeps.cli import add_parser as add_sweep_parser
-from . import control, dashboard_cmd, inspect, plot_cmd, redis_cmd, run
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only_worker: bool = False) -> argparse.ArgumentParser:
+    """The parser of every command; ``only_worker``: of ``worker`` and ``script`` alone.
+
+    The command modules are imported here, not at the top: a worker process (``rushhpc
+    worker``, one per core of a node) then loads none of the other commands' modules (the
+    Redis server's, the dashboard's, the sweeps', PyYAML, psutil), about 1 MiB resident each
+    (issue 12: memory per worker).
+    """
+    from . import run
+
     parser = argparse.ArgumentParser(prog="rushhpc", description="Decentralized parallel computing on HPC clusters.")
     parser.add_argument("--version", action="version", version=f"rushhpc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run.register(sub)
+    if only_worker:
+        return parser
+    from ..sweeps.cli import add_parser as add_sweep_parser
+    from . import control, dashboard_cmd, inspect, plot_cmd, redis_cmd
+
     inspect.register(sub)
     control.register(sub)
     add_sweep_parser(sub)  # rushhpc sweep: rushhpc/sweeps/cli.py
@@ -45,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     Example:
         >>> main(["networks", "--json"])
     """
-    args = build_parser().parse_args(argv)
+    args_in = sys.argv[1:] if argv is None else argv
+    args = build_parser(only_worker=args_in[:1] == ["worker"]).parse_args(argv)
     try:
         return int(args.func(args))
     except RushError as e:
