@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
-# Imported on first use (PEP 562): the heartbeat process imports `rushhpc.heartbeat`,
-# which must not pull in pandas and the manager (tens of MiB per worker node process).
+# Imported on first use (PEP 562): a worker process imports `rushhpc.worker`, which must
+# not pull in pandas and the manager (tens of MiB per worker process on a node).
 _EXPORTS = {
     "RedisConfig": "config",
     "redis_config": "config",

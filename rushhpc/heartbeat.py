@@ -34,7 +34,7 @@ from typing import Any
 from redis.crc import key_slot
 
 from . import beat, defaults
-from .config import RedisConfig, from_credentials, redis_config
+from .config import RedisConfig, redis_config
 from .layout import Keys
 from .protocol import source
 
@@ -131,26 +131,3 @@ def start_heartbeat(
     proc.stdin.write(json.dumps(settings).encode())
     proc.stdin.close()
     return proc
-
-
-def run(settings: dict) -> int:
-    """The heartbeat loop, from the older settings (``credentials`` or ``url``, ``network_id``,
-    ``worker_id``, ``worker_pid``, ``period``, ``expire``, ``watch_pid``): resolved by
-    `beat_settings`, run by `rushhpc.beat.run`. Returns the exit code."""
-    if "credentials" not in settings and "url" not in settings:
-        return beat.run(settings)  # resolved already
-    cfg = from_credentials(settings["credentials"]) if "credentials" in settings else redis_config(url=settings["url"])
-    return beat.run(beat_settings(
-        cfg, settings["network_id"], settings["worker_id"], float(settings["period"]), float(settings["expire"]),
-        watch_pid=settings.get("watch_pid"), worker_pid=int(settings["worker_pid"]),
-    ))
-
-
-def main() -> int:
-    settings = json.loads(sys.stdin.read())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's business
-    return run(settings)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
