@@ -76,7 +76,7 @@ def test_slurm_parsers():
 
 
 def test_durations():
-    assert parse_duration("90") == 5400 and parse_duration("01:30:00") == 5400 and parse_duration("2-00") == 172800
+    assert parse_duration("90m") == 5400 and parse_duration("01:30:00") == 5400 and parse_duration("2-00") == 172800
     assert parse_duration("10:00") == 600 and parse_duration(42) == 42 and hms(93600) == "26:00:00"
 
 

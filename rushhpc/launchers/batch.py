@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import jinja2
 
-from .. import defaults
+from .. import defaults, durations
 from ..errors import RushConfigError, RushWorkerError
 from .base import LaunchContext, Launcher, LaunchRecord
 
@@ -47,32 +47,18 @@ BEHAVIOUR_KEYS = (
 
 
 def parse_duration(value: Any) -> int | None:
-    """Seconds from 3600, "90" (minutes, as SLURM), "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM[:SS]".
+    """Whole seconds of a walltime by the one rule of :mod:`rushhpc.durations`; ``None`` or ``""``: no limit.
 
     Example:
-        >>> parse_duration("1-02:00:00")
-        93600
+        >>> parse_duration("1-02:00:00"), parse_duration("90m"), parse_duration(None)
+        (93600, 5400, None)
     """
     if value is None or value == "":
         return None
-    if isinstance(value, (int, float)):
-        return int(value)
-    s = str(value).strip()
-    days = 0
-    if "-" in s:
-        d, s = s.split("-", 1)
-        days = int(d)
-        parts = [int(p) for p in s.split(":")]
-        while len(parts) < 3:
-            parts.append(0)  # D-HH, D-HH:MM
-    else:
-        parts = [int(p) for p in s.split(":")]
-        if len(parts) == 1:
-            parts = [0, parts[0], 0]  # minutes
-        elif len(parts) == 2:
-            parts = [0, *parts]  # MM:SS
-    h, m, sec = parts
-    return days * 86400 + h * 3600 + m * 60 + sec
+    try:
+        return math.ceil(durations.parse_duration(value))
+    except durations.DurationError as e:
+        raise RushConfigError(f"launcher option time/walltime: {e}") from None
 
 
 def hms(seconds: int) -> str:

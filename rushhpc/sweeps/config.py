@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from ..errors import RushConfigError
+from ..durations import DurationError, parse_duration
 
 __all__ = ["SweepConfig", "SweepConfigError", "load_config", "parse_override", "parse_duration"]
 
@@ -272,49 +273,6 @@ def _short_param(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- values
-_NUM = r"(\d+(?:\.\d*)?)"
-_DURATION = re.compile(rf"^\s*(?:{_NUM}\s*d)?\s*(?:{_NUM}\s*h)?\s*(?:{_NUM}\s*m(?:in)?)?\s*(?:{_NUM}\s*s)?\s*$")
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"1h30m"``, ``"2d"``, ``"01:30:00"``, ``"1-00:00:00"``.
-
-    Example:
-        >>> parse_duration("1h30m"), parse_duration("00:10:00"), parse_duration(5)
-        (5400.0, 600.0, 5.0)
-    """
-    if isinstance(value, bool):
-        raise ValueError("a duration, not a boolean")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError("a duration must be a finite number of seconds >= 0")
-        return float(value)
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("a duration such as 90, 90s, 10m, 1h30m or 01:30:00")
-    text = value.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    if ":" in text:
-        days = 0.0
-        if "-" in text:
-            day_text, _, text = text.partition("-")
-            days = float(day_text)
-        parts = [float(p) for p in text.split(":")]
-        if len(parts) > 3:
-            raise ValueError("a duration such as 01:30:00")
-        secs = 0.0
-        for p in parts:
-            secs = secs * 60 + p
-        return days * 86400 + secs
-    m = _DURATION.match(text)
-    if not m or not any(m.groups()):
-        raise ValueError("a duration such as 90, 90s, 10m, 1h30m or 01:30:00")
-    d, h, mi, sec = (float(g) if g else 0.0 for g in m.groups())
-    return d * 86400 + h * 3600 + mi * 60 + sec
-
-
 def _number(value: Any) -> float | int | None:
     """An int or float; a numeric string (YAML reads 1e-4 as a string) is accepted."""
     if isinstance(value, bool):
@@ -397,8 +355,8 @@ class _Checker:
     def duration(self, path: str, value: Any, positive: bool = True) -> float:
         try:
             secs = parse_duration(value)
-        except ValueError as e:
-            raise self.fail(path, f"expected {e}", value) from None
+        except DurationError as e:
+            raise self.fail(path, str(e), value) from None
         if positive and secs <= 0:
             raise self.fail(path, "expected a duration > 0", value)
         return secs
