@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SweepConfigError", "load_config", "sweep"]
+__all__ = ["SweepConfigError", "SweepLockedError", "load_config", "sweep"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +24,10 @@ def __getattr__(name: str) -> Any:
         from . import config
 
         return getattr(config, name)
+    if name == "SweepLockedError":
+        from . import lock
+
+        return lock.SweepLockedError
     raise AttributeError(f"module 'rushhpc.sweeps' has no attribute {name!r}")
 
 

@@ -24,8 +24,8 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from ..errors import RushConfigError
 from ..durations import DurationError, parse_duration
+from ..errors import RushConfigError
 
 __all__ = ["SweepConfig", "SweepConfigError", "load_config", "parse_override", "parse_duration"]
 

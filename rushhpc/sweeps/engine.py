@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from ..errors import RushError
 from .config import DESIGN_STRATEGIES, SweepConfig, SweepConfigError, load_config
+from .lock import OutputLock
 from .progress import Display, Stats
 from .results import (
     Journal,
@@ -136,6 +137,7 @@ class SweepRun:
         self.worker_reason = ""
         self.ended_seen: set[str] = set()  # ended workers whose reason was read
         self.display_: Display | None = None
+        self.lock_: OutputLock | None = None
         self.saved_plan: dict | None = None
         self.plan_set = False
         self.limit: int | None = None
@@ -165,6 +167,17 @@ class SweepRun:
 
     # ------------------------------------------------------------------ entry
     def run(self) -> SweepResult:
+        """Lock the output folder (`OutputLock`: one sweep at a time runs in it), then run."""
+        if self.out.exists() and not self.out.is_dir():
+            raise SweepConfigError(f"{self.cfg.source}: output: {self.out} is a file, not a folder")
+        self.lock_ = OutputLock(self.out, source=self.cfg.source)
+        self.lock_.acquire()  # before anything is read or started: a second run is refused here
+        try:
+            return self._run_locked()
+        finally:
+            self.lock_.release()
+
+    def _run_locked(self) -> SweepResult:
         self._check_output()
         try:
             self._connect()  # a Redis that cannot be reached is an error before anything is written
@@ -222,8 +235,6 @@ class SweepRun:
                 f"{src}: output: {out} already holds a sweep; pass --resume to continue it "
                 "(resume=True in Python), or choose another output (output=...)"
             )
-        if out.exists() and not out.is_dir():
-            raise SweepConfigError(f"{src}: output: {out} is a file, not a folder")
         if not has_sweep:
             self.resume = False
             return
@@ -264,6 +275,10 @@ class SweepRun:
         self.display_ = Display(self.cfg["progress"], self.cfg["progress_interval"], f"sweep {self.cfg['name']}")
         for w in self.cfg.warnings:
             self.display.message(f"warning: {w}")
+        old = self.lock_.took_over if self.lock_ is not None else None
+        if old is not None:
+            self.display.message(f"took over the lock of {self.out} from a run that is gone (host {old.get('host')}, "
+                                 f"pid {old.get('pid')})")
         if self.journal.records:
             self.display.message(f"resuming: {len(self.journal.records)} evaluations in {self.out / 'journal.jsonl'}")
 

@@ -1,0 +1,115 @@
+"""Issue 20 ("Trust"), the sweep side: each test names the defect it covers. Real command line,
+real workers, real Redis (the embedded one, as a user's first sweep has it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+from test_sweep_cli import calls, journal, run, sweep_cmd, write_sweep
+
+from rushhpc.sweeps import lock as lockmod
+from rushhpc.sweeps.lock import OutputLock, SweepLockedError
+
+OUT = "results/out"  # not under runs/: the tests' RUSHHPC_RUN_DIR is tmp_path/runs
+
+
+def write_lock(folder: Path, **fields) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rec = {"host": socket.gethostname(), "pid": 1, "pid_started": 0.0, "started_at": time.time() - 100,
+           "heartbeat": time.time(), "token": "0123456789abcdef", "command": "rushhpc sweep sweep.yaml"}
+    rec.update(fields)
+    (folder / ".lock").write_text(json.dumps(rec) + "\n")
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+# ---------------------------------------------------------------------------- defect 4: the output folder's lock
+# issue 20 defect 4: a second `rushhpc sweep` into the folder of a running sweep (with or without --resume) is refused
+def test_second_sweep_into_a_running_sweeps_folder_is_refused(tmp_path):
+    write_sweep(tmp_path, objective="functions.py:slow_branin", budget={"evaluations": 400}, workers={"n": 1},
+                output=OUT)
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "SWEEP_CALL_LOG": str(log), "SWEEP_SLEEP": "0.2"}
+    o = tmp_path / OUT
+    first = subprocess.Popen(sweep_cmd("sweep.yaml", "progress=plain"), cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_until(lambda: len(journal(o)) >= 2, timeout=90, what="the first sweep's first results")
+        for args in (("sweep.yaml", "--resume"), ("sweep.yaml",)):
+            second = run(tmp_path, *args, env={"SWEEP_CALL_LOG": str(log)})
+            assert second.returncode == 2, second.stdout + second.stderr
+            err = second.stderr.strip()
+            assert len(err.splitlines()) == 1, err
+            assert "is in use by another sweep" in err and f"host {socket.gethostname()}, pid {first.pid}" in err, err
+            assert f"kill -INT {first.pid}" in err and "--resume" in err, err
+        rec = json.loads((o / ".lock").read_text())
+        assert rec["pid"] == first.pid and rec["host"] == socket.gethostname()
+        state = json.loads((o / "state.json").read_text())
+        assert len(state["networks"]) == 1  # the refused runs started no network
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, err1 = first.communicate(timeout=180)
+    assert first.returncode == 143, err1
+    assert not (o / ".lock").exists()  # removed on SIGTERM
+    evals = [r["eval"] for r in journal(o)]
+    assert len(evals) == len(set(evals))
+    points = [json.dumps(c, sort_keys=True) for c in calls(log)]
+    assert len(points) == len(set(points))  # no point evaluated twice
+
+
+# issue 20 defect 4: the lock of a dead process on this host is taken over, and removed at the sweep's end
+def test_lock_of_a_dead_process_is_taken_over(tmp_path):
+    write_sweep(tmp_path, budget={"evaluations": 6}, output=OUT)
+    write_lock(tmp_path / OUT, pid=dead_pid())
+    out = run(tmp_path, "sweep.yaml", "--resume", "progress=plain")
+    assert out.returncode == 0, out.stderr
+    assert "took over the lock" in out.stderr
+    assert not (tmp_path / OUT / ".lock").exists()
+    assert len(journal(tmp_path / OUT)) == 6
+
+
+# issue 20 defect 4: another host's record decides by its heartbeat: fresh refuses, stale is taken over
+def test_lock_of_another_host_follows_its_heartbeat(tmp_path):
+    write_sweep(tmp_path, budget={"evaluations": 4}, output=OUT)
+    write_lock(tmp_path / OUT, host="node-elsewhere", pid=4242, heartbeat=time.time() - 2)
+    out = run(tmp_path, "sweep.yaml", "--resume")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "host node-elsewhere, pid 4242" in out.stderr and "ssh node-elsewhere kill -INT 4242" in out.stderr
+    assert not (tmp_path / OUT / "journal.jsonl").exists()
+
+    write_lock(tmp_path / OUT, host="node-elsewhere", pid=4242, heartbeat=time.time() - 10 * lockmod.STALE_AFTER)
+    out = run(tmp_path, "sweep.yaml", "--resume", "progress=plain")
+    assert out.returncode == 0, out.stderr
+    assert "took over the lock" in out.stderr and "node-elsewhere" in out.stderr
+    assert not (tmp_path / OUT / ".lock").exists() and len(journal(tmp_path / OUT)) == 4
+
+
+# issue 20 defect 4: the holder refreshes its heartbeat; a second holder in the same process is refused too
+def test_lock_heartbeat_and_release(tmp_path, monkeypatch):
+    monkeypatch.setattr(lockmod, "HEARTBEAT_PERIOD", 0.2)
+    folder = tmp_path / "out"
+    lock = OutputLock(folder, source="s.yaml")
+    lock.acquire()
+    try:
+        first = json.loads((folder / ".lock").read_text())
+        assert first["pid"] == os.getpid() and first["host"] == socket.gethostname()
+        wait_until(lambda: json.loads((folder / ".lock").read_text())["heartbeat"] > first["heartbeat"], timeout=10,
+                   what="a heartbeat")
+        with pytest.raises(SweepLockedError, match=f"pid {os.getpid()}.*it holds the lock"):
+            OutputLock(folder, source="s.yaml").acquire()
+    finally:
+        lock.release()
+    assert not (folder / ".lock").exists() and not folder.exists()  # nothing else was written: the folder goes too
