@@ -113,3 +113,38 @@ def test_lock_heartbeat_and_release(tmp_path, monkeypatch):
     finally:
         lock.release()
     assert not (folder / ".lock").exists() and not folder.exists()  # nothing else was written: the folder goes too
+
+
+# ---------------------------------------------------------------------------- defect 5e: every evaluation failed
+# issue 20 defect 5e: a sweep whose evaluations all failed exits 3 (not 0, "completed") and names the first error
+def test_sweep_whose_evaluations_all_failed_exits_3(tmp_path):
+    write_sweep(tmp_path, objective="functions.py:always_fails", budget={"evaluations": 5}, output=OUT)
+    out = run(tmp_path, "sweep.yaml", "progress=plain")
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "failed (all 5 evaluations failed; the first: RuntimeError: broken objective)" in out.stdout
+    assert "fix the objective" in out.stdout and "--resume" not in out.stdout
+    summary = json.loads((tmp_path / OUT / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["exit_code"] == 3
+    assert summary["counts"]["failed"] == 5 and summary["counts"]["finished"] == 0
+
+    # some failed, some finished: the budget was completed, exit 0 as before
+    write_sweep(tmp_path, objective="functions.py:fails_right", budget={"evaluations": 12}, output="results/half")
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = journal(tmp_path / "results" / "half")
+    assert {r["state"] for r in rows} == {"finished", "failed"}
+
+
+# issue 20 defect 5e: from Python, the table's attrs say it (status "failed", exit_code 3, the first error)
+def test_python_sweep_whose_evaluations_all_failed(tmp_path, monkeypatch):
+    import rushhpc
+
+    def broken(x):  # local: sent to the workers by value
+        raise ValueError(f"x={x} is no good")
+
+    monkeypatch.chdir(tmp_path)
+    df = rushhpc.sweep({"objective": broken, "space": {"x": {"type": "int", "low": 0, "high": 9}},
+                        "budget": {"evaluations": 4}, "workers": {"n": 1}, "output": "results/py", "progress": "none"})
+    assert len(df) == 4 and set(df["state"]) == {"failed"}
+    assert df.attrs["status"] == "failed" and df.attrs["exit_code"] == 3
+    assert "all 4 evaluations failed; the first: ValueError: x=" in df.attrs["reason"]

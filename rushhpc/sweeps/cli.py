@@ -9,7 +9,9 @@ overrides set any field by its dotted path (the value is YAML):
   budget.evaluations=30  workers.n=8  strategy=grid  strategy.resolution=7
   space.x1.high=20  +space.x3={type: int, low: 1, high: 4}  ~space.x3
 exit codes: 0 the budget was completed (failed evaluations included),
-            1 the sweep could not complete (max_failures, no workers, Redis lost), 2 invalid config,
+            1 the sweep could not complete (max_failures, no workers, Redis lost),
+            2 invalid config, or the output folder is in use by another sweep (nothing started),
+            3 every evaluation failed (the summary names the first error),
             130 interrupted (Ctrl-C; results are kept, --resume continues)
 docs: docs/sweeps.md"""
 

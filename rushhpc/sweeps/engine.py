@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 CANCELLED = ("Removed from queue", "worker was killed")  # not evaluations: the point is done again
 ALIVE_STATES = ("running", "pending", "held", "starting", "suspended")
 EXIT_COMPLETED, EXIT_FAILED = 0, 1  # the CLI's convention: 1 = an unmet budget
+EXIT_ALL_FAILED = 3  # the budget was spent and every evaluation failed (2 is an invalid config)
 CHECKPOINT_INTERVAL = 30.0
 
 
@@ -138,6 +139,7 @@ class SweepRun:
         self.ended_seen: set[str] = set()  # ended workers whose reason was read
         self.display_: Display | None = None
         self.lock_: OutputLock | None = None
+        self.all_failed = False
         self.saved_plan: dict | None = None
         self.plan_set = False
         self.limit: int | None = None
@@ -759,6 +761,12 @@ class SweepRun:
             self.status, self.reason = "completed", self._budget_reached() or "done"
         interrupted = 128 + int(self.signal_code or signal.SIGINT)
         exit_code = {"completed": EXIT_COMPLETED, "failed": EXIT_FAILED}.get(self.status, interrupted)
+        self.all_failed = bool(self.records) and all(r["state"] == "failed" for r in self.records)
+        if self.status == "completed" and self.all_failed:
+            # a budget spent on nothing but errors is no result: its own exit code, and the first error
+            first = next(r for r in self.records if r["state"] == "failed")
+            self.status, exit_code = "failed", EXIT_ALL_FAILED
+            self.reason = f"all {len(self.records)} evaluations failed; the first: {first.get('error') or 'failed'}"
         rush, self.rush_ = self.rush_, None
         if rush is not None:
             try:
@@ -815,7 +823,11 @@ class SweepRun:
         else:
             lines.append("  no finished evaluation")
         lines.append(f"  output: {self.out} ({', '.join(files + ['config.yaml', 'journal.jsonl'])})")
-        if self.status != "completed":
+        if self.all_failed and self.status == "failed" and "max_failures" not in self.reason:
+            # resuming would not evaluate them again: failed evaluations are final
+            lines.append(f"  every evaluation failed: see the tracebacks in {self.out / 'journal.jsonl'}, fix the "
+                         f"objective, then run again into a new output folder (output=...) or after removing {self.out}")
+        elif self.status != "completed":
             how = ("rushhpc.sweep(..., resume=True)" if self.from_python
                    else f"rushhpc sweep {self.out / 'config.yaml'} --resume")
             lines.append(f"  continue with: {how}")
