@@ -20,6 +20,7 @@ import sys
 import redis
 
 from .._version import __version__
+from ..config import in_words_of
 from ..errors import RushError
 
 
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except RushError as e:
-        print(f"rushhpc: error: {e}", file=sys.stderr)
+        # a Redis error raised in Python's words (redis_config(password_file=...)) is told in the
+        # words of the command line (--password-file), or of the sweep file for `rushhpc sweep`
+        print(f"rushhpc: error: {in_words_of(e, 'sweep' if args.command == 'sweep' else 'cli')}", file=sys.stderr)
         return 2
     except redis.exceptions.NoPermissionError as e:
         print(f"rushhpc: error: Redis refused a command to this user ({e}): an ACL user made for one network "
