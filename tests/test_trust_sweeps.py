@@ -148,3 +148,25 @@ def test_python_sweep_whose_evaluations_all_failed(tmp_path, monkeypatch):
     assert len(df) == 4 and set(df["state"]) == {"failed"}
     assert df.attrs["status"] == "failed" and df.attrs["exit_code"] == 3
     assert "all 4 evaluations failed; the first: ValueError: x=" in df.attrs["reason"]
+
+
+# ---------------------------------------------------------------------------- defect 5f: Redis errors in a sweep's words
+# issue 20 defect 5f: an unreachable Redis in a sweep names the redis: key and `redis: embedded`, not Python's advice
+def test_unreachable_redis_is_worded_for_the_sweep_file(tmp_path, monkeypatch):
+    import rushhpc
+    from conftest import free_port
+
+    from rushhpc.sweeps import SweepConfigError
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    write_sweep(tmp_path, redis={"url": url}, output=OUT)
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("rushhpc: error: sweep.yaml: redis: cannot reach Redis"), out.stderr
+    assert "`redis: embedded`" in out.stderr and "leave the config unset" not in out.stderr.lower()
+    assert not (tmp_path / OUT).exists()  # nothing was written
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SweepConfigError, match=r"sweep.yaml: redis: cannot reach Redis.*`redis: embedded`") as e:
+        rushhpc.sweep("sweep.yaml")
+    assert "leave the config unset" not in str(e.value).lower()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ..config import RedisUnusableError, in_words_of
 from ..errors import RushError
 from .config import DESIGN_STRATEGIES, SweepConfig, SweepConfigError, load_config
 from .lock import OutputLock
@@ -365,7 +366,11 @@ class SweepRun:
         self.redis_cfg = self._redis_config()
         self._set_plan(self.redis_cfg)
         network = f"{self.cfg['name']}-{secrets.token_hex(3)}"
-        self.rush_ = rsh(network, config=self.redis_cfg)
+        try:
+            self.rush_ = rsh(network, config=self.redis_cfg)
+        except RedisUnusableError as e:
+            # raised in Python's words ("leave the config unset ..."): a sweep's user fixes the redis: key
+            raise SweepConfigError(f"{self.cfg.source}: redis: {in_words_of(e, 'sweep')}") from None
 
     def _absorb_networks(self) -> None:
         for net in list(self.state.get("networks", []))[-3:]:
