@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import free_port, wait_until
 from test_sweep_cli import calls, journal, run, sweep_cmd, write_sweep
 
+import rushhpc
+from rushhpc.sweeps import SweepConfigError
 from rushhpc.sweeps import lock as lockmod
 from rushhpc.sweeps.lock import OutputLock, SweepLockedError
 
@@ -137,8 +139,6 @@ def test_sweep_whose_evaluations_all_failed_exits_3(tmp_path):
 
 # issue 20 defect 5e: from Python, the table's attrs say it (status "failed", exit_code 3, the first error)
 def test_python_sweep_whose_evaluations_all_failed(tmp_path, monkeypatch):
-    import rushhpc
-
     def broken(x):  # local: sent to the workers by value
         raise ValueError(f"x={x} is no good")
 
@@ -153,11 +153,6 @@ def test_python_sweep_whose_evaluations_all_failed(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------- defect 5f: Redis errors in a sweep's words
 # issue 20 defect 5f: an unreachable Redis in a sweep names the redis: key and `redis: embedded`, not Python's advice
 def test_unreachable_redis_is_worded_for_the_sweep_file(tmp_path, monkeypatch):
-    import rushhpc
-    from conftest import free_port
-
-    from rushhpc.sweeps import SweepConfigError
-
     url = f"redis://127.0.0.1:{free_port()}/0"
     write_sweep(tmp_path, redis={"url": url}, output=OUT)
     out = run(tmp_path, "sweep.yaml")
