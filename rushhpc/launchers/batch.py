@@ -61,6 +61,17 @@ def parse_duration(value: Any) -> int | None:
         raise RushConfigError(f"launcher option time/walltime: {e}") from None
 
 
+def absolute_path(path: str | os.PathLike[str]) -> str:
+    """``path`` with ``~`` expanded, made absolute from the current folder: what a batch directive
+    needs, since sbatch and qsub expand neither (``--output=~/x`` makes a folder named ``~``).
+
+    Example:
+        >>> absolute_path("~/logs/%A_%a.out")  # doctest: +SKIP
+        '/home/me/logs/%A_%a.out'
+    """
+    return str(Path(path).expanduser().absolute())
+
+
 def hms(seconds: int) -> str:
     """Seconds -> HH:MM:SS (hours may exceed 24), accepted by SLURM and PBS."""
     h, rest = divmod(int(seconds), 3600)
@@ -145,6 +156,11 @@ class BatchLauncher(Launcher):
         for key in ("extra_directives", "setup", "teardown"):
             v = res[key]
             res[key] = [v] if isinstance(v, str) else list(v or [])
+        for key in ("output", "error"):
+            # sbatch and qsub expand neither ``~`` nor variables in directives, and read a relative path
+            # from the job's working folder: hand them the absolute path the user meant.
+            if res[key]:
+                res[key] = absolute_path(res[key])
         res["requeue"] = bool(res["requeue"])
         res["exclusive"] = bool(res["exclusive"])
         return res
@@ -204,7 +220,7 @@ class BatchLauncher(Launcher):
             n=n,
             offset=offset,
             worker_prefix=worker_prefix,
-            log_dir=str(self.log_dir),
+            log_dir=absolute_path(self.log_dir),
             command=command,
             walltime=hms(walltime) if walltime else None,
             signal_margin=self.walltime_margin(walltime),
