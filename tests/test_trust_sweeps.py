@@ -165,3 +165,78 @@ def test_unreachable_redis_is_worded_for_the_sweep_file(tmp_path, monkeypatch):
     with pytest.raises(SweepConfigError, match=r"sweep.yaml: redis: cannot reach Redis.*`redis: embedded`") as e:
         rushhpc.sweep("sweep.yaml")
     assert "leave the config unset" not in str(e.value).lower()
+
+
+# ---------------------------------------------------------------------------- defect 6: stopping a sweep's worker
+def _stderr_has(path: Path, text: str) -> bool:
+    return path.exists() and text in path.read_text()
+
+
+# issue 20 defect 6: `rushhpc stop W` on a live sweep's worker shrinks the sweep (not replaced); a lost one is replaced
+def test_rushhpc_stop_shrinks_a_running_sweep(tmp_path, redis_server):
+    pw = tmp_path / "redis.pw"
+    pw.write_text(redis_server.password + "\n")
+    pw.chmod(0o600)
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    write_sweep(tmp_path, objective="functions.py:slow_branin", budget={"evaluations": 2000}, workers={"n": 3},
+                redis={"url": url, "password_file": str(pw)}, output=OUT)
+    o = tmp_path / OUT
+    err_file = tmp_path / "sweep.err"
+    env = {**os.environ, "SWEEP_SLEEP": "0.2"}
+    with open(err_file, "w") as err:
+        sweep = subprocess.Popen(sweep_cmd("sweep.yaml", "progress=plain", "progress_interval=1"), cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    net_cli = ["--redis", url, "--password-file", str(pw)]
+
+    def stop(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rushhpc", "stop", *args, *net_cli], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+
+    try:
+        wait_until(lambda: (o / "state.json").exists() and json.loads((o / "state.json").read_text())["networks"],
+                   timeout=60, what="the sweep's network")
+        net = json.loads((o / "state.json").read_text())["networks"][-1]["id"]
+        rush = rushhpc.Rush.attach(net, config=redis_server.config)
+
+        def running() -> list[str]:
+            return sorted(w for w, s in rush.worker_states().items() if s == "running")
+
+        wait_until(lambda: len(running()) == 3 and len(journal(o)) >= 3, timeout=90, what="3 running workers")
+        # a worker that is lost (its process killed from outside) is still replaced
+        victim = running()[0]
+        os.kill(int(rush.worker_info.set_index("worker_id").loc[victim, "pid"]), signal.SIGKILL)
+        wait_until(lambda: len(rush.worker_states()) == 4 and len(running()) == 3, timeout=60,
+                   what="a replacement for the lost worker")
+
+        # `rushhpc stop W` (terminate): the worker finishes its evaluation and ends; the sweep goes on with 2
+        w1 = running()[0]
+        out = stop(w1, "-n", net)
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: _stderr_has(err_file, f"worker(s) {w1} stopped by a stop request, not replaced"),
+                   timeout=60, what="the sweep to see the stop")
+        n = len(journal(o))
+        wait_until(lambda: len(journal(o)) >= n + 10, timeout=60, what="more results with 2 workers")
+        assert len(rush.worker_states()) == 4 and len(running()) == 2, rush.worker_states()
+
+        # `rushhpc stop W --kill`: the same; its cut evaluation is done again by another worker
+        w2 = running()[0]
+        out = stop(w2, "--kill", "-n", net)
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: _stderr_has(err_file, f"worker(s) {w2} stopped by a stop request"), timeout=60,
+                   what="the sweep to see the kill")
+        n = len(journal(o))
+        wait_until(lambda: len(journal(o)) >= n + 5, timeout=60, what="more results with 1 worker")
+        assert len(rush.worker_states()) == 4 and len(running()) == 1, rush.worker_states()
+
+        # the last one: the sweep ends as interrupted (resumable)
+        out = stop(running()[0], "-n", net)
+        assert out.returncode == 0, out.stderr
+        sout, _ = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            sweep.send_signal(signal.SIGINT)
+            sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, sout + err_file.read_text()
+    assert "every worker was stopped by a stop request" in sout and "--resume" in sout
+    evals = [r["eval"] for r in journal(o)]
+    assert len(evals) == len(set(evals))  # the killed worker's evaluation was not recorded twice

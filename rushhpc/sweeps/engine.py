@@ -646,9 +646,21 @@ class SweepRun:
         ended = sorted(w for w, s in states.items() if s not in ALIVE_STATES and w not in self.ended_seen)
         if ended:
             self.ended_seen.update(ended)
-            reasons = [r for r in self.rush.worker_field(ended, "reason") if r]
+            # a worker stopped on purpose (`rushhpc stop W`, `stop_workers`: killed, or asked to
+            # terminate) shrinks the sweep by one; one that was lost or failed is replaced
+            flags = self.rush.worker_field(ended, "terminate")
+            stopped = [w for w, f in zip(ended, flags) if states[w] == "killed" or f == "1"]
+            others = [w for w in ended if w not in stopped]
+            reasons = [r for r in self.rush.worker_field(others, "reason") if r] if others else []
             if reasons:
                 self.worker_reason = reasons[-1].strip().splitlines()[-1][:300]
+            if stopped:
+                self.wanted = max(0, self.wanted - len(stopped))
+                self.stats.workers_wanted = self.wanted
+                if self.wanted == 0:
+                    raise _Stop("interrupted", f"every worker was stopped by a stop request (last: {stopped[-1]})")
+                self.display.message(f"worker(s) {', '.join(stopped)} stopped by a stop request, not replaced: "
+                                     f"the sweep continues with {self.wanted} worker(s)")
         if alive >= self.wanted or not self._work_left():
             return
         if not self.design_mode and self.limit is not None and self.rush.n_tasks >= self.limit:
