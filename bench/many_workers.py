@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -193,47 +194,75 @@ async def fleet(port: int, p: dict) -> None:
             break
     for task in beating:
         task.cancel()
-    await asyncio.gather(*beating, return_exceptions=True)
-    for conn in [*conns, control]:
+    # bounded: a connection cancelled inside BLPOP can make redis-py's close wait on its lock; the
+    # parent kills this process group if "stopped" does not come, but the answer should come first
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.gather(*beating, return_exceptions=True), 5)
+
+    async def close(conn) -> None:
         with contextlib.suppress(Exception):
-            await conn.aclose()
+            await asyncio.wait_for(conn.aclose(), 2)
+
+    await asyncio.gather(*(close(c) for c in [*conns, control]))
     say(event="stopped", errors=len(errors))
 
 
 class Fleet:
-    """The fleet child process, driven by one JSON command per line."""
+    """The fleet child process, driven by one JSON command per line.
+
+    Every wait on the child has a deadline: a fleet that stops answering (a stuck event loop, a
+    connection close that never returns) ends the run with an error naming the step, never a hang.
+    """
 
     def __init__(self, port: int, params: dict, workdir: Path):
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--fleet", str(port), json.dumps(params)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(workdir / "fleet.err", "wb"),
-            text=True, cwd=workdir, start_new_session=True,
+            cwd=workdir, start_new_session=True,
         )
         self.err = workdir / "fleet.err"
+        self._buffer = b""
 
-    def read(self, event: str) -> dict:
+    def _line(self, deadline: float, event: str) -> bytes:
         assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the fleet process did not answer {event!r} in time: {self.err.read_text()[-2000:]}")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise RuntimeError(f"the fleet process ended ({self.proc.poll()}): {self.err.read_text()[-2000:]}")
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def read(self, event: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
         while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the fleet process ended ({self.proc.poll()}): {self.err.read_text()[-2000:]}")
-            msg = json.loads(line)
+            msg = json.loads(self._line(deadline, event))
             if msg.get("event") == event:
                 return msg
 
-    def ask(self, event: str, **cmd) -> dict:
+    def ask(self, event: str, timeout: float = 120, **cmd) -> dict:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
         self.proc.stdin.flush()
-        return self.read(event)
+        return self.read(event, timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:
-                self.ask("stopped", cmd="stop")
+                self.ask("stopped", timeout=20, cmd="stop")
                 self.proc.wait(10)
-            except (OSError, RuntimeError, subprocess.TimeoutExpired, ValueError):
-                pass
+            except (OSError, RuntimeError, TimeoutError, subprocess.TimeoutExpired, ValueError) as e:
+                print(f"many_workers: the fleet did not stop cleanly ({type(e).__name__}); killing its process group",
+                      file=sys.stderr)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # our own child's session (start_new_session)
         stop_process(self.proc)
 
 
