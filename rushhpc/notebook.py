@@ -8,7 +8,8 @@ and reads incrementally) and never raise: an unreachable Redis is shown as such.
 
 `progress` is the bar `wait_for_tasks` and `wait_for_workers` show: tqdm (or rich) when the
 session is interactive (a terminal, or a Jupyter kernel), nothing otherwise (a batch job, a
-pipe, a test); ``RUSHHPC_PROGRESS=0`` or ``1`` decides instead.
+pipe, a test); ``RUSHHPC_PROGRESS=0`` or ``1`` decides instead; inside `no_progress_bars` (a
+sweep, which has its own display) there is none.
 
 Nothing here is imported by workers, and nothing heavy is imported at module level.
 
@@ -27,6 +28,7 @@ import html
 import math
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
@@ -326,20 +328,44 @@ def _make(total: int, desc: str, unit: str) -> Progress:
         return Progress()  # neither installed: pip install 'rushhpc[notebook]'
 
 
+_SUPPRESSED = 0  # > 0 while an owner of the screen (a sweep's display) runs: no bar of ours is drawn
+_SUPPRESS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """Within the block, `progress` draws no bar, whatever ``enabled`` or `interactive` say: for a
+    program with its own display (a sweep's panel or progress lines), where a manager's tqdm bar
+    for ``wait_for_workers`` would be printed above it (issue 20, defect 7). Nests; any thread.
+
+    Example:
+        >>> with no_progress_bars():
+        ...     rush.wait_for_workers(2)   # no "workers" bar
+    """
+    global _SUPPRESSED
+    with _SUPPRESS_LOCK:
+        _SUPPRESSED += 1
+    try:
+        yield
+    finally:
+        with _SUPPRESS_LOCK:
+            _SUPPRESSED -= 1
+
+
 @contextlib.contextmanager
 def progress(total: int, desc: str, enabled: bool | None = None, unit: str = "task") -> Iterator[Progress]:
     """A progress bar for a wait: yields a `Progress`; call ``bar.set(done)`` as things complete.
 
     ``enabled=None`` follows `interactive` (on in a terminal or Jupyter, off otherwise); True or
-    False forces it. Without tqdm or rich installed, or with nothing to wait for, the bar is a
-    no-op. The bar is closed when the block ends, also on an exception.
+    False forces it. Without tqdm or rich installed, with nothing to wait for, or inside
+    `no_progress_bars`, the bar is a no-op. The bar is closed when the block ends, also on an exception.
 
     Example:
         >>> with progress(len(keys), "tasks") as bar:
         ...     while remaining: ...; bar.set(len(keys) - len(remaining))
     """
     on = interactive() if enabled is None else enabled
-    bar = _make(total, desc, unit) if on and total > 0 else Progress()
+    bar = _make(total, desc, unit) if on and total > 0 and not _SUPPRESSED else Progress()
     try:
         yield bar
     finally:

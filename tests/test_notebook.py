@@ -123,6 +123,21 @@ def test_progress_bar(monkeypatch, capsys):
         assert bar.enabled
 
 
+# issue 20 defect 7: inside no_progress_bars (a sweep's run) no bar is drawn, even forced; it nests
+def test_no_progress_bars_suppresses_every_bar(monkeypatch, capsys):
+    monkeypatch.setenv("RUSHHPC_PROGRESS", "1")
+    with notebook.no_progress_bars():
+        with notebook.no_progress_bars():
+            with progress(3, "workers", enabled=True) as bar:
+                assert not bar.enabled
+                bar.set(3)
+        with progress(3, "workers") as bar:
+            assert not bar.enabled
+    assert "workers" not in capsys.readouterr().err
+    with progress(3, "workers") as bar:  # after the block: bars again
+        assert bar.enabled
+
+
 def test_progress_closes_on_error(monkeypatch):
     monkeypatch.setenv("RUSHHPC_PROGRESS", "1")
     with pytest.raises(KeyError):

@@ -240,3 +240,31 @@ def test_rushhpc_stop_shrinks_a_running_sweep(tmp_path, redis_server):
     assert "every worker was stopped by a stop request" in sout and "--resume" in sout
     evals = [r["eval"] for r in journal(o)]
     assert len(evals) == len(set(evals))  # the killed worker's evaluation was not recorded twice
+
+
+# ---------------------------------------------------------------------------- defect 7: leftovers and noise
+# issue 20 defect 7: a sweep's end removes what it made in the run dir (~/.rushhpc/runs/<network>: credentials,
+# signing key, worker logs); the output folder is the user's and stays
+def test_sweep_leaves_no_run_dir_behind(tmp_path):
+    runs = Path(os.environ["RUSHHPC_RUN_DIR"])  # tmp_path/runs: the autouse fixture _isolated
+    write_sweep(tmp_path, budget={"evaluations": 6}, output=OUT)
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    out = run(tmp_path, "sweep.yaml", "--resume", "budget.evaluations=10")  # a resumed run cleans up too
+    assert out.returncode == 0, out.stderr
+    nets = [n["id"] for n in json.loads((tmp_path / OUT / "state.json").read_text())["networks"]]
+    assert len(nets) == 2
+    left = sorted(p.name for p in runs.iterdir()) if runs.exists() else []
+    assert not [n for n in nets if n in left], f"run dirs left in {runs}: {left}"
+    assert len(journal(tmp_path / OUT)) == 10 and (tmp_path / OUT / "results.csv").exists()
+
+
+# issue 20 defect 7: with tqdm installed and bars on (a terminal; RUSHHPC_PROGRESS=1 here), the sweep prints no
+# manager "workers" bar above its own display
+def test_sweep_shows_no_manager_progress_bar(tmp_path):
+    pytest.importorskip("tqdm")
+    write_sweep(tmp_path, budget={"evaluations": 4}, output=OUT)
+    out = run(tmp_path, "sweep.yaml", "progress=plain", env={"RUSHHPC_PROGRESS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "started 2 local worker(s)" in out.stderr
+    assert "worker/s" not in out.stderr and "workers:" not in out.stderr, out.stderr

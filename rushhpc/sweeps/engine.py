@@ -89,6 +89,17 @@ def _ts(v: Any) -> float | None:
         return None
 
 
+def _remove_run_dir(rush: Any) -> None:
+    """What the network made in its run dir (``~/.rushhpc/runs/<network>``: the workers' Redis
+    credentials, the signing key, worker logs) goes with it; the output folder holds the results.
+    `Rush.reset` removes it too where it does: then this finds nothing."""
+    import shutil
+
+    d = Path(rush.run_dir)
+    if d.is_dir() and d.name == rush.network_id:  # never a folder that is not the network's own
+        shutil.rmtree(d, ignore_errors=True)
+
+
 class _Stop(Exception):
     def __init__(self, status: str, reason: str):
         super().__init__(reason)
@@ -173,10 +184,13 @@ class SweepRun:
         """Lock the output folder (`OutputLock`: one sweep at a time runs in it), then run."""
         if self.out.exists() and not self.out.is_dir():
             raise SweepConfigError(f"{self.cfg.source}: output: {self.out} is a file, not a folder")
+        from ..notebook import no_progress_bars
+
         self.lock_ = OutputLock(self.out, source=self.cfg.source)
         self.lock_.acquire()  # before anything is read or started: a second run is refused here
         try:
-            return self._run_locked()
+            with no_progress_bars():  # the sweep's display is the only one: no manager's tqdm bar above it
+                return self._run_locked()
         finally:
             self.lock_.release()
 
@@ -412,6 +426,7 @@ class SweepRun:
                 self.display.message(f"resuming: {len(new)} evaluations read from network {network} in Redis")
         finally:
             old.reset()
+            _remove_run_dir(old)  # a crashed run's leftovers: its workers are gone now
             old.close()
 
     def _plan_work(self) -> None:
@@ -489,7 +504,7 @@ class SweepRun:
             self.launched[wid] = now
         if first and w["launcher"] == "local":
             try:
-                self.rush.wait_for_workers(worker_ids=ids, timeout=w["start_timeout"])
+                self.rush.wait_for_workers(worker_ids=ids, timeout=w["start_timeout"], progress=False)
             except (RushWorkerError, RushTimeoutError) as e:
                 raise _Stop("failed", f"the workers did not start: {e}") from None
         self.display.message(f"started {len(ids)} {w['launcher']} worker(s) on network {self.rush.network_id}"
@@ -789,6 +804,7 @@ class SweepRun:
             try:
                 if ok_to_reset:
                     rush.reset()
+                    _remove_run_dir(rush)
                 rush.close()
             except Exception:  # noqa: BLE001 - Redis may be gone; the journal has everything we read
                 pass
