@@ -30,6 +30,17 @@ class RushPayloadError(RushError):
     """A value cannot be stored: unpicklable worker loop, too large, not JSON-able."""
 
 
+class RushTypeError(RushPayloadError, TypeError):
+    """A value of task data has a type JSON cannot hold (a set, an arbitrary object); the
+    message names where it is (``xs['tags']``) and what to store instead.
+
+    Example:
+        >>> rush.push_tasks([{"tags": {"a", "b"}}])
+        Traceback (most recent call last):
+        RushTypeError: xs['tags'] is a set: ... store sorted(...) or list(...) of it ...
+    """
+
+
 class RushWorkerError(RushError):
     """A worker could not be started, or died before it registered."""
 

@@ -11,8 +11,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-import orjson
-
 from . import codec, defaults
 from .config import RedisClient
 from .errors import RushError, RushPayloadError
@@ -138,7 +136,7 @@ class TaskStore:
 
     # ------------------------------------------------------------------ tasks out
     def _records_from(self, mode: str, *args: Any) -> list[dict]:
-        return orjson.loads(self.protocol.fetch(mode, *args))
+        return codec.loads(self.protocol.fetch(mode, *args))
 
     def _fetch_states(self, states: Sequence[str]) -> list[dict]:
         for s in states:
@@ -181,13 +179,13 @@ class TaskStore:
         while this process decodes the one before.
         """
         length, text = self.protocol.fetch_counted("finished", offset, offset + FIRST_CHUNK - 1)
-        rows = [flatten(r) for r in orjson.loads(text)]
+        rows = [flatten(r) for r in codec.loads(text)]
         start = offset + FIRST_CHUNK
         n = length
         if n > start:
             step = PIPELINE_CHUNK
             ranges = [(lo, min(lo + step, n) - 1) for lo in range(start, n, step)]
-            self.protocol.fetch_ranges("finished", ranges, lambda t: rows.extend([flatten(r) for r in orjson.loads(t)]))
+            self.protocol.fetch_ranges("finished", ranges, lambda t: rows.extend([flatten(r) for r in codec.loads(t)]))
         return rows
 
     def fetch_new_tasks(self, timeout: float = 0) -> pd.DataFrame:

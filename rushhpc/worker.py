@@ -91,7 +91,10 @@ class RushWorker(Network):
     """A worker of a network. Run in-process for debugging and tests, or by ``python -m rushhpc worker``.
 
     Creating one registers it as running. It needs a Redis (``config``, or
-    ``RUSHHPC_REDIS_URL``): a worker never starts one. An in-process worker runs a
+    ``RUSHHPC_REDIS_URL``): a worker never starts one. A worker built by hand creates its
+    network when no manager has yet (like rush's ``RushWorker$new``); a launched worker
+    (``python -m rushhpc worker``, ``create_network=False``) is refused when its network does
+    not exist, e.g. because it was reset meanwhile. An in-process worker runs a
     heartbeat only when given ``heartbeat_period``. With ``deferred_replies=True`` (what
     worker processes use) ``push_running_tasks``, ``finish_tasks`` and ``fail_tasks``
     return without waiting for Redis's reply; it is read with the next call, and
@@ -117,6 +120,7 @@ class RushWorker(Network):
         walltime_margin: float | None = None,
         deferred_replies: bool = False,
         managed: bool = False,
+        create_network: bool = True,
     ):
         cfg = as_config(config) or env_config()
         if cfg is None:
@@ -131,6 +135,8 @@ class RushWorker(Network):
         )
         cfg.connect().close()  # a clear error (unreachable, password) before anything else
         super().__init__(network_id, cfg, client_factory=lambda: _worker_client(cfg, network_id))
+        if create_network and not self.exists():
+            self.create()  # idempotent (HSETNX): several such workers may race to it
         self.worker_id: str = self.spec.worker_id or ""
         self.deferred_replies = deferred_replies
         if deferred_replies:
@@ -524,6 +530,10 @@ class RushWorker(Network):
 
 
 def _on_sigterm(signum, frame):  # noqa: ANN001
+    # Once only: a batch worker gets SIGTERM twice (from slurmstepd or PBS, and forwarded by its batch
+    # shell), and a second SystemExit raised while the first is handled cut its lost/sigterm verdict
+    # short, leaving it `running` until its heartbeat key expired (issue 20, defect 9).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 
@@ -580,7 +590,7 @@ def run_worker(spec: WorkerSpec) -> int:
         spec.network_id, config=cfg, worker_id=spec.worker_id, heartbeat_period=period,
         heartbeat_expire=expire, launcher=spec.launcher, watch_pid=spec.watch_pid,
         walltime=spec.walltime, walltime_margin=spec.walltime_margin, deferred_replies=True,
-        managed=spec.managed,
+        managed=spec.managed, create_network=False,  # launched: a reset network stays gone
     )
     # SLURM's pre-timeout signal (USR2): finish the current task, then end as terminated.
     signal.signal(signal.SIGUSR2, lambda *_: setattr(worker, "_terminated", True))
