@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import time
 
 import rushhpc
 
@@ -23,10 +24,15 @@ def branin(x1: float, x2: float) -> float:
 
 
 def random_search(rush: rushhpc.RushWorker, n_tasks: int) -> None:
-    """The worker loop: propose a point, mark it running, evaluate, report. Until enough are done."""
-    while not rush.terminated and rush.n_finished_tasks < n_tasks:
+    """The worker loop: propose a point, mark it running, evaluate, report. Until the network holds
+    n_tasks tasks: ``max_tasks`` creates a task only while there are fewer, in one atomic step, so
+    the workers together evaluate exactly n_tasks points (checking ``n_finished_tasks`` first would
+    let each worker start one more at the end)."""
+    while not rush.terminated:
         xs = {"x1": random.uniform(-5, 10), "x2": random.uniform(0, 15)}
-        keys = rush.push_running_tasks([xs])
+        keys = rush.push_running_tasks([xs], max_tasks=n_tasks)
+        if not keys:  # the budget's tasks exist
+            return
         rush.finish_tasks(keys, [{"y": branin(**xs)}])
 
 
@@ -42,12 +48,18 @@ def main() -> None:
     rush.wait_for_workers(worker_ids=worker_ids)
     print(f"{len(worker_ids)} workers running on network {rush.network_id!r} (Redis {rush.config})")
 
-    # workers stop themselves after n_tasks; poll the network until they have
+    # workers stop themselves after n_tasks; poll the network until they have, and print a line
+    # at most every 2 seconds (the best so far is kept from the new results, not re-read each time)
+    best, seen, last_print = math.inf, 0, time.monotonic()
     while rush.n_running_workers > 0:
         rush.detect_lost_workers()
         new = rush.fetch_new_tasks(timeout=1)
         if len(new):
-            print(f"  {rush.n_finished_tasks:5d} finished, best y so far {rush.fetch_finished_tasks()['y'].min():.4f}")
+            seen += len(new)
+            best = min(best, float(new["y"].min()))
+        if time.monotonic() - last_print >= 2.0:
+            last_print = time.monotonic()
+            print(f"  {seen:5d} of {args.tasks} finished, best y so far {best:.4f}", flush=True)
 
     results = rush.fetch_finished_tasks().sort_values("y")
     print("\nBest 10 of", len(results), "evaluations (global minimum 0.397887):")
