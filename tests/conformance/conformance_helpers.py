@@ -122,3 +122,11 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def debug_once_loop(rush: Any) -> None:
+    """Sends one debug record naming itself, then idles until stopped."""
+    import logging
+
+    logging.getLogger("rushhpc.conformance").debug("worker %s started", rush.worker_id)
+    idle_loop(rush)
