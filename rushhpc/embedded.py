@@ -3,7 +3,9 @@
 It listens on 127.0.0.1 only, on a free port, with a random password, and is
 configured through stdin (``redis-server -``) so the password never shows in
 ``ps``. One server per Python process, shared by every `Rush` in it, stopped
-when the process exits.
+when the process exits. Its networks end with it: what they left on disk (each
+manager registers its run directory's removal with `at_stop`) and the server's
+own temporary folder are removed then.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from . import lifecycle
 from .config import RedisConfig, check_connection
@@ -26,6 +29,7 @@ from .heartbeat import set_parent_death_signal
 
 _LOCK = threading.Lock()
 _SERVER: "EmbeddedRedis | None" = None
+_AT_STOP: list[Callable[[], None]] = []  # cleanups of what the server's networks left on disk
 
 
 def find_redis_server() -> str:
@@ -120,6 +124,7 @@ class EmbeddedRedis:
             log = self.dir / "redis.log"
             if log.exists():
                 last_error = log.read_text()[-2000:]
+        self.remove_dir()
         raise RushConfigError(f"could not start the embedded redis-server ({binary}): {last_error}")
 
     def _watch(self, pid: int) -> None:
@@ -144,6 +149,10 @@ class EmbeddedRedis:
                 self.proc.wait()
         self.proc = None
 
+    def remove_dir(self) -> None:
+        """Remove the server's temporary folder (its log; it keeps no data)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -158,6 +167,8 @@ def embedded_redis() -> RedisConfig:
     global _SERVER
     with _LOCK:
         if _SERVER is None or not _SERVER.alive():
+            if _SERVER is not None and _SERVER.pid_owner == os.getpid():
+                _SERVER.remove_dir()  # it died: a new one gets a new folder
             server = EmbeddedRedis()
             server.start()
             _SERVER = server
@@ -166,10 +177,29 @@ def embedded_redis() -> RedisConfig:
         return _SERVER.config
 
 
+def at_stop(fn: Callable[[], None]) -> None:
+    """Run ``fn`` when this process's embedded Redis stops (a manager's run directory removal).
+
+    Example:
+        >>> at_stop(functools.partial(remove_run_files, rush.run_dir))
+    """
+    with _LOCK:
+        _AT_STOP.append(fn)
+
+
 def stop_embedded_redis() -> None:
-    """Stop this process's private Redis (workers connected to it lose their network)."""
+    """Stop this process's private Redis (workers connected to it lose their network), then
+    remove what its networks left on disk (`at_stop`) and the server's temporary folder."""
     global _SERVER
     with _LOCK:
-        if _SERVER is not None and _SERVER.pid_owner == os.getpid():
-            _SERVER.stop()
-        _SERVER = None
+        server, _SERVER = _SERVER, None
+        hooks = list(_AT_STOP) if server is not None and server.pid_owner == os.getpid() else []
+        _AT_STOP.clear()
+        if server is not None and server.pid_owner == os.getpid():
+            server.stop()
+            server.remove_dir()
+    for fn in hooks:
+        try:
+            fn()
+        except OSError:
+            pass  # best effort: a folder another process holds stays

@@ -48,6 +48,48 @@ def default_run_root() -> Path:
     return Path(os.environ.get("RUSHHPC_RUN_DIR", Path.home() / ".rushhpc" / "runs")).expanduser()
 
 
+CREDENTIALS_NAME = "credentials.json"
+# what launchers write into a run directory: worker output files (local, SLURM, PBS), submitit's
+# folder (its logs and pickles), batch scripts
+LOG_DIRS = ("workers", "submitit")
+MADE_DIRS = ("scripts",)
+
+
+def remove_run_files(run_dir: str | os.PathLike, signing_key_file: str | os.PathLike | None = None,
+                     keep_logs: bool = False) -> None:
+    """Remove what rushhpc made in one network's run directory: the credentials file, the
+    signing key when it is the run directory's own (a key file named by the plan or
+    ``$RUSHHPC_SIGNING_KEY_FILE`` stays), batch scripts, and unless ``keep_logs`` the workers'
+    output files; then the directory, if nothing else is left in it (a file of the user's stays).
+
+    Example:
+        >>> remove_run_files(Path("~/.rushhpc/runs/sweep-1").expanduser())
+    """
+    import shutil
+
+    d = Path(run_dir).expanduser()
+    if not d.is_dir():
+        return
+    names = [CREDENTIALS_NAME, *MADE_DIRS, *(() if keep_logs else LOG_DIRS)]
+    key = Path(signing_key_file).expanduser().absolute() if signing_key_file else None
+    own_key = d.absolute() / signing.KEY_NAME
+    if key is None or key == own_key:
+        names.append(signing.KEY_NAME)
+    for name in names:
+        p = d / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+    try:
+        d.rmdir()  # only when empty
+    except OSError:
+        pass
+
+
 def list_networks(client: RedisClient) -> list[str]:
     """Ids of the networks on this Redis (those with a meta hash), sorted. A cluster client
     scans every primary (redis-py's ``RedisCluster.scan_iter``).
@@ -231,10 +273,11 @@ class Network(TaskStore):
         return self._run_dir
 
     def credentials_file(self) -> Path:
-        """The 0600 file holding the Redis URL that workers read, (re)written on first use:
-        a file left by an earlier run may name another Redis."""
-        path = self._run_dir / "credentials.json"
-        if not self._credentials_written:
+        """The 0600 file holding the Redis URL that workers read, (re)written on first use
+        (a file left by an earlier run may name another Redis) and when it is gone (a reset
+        removes it)."""
+        path = self._run_dir / CREDENTIALS_NAME
+        if not self._credentials_written or not path.exists():
             self._run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_credentials(path, self.config)
             self._credentials_written = True
@@ -248,10 +291,22 @@ class Network(TaskStore):
         return self._signing_key_file
 
     def signing_key(self) -> bytes:
-        """The signing key (read, or created, once); never stored in Redis or printed."""
-        if self._signing_key is None:
+        """The signing key (read, or created, once; made again when its file is gone, e.g.
+        removed by a reset); never stored in Redis or printed."""
+        if self._signing_key is None or not self._signing_key_file.exists():
             self._signing_key = signing.ensure_key(self._signing_key_file)
         return self._signing_key
+
+    def remove_run_dir(self, keep_logs: bool = False) -> None:
+        """Remove what rushhpc made in this network's run directory on this machine (`remove_run_files`):
+        a reset network needs none of it. ``keep_logs`` keeps the workers' output files.
+
+        Example:
+            >>> rush.remove_run_dir(keep_logs=True)
+        """
+        remove_run_files(self._run_dir, self._signing_key_file, keep_logs)
+        self._signing_key = None
+        self._credentials_written = False
 
     # ------------------------------------------------------------------ launch records
     def store_records(self, records: Sequence[LaunchRecord]) -> None:

@@ -8,6 +8,7 @@ handles: a new manager that opens the same network id sees, and can act on, ever
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -43,6 +44,8 @@ class Rush(Network):
 
     With no Redis configured (argument, plan, ``RUSHHPC_REDIS_URL``), or with
     ``config="embedded"``, it starts a private embedded one; `Rush.attach` never does.
+    ``keep_logs=True`` keeps the workers' output files in the run directory when `reset` (or
+    the end of the embedded Redis) removes the rest of it.
 
     Example:
         >>> rush = rsh("sweep-1")                       # embedded Redis if none is configured
@@ -60,6 +63,7 @@ class Rush(Network):
         run_dir: str | os.PathLike | None = None,
         *,
         must_exist: bool = False,
+        keep_logs: bool = False,
     ):
         plan = current_plan()
         nid = validate_id(network_id) if network_id is not None else "net-" + secrets.token_hex(6)
@@ -79,6 +83,8 @@ class Rush(Network):
         if must_exist and not self.exists():
             Network.open(nid, cfg, client=self.connector)  # raises, naming the networks there
         self._plan: Plan = plan
+        self.keep_logs = keep_logs  # what `reset` (and the end of an embedded Redis) leaves in the run dir
+        self._reset_here = False  # this manager's reset deleted the network; its next push or start makes it again
         self._launchers: dict[str, Launcher] = {}
         self._launch_lock = threading.RLock()  # launchers are shared with the monitor thread
         self._monitor: Monitor | None = None
@@ -87,6 +93,12 @@ class Rush(Network):
         self._reconciler = Reconciler(self, self.launcher, options.get("poll_interval"),
                                       options.get("max_poll_interval"), plan.heartbeat_expire)
         self.create()
+        if self.embedded:
+            # the private Redis ends with this process, and every network on it: so do their run dirs
+            from .embedded import at_stop
+            from .network import remove_run_files
+
+            at_stop(functools.partial(remove_run_files, self.run_dir, self._signing_key_file, keep_logs))
         _MANAGERS.add(self)
         lifecycle.at_exit(lifecycle.MANAGERS, _close_managers)
 
@@ -101,6 +113,16 @@ class Rush(Network):
             >>> rush.stop_workers(type="terminate")
         """
         return cls(network_id, config, run_dir, must_exist=True)
+
+    def create(self) -> None:
+        """Write the network's meta hash (idempotent); after this manager's own `reset`, the
+        network exists again."""
+        super().create()
+        self._reset_here = False
+
+    def _before_push(self) -> None:
+        if self._reset_here:
+            self.create()
 
     def __repr__(self) -> str:
         from .notebook import manager_repr
@@ -136,6 +158,7 @@ class Rush(Network):
         expire = options.get("heartbeat_expire", self._plan.heartbeat_expire)
         options["heartbeat_period"], options["heartbeat_expire"] = heartbeat_settings(period, expire)
         options.setdefault("log_thresholds", self._plan.log_thresholds)
+        startargs.check_arguments(worker_loop, args)  # a misspelt argument fails here, not in every worker
         blob = startargs.dump(worker_loop, args, options)
         key = self.signing_key()  # a readable or broken key file fails before anything is written
         self.create()  # the network may have been reset since this manager was made
@@ -353,14 +376,25 @@ class Rush(Network):
         while True:
             launched = self.launched_ids
             registered = self.registered_ids(launched)
-            bar.set(len(registered if wanted is None else wanted & registered))
+            failed = set(self.connector.smembers(self.keys.workers_in(WorkerState.FAILED)))
+            ok = registered - failed  # a worker whose loop raised is not one to wait for
+            bar.set(len(ok if wanted is None else wanted & ok))
             if wanted is not None:
-                missing = wanted - registered
-                if not missing and (n is None or len(wanted & registered) >= n):
+                missing = wanted - ok
+                if not missing and (n is None or len(wanted & ok) >= n):
                     return
-            elif n is not None and len(registered) >= n:
+            elif n is not None and len(ok) >= n:
                 return
-            dead = {w: c for w, c in self._ended_processes().items() if w not in registered}
+            ended = self._ended_processes()
+            if failed:
+                # raise at once when the workers that failed leave too few that can still come
+                may_come = {w for w in (wanted if wanted is not None else launched) if w not in registered
+                            and w not in ended}
+                if wanted is not None and wanted & failed:
+                    raise self._failure_error(wanted & failed, "wait_for_workers")
+                if wanted is None and n is not None and len(ok) + len(may_come) < n:
+                    raise self._failure_error(failed, f"wait_for_workers({n}): {len(ok)} worker(s) running or done")
+            dead = {w: c for w, c in ended.items() if w not in registered}
             if wanted is not None:
                 dead = {w: c for w, c in dead.items() if w in wanted}
             if dead:
@@ -372,12 +406,12 @@ class Rush(Network):
             if launched and time.monotonic() - last_detect > 1.0:
                 last_detect = time.monotonic()
                 self.detect_lost_workers()
-                failed = self.never_started(wanted if wanted is not None else launched)
-                if failed:
-                    wid, reason = next(iter(failed.items()))
+                unstarted = self.never_started(wanted if wanted is not None else launched)
+                if unstarted:
+                    wid, reason = next(iter(unstarted.items()))
                     tail = self._stderr_tail(wid, 20)
                     raise RushWorkerError(
-                        f"{len(failed)} worker(s) failed to start, e.g. {wid}: {reason}. "
+                        f"{len(unstarted)} worker(s) failed to start, e.g. {wid}: {reason}. "
                         f"Its stderr ends with:\n{tail or '(empty)'}"
                     )
             if time.monotonic() > deadline:
@@ -389,12 +423,49 @@ class Rush(Network):
                 )
             time.sleep(0.05)
 
+    def _failure_error(self, failed: set[str], intro: str) -> RushWorkerError:
+        """A `RushWorkerError` naming the first of these failed workers and the end of its traceback."""
+        ids = sorted(failed)
+        with self.connector.pipeline(transaction=False) as pipe:
+            for wid in ids:
+                pipe.hmget(self.keys.worker(wid), ["reason", "stopped_at"])
+            rows = pipe.execute()
+        first, (reason, _) = min(zip(ids, rows), key=lambda r: float(r[1][1] or "inf"))
+        lines = (reason or "failed").strip().splitlines() or ["failed"]
+        tail = "\n".join(lines[-12:])
+        return RushWorkerError(
+            f"{intro}: {len(ids)} worker(s) failed, the first {first}: {lines[-1]}\n{tail}\n"
+            f"Fix the worker loop and start workers again (rush.worker_info or `rushhpc workers "
+            f"{self.network_id}` shows every worker's reason)."
+        )
+
+    def _all_workers_failed(self, n_tasks: int) -> RushWorkerError | None:
+        """An error when no worker can run the tasks waited for: none is running, pending or starting,
+        and those that ran all failed (or were lost, at least one failed). None otherwise."""
+        with self.connector.pipeline(transaction=False) as pipe:
+            for st in (WorkerState.RUNNING, WorkerState.PENDING, WorkerState.TERMINATED, WorkerState.KILLED):
+                pipe.scard(self.keys.workers_in(st))
+            pipe.smembers(self.keys.workers_in(WorkerState.FAILED))
+            pipe.smembers(self.keys.workers)
+            *busy, failed, registered = pipe.execute()
+        if any(busy) or not failed:
+            return None
+        ended = self._ended_processes()
+        if any(w not in registered and w not in ended for w in self.launched_ids):
+            return None  # a worker this manager started has not registered yet
+        if self.adapter is not None and self._monitor is not None and not self.adapter.paused:
+            return None  # the adapter starts workers for the queue
+        return self._failure_error(set(failed), f"{n_tasks} task(s) cannot finish, no worker of network "
+                                                f"{self.network_id} is running")
+
     def wait_for_tasks(
         self, keys: Sequence[str], timeout: float | None = None, detect_lost_workers: bool = True,
         progress: bool | None = None,
     ) -> None:
         """Block until every task in ``keys`` is finished or failed. Runs
-        `detect_lost_workers` as it polls (so a dead worker cannot hang the wait). ``progress``:
+        `detect_lost_workers` as it polls (so a dead worker cannot hang the wait). Raises
+        `RushWorkerError` at once when no worker is left to run them because every worker
+        failed (the first failure named), `RushTimeoutError` after ``timeout``. ``progress``:
         a progress bar (default: on in a terminal or Jupyter, off otherwise; see `rushhpc.notebook`).
 
         Example:
@@ -423,9 +494,13 @@ class Rush(Network):
             if not keys:
                 return
             now = time.monotonic()
-            if detect_lost_workers and now - last_detect > 1.0:
-                self.detect_lost_workers()
+            if now - last_detect > 1.0:
+                if detect_lost_workers:
+                    self.detect_lost_workers()
                 last_detect = now
+                error = self._all_workers_failed(len(keys))
+                if error is not None:
+                    raise error
             if deadline is not None and now > deadline:
                 raise RushTimeoutError(f"{len(keys)} task(s) still not finished after {timeout:g} s")
             time.sleep(sleep)
@@ -445,6 +520,8 @@ class Rush(Network):
             raise RushError(f"type must be 'kill' or 'terminate', got {type!r}")
         if isinstance(worker_ids, str):
             worker_ids = [worker_ids]
+        if worker_ids is not None:
+            self._check_known(list(worker_ids))
         running = set(self.running_worker_ids)
         pending = set(self.worker_ids_in(WorkerState.PENDING))
         targets = list(worker_ids) if worker_ids is not None else sorted(running | pending)
@@ -464,6 +541,25 @@ class Rush(Network):
         for name, recs in by_launcher.items():
             self.launcher(name).kill(recs)
         return changed
+
+    def _check_known(self, worker_ids: list[str]) -> None:
+        """Refuse worker ids this network never had (registered, pending or launched), naming its workers."""
+        k = self.keys
+        with self.connector.pipeline(transaction=False) as pipe:
+            for wid in worker_ids:
+                pipe.sismember(k.workers, wid)
+                pipe.hexists(k.launches, wid)
+            seen = pipe.execute()
+        unknown = [w for i, w in enumerate(worker_ids) if not (seen[2 * i] or seen[2 * i + 1])]
+        if not unknown:
+            return
+        known = sorted(set(self.connector.smembers(k.workers)) | set(self.connector.hkeys(k.launches)))
+        listed = (f"its workers: {', '.join(known[:10])}" + (f" and {len(known) - 10} more" if len(known) > 10 else "")
+                  if known else "it has no worker")
+        raise RushConfigError(
+            f"no worker {', '.join(unknown[:10])} in network {self.network_id} ({listed}); rush.worker_info "
+            f"(or `rushhpc workers {self.network_id}`) lists them"
+        )
 
     def detect_lost_workers(self, poll_scheduler: bool | None = None) -> list[str]:
         """Find workers that are gone and mark them lost: a heartbeat expired, a local
@@ -501,6 +597,8 @@ class Rush(Network):
                     launcher.forget(settled)
             out, expired_managed, n_active, ending, exists = self.protocol.detect_lost()
             if not exists:
+                if self._reset_here:
+                    return lost  # this manager deleted it: nothing is running in it
                 raise self._network_lost()
             for wid, failed, requeued in out:
                 log.warning("worker %s lost (heartbeat expired): %s task(s) failed, %s requeued", wid, failed, requeued)
@@ -512,29 +610,55 @@ class Rush(Network):
             return lost
 
     def _network_lost(self) -> RushNetworkLostError:
+        if self._reset_here:
+            return RushNetworkLostError(
+                f"network {self.network_id!r} was deleted by this manager's reset(): the tasks pushed before it "
+                "are gone. Push tasks or start workers again to use the network (that creates it again)."
+            )
         return RushNetworkLostError(
             f"network {self.network_id!r} is gone from Redis at {self.config.address}: Redis restarted without "
             "persistence or lost its data (configure appendonly yes), or the network was reset by another "
             "manager. Results fetched before are in your tables; the rest is lost."
         )
 
-    def reset(self, workers: bool = True) -> None:
-        """Delete the network from Redis. ``workers=True`` kills every running worker first;
-        ``workers=False`` deletes tasks and logs only, and running workers go on.
+    def reset(self, workers: bool = True, keep_logs: bool | None = None) -> None:
+        """Delete the network from Redis. ``workers=True`` kills every running worker first
+        and removes what the network has in its run directory on this machine (credentials
+        file, signing key, batch scripts and the workers' output files; ``keep_logs=True``,
+        default the manager's ``keep_logs``, keeps the output files). ``workers=False``
+        deletes tasks and logs only, and running workers go on.
+
+        The manager stays usable: its next push or start creates the network again.
 
         Example:
             >>> rush.reset()
+            >>> keys = rush.push_tasks([{"x": 1}])   # the same network id, empty again
         """
         self.stop_monitor()
-        if workers:
-            self.stop_workers(type="kill")
-            start_ids = [k.rsplit(":", 1)[1] for k in self.connector.scan_iter(match=self.keys.start("*"))]
-        self.delete(workers=workers)
-        if workers:
-            startargs.remove_files(self.keys, start_ids, self._plan.large_objects_path)
-            with self._launch_lock:  # their fate is settled: a later wait must not name them
-                for launcher in self._launchers.values():
-                    launcher.forget(list(launcher.ended()))
+        if not workers:
+            self.delete(workers=False)
+            return
+        self.stop_workers(type="kill")
+        records = self.records()
+        launched = set(records)
+        # and the workers still starting (launched, never registered): theirs is a deleted network
+        ids = sorted(launched)
+        starting = [w for w, state in zip(ids, self.worker_field(ids, "state")) if state is None]
+        by_launcher: dict[str, list[LaunchRecord]] = {}
+        for wid in starting:
+            by_launcher.setdefault(records[wid].launcher, []).append(records[wid])
+        for name, recs in by_launcher.items():
+            self.launcher(name).kill(recs)
+        start_ids = [k.rsplit(":", 1)[1] for k in self.connector.scan_iter(match=self.keys.start("*"))]
+        self.delete(workers=True)
+        self._reset_here = True
+        startargs.remove_files(self.keys, start_ids, self._plan.large_objects_path)
+        with self._launch_lock:
+            # every worker of the deleted network is settled, also one whose process is still
+            # ending (a terminated worker exits after it reported): a later wait must not name it
+            for launcher in self._launchers.values():
+                launcher.forget(sorted(launched | set(launcher.ended())))
+        self.remove_run_dir(self.keep_logs if keep_logs is None else keep_logs)
 
     # ------------------------------------------------------------------ accounting
     def accounting(self) -> tuple["pd.DataFrame", dict[str, Any]]:
@@ -667,9 +791,10 @@ def _close_managers() -> None:
 
 
 def rsh(network_id: str | None = None, config: RedisConfig | str | dict | None = None, *,
-        network: str | None = None) -> Rush:
+        network: str | None = None, keep_logs: bool = False) -> Rush:
     """Connect to a network (a new random id when none is given). ``network=`` is the
-    spelling of R's rush (``rsh(network = "...")``).
+    spelling of R's rush (``rsh(network = "...")``). ``keep_logs=True`` keeps the workers'
+    output files when `Rush.reset` or the end of the embedded Redis removes the run directory.
 
     Example:
         >>> rush = rsh("sweep-1", config="redis://127.0.0.1:6379")
@@ -678,4 +803,4 @@ def rsh(network_id: str | None = None, config: RedisConfig | str | dict | None =
         if network_id is not None and network_id != network:
             raise RushConfigError(f"rsh(): network_id {network_id!r} and network {network!r} disagree; pass one")
         network_id = network
-    return Rush(network_id=network_id, config=config)
+    return Rush(network_id=network_id, config=config, keep_logs=keep_logs)

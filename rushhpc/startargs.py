@@ -35,6 +35,49 @@ def split_options(options_and_args: dict[str, Any], reserved: tuple[str, ...] = 
     return options, args
 
 
+def check_arguments(worker_loop: Callable, args: dict[str, Any]) -> None:
+    """Refuse, before any worker starts, arguments the loop cannot take: a worker calls
+    ``worker_loop(rush, **args)``, and a misspelt or missing argument would fail every worker at
+    once. A loop whose signature cannot be read (some builtins) is not checked.
+
+    Example:
+        >>> check_arguments(queue_loop, {"fnu": abs})
+        Traceback (most recent call last):
+        TypeError: queue_loop() got an unexpected keyword argument 'fnu' ...
+    """
+    import inspect
+
+    try:
+        sig = inspect.signature(worker_loop)
+    except (TypeError, ValueError):
+        return
+    import difflib
+
+    name = getattr(worker_loop, "__name__", None) or type(worker_loop).__name__
+    params = [p for i, p in enumerate(sig.parameters.values()) if i > 0
+              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    problem = ""
+    if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        # a misspelt name first: bind() would report the argument it then misses
+        unexpected = [a for a in args if a not in {p.name for p in params}]
+        if unexpected:
+            close = difflib.get_close_matches(unexpected[0], [p.name for p in params], n=1)
+            problem = (f"got an unexpected keyword argument {unexpected[0]!r}"
+                       + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if not problem:
+        try:
+            sig.bind(None, **args)
+        except TypeError as e:
+            problem = str(e)
+    if problem:
+        takes = ", ".join(p.name for p in params) or "no other arguments"
+        raise TypeError(
+            f"{name}() {problem}: no worker was started. A worker calls {name}(rush, **arguments); {name} "
+            f"takes {takes}. Keywords {', '.join(RESERVED_OPTIONS)} are rushhpc's options, every other one "
+            "goes to the loop."
+        )
+
+
 def dump(worker_loop: Callable, args: dict[str, Any], options: dict[str, Any]) -> bytes:
     """cloudpickle the loop and its arguments; an unpicklable one is a clear error now, not in a worker."""
     if not callable(worker_loop):

@@ -55,6 +55,9 @@ class TaskStore:
         self._log_last_id = "-"
 
     # ------------------------------------------------------------------ tasks in
+    def _before_push(self) -> None:
+        """Runs before tasks are written; the manager re-creates a network its own `reset` deleted."""
+
     def _encode_tasks(self, xss: Sequence[dict], xss_extra: Sequence[dict] | None) -> tuple[list[str], list[str], list[str]]:
         if isinstance(xss, dict):
             raise RushError("xss must be a list of dicts, one per task: wrap a single task as [xs]")
@@ -83,6 +86,7 @@ class TaskStore:
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise RushError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         triples = list(zip(keys, xs_json, ex_json))
+        self._before_push()
         for lo in range(0, len(triples), PUSH_CHUNK):
             self.protocol.push_tasks(max_retries, triples[lo : lo + PUSH_CHUNK])
         return keys
@@ -91,6 +95,7 @@ class TaskStore:
                     fields: Sequence[tuple[str, str, str, str]]) -> list[str]:
         keys, xs_json, ex_json = self._encode_tasks(xss, xss_extra)
         rows = [(k, x, e, *f) for k, x, e, f in zip(keys, xs_json, ex_json, fields)]
+        self._before_push()
         for lo in range(0, len(rows), PUSH_CHUNK):
             self.protocol.push_final_tasks(state, rows[lo : lo + PUSH_CHUNK])
         return keys

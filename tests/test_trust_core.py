@@ -29,6 +29,10 @@ def raising_loop(rush):
     raise ValueError("the loop broke at once")
 
 
+def absolute(x):
+    return abs(x)
+
+
 def short_loop(rush):
     """Registers, runs one task of its own and returns (the worker ends terminated, exit code 0)."""
     keys = rush.push_running_tasks([{"x": 1}])
@@ -189,7 +193,7 @@ def test_reset_removes_the_run_directory(rush):
     rush.reset()
     assert not run_dir.exists()
     # the manager works again after the reset: new key and credentials files
-    ids = rush.start_local_workers(queue_loop, n_workers=1, fun=abs, **HB)
+    ids = rush.start_local_workers(queue_loop, n_workers=1, fun=absolute, **HB)
     rush.wait_for_workers(worker_ids=ids, timeout=60)
     keys = rush.push_tasks([{"x": -3}])
     rush.wait_for_tasks(keys, timeout=60)

@@ -274,15 +274,17 @@ def test_print_log_prints_only_new(rush, worker, capsys):
 
 def test_too_large_config(rush, tmp_path):
     big = b"x" * 200_000
-    rush_plan(max_object_size=100_000)
-    r = rushhpc.rsh(rush.network_id, config=rush.config)
-    with pytest.raises(RushPayloadError, match="large_objects_path"):
-        r.start_local_workers(queue_loop, n_workers=1, fun=len, data=big)
-    assert r.n_workers == 0
 
     def loop(rush, data):
         rush.push_running_tasks([{"n": 1}])
         rush.finish_tasks(rush.running_tasks, [{"len": len(data)}])
+
+    rush_plan(max_object_size=100_000)
+    r = rushhpc.rsh(rush.network_id, config=rush.config)
+    with pytest.raises(RushPayloadError, match="large_objects_path"):
+        # a loop that takes data=: arguments a loop does not take are refused first (issue 20 defect 5b)
+        r.start_local_workers(loop, n_workers=1, data=big)
+    assert r.n_workers == 0
 
     rush_plan(max_object_size=100_000, large_objects_path=tmp_path / "large")
     r = rushhpc.rsh(rush.network_id, config=rush.config)
@@ -297,8 +299,11 @@ def test_too_large_config(rush, tmp_path):
 def test_unpicklable_argument_is_a_clear_error(rush):
     import threading
 
+    def locked_loop(rush, lock):  # takes lock=: arguments a loop does not take are refused first (issue 20 defect 5b)
+        pass
+
     with pytest.raises(RushPayloadError, match="cannot be pickled|inside the worker loop"):
-        rush.start_local_workers(queue_loop, n_workers=1, fun=abs, lock=threading.Lock())
+        rush.start_local_workers(locked_loop, n_workers=1, lock=threading.Lock())
     assert rush.n_workers == 0
 
 
