@@ -43,8 +43,17 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+def _finite(obj: Any) -> Any:
+    # task data keeps NaN/inf since issue 20 (codec.py); the journal stays strict JSON, null as before
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    return [_finite(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_json_default, allow_nan=False, separators=(",", ":"))
+    return json.dumps(_finite(obj), default=_json_default, allow_nan=False, separators=(",", ":"))
 
 
 class Journal:
