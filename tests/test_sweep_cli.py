@@ -458,7 +458,7 @@ VALIDATION_CASES = [
     ({"budget": {"evals": 3}}, [], "sweep.yaml: budget.evals: unknown key; budget takes evaluations, walltime, target"),
     ({"budget": {"evaluations": -3}}, [], "sweep.yaml: budget.evaluations: expected a positive integer or null, got -3"),
     ({"workers": {"n": "two"}}, [], "sweep.yaml: workers.n: expected a positive integer, got 'two'"),
-    ({"budget": {"walltime": "soon"}}, [], "sweep.yaml: budget.walltime: expected a duration"),
+    ({"budget": {"walltime": "soon"}}, [], "sweep.yaml: budget.walltime: 'soon' is not a duration"),
     ({"objective": "nosuchmod_xyz:f"}, [], "sweep.yaml: objective: cannot import nosuchmod_xyz:f: ModuleNotFoundError"),
     ({"objective": "missing.py:f"}, [], "sweep.yaml: objective: file missing.py not found"),
     ({"objective": "functions.py:nosuch"}, [], "sweep.yaml: objective: cannot import"),
