@@ -29,10 +29,16 @@ def test_script_prints_the_slurm_script(config):
 
 def test_script_pbs(config):
     out = cli("script", "rushhpc.loops:queue_loop", "--network", "cli-net", "--worker-type", "pbs", "--n-workers", "3",
-              "--option", "time=00:20:00", env_url=config.url())
+              "--set", "fun=null", "--option", "time=00:20:00", env_url=config.url())
     assert out.returncode == 0, out.stderr
     assert "#PBS -J 0-2" in out.stdout and "walltime=00:20:00" in out.stdout
     assert config.password not in out.stdout
+
+
+def test_script_missing_loop_argument_names_set(config):
+    out = cli("script", "rushhpc.loops:queue_loop", "--network", "cli-net", env_url=config.url())
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "'fun'" in out.stderr and "--set KEY=VALUE" in out.stderr
 
 
 def test_script_bad_loop(config):

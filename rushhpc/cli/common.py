@@ -81,15 +81,54 @@ def _cell(v: Any) -> str:
         return f"{v:.4g}"
     if isinstance(v, (dict, list)):
         return json.dumps(v, separators=(",", ":"))
-    return str(v)
+    return one_line(str(v))
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], max_width: int = 40) -> str:
-    """A plain text table a person can read (columns padded, long cells cut)."""
+def one_line(text: str) -> str:
+    """``text`` on one line: each line break (and the blanks around it) becomes `` ⏎ ``, so a table
+    keeps one row per record (a traceback in a failed task's condition, issue 20 defect 6).
+
+    Example:
+        >>> one_line("ValueError: bad\n  second line\n")
+        'ValueError: bad ⏎ second line'
+    """
+    lines = [line.strip() for line in text.splitlines()]
+    return " ⏎ ".join(line for line in lines if line) if len(lines) > 1 else text.strip()
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], max_width: int = 40,
+          groups: Sequence[tuple[str, int]] = (), headers: dict[str, str] | None = None) -> str:
+    """A plain text table a person can read: one line per row (line breaks folded), columns padded,
+    long cells cut.
+
+    ``groups``: a line above the header naming runs of columns, as (label, number of columns),
+    ``("", n)`` for none, e.g. ``[("", 1), ("workers", 2), ("tasks", 4)]``. ``headers``: a column's
+    header when it is not the upper-cased column name.
+
+    Example:
+        >>> print(table([{"a": 1, "b": "x\ny"}], ["a", "b"]))
+        A  B
+        1  x ⏎ y
+    """
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     cut = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
-    widths = [max([len(c)] + [len(row[i]) for row in cut]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    names = [(headers or {}).get(c, c.upper()) for c in columns]
+    widths = [max([len(n)] + [len(row[i]) for row in cut]) for i, n in enumerate(names)]
+    i = 0
+    for label, n in groups:  # a label wider than its columns widens the last of them
+        span = sum(widths[i:i + n]) + 2 * (n - 1)
+        if n and len(label) > span:
+            widths[i + n - 1] += len(label) - span
+        i += n
+    lines = []
+    if groups:
+        parts, i = [], 0
+        for label, n in groups:
+            span = sum(widths[i:i + n]) + 2 * (n - 1)
+            parts.append(label.upper().ljust(span) if label else " " * span)
+            i += n
+        lines.append("  ".join(parts).rstrip())
+    lines.append("  ".join(n.ljust(w) for n, w in zip(names, widths)).rstrip())
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cut]
     return "\n".join(lines)
 

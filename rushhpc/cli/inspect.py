@@ -49,10 +49,13 @@ def _networks(args: argparse.Namespace) -> int:
     if not docs:
         print(f"no networks on Redis at {cfg.address}")
         return 0
-    rows = [{"network": d["network_id"], "running": d["workers"]["running"], "pending": d["workers"]["pending"],
-             **d["tasks"], "sweep": _sweep_label(d["sweep"])} for d in docs]
+    rows = [{"network": d["network_id"], "workers running": d["workers"]["running"],
+             "workers pending": d["workers"]["pending"], **d["tasks"], "sweep": _sweep_label(d["sweep"])} for d in docs]
     sweeps = ["sweep"] if any(d["sweep"] for d in docs) else []
-    print(table(rows, ["network", "running", "pending", *TASK_STATES, *sweeps]))
+    # RUNNING is a worker state and a task state: a line above the header says which is which
+    print(table(rows, ["network", "workers running", "workers pending", *TASK_STATES, *sweeps],
+                groups=[("", 1), ("workers", 2), ("tasks", len(TASK_STATES)), ("", len(sweeps))],
+                headers={"workers running": "RUNNING", "workers pending": "PENDING"}))
     return 0
 
 
@@ -97,6 +100,42 @@ def _workers(args: argparse.Namespace) -> int:
     return 0
 
 
+TASK_META = ("state", "worker_id", "condition", "keys")
+TASK_HIDDEN = ("created_at", "started_at", "finished_at", "attempt")
+
+
+def sweep_task_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's task row with its ``params`` and ``outputs`` mappings spread into columns of their
+    own names (``params.NAME`` / ``outputs.NAME`` where a name is taken), as for any other network.
+
+    Example:
+        >>> sweep_task_row({"params": {"x": 1}, "outputs": {"y": 2}, "state": "finished"})
+        {'x': 1, 'y': 2, 'state': 'finished'}
+    """
+    out: dict[str, Any] = {}
+    rest = {k: v for k, v in row.items() if k not in ("params", "outputs")}
+    for part in ("params", "outputs"):
+        values = row.get(part)
+        if not isinstance(values, dict):
+            continue
+        for k, v in values.items():
+            name = k if k not in rest and k not in out else f"{part}.{k}"
+            out[name] = v
+    out.update(rest)
+    return out
+
+
+def condition_cell(text: Any) -> Any:
+    """A failed task's condition for a table cell: a Python traceback starts with its last line (the
+    exception), then the text on one line (the table cuts it; ``--json`` keeps it whole)."""
+    if not isinstance(text, str):
+        return text
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Traceback (most recent call last)"):
+        lines = [lines[-1], *lines[:-1]]
+    return "\n".join(lines)
+
+
 def _tasks(args: argparse.Namespace) -> int:
     net = open_network(args)
     if not args.state:
@@ -110,15 +149,26 @@ def _tasks(args: argparse.Namespace) -> int:
             print(table([counts], list(TASK_STATES)))
         return 0
     rows = net.task_rows(args.state, limit=args.limit)
+    if net.sweep_info() is not None:  # docs/cli.md: parameters and outputs under their own names
+        rows = [sweep_task_row(r) for r in rows]
     if args.json:
         print_json(rows)
         return 0
     if not rows:
         print(f"no {'/'.join(args.state)} tasks in network {net.network_id}")
         return 0
-    fixed = ["keys", "state", "worker_id", "condition"]
-    others = [c for c in rows[0] if c not in fixed and c not in ("created_at", "started_at", "finished_at", "attempt")]
-    print(table(rows, [*others, *fixed[1:], "keys"]))
+    # every row's columns (a failed row has no outputs), in the order of the row that has the most
+    data: dict[str, None] = {}
+    for r in sorted(rows, key=len, reverse=True):
+        data.update((c, None) for c in r if c not in TASK_META and c not in TASK_HIDDEN)
+    long = False
+    for r in rows:
+        if isinstance(r.get("condition"), str):
+            r["condition"] = condition_cell(r["condition"])
+            long = long or "\n" in r["condition"] or len(r["condition"]) > 40
+    print(table(rows, [*data, "state", "worker_id", "condition", "keys"]))
+    if long:
+        print("(conditions are cut to one line here: --json shows them whole)")
     return 0
 
 
@@ -127,28 +177,95 @@ def _format_log(row: dict[str, Any]) -> str:
     return f"{stamp} [{row['worker_id']}] {row['level']} {row['logger']}: {row['msg']}"
 
 
+NO_LOGS_HINT = ("workers send the records of the loggers named in log_thresholds, at or above their levels (default "
+                "{rushhpc: INFO}; a worker loop's own logger only when named there): e.g. "
+                "rush_plan(log_thresholds={'rushhpc': 'DEBUG', 'mymodel': 'INFO'}) or a plan file's log_thresholds "
+                "before the workers start")
+
+
 def _logs(args: argparse.Namespace) -> int:
     net = open_network(args)
     floor = LEVELS.get(args.level.upper(), 0) if args.level else 0
     last = "-"
+    seen = shown = 0
+    told = False
     while True:
         rows = net.log_rows(last)
         for row in rows:
             last = row["id"]
+            seen += 1
             if LEVELS.get(str(row["level"]).upper(), 0) < floor or (args.worker and row["worker_id"] not in args.worker):
                 continue
+            shown += 1
             if args.json:
                 print_json({k: row[k] for k in ("id", "timestamp", "worker_id", "level", "logger", "msg")})
             else:
                 print(_format_log(row), flush=True)
+        if not shown and not told:
+            # nothing at all would look like a hung or broken command: say why, and how to see more
+            told = True
+            if seen:
+                what = " and ".join(x for x in ("--level" if args.level else "", "--worker" if args.worker else "") if x)
+                note = (f"none of the {seen} log record(s) of network {net.network_id} match {what}: "
+                        f"drop {what} to see them all")
+            else:
+                note = f"network {net.network_id} has no log records: {NO_LOGS_HINT}"
+            note += "; waiting for new records (Ctrl-C to stop)" if args.follow else "; --follow waits for new ones"
+            print(note, file=sys.stderr if args.json else sys.stdout, flush=True)
         if not args.follow:
             return 0
         time.sleep(args.interval)
 
 
+class _Keys:
+    """Single key presses from a terminal on stdin (cbreak mode: no Enter needed, Ctrl-C still
+    interrupts), restored on exit; without a terminal, `wait` just sleeps."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.saved: Any = None
+        try:
+            if sys.stdin.isatty():
+                import termios
+                import tty
+
+                self.fd = sys.stdin.fileno()
+                self.saved = termios.tcgetattr(self.fd)
+                tty.setcbreak(self.fd)
+        except (ImportError, OSError, ValueError):
+            self.fd = None
+
+    def wait(self, seconds: float) -> str:
+        """Wait up to ``seconds`` for a key; returns it ('' when none came)."""
+        if self.fd is None:
+            time.sleep(seconds)
+            return ""
+        import os
+        import select
+
+        ready, _, _ = select.select([self.fd], [], [], seconds)
+        return os.read(self.fd, 32).decode(errors="replace") if ready else ""
+
+    def close(self) -> None:
+        if self.fd is not None:
+            import termios
+
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+            self.fd = None
+
+
 def _top(args: argparse.Namespace) -> int:
     net = open_network(args)
     tty = sys.stdout.isatty() and not args.once
+    keys = _Keys() if tty else None
+    try:
+        return _top_loop(args, net, tty, keys)
+    finally:
+        if keys is not None:
+            keys.close()
+
+
+def _top_loop(args: argparse.Namespace, net: Network, tty: bool, keys: _Keys | None) -> int:
     last_done: int | None = None
     last_t: float | None = None
     while True:
@@ -169,7 +286,8 @@ def _top(args: argparse.Namespace) -> int:
             r["heartbeat"] = ago(wall - r["heartbeat_age"], wall) if r["heartbeat_age"] is not None else None
         body = table(rows, WORKER_TABLE) if rows else "(no workers)"
         if tty:
-            sys.stdout.write("\x1b[H\x1b[2J" + head + "\n\n" + body + "\n")
+            quit_hint = "  (q quits)" if keys is not None and keys.fd is not None else ""
+            sys.stdout.write("\x1b[H\x1b[2J" + head + quit_hint + "\n\n" + body + "\n")
             sys.stdout.flush()
         else:
             print(head, flush=True)
@@ -177,7 +295,10 @@ def _top(args: argparse.Namespace) -> int:
                 print(body)
         if args.once:
             return 0
-        time.sleep(args.interval)
+        if keys is None:
+            time.sleep(args.interval)
+        elif "q" in keys.wait(args.interval).lower():
+            return 0
 
 
 def register(sub: Any) -> None:

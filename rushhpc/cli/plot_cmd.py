@@ -29,7 +29,7 @@ def _plot(args: argparse.Namespace) -> int:
         records = records_from_network(net, metric)
         out = Path(args.out or f"{net.network_id}-plots")
         title = net.network_id
-    paths = plot(records, metric, direction, out, title=title)
+    paths = plot(records, metric, direction, out, title=title, yscale=args.yscale)
     if args.json:
         print_json({"files": [str(p) for p in paths]})
     else:
@@ -44,5 +44,8 @@ def register(sub: Any) -> None:
     add_network_options(p)
     p.add_argument("--metric", help="the output to plot (default: the sweep's metric, or y)")
     p.add_argument("--direction", choices=["minimize", "maximize"], help="default: the sweep's, or minimize")
+    p.add_argument("--yscale", choices=["auto", "linear", "log", "symlog"], default="auto",
+                   help="the value axis of the best-so-far plots (default auto: log or symlog when the values "
+                        "span more than 1.5 decades, else linear)")
     p.add_argument("--out", help="folder for the PNG files (default: FOLDER/plots, or NETWORK-plots)")
     p.set_defaults(func=_plot)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
+import sys
+from pathlib import Path
 from typing import Any
 
 from ..errors import RushError
@@ -15,6 +19,9 @@ def _worker(args: argparse.Namespace) -> int:
     from ..spec import WorkerSpec
     from ..worker import run_worker
 
+    # the loop arrives pickled by reference (module:function): its module is found on sys.path,
+    # then in the current folder, as `rushhpc script` and `python -m rushhpc` find it
+    add_current_folder()
     return run_worker(WorkerSpec(
         network_id=args.network, start_id=args.start_id, credentials=args.credentials,
         signing_key=args.signing_key, worker_id=args.worker_id,
@@ -23,8 +30,17 @@ def _worker(args: argparse.Namespace) -> int:
     ))
 
 
+def add_current_folder() -> None:
+    """Put the current folder first on ``sys.path``, as ``python -m`` and a sweep do (the
+    ``rushhpc`` console script starts without it), so ``mod:fn`` finds ``./mod.py``."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+
+
 def import_object(spec: str) -> Any:
-    """``package.module:function`` -> the function.
+    """``package.module:function`` -> the function; the module is looked up in the current folder
+    too (`add_current_folder`).
 
     Example:
         >>> import_object("rushhpc.loops:queue_loop").__name__
@@ -33,10 +49,25 @@ def import_object(spec: str) -> Any:
     module, _, name = spec.partition(":")
     if not module or not name:
         raise RushError(f"expected MODULE:FUNCTION, got {spec!r}")
+    add_current_folder()
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
-        raise RushError(f"cannot import {spec}: {e}") from None
+        raise RushError(f"cannot import {spec}: {e} (looked in the current folder {os.getcwd()} and on "
+                        "the Python path)") from None
+
+
+def module_folder(spec: str) -> str | None:
+    """The current folder when ``spec``'s module was found there (a worker started elsewhere, on
+    another node, would not find it), else None."""
+    top = sys.modules.get(spec.partition(":")[0].split(".")[0])
+    path = getattr(top, "__file__", None)
+    if not path:
+        return None
+    p = Path(path).resolve()
+    folder = p.parent.parent if p.name == "__init__.py" else p.parent
+    here = Path(os.getcwd()).resolve()
+    return str(here) if folder == here else None
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
@@ -53,6 +84,7 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
 
 
 def _script(args: argparse.Namespace) -> int:
+    from ..config import current_plan
     from ..rush import rsh
     from .common import redis_from_args
 
@@ -61,12 +93,24 @@ def _script(args: argparse.Namespace) -> int:
     loop = import_object(args.loop)
     options = parse_sets(args.set)
     launcher_options = parse_sets(args.option)
+    # a loop from a module of the current folder travels by reference: the worker, started in another
+    # folder or on another node, finds it with that folder on its PYTHONPATH (a path, nothing secret)
+    folder = module_folder(args.loop)
+    pythonpath = f'PYTHONPATH={shlex.quote(folder)}"${{PYTHONPATH:+:$PYTHONPATH}}"' if folder else ""
+    if pythonpath and args.worker_type != "script":
+        setup = launcher_options.get("setup", current_plan().launcher_options.get("setup"))
+        setup = [setup] if isinstance(setup, str) else list(setup or [])
+        launcher_options["setup"] = [f"export {pythonpath}", *setup]
     if launcher_options:
         options["launcher_options"] = launcher_options
-    if args.worker_type == "script":
-        print(rush.worker_script(loop, **options))
-    else:
-        print(rush.render_script(loop, n_workers=args.n_workers, worker_type=args.worker_type, **options), end="")
+    try:
+        if args.worker_type == "script":
+            command = rush.worker_script(loop, **options)
+            print(f"{pythonpath} {command}" if pythonpath else command)
+        else:
+            print(rush.render_script(loop, n_workers=args.n_workers, worker_type=args.worker_type, **options), end="")
+    except TypeError as e:  # the loop's arguments do not fit it: a Python TypeError, told in the CLI's words
+        raise RushError(f"{e} On the command line a loop argument is --set KEY=VALUE (a YAML value).") from None
     return 0
 
 
