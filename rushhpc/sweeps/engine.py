@@ -89,17 +89,6 @@ def _ts(v: Any) -> float | None:
         return None
 
 
-def _remove_run_dir(rush: Any) -> None:
-    """What the network made in its run dir (``~/.rushhpc/runs/<network>``: the workers' Redis
-    credentials, the signing key, worker logs) goes with it; the output folder holds the results.
-    `Rush.reset` removes it too where it does: then this finds nothing."""
-    import shutil
-
-    d = Path(rush.run_dir)
-    if d.is_dir() and d.name == rush.network_id:  # never a folder that is not the network's own
-        shutil.rmtree(d, ignore_errors=True)
-
-
 class _Stop(Exception):
     def __init__(self, status: str, reason: str):
         super().__init__(reason)
@@ -425,8 +414,7 @@ class SweepRun:
                 self.journal.append(new)
                 self.display.message(f"resuming: {len(new)} evaluations read from network {network} in Redis")
         finally:
-            old.reset()
-            _remove_run_dir(old)  # a crashed run's leftovers: its workers are gone now
+            old.reset()  # with its run dir: a crashed run's leftovers
             old.close()
 
     def _plan_work(self) -> None:
@@ -803,8 +791,7 @@ class SweepRun:
         if rush is not None:
             try:
                 if ok_to_reset:
-                    rush.reset()
-                    _remove_run_dir(rush)
+                    rush.reset()  # also removes the network's run dir (~/.rushhpc/runs/<network>)
                 rush.close()
             except Exception:  # noqa: BLE001 - Redis may be gone; the journal has everything we read
                 pass
