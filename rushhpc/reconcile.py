@@ -11,11 +11,11 @@ through a lookup function, and never the manager. The rules:
 | not registered         | running longer than grace  | failed start: cancel the job, lost(failed_to_start)   |
 | not registered         | ended                      | lost(failed_to_start, or the scheduler's reason)      |
 | running, heartbeat ok  | running / any active       | fine                                                  |
-| running, heartbeat ok  | ended / requeued           | wait: a beating worker is alive (cut-off node)        |
+| running, any heartbeat | ended                      | lost(the scheduler's reason); a kill request in Redis |
+| running, any heartbeat | requeued (pending again)   | lost(preempted): the rerun registers under its id     |
 | running, heartbeat off | running / starting         | hung: kill the job, lost(heartbeat_expired)           |
 | running, heartbeat off | suspended                  | never killed for a missing heartbeat                  |
 | running, heartbeat off | finishing                  | expected: wait for the end                            |
-| running, heartbeat off | ended / requeued           | lost(the scheduler's reason)                          |
 | pending, or running    | absent from every answer   | after two misses over vanish_grace: lost(vanished)    |
 |   with heartbeat off   |                            |                                                       |
 | running, heartbeat ok  | absent from every answer   | fine: a beating worker is never declared vanished     |
@@ -68,6 +68,7 @@ class Decision:
     job_state: str = ""  # the job's state, for worker_info
     track: dict[str, Any] = dataclasses.field(default_factory=dict)  # record fields to update
     done: bool = False  # nothing more to learn about this job: stop asking the scheduler
+    kill_worker: bool = False  # push a kill request on the worker's kill list (its heartbeat acts on it)
 
 
 def _ended_reason(st: JobStatus, registered: bool) -> str:
@@ -159,23 +160,32 @@ def decide(
     # registered and running
     if track.get("rerun_since") is not None:
         d.track["rerun_since"] = None  # back after a requeue: a later one gets its own grace
-    if heartbeat_alive:
-        # Whatever the scheduler says, a beating worker is alive (a node cut off from the
-        # controller may be declared failed while its worker still works): wait for silence.
+    # The scheduler's final word decides, whatever the heartbeat key says: the key outlives a worker
+    # killed before it could mark itself by up to heartbeat_expire (issue 20, defect 9: a cancelled
+    # job's worker read `running` for a minute). An ended job is not "vanished": the scheduler knows it.
+    if ended:
+        d.lost_reason = _ended_reason(status, registered=True)
+        why = ENDED_WORDS.get(d.lost_reason)
+        d.message = f"worker {worker_id} was lost: " + (f"{why} (job {status.raw})" if why else f"job {status.raw}")
+        d.done = True
+        # A worker that still beats (its node cut off from the controller but not from Redis) is
+        # stopped by its heartbeat process, so that it does not work on under a lost id.
+        d.kill_worker = heartbeat_alive
         return d
+    if status.state in ("pending", "held"):
+        # Requeued (preemption, node failure): the job's processes were ended before it went back to the
+        # queue, and its rerun registers under this id, which needs the worker lost (register_worker.lua).
+        # No kill request: the rerun's heartbeat would take it.
+        d.lost_reason = "preempted"
+        d.message = f"worker {worker_id} was lost: its job was requeued ({status.raw})"
+        return d
+    if heartbeat_alive:
+        return d  # running, starting, suspended, finishing: a beating worker is alive
     if status.state in ("running", "starting"):
         d.lost_reason = "heartbeat_expired"
         d.message = f"worker {worker_id} was lost (heartbeat expired while its job was running: hung)"
         d.cancel_job = True
         d.track["cancelled"] = now
-    elif ended:
-        d.lost_reason = _ended_reason(status, registered=True)
-        why = ENDED_WORDS.get(d.lost_reason)
-        d.message = f"worker {worker_id} was lost: " + (f"{why} (job {status.raw})" if why else f"job {status.raw}")
-        d.done = True
-    elif status.state in ("pending", "held"):  # requeued (node failure, preemption)
-        d.lost_reason = "preempted"
-        d.message = f"worker {worker_id} was lost: its job was requeued ({status.raw})"
     # suspended: silent, not dead. finishing: the end is near; decide when it has ended.
     return d
 
@@ -222,10 +232,13 @@ class Reconciler:
         by_launcher: dict[str, list[LaunchRecord]] = {}
         for rec in records.values():
             by_launcher.setdefault(rec.launcher, []).append(rec)
+        # The workers' hashes are read before the scheduler is asked: a worker seen registered was so
+        # when its job's state was read, so a job reported pending again was requeued after it ran, not a
+        # job that started (and registered its worker) between the two reads.
+        info = {row["worker_id"]: row for row in self.worker_hashes(list(records))}
         statuses: dict[str, JobStatus] = {}
         for name, recs in by_launcher.items():
             statuses.update(self.launcher_for(name).poll(recs))
-        info = {row["worker_id"]: row for row in self.worker_hashes(list(records))}
         now = time.time()
         lost: list[str] = []
         changed = False
@@ -255,9 +268,18 @@ class Reconciler:
                     if net.mark_workers(WorkerState.LOST, [(wid, d.lost_reason, msg)], retry=release, source=source):
                         lost.append(wid)
                         log.warning("worker %s lost (%s)%s", wid, d.lost_reason, ":\n" + tail if tail else "")
+                    else:
+                        # it ended by itself since its hash was read (a SIGTERM's lost/sigterm): keep asking,
+                        # so that the next poll gives it the scheduler's reason
+                        d.done = d.kill_worker = False
                     changed = True
                 if d.cancel_job:  # after the verdict: a killed worker must not get its own word in first
                     launcher.kill([rec])
+                if d.kill_worker:
+                    # a live heartbeat blocks on this list and pops it at once; expiring with the heartbeat
+                    # key, it cannot reach a later run of the same worker id
+                    pipe.rpush(net.keys.kill(wid), "kill")
+                    pipe.expire(net.keys.kill(wid), max(1, round(expire)))
                 if d.refine_reason:
                     pipe.hset(net.keys.worker(wid), "reason", d.refine_reason)
                 if d.refine_reason or d.settle:

@@ -97,7 +97,8 @@ def test_rules_unregistered():
 def test_rules_registered():
     w = {"state": "running"}
     assert not decide("w", {}, w, True, RUN, 0, 60, 10).lost_reason
-    assert not decide("w", {}, w, True, ENDED("node_fail"), 0, 60, 10).lost_reason  # still beating: alive
+    # issue 20, defect 9: an ended job decides, whatever the heartbeat key still says (test_rules_ended_job_decides)
+    assert decide("w", {}, w, True, ENDED("node_fail"), 0, 60, 10).lost_reason == "node_fail"
     d = decide("w", {}, w, False, RUN, 0, 60, 10)
     assert d.lost_reason == "heartbeat_expired" and d.cancel_job
     assert not decide("w", {}, w, False, JobStatus("suspended"), 0, 60, 10).lost_reason
@@ -105,6 +106,32 @@ def test_rules_registered():
     assert decide("w", {}, w, False, ENDED("timeout"), 0, 60, 10).lost_reason == "timeout"
     oom = decide("w", {}, w, False, ENDED("out_of_memory"), 0, 60, 10)
     assert oom.lost_reason == "out_of_memory" and "ran out of memory" in oom.message  # the tasks' condition
+
+
+@pytest.mark.parametrize("reason", ["cancelled", "timeout", "failed", "out_of_memory", "node_fail", "completed",
+                                    "preempted"])
+@pytest.mark.parametrize("alive", [True, False])
+def test_rules_ended_job_decides(reason, alive):
+    # issue 20, defect 9: a job the scheduler reports ended means its worker is not running, whatever its
+    # heartbeat key still says (it outlives a worker killed before it could mark itself), with the
+    # scheduler's reason, at once, and its fate is settled; a worker still beating is sent a kill request
+    d = decide("w", {}, {"state": "running"}, alive, ENDED(reason, raw=reason.upper()), 0, 60, 10)
+    assert d.lost_reason == reason and d.done and not d.cancel_job
+    assert d.kill_worker is alive
+    assert d.lost_reason != "vanished"  # the scheduler knows the job: not vanished
+
+
+def test_rules_requeued_job_decides_over_a_heartbeat():
+    # issue 20, defect 9 (PREEMPTED with its requeue rule): a registered worker whose job is queued again
+    # was stopped by the requeue; lost(preempted) at once, so that the rerun can register under its id,
+    # and no kill request (the rerun's heartbeat would take it)
+    for alive in (True, False):
+        for state in ("pending", "held"):
+            d = decide("w", {}, {"state": "running"}, alive, JobStatus(state), 0, 60, 10)
+            assert d.lost_reason == "preempted" and not d.kill_worker and not d.done
+    # running, suspended, finishing with a live heartbeat: alive
+    for state in ("running", "starting", "suspended", "finishing"):
+        assert not decide("w", {}, {"state": "running"}, True, JobStatus(state), 0, 60, 10).lost_reason
 
 
 def test_rules_vanished_and_refined():
