@@ -190,7 +190,7 @@ def figures(records: list[dict[str, Any]], metric: str, direction: str, title: s
     ax.set_yticklabels(labels)
     ax.set_xlim(-least, (t1 - t0) + 2 * least)
     ax.set_xlabel("wall time (s)")
-    ax.set_title("worker timeline: (evaluations) per worker; green finished, red failed")
+    ax.set_title("worker timeline (evaluations per worker in brackets; green: finished, red: failed)")
     fig.tight_layout()
     out.append((FIGURES[2], fig))
     return out
