@@ -50,7 +50,7 @@ def default_run_root() -> Path:
 
 CREDENTIALS_NAME = "credentials.json"
 # what launchers write into a run directory: worker output files (local, SLURM, PBS), submitit's
-# folder (its logs and pickles), batch scripts
+# folder (its logs and job files), batch scripts
 LOG_DIRS = ("workers", "submitit")
 MADE_DIRS = ("scripts",)
 

@@ -648,7 +648,10 @@ class Rush(Network):
         for wid in starting:
             by_launcher.setdefault(records[wid].launcher, []).append(records[wid])
         for name, recs in by_launcher.items():
-            self.launcher(name).kill(recs)
+            try:
+                self.launcher(name).kill(recs)
+            except (RushError, OSError) as e:  # e.g. no plan for that launcher here: they find their network gone
+                log.warning("reset: could not kill %d starting %s worker(s): %s", len(recs), name, e)
         start_ids = [k.rsplit(":", 1)[1] for k in self.connector.scan_iter(match=self.keys.start("*"))]
         self.delete(workers=True)
         self._reset_here = True
