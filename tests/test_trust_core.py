@@ -72,10 +72,11 @@ def test_launched_worker_of_a_reset_network_is_still_refused(rush, config):
 # ---------------------------------------------------------------- defect 3
 def test_reuse_after_reset_does_not_blame_the_old_workers(rush):
     # issue 20 defect 3: terminate, reset, start again: wait_for_workers must not name a worker of the first batch
-    first = rush.start_local_workers(short_loop, n_workers=2, **HB)
+    first = rush.start_local_workers(queue_loop, n_workers=2, fun=absolute, **HB)
+    rush.wait_for_workers(worker_ids=first, timeout=60)
+    assert sorted(rush.stop_workers(type="terminate")) == sorted(first)
     wait_until(lambda: sorted(rush.terminated_worker_ids) == sorted(first), 60, what="first batch to terminate")
-    rush.stop_workers(type="terminate")
-    rush.reset()
+    rush.reset()  # at once: their processes are still ending
     second = rush.start_local_workers(queue_loop, n_workers=2, fun=abs, **HB)
     rush.wait_for_workers(2, timeout=60)
     assert set(rush.running_worker_ids) == set(second)
