@@ -296,23 +296,28 @@ def _environment(spec: CommandSpec, params: Mapping[str, Any], ctx: TrialContext
     return env
 
 
-def _stop_group(pgid: int, grace: float) -> None:
-    """SIGTERM the process group, SIGKILL whatever is left after ``grace`` s (a group of our own child)."""
+def _stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the program's process group, SIGKILL whatever is left after ``grace`` s.
+
+    The leader is our child: it is reaped here (a zombie still counts as a group member for
+    ``killpg(pgid, 0)``, and would make every stop wait the whole grace).
+    """
+    pgid = proc.pid
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        proc.poll()
+        if not _group_alive(pgid):
             return
-        time.sleep(0.02)
+        time.sleep(0.01)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    proc.wait()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -434,20 +439,20 @@ def run_command(spec: CommandSpec, params: Mapping[str, Any], ctx: TrialContext,
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            _stop_group(pgid, spec.grace)
-            proc.wait()
+            _stop_group(proc, spec.grace)
             raise EvaluationTimeout(f"the program ran longer than the timeout of {timeout:g} s; its process group "
                                     "was stopped (SIGTERM, then SIGKILL)") from None
     except BaseException:
         if proc.poll() is None:
-            _stop_group(pgid, spec.grace)  # an interrupted worker takes its program with it
-            proc.wait()
+            _stop_group(proc, spec.grace)  # an interrupted worker takes its program with it
         raise
     finally:
         if _group_alive(pgid):
-            _stop_group(pgid, spec.grace)  # what the program left running (a forked child)
+            _stop_group(proc, spec.grace)  # what the program left running (a forked child)
     if code != 0:
         why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         tail = _tail_lines(trial / "stderr.txt", STDERR_TAIL_LINES)
-        raise ProgramFailed(f"{argv[0]} failed ({why})" + (f"; stderr ends with:\n{tail}" if tail else ""))
+        last = tail.rsplit("\n", 1)[-1].strip()[:200]
+        # first line (the results' error column): the code and stderr's last line; then stderr's tail
+        raise ProgramFailed(f"{argv[0]} failed ({why})" + (f": {last}\nstderr ends with:\n{tail}" if tail else ""))
     return read_result(spec, trial)

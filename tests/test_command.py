@@ -126,7 +126,8 @@ def test_regex_result_reads_named_groups_of_the_last_match(programs):
 
 def test_non_zero_exit_fails_with_code_and_stderr_tail(programs):
     spec = CommandSpec.from_mapping({"command": [sys.executable, "train.py", "--lr", "{lr}", "--fail", "3"]})
-    with pytest.raises(ProgramFailed, match=r"exit code 3\); stderr ends with:\ndiverged at step 3"):
+    # the first line (the results' error column) has the code and stderr's last line, the tail follows
+    with pytest.raises(ProgramFailed, match=r"exit code 3\): diverged at step 3\nstderr ends with:\ndiverged at step 3"):
         run_command(spec, {"lr": 1}, ctx(programs))
     spec = CommandSpec.from_mapping({"command": "sh -c 'kill -SEGV $$'"})
     with pytest.raises(ProgramFailed, match=r"killed by SIGSEGV"):
@@ -153,6 +154,15 @@ def test_timeout_stops_the_whole_process_group_including_a_forked_child(programs
         run_command(spec, {}, ctx(programs), timeout=1)
     assert time.monotonic() - t0 < 5
     assert pid_gone(int(pidfile.read_text()))
+
+
+def test_a_timeout_does_not_wait_the_grace_for_a_program_that_ends_on_sigterm(programs):
+    # the group's leader is a zombie until reaped: counting it as alive made every timeout last the whole grace
+    spec = CommandSpec.from_mapping({"command": ["sh", "-c", "sleep 30"], "grace": 10})
+    t0 = time.monotonic()
+    with pytest.raises(EvaluationTimeout):
+        run_command(spec, {}, ctx(programs), timeout=0.5)
+    assert time.monotonic() - t0 < 3
 
 
 def test_a_child_left_behind_by_a_program_that_ended_is_stopped(programs, tmp_path):

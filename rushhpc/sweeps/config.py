@@ -453,25 +453,7 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
             q = Path(p).expanduser()
             pythonpath.append(str(q if q.is_absolute() else (base_dir / q).resolve()))
     # objective, metric, direction
-    fn = raw["objective"] if callable(raw["objective"]) else None  # Python only: a function itself
-    obj = c.string("objective", raw["objective"]) if fn is None else "python:function"
-    target, sep, func = obj.rpartition(":")
-    if fn is None and (not sep or not target.strip() or not func.strip() or not func.isidentifier()):
-        raise c.fail("objective", "expected module:function or path/to/file.py:function", obj)
-    kind = "module"
-    if fn is not None:
-        kind = "callable"
-        target, func = getattr(fn, "__module__", None) or "?", getattr(fn, "__qualname__", type(fn).__name__)
-    elif target.endswith(".py") or "/" in target or os.sep in target:
-        kind = "file"
-        p = Path(target).expanduser()
-        candidates = [p] if p.is_absolute() else [base_dir / p, cwd / p]
-        found = next((q for q in candidates if q.is_file()), None)
-        if found is None:
-            tried = " and ".join(str(q) for q in candidates)
-            raise c.fail("objective", f"file {target} not found (looked at {tried})")
-        target = str(found.resolve())
-    out["objective"] = f"{target}:{func}"
+    out["objective"], kind, fn = _objective(c, raw["objective"], base_dir, cwd)
     out["metric"] = c.string("metric", raw.get("metric", "y"))
     out["direction"] = c.choice("direction", raw.get("direction", "minimize"), ("minimize", "maximize"))
 
@@ -605,6 +587,35 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
     data = {k: out[k] for k in order}
     return SweepConfig(data=data, source=source, base_dir=base_dir, cwd=cwd, objective_kind=kind,
                        seed_was_chosen=chosen, warnings=warnings, objective_fn=fn)
+
+
+def _objective(c: _Checker, value: Any, base_dir: Path, cwd: Path) -> tuple[Any, str, Any]:
+    """The objective as stored in config.yaml, its kind (module, file, callable, command), the function if passed."""
+    if isinstance(value, dict):  # a program: {command: ..., result: ..., env: ..., shell: ..., cwd: ...}
+        from ..command import CommandSpec, CommandSpecError
+
+        try:
+            CommandSpec.from_mapping(value, "objective")
+        except CommandSpecError as e:
+            raise c.fail(e.key, str(e)[len(e.key) + 2:]) from None
+        return dict(value), "command", None
+    fn = value if callable(value) else None  # Python only: a function itself
+    obj = c.string("objective", value) if fn is None else "python:function"
+    target, sep, func = obj.rpartition(":")
+    if fn is None and (not sep or not target.strip() or not func.strip() or not func.isidentifier()):
+        raise c.fail("objective", "expected module:function, path/to/file.py:function, or a program "
+                     "({command: ./sim -T {T}})", obj)
+    if fn is not None:
+        return f"{getattr(fn, '__module__', None) or '?'}:{getattr(fn, '__qualname__', type(fn).__name__)}", "callable", fn
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        p = Path(target).expanduser()
+        candidates = [p] if p.is_absolute() else [base_dir / p, cwd / p]
+        found = next((q for q in candidates if q.is_file()), None)
+        if found is None:
+            tried = " and ".join(str(q) for q in candidates)
+            raise c.fail("objective", f"file {target} not found (looked at {tried})")
+        return f"{found.resolve()}:{func}", "file", None
+    return f"{target}:{func}", "module", None
 
 
 def _validate_space(c: _Checker, space: Any) -> dict[str, dict[str, Any]]:
@@ -818,11 +829,43 @@ def _validate_redis(c: _Checker, value: Any) -> Any:
     return out
 
 
+def check_command(cfg: SweepConfig) -> None:
+    """A command objective's placeholders name parameters, and a program given by path exists, before anything starts."""
+    import shutil
+
+    from ..command import CommandSpec, CommandSpecError
+
+    spec = CommandSpec.from_mapping(cfg["objective"], "objective")
+    try:
+        spec.check(cfg.space)
+    except CommandSpecError as e:
+        raise SweepConfigError(f"{cfg.source}: {e}") from None
+    program = spec.argv_template[0] if spec.argv_template else None
+    if program is None or "{" in program:
+        return
+    if "/" in program:
+        where = cfg.base_dir if spec.cwd == "sweep" else None  # cwd: trial runs it from a folder made later
+        path = Path(program).expanduser()
+        path = path if path.is_absolute() or where is None else where / path
+        if (path.is_absolute() or where is not None) and not path.exists():
+            raise SweepConfigError(f"{cfg.source}: objective.command: {program} not found (looked at {path}; a relative "
+                                   "program is found from the sweep file's folder)")
+        if path.exists() and not os.access(path, os.X_OK):
+            raise SweepConfigError(f"{cfg.source}: objective.command: {path} is not executable (chmod +x {path}, or "
+                                   "run it through its interpreter: python3 {program} ...)")
+    elif shutil.which(program) is None:
+        cfg.warnings.append(f"objective.command: {program} is not on this machine's PATH; the workers must find it "
+                            "on theirs")
+
+
 def check_objective_importable(cfg: SweepConfig) -> Any:
     """Import the objective in this process (as the workers will) and check that it takes the
     parameters; returns the function."""
     from .objective import ObjectiveImportError, load_objective
 
+    if cfg.objective_kind == "command":
+        check_command(cfg)
+        return None
     spec = cfg["objective"]
     try:
         fn = cfg.objective_fn or load_objective(spec, cfg["pythonpath"])

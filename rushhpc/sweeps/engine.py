@@ -129,6 +129,7 @@ class SweepRun:
         self.holes: deque[int] = deque()
         self.next_index = 0
         self.next_eval = 0  # eval id of the next model-based result
+        self.eval_offset = 0  # model-based programs: eval = the task's place in the network + this
         self.failed_seen = 0
         self.launched: dict[str, float] = {}  # worker id -> launch time
         self.restarts_left = d["workers"]["restarts"]
@@ -449,11 +450,20 @@ class SweepRun:
                     )
                     self.seen_keys.update(keys)
                     self.failed_seen = self.rush.n_failed_tasks
+            # a program's evaluation is numbered by its task's place in the network (see model_loop): the
+            # numbers of a resumed sweep go on after its history's
+            self.eval_offset = self.next_eval - self.rush.n_tasks
         self.stats.budget = self.limit
 
     def _loop_args(self) -> tuple[Any, dict[str, Any]]:
         d = self.cfg.data
-        args = {"objective": self.cfg.objective_fn or d["objective"], "pythonpath": d["pythonpath"], "metric": d["metric"],
+        objective = self.cfg.objective_fn or d["objective"]
+        if self.cfg.objective_kind == "command":  # where its trials go and what its placeholders may name
+            objective = {**d["objective"], "context": {
+                "trials": str((self.out / "trials").resolve()), "base_dir": str(self.cfg.base_dir),
+                "parameters": list(d["space"]), "seed": d["seed"], "timeout": d["timeout"],
+                "eval_offset": self.eval_offset}}
+        args = {"objective": objective, "pythonpath": d["pythonpath"], "metric": d["metric"],
                 "timeout": d["timeout"], "retries": d["retries"]}
         if self.design_mode:
             from .worker import design_loop

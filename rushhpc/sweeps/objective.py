@@ -22,8 +22,18 @@ class ObjectiveImportError(Exception):
     """The objective cannot be imported (message is one line)."""
 
 
-class EvaluationTimeout(Exception):
-    """The objective ran longer than the sweep's ``timeout``."""
+# One class for a function's and a program's timeout: the error column reads "EvaluationTimeout: ..." for both.
+from ..command import (  # noqa: E402
+    CommandSpec,
+    EvaluationTimeout,
+    InvalidResult,
+    ProgramFailed,
+    TrialContext,
+    run_command,
+)
+
+# A program's own failure is its exit code and stderr, not a Python traceback of the worker.
+_NO_TRACEBACK = (EvaluationTimeout, InvalidResult, ProgramFailed)
 
 
 def _add_path(pythonpath: Sequence[str]) -> None:
@@ -161,8 +171,14 @@ def evaluate(
             with _Alarm(timeout):
                 result = fn(**params)
         except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
-            short = " ".join(f"{type(e).__name__}: {e}".split())
-            tb = short if isinstance(e, EvaluationTimeout) else traceback.format_exc()
+            if isinstance(e, InvalidResult):  # like a wrong return value: not retried, it would come back the same
+                return False, {"message": f"InvalidResult: {e}"}
+            if isinstance(e, _NO_TRACEBACK):  # first line: what happened; then the program's stderr tail, if any
+                first, _, tb = f"{type(e).__name__}: {e}".partition("\n")
+                short = " ".join(first.split())
+            else:
+                short = " ".join(f"{type(e).__name__}: {e}".split())
+                tb = traceback.format_exc()
             continue
         try:
             outputs, value = normalise_outputs(result, metric)
@@ -172,3 +188,43 @@ def evaluate(
     if attempts > 1:
         short = f"{short} (failed {attempts} attempts)"
     return False, {"message": f"{short}\n{tb}".rstrip()}
+
+
+class CommandObjective:
+    """A program as objective, in one worker: `bind` gives the function `evaluate` calls for one evaluation.
+
+    ``objective`` is the sweep's ``objective:`` mapping plus ``context``: the trials folder, the sweep
+    file's folder, every parameter's name (those missing from a point are inactive), the seed and
+    the timeout (the program's own: SIGTERM to its process group, then SIGKILL).
+
+    Example:
+        >>> obj = CommandObjective({"command": "./sim -T {T}", "context": {"trials": "runs/x/trials",
+        ...     "base_dir": ".", "parameters": ["T"], "seed": 1, "timeout": None}}, "w-1")
+        >>> obj.bind(7)(T=300)  # doctest: +SKIP
+        {'energy': -1.5}
+    """
+
+    def __init__(self, objective: dict[str, Any], worker_id: str):
+        ctx = objective["context"]
+        self.spec = CommandSpec.from_mapping({k: v for k, v in objective.items() if k != "context"})
+        self.trials = Path(ctx["trials"])
+        self.base_dir = Path(ctx["base_dir"])
+        self.names = list(ctx["parameters"])
+        self.seed = ctx.get("seed")
+        self.timeout = ctx.get("timeout")
+        self.worker_id = worker_id
+
+    def bind(self, eval_id: int | str) -> Callable[..., Any]:
+        """The function of the parameters that runs evaluation ``eval_id`` in ``trials/<eval_id>/``."""
+        def call(**params: Any) -> Any:
+            inactive = [n for n in self.names if n not in params]
+            seed = self.seed + eval_id if isinstance(self.seed, int) and isinstance(eval_id, int) else self.seed
+            trial = TrialContext(self.trials / str(eval_id), eval_id, seed, self.worker_id, self.base_dir)
+            return run_command(self.spec, params, trial, self.timeout, inactive)
+
+        return call
+
+
+def is_command(objective: Any) -> bool:
+    """Whether the sweep's objective is a program (a mapping with ``command``)."""
+    return isinstance(objective, dict) and "command" in objective

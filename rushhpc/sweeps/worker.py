@@ -26,7 +26,7 @@ import hashlib
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .objective import evaluate, load_objective
+from .objective import CommandObjective, evaluate, is_command, load_objective
 
 if TYPE_CHECKING:
     from ..worker import RushWorker
@@ -41,10 +41,20 @@ def _report(rush: RushWorker, key: str, ok: bool, res: dict[str, Any]) -> None:
         rush.fail_tasks([key], [{"message": res["message"]}])
 
 
-def design_loop(rush: RushWorker, objective: str | Callable[..., Any], pythonpath: Sequence[str], metric: str,
-                timeout: float | None, retries: int) -> None:
-    """Evaluate queued points until the manager terminates this worker."""
-    fn = load_objective(objective, pythonpath)
+def design_loop(rush: RushWorker, objective: str | dict[str, Any] | Callable[..., Any], pythonpath: Sequence[str],
+                metric: str, timeout: float | None, retries: int) -> None:
+    """Evaluate queued points until the manager terminates this worker (a function, or a program per point)."""
+    if is_command(objective):  # a program: it gets the point's eval number and its own timeout
+        program = CommandObjective(objective, rush.worker_id)  # type: ignore[arg-type]
+        while not rush.terminated:
+            task = rush.pop_task(timeout=1)
+            if task is None:
+                continue
+            eval_id = (task.get("xs_extra") or {}).get("eval", task["key"])
+            ok, res = evaluate(program.bind(eval_id), task["xs"]["params"], metric, None, retries)
+            _report(rush, task["key"], ok, res)
+        return
+    fn = load_objective(objective, pythonpath)  # type: ignore[arg-type]
     while not rush.terminated:
         task = rush.pop_task(timeout=1)
         if task is None:
@@ -194,7 +204,7 @@ class History:
         self.storage.set_trial_state_values(tid, TrialState.FAIL)
 
 
-def model_loop(rush: RushWorker, objective: str | Callable[..., Any], pythonpath: Sequence[str], metric: str,
+def model_loop(rush: RushWorker, objective: str | dict[str, Any] | Callable[..., Any], pythonpath: Sequence[str], metric: str,
                timeout: float | None, retries: int, space: dict[str, dict], strategy: dict, direction: str,
                seed: int, max_evaluations: int | None) -> None:
     """Propose, evaluate and report until terminated or ``max_evaluations`` tasks exist."""
@@ -202,7 +212,9 @@ def model_loop(rush: RushWorker, objective: str | Callable[..., Any], pythonpath
 
     from .space import Space  # noqa: F811 - at run time too
 
-    fn = load_objective(objective, pythonpath)
+    program = CommandObjective(objective, rush.worker_id) if is_command(objective) else None  # type: ignore[arg-type]
+    fn = None if program is not None else load_objective(objective, pythonpath)  # type: ignore[arg-type]
+    eval_offset = int(objective.get("context", {}).get("eval_offset", 0)) if program is not None else 0  # type: ignore[union-attr]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sp = Space(space)
@@ -217,10 +229,25 @@ def model_loop(rush: RushWorker, objective: str | Callable[..., Any], pythonpath
         params = suggest(trial, sp)
         # the budget's slot is taken atomically with the task's creation: workers that proposed
         # at the same instant never create more than max_evaluations tasks between them
-        keys = rush.push_running_tasks([{"params": params}], max_tasks=max_evaluations)
-        if not keys:
-            history.drop(trial)
-            return  # another worker took the last slot
-        history.own(keys[0], trial)
-        ok, res = evaluate(fn, params, metric, timeout, retries)
+        if program is None:
+            keys = rush.push_running_tasks([{"params": params}], max_tasks=max_evaluations)
+            if not keys:
+                history.drop(trial)
+                return  # another worker took the last slot
+            history.own(keys[0], trial)
+            ok, res = evaluate(fn, params, metric, timeout, retries)  # type: ignore[arg-type]
+        else:
+            # A program's trial folder and {eval} need the evaluation's number before it runs: the task is
+            # created only if no other task appeared since n was read (max_tasks=n+1, atomic), so it is task
+            # number n; otherwise another worker got there first, and this one proposes again.
+            n = rush.n_tasks
+            if max_evaluations is not None and n >= max_evaluations:
+                history.drop(trial)
+                return
+            keys = rush.push_running_tasks([{"params": params}], xss_extra=[{"eval": n + eval_offset}], max_tasks=n + 1)
+            if not keys:
+                history.drop(trial)
+                continue
+            history.own(keys[0], trial)
+            ok, res = evaluate(program.bind(n + eval_offset), params, metric, None, retries)
         _report(rush, keys[0], ok, res)
