@@ -424,46 +424,55 @@ class Rush(Network):
             time.sleep(0.05)
 
     def _failure_error(self, failed: set[str], intro: str) -> RushWorkerError:
-        """A `RushWorkerError` naming the first of these failed workers and the end of its traceback."""
+        """A `RushWorkerError` naming the first of these failed (or lost) workers and the end of
+        its traceback, or of its stderr for a lost one."""
         ids = sorted(failed)
         with self.connector.pipeline(transaction=False) as pipe:
             for wid in ids:
-                pipe.hmget(self.keys.worker(wid), ["reason", "stopped_at"])
+                pipe.hmget(self.keys.worker(wid), ["state", "reason", "stopped_at"])
             rows = pipe.execute()
-        first, (reason, _) = min(zip(ids, rows), key=lambda r: float(r[1][1] or "inf"))
-        lines = (reason or "failed").strip().splitlines() or ["failed"]
+        first, (state, reason, _) = min(zip(ids, rows), key=lambda r: float(r[1][2] or "inf"))
+        lines = (reason or state or "failed").strip().splitlines() or ["failed"]
         tail = "\n".join(lines[-12:])
+        if state == "lost":  # the reason is short (process_died, heartbeat): its stderr says more
+            tail = f"its stderr ends with:\n{self._stderr_tail(first, 12) or '(empty)'}"
+        states = sorted({r[0] or "failed" for r in rows})
         return RushWorkerError(
-            f"{intro}: {len(ids)} worker(s) failed, the first {first}: {lines[-1]}\n{tail}\n"
+            f"{intro}: {len(ids)} worker(s) {' or '.join(states)}, the first {first} ({state}): {lines[-1]}\n{tail}\n"
             f"Fix the worker loop and start workers again (rush.worker_info or `rushhpc workers "
             f"{self.network_id}` shows every worker's reason)."
         )
 
     def _all_workers_failed(self, n_tasks: int) -> RushWorkerError | None:
         """An error when no worker can run the tasks waited for: none is running, pending or starting,
-        and those that ran all failed (or were lost, at least one failed). None otherwise."""
+        none ended in order (terminated, killed), and those that ran failed or were lost (crashed).
+        None otherwise, also while a monitor replaces lost workers or an adapter starts new ones."""
         with self.connector.pipeline(transaction=False) as pipe:
             for st in (WorkerState.RUNNING, WorkerState.PENDING, WorkerState.TERMINATED, WorkerState.KILLED):
                 pipe.scard(self.keys.workers_in(st))
             pipe.smembers(self.keys.workers_in(WorkerState.FAILED))
+            pipe.smembers(self.keys.workers_in(WorkerState.LOST))
             pipe.smembers(self.keys.workers)
-            *busy, failed, registered = pipe.execute()
-        if any(busy) or not failed:
+            *busy, failed, lost, registered = pipe.execute()
+        if any(busy) or not (failed or lost):
             return None
         ended = self._ended_processes()
         if any(w not in registered and w not in ended for w in self.launched_ids):
             return None  # a worker this manager started has not registered yet
-        if self.adapter is not None and self._monitor is not None and not self.adapter.paused:
-            return None  # the adapter starts workers for the queue
-        return self._failure_error(set(failed), f"{n_tasks} task(s) cannot finish, no worker of network "
-                                                f"{self.network_id} is running")
+        monitor = self._monitor
+        if monitor is not None and ((self.adapter is not None and not self.adapter.paused)
+                                    or (monitor.keep_workers and monitor.restart_budget > 0)):
+            return None  # the adapter, or the monitor's replacements, start workers for the queue
+        return self._failure_error(set(failed) | set(lost), f"{n_tasks} task(s) cannot finish, no worker of "
+                                                            f"network {self.network_id} is running")
 
     def wait_for_tasks(
         self, keys: Sequence[str], timeout: float | None = None, detect_lost_workers: bool = True,
         progress: bool | None = None,
     ) -> None:
         """Block until every task in ``keys`` is finished or failed. Runs
-        `detect_lost_workers` as it polls (so a dead worker cannot hang the wait). Raises
+        `detect_lost_workers` as it polls (so a dead worker cannot hang the wait), unless a
+        monitor (`start_monitor`) does. Raises
         `RushWorkerError` at once when no worker is left to run them because every worker
         failed (the first failure named), `RushTimeoutError` after ``timeout``. ``progress``:
         a progress bar (default: on in a terminal or Jupyter, off otherwise; see `rushhpc.notebook`).
@@ -495,7 +504,8 @@ class Rush(Network):
                 return
             now = time.monotonic()
             if now - last_detect > 1.0:
-                if detect_lost_workers:
+                # with a monitor running, finding lost workers is its job: it replaces only those it found
+                if detect_lost_workers and self._monitor is None:
                     self.detect_lost_workers()
                 last_detect = now
                 error = self._all_workers_failed(len(keys))

@@ -140,6 +140,31 @@ def test_waits_raise_at_once_when_every_worker_failed(rush):
     assert time.monotonic() - t0 < 10
 
 
+def crash_loop(rush):
+    os._exit(9)  # the process ends without a word: the worker is lost, not failed
+
+
+def test_wait_for_tasks_raises_when_every_worker_crashed(rush):
+    # issue 20 defect 5b (its sibling, rush's "wait for tasks works when a task gets lost"): crashed workers too
+    ids = rush.start_local_workers(crash_loop, n_workers=1, **HB)
+    keys = rush.push_tasks([{"x": 1}], max_retries=1)
+    t0 = time.monotonic()
+    with pytest.raises(RushWorkerError, match=rf"lost, the first {ids[0]} \(lost\)"):
+        rush.wait_for_tasks(keys, timeout=120)
+    assert time.monotonic() - t0 < 60
+
+
+def test_a_monitor_that_replaces_lost_workers_keeps_the_wait_going(rush):
+    # issue 20 defect 5b: no error while the monitor's replacements can still run the tasks
+    rush.start_local_workers(crash_loop, n_workers=1, **HB)
+    rush.start_monitor(interval=0.2, keep_workers=True, restart_budget=2)
+    keys = rush.push_tasks([{"x": 1}])
+    with pytest.raises(RushWorkerError, match="lost"):  # the budget spent, the last crash ends the wait
+        rush.wait_for_tasks(keys, timeout=120)
+    assert len(rush._monitor.replacements) == 2 and len(rush.lost_worker_ids) == 3
+    rush.stop_monitor()
+
+
 # ---------------------------------------------------------------- defect 5c
 def test_stopping_an_unknown_worker_id_is_an_error(rush):
     # issue 20 defect 5c: stop_workers(worker_ids="w-doesnotexist") names the known ids instead of returning []
