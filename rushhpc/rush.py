@@ -491,6 +491,7 @@ class Rush(Network):
         deadline = None if timeout is None else time.monotonic() + timeout
         sleep = 0.005
         last_detect = 0.0
+        no_worker = False  # the last check found none left: read the tasks once more, then raise
         while True:
             with self.connector.pipeline(transaction=False) as pipe:
                 for k in keys:
@@ -502,15 +503,21 @@ class Rush(Network):
             bar.set(total - len(keys))
             if not keys:
                 return
+            if no_worker:
+                error = self._all_workers_failed(len(keys))
+                if error is not None:
+                    raise error
+                no_worker = False
             now = time.monotonic()
             if now - last_detect > 1.0:
                 # with a monitor running, finding lost workers is its job: it replaces only those it found
                 if detect_lost_workers and self._monitor is None:
                     self.detect_lost_workers()
                 last_detect = now
-                error = self._all_workers_failed(len(keys))
-                if error is not None:
-                    raise error
+                if self._all_workers_failed(len(keys)) is not None:
+                    # the detection may just have failed the tasks of the worker it found lost
+                    no_worker = True
+                    continue
             if deadline is not None and now > deadline:
                 raise RushTimeoutError(f"{len(keys)} task(s) still not finished after {timeout:g} s")
             time.sleep(sleep)
