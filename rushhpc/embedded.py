@@ -1,6 +1,7 @@
 """A private ``redis-server`` for sessions that configured none.
 
-It listens on 127.0.0.1 only, on a free port, with a random password, and is
+It listens on 127.0.0.1 (and, for workers on the other nodes of a SLURM allocation, on
+the one address given as ``host``: never 0.0.0.0), on a free port, with a random password, and is
 configured through stdin (``redis-server -``) so the password never shows in
 ``ps``. One server per Python process, shared by every `Rush` in it, stopped
 when the process exits. Its networks end with it: what they left on disk (each
@@ -67,7 +68,10 @@ class EmbeddedRedis:
         '127.0.0.1:40123'
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        if host in ("0.0.0.0", "::", "*", ""):
+            raise RushConfigError(f"the embedded Redis listens on one address, not {host!r}: give this node's address")
+        self.host = host
         self.proc: subprocess.Popen | None = None
         self.watchdog: subprocess.Popen | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="rushhpc-redis-"))
@@ -82,7 +86,7 @@ class EmbeddedRedis:
             port = _free_port()
             conf = "\n".join(
                 [
-                    "bind 127.0.0.1",
+                    "bind 127.0.0.1" + (f" {self.host}" if self.host != "127.0.0.1" else ""),
                     f"port {port}",
                     f'requirepass "{password}"',
                     f'dir "{self.dir}"',
@@ -110,7 +114,7 @@ class EmbeddedRedis:
             assert self.proc.stdin is not None
             self.proc.stdin.write(conf.encode())
             self.proc.stdin.close()
-            cfg = RedisConfig(host="127.0.0.1", port=port, password=password)
+            cfg = RedisConfig(host=self.host, port=port, password=password)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
@@ -157,8 +161,10 @@ class EmbeddedRedis:
         return self.proc is not None and self.proc.poll() is None
 
 
-def embedded_redis() -> RedisConfig:
-    """Config of this process's private Redis, started on first use.
+def embedded_redis(host: str = "127.0.0.1") -> RedisConfig:
+    """Config of this process's private Redis, started on first use. ``host``: the address workers
+    reach it at besides loopback (the batch node's address in a multi-node SLURM allocation,
+    `rushhpc.launchers.srun.reachable_address`); a server already running on another one is an error.
 
     Example:
         >>> cfg = embedded_redis()
@@ -169,10 +175,13 @@ def embedded_redis() -> RedisConfig:
         if _SERVER is None or not _SERVER.alive():
             if _SERVER is not None and _SERVER.pid_owner == os.getpid():
                 _SERVER.remove_dir()  # it died: a new one gets a new folder
-            server = EmbeddedRedis()
+            server = EmbeddedRedis(host)
             server.start()
             _SERVER = server
             lifecycle.at_exit(lifecycle.SERVERS, stop_embedded_redis)
+        elif _SERVER.host != host:
+            raise RushConfigError(f"this process's embedded Redis already listens on {_SERVER.host}, not {host}: "
+                                  "one embedded Redis per process")
         assert _SERVER.config is not None
         return _SERVER.config
 

@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "pbs": "rushhpc.launchers.pbs:PbsLauncher",
     "submitit": "rushhpc.launchers.submitit:SubmititLauncher",
     "ssh": "rushhpc.launchers.ssh:SshLauncher",
+    "srun": "rushhpc.launchers.srun:SrunLauncher",
 }
 
 # Not a launcher: the plan may name it, and `Rush.worker_script` prints a command instead.
