@@ -163,6 +163,8 @@ class RushWorker(Network):
         info = {"pid": str(os.getpid()), "hostname": socket.gethostname(), "launcher": launcher}
         job = scheduler_job()
         info.update(job)
+        # where it runs: the scheduler's node name (SLURMD_NODENAME), else this host's name
+        info["node"] = info.get("node") or info["hostname"]
         if managed and job:
             info["managed"] = "1"  # the scheduler's view decides whether it is lost
             info["job_state"] = "running"  # it registers from inside its job: the job runs
