@@ -77,8 +77,8 @@ def test_random_minimal_file_embedded_redis(tmp_path):
     o = tmp_path / "runs" / "out"
     rows = results(o)
     assert len(rows) == 20 and [int(r["eval"]) for r in rows] == list(range(20))
-    assert list(rows[0]) == ["eval", "x1", "x2", "y", "state", "error", "worker_id", "started_at", "finished_at",
-                             "runtime", "attempts", "key"]
+    assert list(rows[0]) == ["eval", "x1", "x2", "y", "state", "error", "worker_id", "node", "started_at",
+                             "finished_at", "runtime", "attempts", "key"]
     assert all(r["state"] == "finished" and r["error"] == "" for r in rows)
     assert all(-5 <= float(r["x1"]) <= 10 and 0 <= float(r["x2"]) <= 15 for r in rows)
     assert len({r["worker_id"] for r in rows}) == 2  # both workers took points

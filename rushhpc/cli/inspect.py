@@ -13,7 +13,7 @@ from ..network import Network, list_networks
 from ..states import TASK_STATES
 from .common import add_network_options, add_redis_options, ago, open_network, print_json, redis_from_args, table
 
-WORKER_TABLE = ["worker_id", "state", "hostname", "pid", "job_id", "heartbeat", "reason"]
+WORKER_TABLE = ["worker_id", "state", "node", "hostname", "pid", "job_id", "heartbeat", "reason"]
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 

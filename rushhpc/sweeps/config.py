@@ -68,7 +68,7 @@ STRATEGY_KEYS = {
 STRATEGIES = tuple(STRATEGY_KEYS)
 DESIGN_STRATEGIES = ("random", "grid", "sobol", "halton", "lhs")  # points fixed by seed and index
 MODEL_STRATEGIES = ("tpe", "optuna")  # each worker proposes from the tasks in Redis
-LAUNCHERS = ("local", "slurm", "pbs", "submitit", "ssh")
+LAUNCHERS = ("local", "srun", "slurm", "pbs", "submitit", "ssh")
 PROGRESS = ("auto", "rich", "plain", "none")
 MAX_GRID_POINTS = 1_000_000
 

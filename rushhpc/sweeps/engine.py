@@ -14,6 +14,7 @@ are killed first, so nothing changes while it is read), then deleted.
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import signal
 import threading
@@ -122,6 +123,7 @@ class SweepRun:
         self.records: list[dict[str, Any]] = []
         self.evals: set[int] = set()
         self.seen_keys: set[str] = set()
+        self.nodes: dict[str, str | None] = {}  # worker id -> the node it runs on (results' node column)
         self.n_failed = 0
         self.best: dict[str, Any] | None = None
         self.run_done = 0
@@ -321,9 +323,20 @@ class SweepRun:
     # ------------------------------------------------------------------ Redis and workers
     def _redis_config(self):
         spec = self.cfg["redis"]
+        if self.cfg["workers"]["launcher"] == "srun" and not os.environ.get("SLURM_JOB_ID"):
+            raise SweepConfigError(
+                f"{self.cfg.source}: workers.launcher: srun starts the workers inside a SLURM allocation, and "
+                "SLURM_JOB_ID is not set: run the sweep from a job script (sbatch -N ..., see "
+                "examples/sweep_slurm_allocation.sbatch) or salloc, or use launcher: slurm")
         if spec == "embedded":
             from ..embedded import embedded_redis  # not exported by rushhpc: see the module docstring
 
+            if self.cfg["workers"]["launcher"] == "srun":
+                # workers on the allocation's other nodes reach the batch node's address (loopback
+                # when the allocation has one node); the server has its generated password
+                from ..launchers.srun import reachable_address
+
+                return embedded_redis(reachable_address())
             return embedded_redis()
         if spec == "env":
             return None
@@ -500,7 +513,7 @@ class SweepRun:
         now = time.monotonic()
         for wid in ids:
             self.launched[wid] = now
-        if first and w["launcher"] == "local":
+        if first and w["launcher"] in ("local", "srun"):
             try:
                 self.rush.wait_for_workers(worker_ids=ids, timeout=w["start_timeout"], progress=False)
             except (RushWorkerError, RushTimeoutError) as e:
@@ -557,11 +570,26 @@ class SweepRun:
         if _nan(runtime):
             runtime = finished - started if started is not None and finished is not None else None
         attempts: Any = row.get("attempts")
-        rec.update(worker_id=row.get("worker_id"), created_at=_ts(row.get("created_at")), started_at=started,
+        rec.update(worker_id=row.get("worker_id"), node=self._node(row.get("worker_id")),
+                   created_at=_ts(row.get("created_at")), started_at=started,
                    finished_at=finished, runtime=runtime, attempts=None if _nan(attempts) else int(attempts),
                    key=key, network=network)
         self._remember(rec)
         return rec
+
+    def _node(self, worker_id: Any) -> str | None:
+        """The node a worker ran on (its hash's ``node``, else its host name), read once per worker."""
+        if not isinstance(worker_id, str) or not worker_id:
+            return None
+        import redis
+
+        if worker_id not in self.nodes:
+            try:
+                node, host = (self.rush.worker_field([worker_id], f)[0] for f in ("node", "hostname"))
+            except (RushError, redis.RedisError):
+                return None  # asked again for its next evaluation
+            self.nodes[worker_id] = node or host or None
+        return self.nodes[worker_id]
 
     def _ingest(self, wait: float = 0.0) -> int:
         rush = self.rush

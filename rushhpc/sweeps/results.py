@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 if TYPE_CHECKING:
     import pandas as pd
 
-META_COLUMNS = ("state", "error", "worker_id", "started_at", "finished_at", "runtime", "attempts", "key")
+META_COLUMNS = ("state", "error", "worker_id", "node", "started_at", "finished_at", "runtime", "attempts", "key")
 META_PREFIX = "sweep_"
 OUTPUT_PREFIX = "out_"
 
@@ -150,6 +150,7 @@ def build_table(records: list[dict[str, Any]], params: list[str], metric: str) -
         row[meta["state"]] = r.get("state")
         row[meta["error"]] = r.get("error")
         row[meta["worker_id"]] = r.get("worker_id")
+        row[meta["node"]] = r.get("node")  # where it ran (SLURMD_NODENAME, else the host name)
         row[meta["started_at"]] = r.get("started_at")
         row[meta["finished_at"]] = r.get("finished_at")
         row[meta["runtime"]] = r.get("runtime")
