@@ -219,7 +219,8 @@
       const st = el("td", { class: "state-cell" });
       st.appendChild(el("span", { class: "state " + w.state }, w.state));
       tr.appendChild(st);
-      tr.appendChild(el("td", {}, w.hostname || "–"));
+      // the node it runs on (SLURMD_NODENAME, else its host name); the host name on hover
+      tr.appendChild(el("td", { title: w.hostname || "" }, w.node || w.hostname || "–"));
       tr.appendChild(el("td", { class: "num" }, w.pid === null || w.pid === undefined ? "–" : String(w.pid)));
       tr.appendChild(el("td", {}, w.job_id || "–"));
       let hb = fmtAge(w.heartbeat_age);
