@@ -392,7 +392,8 @@ def run(s: dict) -> int:
 
     while True:
         if os.getppid() != worker_pid or not alive(worker_pid):
-            return 0  # the worker is gone: nothing left to beat for
+            worker_gone(s)  # the worker is gone: nothing left to beat for, nor of it to leave running
+            return 0
         if watch_pid and not alive(watch_pid):
             print(f"rushhpc heartbeat: manager process {watch_pid} exited; stopping worker {wid}", file=sys.stderr)
             kill_tree(worker_pid, skip=me)
@@ -428,10 +429,60 @@ def run(s: dict) -> int:
             time.sleep(delay)
 
 
+GROUP_GRACE = 5.0  # seconds a dead worker's program gets between SIGTERM and SIGKILL
+
+
+def worker_gone(s: dict) -> None:
+    """The worker died under this process (SIGKILL, OOM killer): leave nothing of it running or beating.
+
+    Its running program (a command objective, in its own process group, whose id the worker wrote
+    to ``pgid_file``) is stopped: SIGTERM, SIGKILL after `GROUP_GRACE`. Its heartbeat key is
+    deleted, so the next lost-worker check finds it at once instead of after the key's expiry.
+    """
+    path = s.get("pgid_file")
+    pgid = 0
+    if path:
+        try:
+            with open(path) as f:
+                pgid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            pgid = 0
+    if pgid > 1:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + GROUP_GRACE
+            while time.monotonic() < deadline:
+                os.killpg(pgid, 0)  # raises once the group is empty (init reaps the orphans)
+                time.sleep(0.02)
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:  # a fresh connection: the loop's may be inside a BLPOP
+        Client(s, timeout=5).call("DEL", s["keys"]["heartbeat"])
+    except (RedisError, OSError):
+        pass  # then the key's expiry decides, as before
+
+
+def _on_sigterm(s: dict) -> None:
+    # SIGTERM comes from the worker's stop_heartbeat (it lives: just end), or as the parent-death
+    # signal when the worker died (clean up after it first)
+    if os.getppid() != int(s["worker_pid"]) or not alive(int(s["worker_pid"])):
+        worker_gone(s)
+    raise SystemExit(0)
+
+
 def main() -> int:
     settings = json.loads(sys.stdin.read())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's business
-    return run(settings)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _on_sigterm(settings))
+    try:
+        return run(settings)
+    finally:
+        if settings.get("pgid_file"):
+            try:
+                os.unlink(settings["pgid_file"])
+            except OSError:
+                pass
 
 
 if __name__ == "__main__":

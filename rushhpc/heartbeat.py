@@ -5,8 +5,10 @@ numpy call, a compiled simulator) would stop a thread from beating and get a
 healthy worker declared lost. Each beat refreshes ``{net}:heartbeat:{wid}``
 with an expiry and then blocks on the worker's kill list for one period, so
 one command both sleeps and listens. On a kill request it SIGKILLs the
-worker and its children. It dies with its worker (PR_SET_PDEATHSIG, plus a
-parent check every beat), retries Redis errors with backoff instead of giving
+worker and its children. It ends with its worker (PR_SET_PDEATHSIG with SIGTERM, plus a
+parent check every beat), and when the worker died under it (SIGKILL, the OOM killer) it first stops the
+program the worker was running (its process group, noted in a 0600 temp file) and deletes the heartbeat
+key, so the loss is seen at the next check, not at the key's expiry; retries Redis errors with backoff instead of giving
 up, and refreshes only while the worker is registered as running, so a
 ``reset()`` leaves no key behind. On a Redis Cluster it talks to the primary
 that owns the network's slot and follows it (a MOVED slot, a failover).
@@ -28,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from typing import Any
 
@@ -39,6 +42,7 @@ from .layout import Keys
 from .protocol import source
 
 PR_SET_PDEATHSIG = 1
+PGID_FILE_VARIABLE = "RUSHHPC_PGID_FILE"  # also read by rushhpc.command (it imports no rushhpc module)
 REGISTER_WAIT = defaults.HEARTBEAT_REGISTER_WAIT  # seconds a heartbeat waits for its worker to register
 
 
@@ -119,12 +123,18 @@ def start_heartbeat(
     """
     cfg = config if isinstance(config, RedisConfig) else redis_config(url=config)
     settings = beat_settings(cfg, network_id, worker_id, period, expire, watch_pid=watch_pid)
+    # Where this worker notes the process group of the program it runs (rushhpc.command), so that
+    # the heartbeat stops it if the worker dies; the heartbeat removes the file when it ends.
+    fd, settings["pgid_file"] = tempfile.mkstemp(prefix=f"rushhpc-{worker_id}-", suffix=".pgid")
+    os.close(fd)
+    os.environ[PGID_FILE_VARIABLE] = settings["pgid_file"]
     main_thread = threading.current_thread() is threading.main_thread()
     proc = subprocess.Popen(
         beat_command(),
         stdin=subprocess.PIPE,
-        # PDEATHSIG fires when the creating *thread* ends: only safe from the main thread.
-        preexec_fn=set_parent_death_signal if main_thread else None,
+        # PDEATHSIG fires when the creating *thread* ends: only safe from the main thread. SIGTERM, not
+        # SIGKILL: the heartbeat then stops the dead worker's program and deletes its key (beat.worker_gone).
+        preexec_fn=(lambda: set_parent_death_signal(signal.SIGTERM)) if main_thread else None,
         close_fds=True,
     )
     assert proc.stdin is not None

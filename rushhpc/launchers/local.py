@@ -22,7 +22,7 @@ import subprocess
 import threading
 from typing import Any, Sequence
 
-from ..heartbeat import set_parent_death_signal
+from ..heartbeat import kill_tree, set_parent_death_signal
 from .base import JobStatus, LaunchContext, Launcher, LaunchRecord
 from .batch import scheduler_environment
 
@@ -99,8 +99,11 @@ class LocalLauncher(Launcher):
         procs = [self.processes[r.worker_id] for r in records if r.worker_id in self.processes]
         for proc in procs:
             if proc.poll() is None:
+                # the worker's tree first: a program it runs (rushhpc.command) has a session of its own, which
+                # the worker's process group does not reach; then the group: the worker, its heartbeat
+                kill_tree(proc.pid)
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the worker, its heartbeat, its children
+                    os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         for proc in procs:
