@@ -6,6 +6,8 @@ manager, which then stops them in order), with stdout and stderr in
 the manager kills them at exit, they get SIGKILL if the manager dies
 (PR_SET_PDEATHSIG), and their heartbeat also watches the manager's pid.
 ``launcher_options={"detach": True}`` (in the plan or per start call) lets them outlive it.
+``launcher_options={"gpus_per_worker": 1}`` gives each worker its own GPUs (`rushhpc.gpus`) in
+``CUDA_VISIBLE_DEVICES``, refused before any worker starts when the visible GPUs do not suffice.
 They inherit the manager's environment except the variables that may hold a Redis
 password (``RUSHHPC_REDIS_URL``, ``REDIS_URL``, ``RUSHHPC_REDIS_PASSWORD``): they read
 Redis from the 0600 credentials file.
@@ -22,6 +24,8 @@ import subprocess
 import threading
 from typing import Any, Sequence
 
+from ..errors import RushConfigError
+from ..gpus import GpuError, GpuPool, gpu_environment, visible_gpus
 from ..heartbeat import kill_tree, set_parent_death_signal
 from .base import JobStatus, LaunchContext, Launcher, LaunchRecord
 from .batch import scheduler_environment
@@ -36,13 +40,18 @@ class LocalLauncher(Launcher):
         super().__init__(context, options)
         self.processes: dict[str, subprocess.Popen] = {}
         self.detached: set[str] = set()
+        self.gpus: dict[str, list[str]] = {}  # worker id -> the GPUs it was given (gpus_per_worker)
 
     def launch(self, start_id: str, worker_ids: list[str], options: dict[str, Any]) -> list[LaunchRecord]:
         per_call = options.get("launcher_options") or {}
         detach = bool(per_call.get("detach", self.options.get("detach", False)))
+        shares = self._gpu_shares(worker_ids, per_call.get("gpus_per_worker", self.options.get("gpus_per_worker")))
         main_thread = threading.current_thread() is threading.main_thread()
         records = []
         for wid in worker_ids:
+            env = scheduler_environment()
+            if wid in shares:  # this worker's own GPUs, disjoint from every other live worker's
+                env.update(gpu_environment(shares[wid], os.environ))
             spec = self.spec(start_id, wid, options, watch_pid=None if detach else os.getpid())
             out = open(self.log_dir / f"{wid}.out", "ab")
             err = open(self.log_dir / f"{wid}.err", "ab")
@@ -57,7 +66,7 @@ class LocalLauncher(Launcher):
                     cwd=os.getcwd(),
                     # the worker reads Redis from its credentials file: a Redis URL with a
                     # password in the manager's environment stays out of the worker's
-                    env=scheduler_environment(),
+                    env=env,
                 )
             finally:
                 out.close()
@@ -66,10 +75,30 @@ class LocalLauncher(Launcher):
             self.calls += 1
             if detach:
                 self.detached.add(wid)
+            extra: dict[str, Any] = {"detach": detach} if detach else {}
+            if wid in shares:
+                self.gpus[wid] = shares[wid]
+                extra["gpus"] = shares[wid]
             records.append(LaunchRecord(worker_id=wid, launcher=self.name, job_id=str(proc.pid), start_id=start_id,
-                                        extra={"detach": detach} if detach else {}))
+                                        extra=extra))
         self.submissions += 1
         return records
+
+    def _gpu_shares(self, worker_ids: list[str], per_worker: Any) -> dict[str, list[str]]:
+        """Each new worker's GPUs (``gpus_per_worker``), refused as a whole before any starts when they do not fit.
+
+        A worker whose process ended frees its share, so a replacement takes it.
+        """
+        if not per_worker:
+            return {}
+        held = {w: g for w, g in self.gpus.items() if w in self.processes and self.processes[w].poll() is None}
+        self.gpus = dict(held)
+        try:
+            pool = GpuPool(visible_gpus(), per_worker, held=held)
+            pool.check(len(worker_ids))
+        except GpuError as e:
+            raise RushConfigError(f"launcher option gpus_per_worker: {e}") from None
+        return {wid: pool.take(wid) for wid in worker_ids}
 
     def poll(self, records: Sequence[LaunchRecord]) -> dict[str, JobStatus]:
         out = {}

@@ -44,7 +44,7 @@ TOP_KEYS = (
 BUDGET_KEYS = ("evaluations", "walltime", "target")
 WORKER_KEYS = (
     "n", "adapt", "launcher", "resources", "heartbeat_period", "heartbeat_expire", "restarts", "start_timeout",
-    "stop_grace",
+    "stop_grace", "gpus_per_worker",
 )
 ADAPT_KEYS = ("min", "max", "idle_timeout", "backlog")
 REDIS_KEYS = ("url", "host", "port", "db", "username", "password_file", "tls")
@@ -428,6 +428,7 @@ def load_config(
     cfg = _validate(raw, name, base_dir, cwd, stem)
     if check_objective:
         check_objective_importable(cfg)
+        check_gpus(cfg)
     return cfg
 
 
@@ -545,6 +546,8 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
     if not isinstance(res, dict) or not all(isinstance(k, str) for k in res):
         raise c.fail("workers.resources", "expected a mapping of launcher options (see docs/launchers/)", res)
     workers["resources"] = res
+    # each worker's own GPUs: CUDA_VISIBLE_DEVICES split into disjoint shares (local), --gpus-per-task (srun)
+    workers["gpus_per_worker"] = c.opt_int("workers.gpus_per_worker", w.get("gpus_per_worker"), minimum=1)
     workers["heartbeat_period"] = c.opt_duration("workers.heartbeat_period", w.get("heartbeat_period"))
     workers["heartbeat_expire"] = c.opt_duration("workers.heartbeat_expire", w.get("heartbeat_expire"))
     hp, he = workers["heartbeat_period"], workers["heartbeat_expire"]
@@ -827,6 +830,19 @@ def _validate_redis(c: _Checker, value: Any) -> Any:
     if "url" not in out and "host" not in out:
         raise c.fail("redis", "expected url or host")
     return out
+
+
+def check_gpus(cfg: SweepConfig) -> None:
+    """``workers.gpus_per_worker`` with local workers: enough GPUs visible here for ``workers.n``, before anything starts."""
+    w = cfg["workers"]
+    if not w.get("gpus_per_worker") or w["launcher"] != "local":
+        return
+    from ..gpus import GpuError, GpuPool, visible_gpus
+
+    try:
+        GpuPool(visible_gpus(), w["gpus_per_worker"]).check(w["n"])
+    except GpuError as e:
+        raise SweepConfigError(f"{cfg.source}: workers.gpus_per_worker: {e}") from None
 
 
 def check_command(cfg: SweepConfig) -> None:

@@ -354,6 +354,8 @@ class SweepRun:
                 if prev.get(k) is not None}
         options = dict(prev.get("launcher_options") or {})
         options.update(w["resources"])
+        if w.get("gpus_per_worker"):
+            options["gpus_per_worker"] = w["gpus_per_worker"]
         rush_plan(
             n_workers=self.wanted,
             config=redis_cfg if redis_cfg is not None else prev.get("config"),
