@@ -348,14 +348,17 @@ class Rush(Network):
         self, n: int | None = None, worker_ids: Sequence[str] | None = None, timeout: float | None = None,
         progress: bool | None = None,
     ) -> None:
-        """Block until ``n`` workers (or these ``worker_ids``) have registered.
+        """Block until ``n`` workers have registered, or these ``worker_ids`` (all of them, or
+        with ``n`` too, any ``n`` of them, as in rush).
 
-        Raises `RushTimeoutError` after ``timeout`` (default: the plan's
-        ``start_worker_timeout``, 60 s) and `RushWorkerError` at once when a
-        local worker died before registering, with the tail of its stderr.
+        Raises `RushConfigError` at once when ``n`` exceeds the number of ``worker_ids``,
+        `RushTimeoutError` after ``timeout`` (default: the plan's ``start_worker_timeout``,
+        60 s) and `RushWorkerError` at once when a local worker died before registering (with
+        the tail of its stderr) and too few are left to come.
 
         Example:
             >>> rush.wait_for_workers(n=4, timeout=120)
+            >>> rush.wait_for_workers(n=1, worker_ids=ids)  # the first of these to register
         """
         from .notebook import progress as progress_bar
 
@@ -364,6 +367,11 @@ class Rush(Network):
         if isinstance(worker_ids, str):
             worker_ids = [worker_ids]
         wanted = set(worker_ids) if worker_ids is not None else None
+        if wanted is not None and n is not None and n > len(wanted):
+            raise RushConfigError(
+                f"wait_for_workers(n={n}, worker_ids=...): n exceeds the {len(wanted)} worker id(s) given, so the "
+                "wait could never end; pass n <= len(worker_ids), or more worker_ids"
+            )
         if wanted is None and n is None:
             wanted = self.launched_ids
         need = n if n is not None else len(wanted or ())
@@ -373,6 +381,14 @@ class Rush(Network):
     def _wait_for_workers(self, n: int | None, wanted: set[str] | None, timeout: float, bar: Any) -> None:
         deadline = time.monotonic() + timeout
         last_detect = 0.0
+        need = n if n is not None else len(wanted or ())
+
+        def too_few(ok: set[str], gone: set[str]) -> bool:
+            """Whether the listed workers that registered and those that may still come are fewer
+            than ``need`` once ``gone`` (failed, died unregistered) are out."""
+            assert wanted is not None
+            return len(wanted & ok) + len(wanted - ok - gone) < need
+
         while True:
             launched = self.launched_ids
             registered = self.registered_ids(launched)
@@ -380,8 +396,7 @@ class Rush(Network):
             ok = registered - failed  # a worker whose loop raised is not one to wait for
             bar.set(len(ok if wanted is None else wanted & ok))
             if wanted is not None:
-                missing = wanted - ok
-                if not missing and (n is None or len(wanted & ok) >= n):
+                if len(wanted & ok) >= need:
                     return
             elif n is not None and len(ok) >= n:
                 return
@@ -390,13 +405,15 @@ class Rush(Network):
                 # raise at once when the workers that failed leave too few that can still come
                 may_come = {w for w in (wanted if wanted is not None else launched) if w not in registered
                             and w not in ended}
-                if wanted is not None and wanted & failed:
+                if wanted is not None and wanted & failed and too_few(ok, failed | (set(ended) - registered)):
                     raise self._failure_error(wanted & failed, "wait_for_workers")
                 if wanted is None and n is not None and len(ok) + len(may_come) < n:
                     raise self._failure_error(failed, f"wait_for_workers({n}): {len(ok)} worker(s) running or done")
             dead = {w: c for w, c in ended.items() if w not in registered}
             if wanted is not None:
                 dead = {w: c for w, c in dead.items() if w in wanted}
+                if dead and not too_few(ok, failed | set(dead)):
+                    dead = {}  # enough of the listed workers may still come
             if dead:
                 wid, code = next(iter(dead.items()))
                 raise RushWorkerError(
@@ -407,6 +424,8 @@ class Rush(Network):
                 last_detect = time.monotonic()
                 self.detect_lost_workers()
                 unstarted = self.never_started(wanted if wanted is not None else launched)
+                if unstarted and wanted is not None and not too_few(ok, failed | set(unstarted)):
+                    unstarted = {}  # enough of the listed workers may still come
                 if unstarted:
                     wid, reason = next(iter(unstarted.items()))
                     tail = self._stderr_tail(wid, 20)
@@ -416,7 +435,6 @@ class Rush(Network):
                     )
             if time.monotonic() > deadline:
                 have = len(registered if wanted is None else wanted & registered)
-                need = n if n is not None else len(wanted or ())
                 raise RushTimeoutError(
                     f"only {have} of {need} workers registered within {timeout:g} s. Check the workers' "
                     f"stderr in {self.run_dir / 'workers'} and that they can reach Redis at {self.config.address}."
