@@ -29,6 +29,7 @@ _EXPORTS = {
     "RushTimeoutError": "errors",
     "RushWorkerError": "errors",
     "queue_loop": "loops",
+    "command_loop": "loops",
     "Network": "network",
     "sweep": "sweeps",
     "Rush": "rush",
@@ -39,7 +40,8 @@ _EXPORTS = {
 
 __all__ = [
     "Network", "RedisConfig", "Rush", "RushConfigError", "RushError", "RushPayloadError", "RushTimeoutError",
-    "RushNetworkLostError", "RushWorker", "RushWorkerError", "WorkerStopped", "__version__", "queue_loop", "redis_config",
+    "RushNetworkLostError", "RushWorker", "RushWorkerError", "WorkerStopped", "__version__", "command_loop", "queue_loop",
+    "redis_config",
     "remove_rush_plan", "rsh", "rush_available", "rush_config", "rush_plan", "sweep",
 ]
 
@@ -73,7 +75,7 @@ if TYPE_CHECKING:
         RushTimeoutError,
         RushWorkerError,
     )
-    from .loops import queue_loop
+    from .loops import command_loop, queue_loop
     from .network import Network
     from .rush import Rush, rsh
     from .sweeps import sweep

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import traceback
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 from . import defaults
 
@@ -38,3 +40,53 @@ def queue_loop(rush: Any, fun: Callable[..., dict[str, Any]], timeout: float = 1
         if not isinstance(ys, dict):
             ys = {"y": ys}
         rush.finish_tasks([task["key"]], [ys])
+
+
+def command_loop(rush: Any, command: str | Sequence[str], result: str | Mapping[str, str] = "stdout",
+                 env: Mapping[str, str] | None = None, shell: bool = False, cwd: str | None = None,
+                 trials: str = "trials", timeout: float | None = None, grace: float = 10.0,
+                 stop_when_empty: bool = False) -> None:
+    """Pop queued tasks and run one program per task: the task's ``xs`` fill the command's placeholders.
+
+    The program mechanism of the sweeps (`rushhpc.command`): ``command`` is a list, or a string split
+    like a shell splits it (``shell=True`` runs it through ``/bin/sh`` instead); ``{name}`` takes the
+    task's ``xs[name]`` as one argument, ``{trial_dir}``, ``{eval}`` (the task key) and ``{worker_id}``
+    are known too. Each task runs in its own folder ``TRIALS/<task key>/`` (``stdout.txt``,
+    ``stderr.txt``), from ``cwd`` (default: the worker's working folder; ``"trial"``: the trial
+    folder). ``result``: ``"stdout"`` (the last line that is a JSON object or a number), a file in the
+    trial folder, or ``{"regex": "loss: (?P<loss>\\S+)"}``. A number is stored as ``{"y": value}``.
+    A non-zero exit, a timeout (SIGTERM to the program's process group, SIGKILL after ``grace``)
+    or an unreadable result fails the task with the reason and stderr's last line.
+
+    Example:
+        >>> rush.start_local_workers(command_loop, n_workers=4, command="./sim -T {T} --out {trial_dir}",
+        ...                          result="result.json", timeout=600)
+        >>> rush.push_tasks([{"T": t} for t in (250, 300, 350)])
+    """
+    from .command import CONTEXT_PLACEHOLDERS, CommandSpec, TrialContext, placeholders, run_command
+
+    spec = CommandSpec.from_mapping({"command": command, "result": result, "env": dict(env or {}), "shell": shell,
+                                     "cwd": "trial" if cwd == "trial" else "sweep", "grace": grace}, "command_loop")
+    base = Path(os.getcwd() if cwd in (None, "trial") else cwd).resolve()
+    folder = Path(trials) if Path(trials).is_absolute() else base / trials
+    needed = placeholders(spec) - set(CONTEXT_PLACEHOLDERS)
+    while not rush.terminated:
+        task = rush.pop_task(timeout=1.0)
+        if task is None:
+            if stop_when_empty:
+                return
+            continue
+        xs, key = task["xs"], task["key"]
+        missing = sorted(needed - set(xs))
+        if missing:
+            rush.fail_tasks([key], [{"message": f"command_loop: the task's xs have no {missing[0]!r} for the placeholder "
+                                                f"{{{missing[0]}}} (its keys: {sorted(xs)})"}])
+            continue
+        trial = TrialContext(folder / key, key, None, rush.worker_id, base)
+        try:
+            ys = run_command(spec, xs, trial, timeout)
+        except Exception as e:  # noqa: BLE001 - the task fails, the worker lives on
+            first, _, rest = f"{type(e).__name__}: {e}".partition("\n")
+            rush.fail_tasks([key], [{"message": f"{first}\n{rest}".rstrip()}])
+            continue
+        rush.finish_tasks([key], [ys if isinstance(ys, dict) else {"y": ys}])

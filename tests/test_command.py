@@ -236,3 +236,20 @@ def test_the_overhead_of_one_evaluation_is_small(programs):
             run_command(spec, {}, ctx(programs, i))
     assert (time.perf_counter() - t0) / 20 < 0.5
     assert json.loads(json.dumps({"ok": True}))
+
+
+# ---------------------------------------------------------------------------- the manager API
+def test_command_loop_runs_a_program_per_queued_task(rush, programs, monkeypatch):
+    from rushhpc import command_loop
+
+    monkeypatch.chdir(programs)
+    rush.start_local_workers(command_loop, n_workers=2, command="./sim -T {T} --out {trial_dir}",
+                             result="result.json", timeout=60, stop_when_empty=False)
+    keys = rush.push_tasks([{"T": t} for t in (250, 300, 350)] + [{"X": 1}])
+    rush.wait_for_tasks(keys, timeout=60)
+    done = rush.fetch_finished_tasks()
+    assert sorted(done["energy"]) == [250, 300, 350] and set(done["cwd"]) == {str(programs)}
+    assert all((programs / "trials" / k / "stdout.txt").exists() for k in done["keys"])
+    failed = rush.fetch_failed_tasks()
+    assert len(failed) == 1 and "have no 'T' for the placeholder {T}" in failed["condition"].iloc[0]
+    rush.stop_workers(type="kill")
