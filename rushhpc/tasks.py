@@ -34,11 +34,16 @@ def new_keys(n: int) -> list[str]:
 
 
 def _as_list(x: Any, n: int, what: str) -> list:
+    """``x`` as one element per task: None for none, a one-element list for every task (as rush
+    recycles it), else exactly ``n`` elements."""
     if x is None:
         return [None] * n
     x = list(x)
+    if len(x) == 1 and n != 1:
+        return x * n
     if len(x) != n:
-        raise RushPayloadError(f"{what} has {len(x)} elements, expected {n} (one per task); nothing was written")
+        raise RushPayloadError(f"{what} has {len(x)} elements, expected {n} (one per task) or 1 (the same for "
+                               "every task); nothing was written")
     return x
 
 
@@ -51,7 +56,8 @@ class TaskStore:
 
     def _init_caches(self) -> None:
         self._finished = AppendFrame()
-        self._new_offset = 0
+        self._finished_read = 0  # entries of the finished list read, also those whose hash was gone
+        self._new_offset = 0  # cached rows fetch_new_tasks has returned
         self._log_last_id = "-"
 
     # ------------------------------------------------------------------ tasks in
@@ -169,20 +175,23 @@ class TaskStore:
         """
         if reset_cache:
             self.reset_cache()
-        return self._finished.extend(self._read_finished_from(len(self._finished.rows)))
+        return self._finished.extend(self._read_new_finished())
 
     @property
     def _finished_rows(self) -> list[dict]:
         """The cached finished tasks as flat rows, in finish order."""
         return self._finished.rows
 
-    def _read_finished_from(self, offset: int) -> list[dict]:
-        """Flat rows of the finished tasks from ``offset`` on.
+    def _read_new_finished(self) -> list[dict]:
+        """Flat rows of the finished tasks this view has not read yet; advances the read offset.
 
-        One call when few are new (it also returns the list's length); the rest in
-        chunks read one request ahead (`Protocol.fetch_ranges`), so Redis builds a chunk
-        while this process decodes the one before.
+        The offset counts entries of the finished list, not rows: a task whose hash is gone
+        (deleted, evicted) gives no row, and counting rows would read the entries after it again.
+        One call when few are new (it also returns the list's length); the rest in chunks read
+        one request ahead (`Protocol.fetch_ranges`), so Redis builds a chunk while this process
+        decodes the one before.
         """
+        offset = self._finished_read
         length, text = self.protocol.fetch_counted("finished", offset, offset + FIRST_CHUNK - 1)
         rows = [flatten(r) for r in codec.loads(text)]
         start = offset + FIRST_CHUNK
@@ -191,6 +200,8 @@ class TaskStore:
             step = PIPELINE_CHUNK
             ranges = [(lo, min(lo + step, n) - 1) for lo in range(start, n, step)]
             self.protocol.fetch_ranges("finished", ranges, lambda t: rows.extend([flatten(r) for r in codec.loads(t)]))
+        # the first range and the length are one atomic read, the other ranges end at that length
+        self._finished_read = max(offset, n)
         return rows
 
     def fetch_new_tasks(self, timeout: float = 0) -> pd.DataFrame:
@@ -202,16 +213,13 @@ class TaskStore:
         """
         deadline = time.monotonic() + timeout
         while True:
-            n = int(self.connector.llen(self.keys.finished))
-            if n > self._new_offset or time.monotonic() >= deadline:
+            # rows only: the full table is built when asked for
+            self._finished_rows.extend(self._read_new_finished())
+            if len(self._finished_rows) > self._new_offset or time.monotonic() >= deadline:
                 break
             time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-        if n <= self._new_offset:
-            return task_table([], with_state=False)
-        if len(self._finished_rows) < n:  # rows only: the full table is built when asked for
-            self._finished_rows.extend(self._read_finished_from(len(self._finished_rows)))
-        rows = self._finished_rows[self._new_offset : n]
-        self._new_offset = n
+        rows = self._finished_rows[self._new_offset :]
+        self._new_offset = len(self._finished_rows)
         return task_table(rows, with_state=False)
 
     def fetch_tasks(self) -> pd.DataFrame:
@@ -239,6 +247,35 @@ class TaskStore:
                 raise RushError(f"unknown task state {s!r}; states are {TASK_STATES}")
         rows = self.protocol.keys_with_state(list(states))
         return {row[0]: list(row[1:]) for row in rows}
+
+    def _task_states(self, keys: Sequence[str] | str) -> list[str | None]:
+        """The state of each task (None when its hash is gone), in one round trip."""
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        if not keys:
+            return []
+        with self.connector.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hget(self.keys.task(k), "state")
+            return pipe.execute()
+
+    def is_running_task(self, keys: Sequence[str] | str) -> list[bool]:
+        """For each key, whether that task is running (claimed by a worker, prefetched ones
+        too, as in `fetch_running_tasks`). One round trip for all keys; an unknown key is False.
+
+        Example:
+            >>> rush.is_running_task([task["key"], "no-such-key"])
+            [True, False]
+        """
+        return [s == "running" for s in self._task_states(keys)]
+
+    def is_failed_task(self, keys: Sequence[str] | str) -> list[bool]:
+        """For each key, whether that task failed. One round trip for all keys; an unknown key is False.
+
+        Example:
+            >>> rush.is_failed_task(keys)
+            [True, False]
+        """
+        return [s == "failed" for s in self._task_states(keys)]
 
     def fetch_task(self, key: str) -> dict[str, Any] | None:
         """One task as a flat dict, or None."""
@@ -287,6 +324,7 @@ class TaskStore:
     def reset_cache(self) -> None:
         """Forget cached finished tasks (the next fetch reads all again)."""
         self._finished = AppendFrame()
+        self._finished_read = 0
         self._new_offset = 0
 
     # ------------------------------------------------------------------ logs
@@ -306,17 +344,32 @@ class TaskStore:
             )
         return rows
 
-    def read_log(self) -> pd.DataFrame:
-        """Every log record the workers sent (up to the last 10,000).
+    def read_log(self, worker_ids: Sequence[str] | str | None = None, time_difference: bool = False) -> pd.DataFrame:
+        """Every log record the workers sent (up to the last 10,000), oldest first.
+
+        ``worker_ids``: only these workers' records. ``time_difference=True`` adds a
+        ``time_difference`` column: seconds since the same worker's previous record (0 for its
+        first), as rush's ``read_log(time_difference = TRUE)``.
 
         Example:
             >>> rush.read_log()[["worker_id", "level", "msg"]]
+            >>> rush.read_log(worker_ids=["w-3f9a1c0d2b7e"], time_difference=True)
         """
         import pandas as pd
 
-        df = pd.DataFrame(self._log_rows("-"), columns=["id", *LOG_COLUMNS])
+        if not isinstance(time_difference, bool):
+            raise RushError(f"time_difference must be True or False, got {time_difference!r}")
+        rows = self._log_rows("-")
+        if worker_ids is not None:
+            wanted = {worker_ids} if isinstance(worker_ids, str) else set(worker_ids)
+            rows = [r for r in rows if r["worker_id"] in wanted]
+        df = pd.DataFrame(rows, columns=["id", *LOG_COLUMNS])
         df["timestamp"] = pd.to_datetime(df["timestamp"], unit="s", utc=True)
-        return df[LOG_COLUMNS]
+        df = df[LOG_COLUMNS]
+        if time_difference:
+            previous = df.groupby("worker_id", sort=False)["timestamp"].shift(1).fillna(df["timestamp"])
+            df = df.assign(time_difference=(df["timestamp"] - previous).dt.total_seconds())
+        return df
 
     def print_log(self) -> None:
         """Print log records that arrived since the last call."""
@@ -333,8 +386,6 @@ def _with_expected_duration(n: int, extras: Sequence[dict] | None,
                                       for d in durations):
         raise RushError(f"expected_duration must be a number of seconds > 0 or one per task ({n}), "
                         f"got {expected!r}")
-    base = list(extras) if extras is not None else [{} for _ in range(n)]
-    if len(base) != n:
-        raise RushError(f"xss_extra has {len(base)} entries for {n} tasks")
+    base = _as_list(extras, n, "xss_extra")
     return [{**(e or {}), "expected_duration": float(d)} for e, d in zip(base, durations)]
 

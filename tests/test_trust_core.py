@@ -270,3 +270,82 @@ def test_the_end_of_an_embedded_redis_removes_its_run_directories(tmp_path):
     assert run_dir.startswith(str(runs))
     assert not os.path.exists(run_dir), os.listdir(run_dir)
     assert not os.path.exists(server_dir)
+
+
+# ---------------------------------------------------------------- conformance gaps (rush's behaviour)
+def test_fetch_new_tasks_after_a_deleted_hash_caches_no_duplicate(rush):
+    # issue 20 conformance (rush's "caching results with missing hashes"): the cache's offset counts list entries
+    # read, not rows kept, so fetch_new_tasks after a deleted hash read the entry after it again into the cache
+    [k1] = rush.push_finished_tasks([{"x": 1}], [{"y": 1}])
+    assert rush.fetch_new_tasks()["keys"].tolist() == [k1]
+    k2 = rush.push_finished_tasks([{"x": 2}, {"x": 3}], [{"y": 2}, {"y": 3}])
+    rush.connector.delete(rush.keys.task(k2[0]))
+    assert rush.fetch_new_tasks()["keys"].tolist() == [k2[1]]
+    [k3] = rush.push_finished_tasks([{"x": 4}], [{"y": 4}])
+    assert rush.fetch_new_tasks()["keys"].tolist() == [k3]
+    assert rush.fetch_finished_tasks()["keys"].tolist() == [k1, k2[1], k3]
+    assert rush.fetch_new_tasks().empty
+
+
+def test_a_single_extra_is_recycled_and_other_lengths_name_both(rush, worker):
+    # issue 20 conformance (rush's write_hashes broadcast): a one-element list goes to every task; other lengths fail
+    rush.push_finished_tasks([{"x": 1}, {"x": 2}], [{"y": 1}, {"y": 2}], yss_extra=[{"note": "design"}])
+    assert rush.fetch_finished_tasks()["note"].tolist() == ["design"] * 2
+    rush.push_tasks([{"x": 1}, {"x": 2}], [{"tag": "a"}], expected_duration=60)
+    queued = rush.fetch_queued_tasks()
+    assert queued["tag"].tolist() == ["a", "a"] and queued["expected_duration"].tolist() == [60.0, 60.0]
+    with pytest.raises(RushPayloadError, match=r"xss_extra has 2 elements, expected 3 \(one per task\) or 1"):
+        rush.push_tasks([{"x": 1}] * 3, [{"tag": "a"}, {"tag": "b"}])
+    keys = worker.push_running_tasks([{"x": 1}, {"x": 2}])
+    worker.finish_tasks(keys, [{"y": 0}])
+    assert rush.fetch_finished_tasks()["y"].tolist()[-2:] == [0, 0]
+
+
+def test_task_state_checks_on_the_manager(rush, worker):
+    # issue 20 conformance (rush's is_running_task / is_failed_task): on the manager too; an unknown key is False
+    keys = rush.push_tasks([{"x": 1}, {"x": 2}])
+    task = worker.pop_task()
+    assert rush.is_running_task([*keys, "no-such-key"]) == [k == task["key"] for k in keys] + [False]
+    assert rush.is_running_task([]) == [] and rush.is_failed_task([]) == []
+    worker.fail_tasks(task["key"], ["boom"])
+    assert rush.is_failed_task(keys) == [k == task["key"] for k in keys]
+    assert rush.is_running_task(task["key"]) == [False]
+
+
+def test_read_log_time_differences_per_worker(rush, config):
+    # issue 20 conformance (rush's read_log(time_difference = TRUE)): seconds since the same worker's previous record
+    import logging
+
+    from rushhpc.logs import install
+
+    workers = [RushWorker(rush.network_id, config=config) for _ in range(2)]
+    installed = []
+    try:
+        for w in workers:
+            installed += install(rush.connector, rush.keys.log, w.worker_id, {f"trust.{w.worker_id}": "INFO"})
+        for i in range(3):
+            for w in workers:
+                logging.getLogger(f"trust.{w.worker_id}").info("record %d", i)
+            time.sleep(0.02)
+        log = rush.read_log(time_difference=True)
+        assert list(log.columns) == ["worker_id", "level", "timestamp", "logger", "msg", "time_difference"]
+        for w in workers:
+            mine = log[log["worker_id"] == w.worker_id]
+            assert mine["time_difference"].iloc[0] == 0.0 and (mine["time_difference"].iloc[1:] >= 0.015).all()
+        only = rush.read_log(worker_ids=workers[0].worker_id)
+        assert set(only["worker_id"]) == {workers[0].worker_id} and len(only) == 3
+        assert "time_difference" not in only.columns
+        assert list(rush.read_log(worker_ids=["nobody"], time_difference=True).columns)[-1] == "time_difference"
+    finally:
+        for lg, h in installed:
+            lg.removeHandler(h)
+        for w in workers:
+            w.close()
+
+
+def test_wait_for_more_workers_than_ids_names_both_numbers(rush):
+    # issue 20 conformance (rush's "wait for workers works with both n and worker ids"): refused at once, not a timeout
+    t0 = time.monotonic()
+    with pytest.raises(RushConfigError, match=r"n=3.*exceeds the 2 worker id\(s\)"):
+        rush.wait_for_workers(n=3, worker_ids=["a", "b"], timeout=5)
+    assert time.monotonic() - t0 < 1

@@ -158,8 +158,6 @@ def test_wait_for_workers_by_number_and_ids(rush):
 
 
 # test-Rush.R: "wait for workers works with both n and worker ids" (more workers than ids is refused)
-@pytest.mark.xfail(strict=True, reason="issue 20: wait_for_workers(n=2, worker_ids=[one id]) waits for the "
-                   "timeout instead of refusing at once (rush: a config error, n exceeds the ids)")
 def test_wait_for_more_workers_than_ids_is_refused(rush):
     ids = rush.start_local_workers(queue_loop, n_workers=1, fun=add, **HB)
     rush.wait_for_workers(worker_ids=ids, timeout=START)
@@ -170,8 +168,6 @@ def test_wait_for_more_workers_than_ids_is_refused(rush):
 
 
 # test-Rush.R: "wait for workers works with both n and worker ids" (n of the listed ids suffice)
-@pytest.mark.xfail(strict=True, reason="issue 20: wait_for_workers(n=1, worker_ids=[a, b]) needs every listed "
-                   "worker; rush returns once n of them registered")
 def test_wait_for_n_of_the_listed_workers(rush):
     ids = rush.start_local_workers(queue_loop, n_workers=1, fun=add, **HB)
     rush.wait_for_workers(worker_ids=ids, timeout=START)
@@ -492,8 +488,6 @@ def test_pushing_several_tasks_with_extras(rush):
 
 
 # test-Rush.R: "pushing multiple tasks with extras to the queue works" (one extra for every task)
-@pytest.mark.xfail(strict=True, reason="issue 20: push_tasks(xss, xss_extra=[one]) refuses a single extra for "
-                   "several tasks; rush recycles it to every task")
 def test_one_extra_is_recycled_to_every_task(rush):
     rush.push_tasks([{"x1": 1, "x2": 2}] * 3, [{"tag": "shared"}])
     assert rush.fetch_queued_tasks()["tag"].tolist() == ["shared"] * 3
@@ -616,8 +610,6 @@ def test_crashed_script_workers_are_found_by_their_heartbeats(rush, tmp_path):
 
 
 # test-Rush.R: "wait for tasks works when a task gets lost"
-@pytest.mark.xfail(strict=True, reason="issue 20: wait_for_tasks with no running worker left (all crashed) "
-                   "waits until its timeout; rush returns as soon as no worker runs")
 def test_wait_for_tasks_ends_when_no_worker_is_left(rush):
     rush.start_local_workers(crash_loop, n_workers=1, **HB)
     rush.wait_for_workers(1, timeout=START)
@@ -659,8 +651,6 @@ def test_worker_logs_are_saved(rush):
 
 
 # test-Rush.R: "saving lgr logs works" (read_log(time_difference = TRUE))
-@pytest.mark.xfail(strict=True, reason="issue 20: read_log has no time_difference option (rush adds the time "
-                   "since the previous record as a column)")
 def test_read_log_with_time_differences(rush, worker):
     from rushhpc.logs import install
 
@@ -718,9 +708,6 @@ def test_finished_tasks_are_cached(rush):
 
 
 # test-Rush.R: "caching results with missing hashes works"
-@pytest.mark.xfail(strict=True, reason="issue 20: after a finished task's hash is deleted, each later "
-                   "fetch_finished_tasks() returns the task after it once more (the cache's offset counts rows "
-                   "kept, not list entries read)")
 def test_the_cache_skips_tasks_whose_hash_is_gone(rush):
     keys = rush.push_finished_tasks([{"x1": 1, "x2": 2}, {"x1": 3, "x2": 4}, {"x1": 5, "x2": 6}],
                                     [{"y": 3}, {"y": 7}, {"y": 11}])

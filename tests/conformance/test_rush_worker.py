@@ -24,7 +24,6 @@ def _drop(config, network_id: str) -> None:
 
 
 # test-RushWorker.R: "constructing a rush worker works"
-@pytest.mark.xfail(strict=False, reason="issue 20 defect 2, fix in flight")
 def test_constructing_a_worker(config):
     nid = "conf-" + uuid.uuid4().hex[:10]  # no manager made this network
     try:
@@ -242,8 +241,6 @@ def test_failing_a_task(worker):
 
 # test-RushWorker.R: "popping a task works", "finishing a task works", "failing a tasks works"
 # (their is_running_task / is_failed_task checks)
-@pytest.mark.xfail(strict=True, reason="issue 20: RushWorker/Rush lack rush's is_running_task(keys) and "
-                   "is_failed_task(keys)")
 def test_task_state_checks(worker):
     [a, b] = worker.push_tasks([{"x1": 1, "x2": 2}, {"x1": 1, "x2": 3}])
     ta = worker.pop_task()
@@ -302,8 +299,6 @@ def test_failing_running_tasks(worker):
 
 
 # test-RushWorker.R: "fail_tasks broadcasts a length-1 condition across all keys"
-@pytest.mark.xfail(strict=True, reason="issue 20: fail_tasks(keys, conditions=[one]) refuses a single condition "
-                   "for several keys; rush recycles it to every key")
 def test_one_condition_fails_every_key(worker):
     keys = worker.push_running_tasks([{"x1": 1, "x2": x2} for x2 in (2, 3, 4)])
     worker.fail_tasks(keys, conditions=[{"message": "boom"}])
