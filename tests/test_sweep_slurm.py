@@ -52,7 +52,9 @@ def test_sweep_inside_one_allocation(tmp_path):
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     env["SWEEP_WALLTIME"] = "3m"
     assert shutil.which("rushhpc", path=env["PATH"]), "the rushhpc command must be on PATH for the job"
-    run = subprocess.run(["sbatch", "--wait", "--cpus-per-task=2", "--time=00:05:00", f"--output={tmp_path}/job.out",
+    # the example on one node (its workers: one srun step of 2 tasks there, Redis on loopback);
+    # three nodes: tests/test_srun_launcher.py
+    run = subprocess.run(["sbatch", "--wait", "-N", "1", "--ntasks-per-node=2", "--time=00:05:00", f"--output={tmp_path}/job.out",
                           "--export=ALL", "examples/sweep_slurm_allocation.sbatch", "budget.evaluations=12",
                           f"output={out_dir}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     log = (tmp_path / "job.out").read_text() if (tmp_path / "job.out").exists() else ""
