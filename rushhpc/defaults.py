@@ -45,3 +45,10 @@ FETCH_CHUNK = 20_000  # task keys per fetch script call: bounds how long Redis i
 PUSH_CHUNK = 5_000
 
 CONNECT_TIMEOUT = 5.0  # seconds to reach Redis
+
+# Sweeps
+# Design points the sweep queues ahead of its workers (at least the first, else the second per worker): a
+# worker that finishes takes its next point at once instead of waiting for the manager's next cycle (5-10 ms),
+# which at 2 per worker starved workers of short evaluations (bench/command_eval.py).
+SWEEP_LOOKAHEAD_MIN = 8
+SWEEP_LOOKAHEAD_PER_WORKER = 4

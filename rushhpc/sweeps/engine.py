@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from .. import defaults
 from ..config import RedisUnusableError, in_words_of
 from ..errors import RushError
 from .config import DESIGN_STRATEGIES, SweepConfig, SweepConfigError, load_config
@@ -653,7 +654,7 @@ class SweepRun:
         return out
 
     def _top_up(self) -> None:
-        want = max(2, 2 * self.wanted) - len(self.inflight)
+        want = max(defaults.SWEEP_LOOKAHEAD_MIN, defaults.SWEEP_LOOKAHEAD_PER_WORKER * self.wanted) - len(self.inflight)
         if want <= 0:
             return
         idx = self._next_indices(want)
