@@ -68,16 +68,19 @@ def test_slurm_example_validates(tmp_path):
 
 def test_slurm_allocation_script_runs_the_sweep_in_the_job(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RUSHHPC_REDIS_URL", "REDIS_URL", "RUSHHPC_CONFIG")}
-    env.update(SLURM_CPUS_PER_TASK="2", SWEEP_WALLTIME="2m", PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
+    env.update(SLURM_NTASKS="2", SWEEP_WALLTIME="2m", PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
     script = EXAMPLES / "sweep_slurm_allocation.sbatch"
-    args = ["bash", str(script), "budget.evaluations=24", f"output={tmp_path / 'a'}"]
+    # outside SLURM its srun workers cannot start: the script's mechanics with local workers (srun
+    # on the test cluster: tests/test_srun_launcher.py, test_sweep_slurm.py)
+    args = ["bash", str(script), "budget.evaluations=24", f"output={tmp_path / 'a'}", "workers.launcher=local"]
     first = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert first.returncode == 0, first.stderr
     assert len(rows(tmp_path / "a")) == 24
     cfg = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
     assert cfg["workers"]["n"] == 2 and cfg["budget"]["walltime"] == 120
     # a resubmitted job continues the same sweep (here: with a larger budget)
-    again = subprocess.run(args[:2] + ["budget.evaluations=30", f"output={tmp_path / 'a'}"], cwd=REPO, env=env,
+    again = subprocess.run(args[:2] + ["budget.evaluations=30", f"output={tmp_path / 'a'}", "workers.launcher=local"],
+                           cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=180)
     assert again.returncode == 0, again.stderr
     assert [int(x["eval"]) for x in rows(tmp_path / "a")] == list(range(30))
