@@ -33,17 +33,18 @@ def new_keys(n: int) -> list[str]:
     return [os.urandom(16).hex() for _ in range(n)]
 
 
-def _as_list(x: Any, n: int, what: str) -> list:
+def _as_list(x: Any, n: int, what: str, recycle: bool = True) -> list:
     """``x`` as one element per task: None for none, a one-element list for every task (as rush
-    recycles it), else exactly ``n`` elements."""
+    recycles it; not results, ``recycle=False``: one result for several tasks is a mistake), else
+    exactly ``n`` elements."""
     if x is None:
         return [None] * n
     x = list(x)
-    if len(x) == 1 and n != 1:
+    if recycle and len(x) == 1 and n != 1:
         return x * n
     if len(x) != n:
-        raise RushPayloadError(f"{what} has {len(x)} elements, expected {n} (one per task) or 1 (the same for "
-                               "every task); nothing was written")
+        also = " or 1 (the same for every task)" if recycle else ""
+        raise RushPayloadError(f"{what} has {len(x)} elements, expected {n} (one per task){also}; nothing was written")
     return x
 
 
@@ -118,7 +119,7 @@ class TaskStore:
         Example:
             >>> rush.push_finished_tasks([{"x": 1}], [{"y": 1}])
         """
-        yss = _as_list(yss, len(list(xss)), "yss")
+        yss = _as_list(yss, len(list(xss)), "yss", recycle=False)
         ye = _as_list(yss_extra, len(yss), "yss_extra")
         fields = [("ys", codec.encode_dict(y, "ys") or "{}", "ys_extra", codec.encode_dict(e, "ys_extra"))
                   for y, e in zip(yss, ye)]

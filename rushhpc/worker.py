@@ -497,7 +497,7 @@ class RushWorker(Network):
         keys = [keys] if isinstance(keys, str) else list(keys)
         if isinstance(yss, dict):
             yss = [yss]
-        yss = _as_list(yss, len(keys), "yss")
+        yss = _as_list(yss, len(keys), "yss", recycle=False)
         extras = _as_list(yss_extra, len(keys), "yss_extra")
         ys_json = [codec.encode_dict(y, "ys") or "{}" for y in yss]
         ex_json = [codec.encode_dict(e, "ys_extra") for e in extras]

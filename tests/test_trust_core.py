@@ -288,7 +288,7 @@ def test_fetch_new_tasks_after_a_deleted_hash_caches_no_duplicate(rush):
 
 
 def test_a_single_extra_is_recycled_and_other_lengths_name_both(rush, worker):
-    # issue 20 conformance (rush's write_hashes broadcast): a one-element list goes to every task; other lengths fail
+    # issue 20 conformance (rush's write_hashes broadcast): a one-element extra goes to every task; other lengths fail
     rush.push_finished_tasks([{"x": 1}, {"x": 2}], [{"y": 1}, {"y": 2}], yss_extra=[{"note": "design"}])
     assert rush.fetch_finished_tasks()["note"].tolist() == ["design"] * 2
     rush.push_tasks([{"x": 1}, {"x": 2}], [{"tag": "a"}], expected_duration=60)
@@ -296,9 +296,13 @@ def test_a_single_extra_is_recycled_and_other_lengths_name_both(rush, worker):
     assert queued["tag"].tolist() == ["a", "a"] and queued["expected_duration"].tolist() == [60.0, 60.0]
     with pytest.raises(RushPayloadError, match=r"xss_extra has 2 elements, expected 3 \(one per task\) or 1"):
         rush.push_tasks([{"x": 1}] * 3, [{"tag": "a"}, {"tag": "b"}])
+    keys = worker.push_running_tasks([{"x": 1}, {"x": 2}], [{"src": "worker"}])
+    worker.finish_tasks(keys, [{"y": 1}, {"y": 2}], [{"note": "same"}])
+    assert rush.fetch_finished_tasks()[["src", "note"]].values.tolist()[-2:] == [["worker", "same"]] * 2
+    # results are one per task: a single result for several tasks is refused (a deliberate difference)
     keys = worker.push_running_tasks([{"x": 1}, {"x": 2}])
-    worker.finish_tasks(keys, [{"y": 0}])
-    assert rush.fetch_finished_tasks()["y"].tolist()[-2:] == [0, 0]
+    with pytest.raises(RushPayloadError, match=r"yss has 1 elements, expected 2 \(one per task\);"):
+        worker.finish_tasks(keys, [{"y": 0}])
 
 
 def test_task_state_checks_on_the_manager(rush, worker):
