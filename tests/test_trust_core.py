@@ -353,3 +353,17 @@ def test_wait_for_more_workers_than_ids_names_both_numbers(rush):
     with pytest.raises(RushConfigError, match=r"n=3.*exceeds the 2 worker id\(s\)"):
         rush.wait_for_workers(n=3, worker_ids=["a", "b"], timeout=5)
     assert time.monotonic() - t0 < 1
+
+
+def test_wait_for_n_of_the_listed_workers_survives_a_failed_one(rush):
+    # issue 20 conformance (rush's n with worker_ids): n of the listed workers suffice, so one listed worker that
+    # failed raises only when it leaves fewer than n that can still come
+    [good] = rush.start_local_workers(queue_loop, n_workers=1, fun=abs, **HB)
+    [bad] = rush.start_local_workers(raising_loop, n_workers=1, **HB)
+    rush.wait_for_workers(n=1, worker_ids=[good, bad], timeout=60)
+    wait_until(lambda: bad in rush.failed_worker_ids, 60, what="the raising worker to fail")
+    rush.wait_for_workers(n=1, worker_ids=[good, bad], timeout=5)
+    t0 = time.monotonic()
+    with pytest.raises(RushWorkerError, match="the loop broke at once"):
+        rush.wait_for_workers(n=2, worker_ids=[good, bad], timeout=30)
+    assert time.monotonic() - t0 < 10
