@@ -96,7 +96,9 @@ def test_allocation_cpus_and_the_step_command(tmp_path):
         network_id, run_dir = "net", tmp_path
 
     argv = SrunLauncher(Ctx(), {"cpus_per_task": 2, "gpus_per_worker": 1, "srun_options": ["--exclusive"]}).srun_argv(
-        "rushhpc-ab", 24, {"cpus_per_task": 2, "gpus_per_worker": 1, "srun_options": ["--exclusive"]})
+        "w-ab", 24, {"cpus_per_task": 2, "gpus_per_worker": 1, "srun_options": ["--exclusive"]})
+    # task i writes worker w-ab-i's files, where wait_for_workers' error and stderr_tail read them
+    assert f"--error={tmp_path}/workers/w-ab-%t.err" in argv and "--job-name=rushhpc-ab" in argv
     assert {"--ntasks=24", "--kill-on-bad-exit=0", "--overlap", "--cpus-per-task=2", "--gpus-per-task=1",
             "--exclusive"} <= set(argv)
     with pytest.raises(RushConfigError, match="unknown srun launcher option"):
@@ -178,6 +180,16 @@ MANAGER = textwrap.dedent("""
     out["states"] = dict(r.worker_info.set_index("worker_id").state)
     r.stop_workers(type="kill")
     out["steps_after_kill"] = os.popen(f"squeue -h -s -j {os.environ['SLURM_JOB_ID']} -o %i").read().split()
+    import types
+    mod = types.ModuleType("not_there")  # pickled by reference: the workers cannot import it
+    exec("def loop(rush):\\n    pass", mod.__dict__)
+    mod.loop.__module__ = "not_there"
+    sys.modules["not_there"] = mod
+    try:
+        r.wait_for_workers(worker_ids=r.start_workers(mod.loop, n_workers=2), timeout=60)
+        out["bad_start"] = "started"
+    except Exception as e:
+        out["bad_start"] = str(e)
     print("RESULT " + json.dumps(out), flush=True)
 """)
 
@@ -198,6 +210,8 @@ def test_workers_of_one_step_on_three_nodes_and_a_dead_task_is_lost_at_once(tmp_
     assert out["states"][out["victim"]] == "lost" and out["lost_s"] < 5, out
     assert {s for w, s in out["states"].items() if w != out["victim"]} == {"running"}
     assert [s for s in out["steps_after_kill"] if not s.endswith(".batch")] == []  # scancel of the step
+    # a worker that cannot start: wait_for_workers names it with its own stderr and srun's line
+    assert "No module named 'not_there'" in out["bad_start"] and "srun: error:" in out["bad_start"], out["bad_start"]
 
 
 OBJECTIVE = textwrap.dedent("""

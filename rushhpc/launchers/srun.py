@@ -218,11 +218,17 @@ class SrunLauncher(Launcher):
         prefix = "w-" + secrets.token_hex(4)
         return [f"{prefix}-{i}" for i in range(n)]
 
-    def srun_argv(self, name: str, n: int, opts: dict[str, Any]) -> list[str]:
-        """The srun command line of a step of ``n`` tasks (without the worker command)."""
-        argv = ["srun", f"--job-name={name}", f"--ntasks={n}", "--kill-on-bad-exit=0", "--wait=0", "--overlap",
-                "--input=none", f"--output={self.log_dir}/{name.removeprefix('rushhpc-')}-%t.out",
-                f"--error={self.log_dir}/{name.removeprefix('rushhpc-')}-%t.err"]
+    @staticmethod
+    def step_name(prefix: str) -> str:
+        """The step's name (``srun --job-name``), by which ``squeue --steps`` finds it."""
+        return f"rushhpc-{prefix.removeprefix('w-')}"
+
+    def srun_argv(self, prefix: str, n: int, opts: dict[str, Any]) -> list[str]:
+        """The srun command line of a step of ``n`` tasks (without the worker command); task i
+        writes ``<log_dir>/<prefix>-<i>.out|.err``, its worker's files."""
+        argv = ["srun", f"--job-name={self.step_name(prefix)}", f"--ntasks={n}", "--kill-on-bad-exit=0", "--wait=0",
+                "--overlap", "--input=none", f"--output={self.log_dir}/{prefix}-%t.out",
+                f"--error={self.log_dir}/{prefix}-%t.err"]
         argv.append(f"--cpus-per-task={int(opts.get('cpus_per_task') or 1)}")
         gpus = opts.get("gpus_per_task") or opts.get("gpus_per_worker")
         if gpus:
@@ -259,9 +265,9 @@ class SrunLauncher(Launcher):
                 "(workers then share CPUs)"
             )
         detach = bool(opts.get("detach", False))
-        name = f"rushhpc-{prefix.removeprefix('w-')}"
+        name = self.step_name(prefix)
         spec = self.spec(start_id, None, options, watch_pid=None)  # the manager's pid means nothing on another node
-        argv = self.srun_argv(name, n, opts) + ["/bin/sh", "-c", TASK_WRAPPER, prefix,
+        argv = self.srun_argv(prefix, n, opts) + ["/bin/sh", "-c", TASK_WRAPPER, prefix,
                                                 *spec.argv(python=self.behaviour("python", None))]
         srun_err = self.log_dir / f"{prefix}.srun.err"
         env = {k: v for k, v in scheduler_environment().items() if k not in SRUN_INPUT_VARIABLES}
