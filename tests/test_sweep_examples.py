@@ -92,3 +92,11 @@ def test_python_example(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "status: completed" in out.stdout
     assert len(rows(tmp_path / "runs" / "branin-python")) == 60 and len(rows(tmp_path / "runs" / "train-python")) == 32
+
+
+def test_program_example(tmp_path):
+    # a program as the objective (issue 17): the shell script beside the sweep file, its result file read back
+    out = sweep("examples/sweep_program.yaml", "budget.evaluations=8", f"output={tmp_path / 'p'}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    best = json.loads((tmp_path / "p" / "best.json").read_text())
+    assert best["value"] < 50 and (tmp_path / "p" / "trials" / "0" / "result.json").exists()
