@@ -1,7 +1,8 @@
 """`rushhpc dashboard` end to end: the server as a subprocess (by pid), its JSON API through HTTP,
 and the page in headless Chromium (Debian's ``chromium`` driven by Playwright's Python API).
 
-The browser tests write the screenshots of docs/dashboard.md (docs/img/dashboard-*.png). Without
+The browser tests take the screenshots of docs/dashboard.md; they replace docs/img/dashboard-*.png only with
+``RUSHHPC_UPDATE_SCREENSHOTS=1`` (otherwise a test run would rewrite tracked files). Without
 Chromium or Playwright they skip with a reason, and fail when ``RUSHHPC_REQUIRE_BROWSER=1`` (CI).
 """
 
@@ -16,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -244,8 +246,14 @@ def new_page(browser, secrets_seen: list[str]):
 
 
 def shot(page, name: str) -> None:
-    IMG.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMG / f"dashboard-{name}.png"), full_page=True)
+    # the page renders to a PNG in every run; the docs' copy changes only when asked
+    folder = IMG if os.environ.get("RUSHHPC_UPDATE_SCREENSHOTS") == "1" else Path(tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (f"dashboard-{name}.png" if folder == IMG else f"rushhpc-test-dashboard-{os.getpid()}-{name}.png")
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 1000
+    if folder != IMG:
+        path.unlink()
 
 
 def count(page, what: str) -> int:
