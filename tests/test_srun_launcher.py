@@ -337,3 +337,15 @@ def test_resume_after_scancel_of_the_allocation_evaluates_nothing_twice(tmp_path
     assert len({r["x"] for r in rows}) == 24
     completed = _completed(tmp_path)
     assert len(completed) == 24 and set(completed.values()) == {1}, completed  # nothing evaluated twice
+
+
+def test_a_local_worker_records_its_host_as_its_node(rush):
+    # issue 17 part 2: every worker says where it runs (SLURMD_NODENAME under SLURM, else its host name)
+    import socket
+
+    from rushhpc.loops import queue_loop
+
+    ids = rush.start_local_workers(queue_loop, n_workers=1, fun=abs)
+    rush.wait_for_workers(worker_ids=ids, timeout=60)
+    assert list(rush.worker_info.node) == [socket.gethostname()]
+    rush.stop_workers(type="kill")
