@@ -178,6 +178,14 @@ MANAGER = textwrap.dedent("""
         time.sleep(0.1)
     out["victim"], out["lost_s"] = victim, time.monotonic() - t1
     out["states"] = dict(r.worker_info.set_index("worker_id").state)
+    # one worker of the step killed through the kill list: the step and the other tasks go on
+    one = [w for w in ids if w != victim][0]
+    t2 = time.monotonic()
+    r.stop_workers(type="kill", worker_ids=[one])
+    out["one_killed_s"] = time.monotonic() - t2
+    out["one"] = one
+    out["ended_after_one"] = sorted(r.launcher("srun").ended())
+    out["steps_after_one"] = os.popen(f"squeue -h -s -j {os.environ['SLURM_JOB_ID']} -o %i").read().split()
     r.stop_workers(type="kill")
     out["steps_after_kill"] = os.popen(f"squeue -h -s -j {os.environ['SLURM_JOB_ID']} -o %i").read().split()
     import types
@@ -209,6 +217,8 @@ def test_workers_of_one_step_on_three_nodes_and_a_dead_task_is_lost_at_once(tmp_
     # heartbeat_expire is 120 s: srun's own report of the task made it lost
     assert out["states"][out["victim"]] == "lost" and out["lost_s"] < 5, out
     assert {s for w, s in out["states"].items() if w != out["victim"]} == {"running"}
+    assert out["ended_after_one"] == sorted([out["victim"], out["one"]]) and out["one_killed_s"] < 5, out
+    assert len([s for s in out["steps_after_one"] if not s.endswith(".batch")]) == 1  # the step goes on
     assert [s for s in out["steps_after_kill"] if not s.endswith(".batch")] == []  # scancel of the step
     # a worker that cannot start: wait_for_workers names it with its own stderr and srun's line
     assert "No module named 'not_there'" in out["bad_start"] and "srun: error:" in out["bad_start"], out["bad_start"]
