@@ -35,10 +35,10 @@ def parse_duration(value: Any) -> float:
     Example:
         >>> parse_duration(90), parse_duration("1h30m"), parse_duration("01:30:00"), parse_duration("1-02")
         (90.0, 5400.0, 5400.0, 93600.0)
-        >>> parse_duration("90")
+        >>> parse_duration("90")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        rushhpc.durations.DurationError: '90' has no unit: write 90s for seconds or 90m for minutes (sbatch's --time=90 means minutes)
+        rushhpc.durations.DurationError: '90' has no unit: write 90s for seconds or 90m for minutes ...
     """
     if isinstance(value, bool):
         raise DurationError(f"{value!r} is not a duration: expected {_FORMS}")
