@@ -131,8 +131,10 @@ def test_finish_and_fail_tasks_refuse_bad_keys_and_lengths_writing_nothing(rush,
          f"finish_tasks: unknown task key(s) no-such-key: no such task in network {rush.network_id!r}"),
         (lambda: worker.fail_tasks(["no-such-key"], ["boom"]), "fail_tasks: unknown task key(s) no-such-key"),
         (lambda: worker.finish_tasks([k1, k2], [{"y": 1}]), "yss has 1 elements, expected 2 (one per task)"),
-        (lambda: worker.finish_tasks([k1, k2], [{"y": 1}, {"y": 2}], [{"e": 1}]), "yss_extra has 1 elements, expected 2"),
-        (lambda: worker.fail_tasks([k1, k2], ["only one"]), "conditions has 1 elements, expected 2"),
+        # one extra or condition is recycled to every task, as in rush; any other length is refused
+        (lambda: worker.finish_tasks([k1, k2], [{"y": 1}, {"y": 2}], [{"e": 1}, {"e": 2}, {"e": 3}]),
+         "yss_extra has 3 elements, expected 2 (one per task) or 1"),
+        (lambda: worker.fail_tasks([k1, k2], ["a", "b", "c"]), "conditions has 3 elements, expected 2 (one per task) or 1"),
     ]
     for call, message in cases:
         with pytest.raises(RushPayloadError) as e:

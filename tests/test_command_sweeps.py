@@ -235,11 +235,15 @@ def test_ctrl_c_twice_leaves_no_program_running(project):
 
 def test_the_python_api_takes_a_command_objective(project, monkeypatch):
     import rushhpc
+    from rushhpc.embedded import stop_embedded_redis
 
     monkeypatch.chdir(project)
     monkeypatch.setenv("PIDS", str(project / "pids.log"))
-    df = rushhpc.sweep({"objective": {"command": [sys.executable, "train.py", "--lr", "{lr}"]}, "metric": "loss",
-                        "space": {"lr": {"type": "float", "low": 0.01, "high": 0.3}}, "budget": {"evaluations": 4},
-                        "workers": {"n": 2}, "redis": "embedded", "output": str(project / "runs" / "api")})
+    try:
+        df = rushhpc.sweep({"objective": {"command": [sys.executable, "train.py", "--lr", "{lr}"]}, "metric": "loss",
+                            "space": {"lr": {"type": "float", "low": 0.01, "high": 0.3}}, "budget": {"evaluations": 4},
+                            "workers": {"n": 2}, "redis": "embedded", "output": str(project / "runs" / "api")})
+    finally:
+        stop_embedded_redis()  # the process-wide private Redis the sweep started: not left to later tests
     assert len(df) == 4 and df["state"].eq("finished").all()
     assert_no_program_left(project)
