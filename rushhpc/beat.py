@@ -429,34 +429,45 @@ def run(s: dict) -> int:
             time.sleep(delay)
 
 
-GROUP_GRACE = 5.0  # seconds a dead worker's program gets between SIGTERM and SIGKILL
+GROUP_GRACE = 5.0  # seconds a dead worker's processes get between SIGTERM and SIGKILL
+
+
+def _marked(token: str) -> list[int]:
+    """The processes whose environment carries this worker's token: those it started, and their children."""
+    mark = f"RUSHHPC_WORKER_TOKEN={token}".encode()
+    me, out = os.getpid(), []
+    for name in os.listdir("/proc") if os.path.isdir("/proc/self") else ():
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if mark in f.read().split(b"\0"):
+                    out.append(int(name))
+        except OSError:
+            continue  # ended meanwhile, or another user's
+    return out
 
 
 def worker_gone(s: dict) -> None:
-    """The worker died under this process (SIGKILL, OOM killer): leave nothing of it running or beating.
+    """The worker died under this process (SIGKILL, the OOM killer): leave nothing of it running or beating.
 
-    Its running program (a command objective, in its own process group, whose id the worker wrote
-    to ``pgid_file``) is stopped: SIGTERM, SIGKILL after `GROUP_GRACE`. Its heartbeat key is
-    deleted, so the next lost-worker check finds it at once instead of after the key's expiry.
+    Every process the worker started (a command objective's program and what it forked, whatever a
+    function objective started: they inherit the worker's token in their environment) gets SIGTERM,
+    then SIGKILL after `GROUP_GRACE`. The heartbeat key is deleted, so the next lost-worker check
+    finds the worker at once instead of after the key's expiry.
     """
-    path = s.get("pgid_file")
-    pgid = 0
-    if path:
-        try:
-            with open(path) as f:
-                pgid = int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            pgid = 0
-    if pgid > 1:
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-            deadline = time.monotonic() + GROUP_GRACE
-            while time.monotonic() < deadline:
-                os.killpg(pgid, 0)  # raises once the group is empty (init reaps the orphans)
-                time.sleep(0.02)
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    token = s.get("worker_token")
+    pids = _marked(token) if token else []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + (GROUP_GRACE if sig == signal.SIGTERM else 0)
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if alive(p)]
+            time.sleep(0.02)
     try:  # a fresh connection: the loop's may be inside a BLPOP
         Client(s, timeout=5).call("DEL", s["keys"]["heartbeat"])
     except (RedisError, OSError):
@@ -475,14 +486,7 @@ def main() -> int:
     settings = json.loads(sys.stdin.read())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's business
     signal.signal(signal.SIGTERM, lambda signum, frame: _on_sigterm(settings))
-    try:
-        return run(settings)
-    finally:
-        if settings.get("pgid_file"):
-            try:
-                os.unlink(settings["pgid_file"])
-            except OSError:
-                pass
+    return run(settings)
 
 
 if __name__ == "__main__":

@@ -288,28 +288,12 @@ def _is_flag(arg: str) -> bool:
 # ------------------------------------------------------------------ running
 def _environment(spec: CommandSpec, params: Mapping[str, Any], ctx: TrialContext,
                  values: Mapping[str, Any]) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop(PGID_FILE_VARIABLE, None)  # the worker's, not the program's
+    env = dict(os.environ)  # with the worker's RUSHHPC_WORKER_TOKEN: its heartbeat finds the program by it
     env.update({k: _fill(v, values) for k, v in spec.env.items()})
     env["RUSHHPC_TRIAL_DIR"] = str(ctx.trial_dir)
     env["RUSHHPC_EVAL"] = str(ctx.eval)
     env["RUSHHPC_PARAMS"] = json.dumps(dict(params), default=str)
     return env
-
-
-# A worker's heartbeat process names this file in the worker's environment (rushhpc.heartbeat): the running
-# program's process group id is written there, so the heartbeat can stop it if the worker is killed.
-PGID_FILE_VARIABLE = "RUSHHPC_PGID_FILE"
-
-
-def _note_group(pgid: int | None) -> None:
-    path = os.environ.get(PGID_FILE_VARIABLE)
-    if path:
-        try:
-            with open(path, "w") as f:
-                f.write(str(pgid) if pgid else "")
-        except OSError:
-            pass  # no heartbeat file: the worker's own kill tree still reaches the program
 
 
 def _stop_group(proc: subprocess.Popen, grace: float) -> None:
@@ -424,8 +408,8 @@ def run_command(spec: CommandSpec, params: Mapping[str, Any], ctx: TrialContext,
                 inactive: Sequence[str] = (), on_start: Callable[[int], None] | None = None) -> Any:
     """Run one evaluation of a command objective and return its result (a number or a dict of outputs).
 
-    ``on_start(pgid)`` is called once the program runs (the worker tells its heartbeat process, so
-    the program's group dies with the worker even when the worker is SIGKILLed).
+    ``on_start(pgid)`` is called once the program runs. If the worker itself is SIGKILLed, its heartbeat
+    process stops the program: the program inherits the worker's ``RUSHHPC_WORKER_TOKEN``.
 
     Example:
         >>> spec = CommandSpec.from_mapping({"command": ["python3", "-c", "print({x} ** 2)"]})
@@ -450,7 +434,8 @@ def run_command(spec: CommandSpec, params: Mapping[str, Any], ctx: TrialContext,
             raise ProgramFailed(f"cannot start {argv[0]!r}: {e.strerror} (the program runs in {cwd})") from None
     pgid = proc.pid
     try:
-        (on_start or _note_group)(pgid)
+        if on_start is not None:
+            on_start(pgid)
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -464,8 +449,6 @@ def run_command(spec: CommandSpec, params: Mapping[str, Any], ctx: TrialContext,
     finally:
         if _group_alive(pgid):
             _stop_group(proc, spec.grace)  # what the program left running (a forked child)
-        if on_start is None:
-            _note_group(None)
     if code != 0:
         why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         tail = _tail_lines(trial / "stderr.txt", STDERR_TAIL_LINES)

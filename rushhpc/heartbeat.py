@@ -6,8 +6,8 @@ healthy worker declared lost. Each beat refreshes ``{net}:heartbeat:{wid}``
 with an expiry and then blocks on the worker's kill list for one period, so
 one command both sleeps and listens. On a kill request it SIGKILLs the
 worker and its children. It ends with its worker (PR_SET_PDEATHSIG with SIGTERM, plus a
-parent check every beat), and when the worker died under it (SIGKILL, the OOM killer) it first stops the
-program the worker was running (its process group, noted in a 0600 temp file) and deletes the heartbeat
+parent check every beat), and when the worker died under it (SIGKILL, the OOM killer) it first stops every
+process the worker started (they carry the worker's token in their environment) and deletes the heartbeat
 key, so the loss is seen at the next check, not at the key's expiry; retries Redis errors with backoff instead of giving
 up, and refreshes only while the worker is registered as running, so a
 ``reset()`` leaves no key behind. On a Redis Cluster it talks to the primary
@@ -27,10 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from typing import Any
 
@@ -42,7 +42,7 @@ from .layout import Keys
 from .protocol import source
 
 PR_SET_PDEATHSIG = 1
-PGID_FILE_VARIABLE = "RUSHHPC_PGID_FILE"  # also read by rushhpc.command (it imports no rushhpc module)
+WORKER_TOKEN_VARIABLE = "RUSHHPC_WORKER_TOKEN"  # marks the processes a worker started (beat.worker_gone)
 REGISTER_WAIT = defaults.HEARTBEAT_REGISTER_WAIT  # seconds a heartbeat waits for its worker to register
 
 
@@ -123,11 +123,9 @@ def start_heartbeat(
     """
     cfg = config if isinstance(config, RedisConfig) else redis_config(url=config)
     settings = beat_settings(cfg, network_id, worker_id, period, expire, watch_pid=watch_pid)
-    # Where this worker notes the process group of the program it runs (rushhpc.command), so that
-    # the heartbeat stops it if the worker dies; the heartbeat removes the file when it ends.
-    fd, settings["pgid_file"] = tempfile.mkstemp(prefix=f"rushhpc-{worker_id}-", suffix=".pgid")
-    os.close(fd)
-    os.environ[PGID_FILE_VARIABLE] = settings["pgid_file"]
+    # Every process this worker starts from now on (a program it runs, what an objective starts, and the
+    # children of those) inherits this token: if the worker dies, its heartbeat stops them (beat.worker_gone).
+    settings["worker_token"] = os.environ[WORKER_TOKEN_VARIABLE] = secrets.token_hex(12)
     main_thread = threading.current_thread() is threading.main_thread()
     proc = subprocess.Popen(
         beat_command(),

@@ -84,9 +84,14 @@ def hms(seconds: int) -> str:
 SECRET_VARIABLES = ("RUSHHPC_REDIS_URL", "REDIS_URL", "RUSHHPC_REDIS_PASSWORD")
 
 
+# A worker's mark on the processes it starts (rushhpc.heartbeat): a worker, job or scheduler command this
+# process starts is not one of them, and must not die with a worker that happens to run here too.
+WORKER_TOKEN_VARIABLE = "RUSHHPC_WORKER_TOKEN"
+
+
 def scheduler_environment() -> dict[str, str]:
-    """This process's environment without the variables that may hold secrets."""
-    return {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+    """This process's environment without the variables that may hold secrets, nor a worker's token."""
+    return {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES and k != WORKER_TOKEN_VARIABLE}
 
 
 def run_command(argv: Sequence[str], timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
