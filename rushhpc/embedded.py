@@ -109,8 +109,9 @@ class EmbeddedRedis:
                 # thread ends, so only the main thread may rely on it)
                 preexec_fn=(lambda: set_parent_death_signal(signal.SIGTERM)) if main_thread else None,
             )
-            if not main_thread:
-                self._watch(self.proc.pid)
+            # off the main thread the watchdog also stops the server; on it, it removes the server's folder
+            # after the parent-death signal stopped it
+            self._watch(self.proc.pid)
             assert self.proc.stdin is not None
             self.proc.stdin.write(conf.encode())
             self.proc.stdin.close()
@@ -132,10 +133,12 @@ class EmbeddedRedis:
         raise RushConfigError(f"could not start the embedded redis-server ({binary}): {last_error}")
 
     def _watch(self, pid: int) -> None:
-        """A tiny shell that stops the server when this process dies (started off the main thread)."""
+        """A tiny shell that, when this process dies, stops the server and removes its temporary folder."""
+        # when the manager died without stopping it: stop the server, wait for it, remove its temp folder
         script = ('while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; '
-                  'kill -0 "$1" 2>/dev/null || kill "$2" 2>/dev/null')
-        self.watchdog = subprocess.Popen(["sh", "-c", script, "sh", str(os.getpid()), str(pid)],
+                  'kill -0 "$1" 2>/dev/null && exit 0; kill "$2" 2>/dev/null; '
+                  'while kill -0 "$2" 2>/dev/null; do sleep 0.1; done; rm -rf -- "$3"')
+        self.watchdog = subprocess.Popen(["sh", "-c", script, "sh", str(os.getpid()), str(pid), str(self.dir)],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL, start_new_session=True)
 

@@ -113,13 +113,14 @@ def test_embedded_redis_dies_with_its_manager(sig, thread):
         "    rushhpc.rsh('emb-net')\n"
         f"t = threading.Thread(target=make) if {thread} else None\n"
         "(t.start(), t.join()) if t else make()\n"
-        "print(e._SERVER.proc.pid, flush=True)\n"
+        "print(e._SERVER.proc.pid, e._SERVER.dir, flush=True)\n"
         "time.sleep(300)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        pid = int(proc.stdout.readline())
-        assert psutil.pid_exists(pid)
+        pid_text, folder = proc.stdout.readline().split()
+        pid = int(pid_text)
+        assert psutil.pid_exists(pid) and os.path.isdir(folder)
         os.kill(proc.pid, sig)
         proc.wait(10)
 
@@ -130,6 +131,8 @@ def test_embedded_redis_dies_with_its_manager(sig, thread):
                 return True
 
         wait_until(gone, 15, what="the embedded redis-server to stop")
+        # its temp folder goes with it (one was left in /tmp per killed manager)
+        wait_until(lambda: not os.path.exists(folder), 10, what=f"the server's folder {folder} to be removed")
     finally:
         if proc.poll() is None:
             proc.kill()
