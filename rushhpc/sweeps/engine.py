@@ -142,6 +142,7 @@ class SweepRun:
         self.last_checkpoint = time.monotonic()
         self.worker_reason = ""
         self.ended_seen: set[str] = set()  # ended workers whose reason was read
+        self.out_of_memory: list[str] = []  # lost out_of_memory, not replaced yet (workers.resources.mem_retry)
         self.display_: Display | None = None
         self.lock_: OutputLock | None = None
         self.all_failed = False
@@ -695,7 +696,9 @@ class SweepRun:
             flags = self.rush.worker_field(ended, "terminate")
             stopped = [w for w, f in zip(ended, flags) if states[w] == "killed" or f == "1"]
             others = [w for w in ended if w not in stopped]
-            reasons = [r for r in self.rush.worker_field(others, "reason") if r] if others else []
+            raw = self.rush.worker_field(others, "reason") if others else []
+            reasons = [r for r in raw if r]
+            self.out_of_memory += [w for w, r in zip(others, raw) if r == "out_of_memory"]
             if reasons:
                 self.worker_reason = reasons[-1].strip().splitlines()[-1][:300]
             if stopped:
@@ -718,10 +721,26 @@ class SweepRun:
             self.restarts_left -= k
             why = f" (last: {self.worker_reason})" if self.worker_reason else ""
             self.display.message(f"{self.wanted - alive} worker(s) gone{why}; starting {k} replacement(s)")
-            self._start_workers(k, first=False)
+            grown = self._replace_out_of_memory(k)
+            if k > len(grown):
+                self._start_workers(k - len(grown), first=False)
         elif alive == 0 and self.rush.n_running_tasks == 0:
             why = f"; last worker: {self.worker_reason}" if self.worker_reason else ""
             raise _Stop("failed", f"no workers left and no restarts left (workers.restarts){why}")
+
+    def _replace_out_of_memory(self, k: int) -> list[str]:
+        """Up to ``k`` replacements of workers lost out_of_memory, started by the manager with more memory
+        (workers.resources.mem_retry: `Rush.replace_workers`), its decision shown; the rest start afresh."""
+        lost, self.out_of_memory = self.out_of_memory[:k], self.out_of_memory[k:]
+        if not lost or not self.cfg["workers"]["resources"].get("mem_retry"):
+            return []
+        ids = self.rush.replace_workers(lost)
+        now = time.monotonic()
+        for wid, decision in zip(ids, self.rush.worker_field(ids, "mem_decision")):
+            self.launched[wid] = now
+            if decision:
+                self.display.message(decision)
+        return ids
 
     def _update_stats(self, phase: str | None = None) -> None:
         st = self.stats
