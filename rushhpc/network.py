@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 # the fields of a worker's hash that worker_rows shows (layout.py describes every field)
 WORKER_FIELDS = ("worker_id", "state", "job_state", "pid", "hostname", "node", "heartbeat_expire", "heartbeat_pid",
-                 "launcher", "job_id", "terminate_reason", "reason", "started_at", "stopped_at")
+                 "launcher", "job_id", "terminate_reason", "reason", "started_at", "stopped_at", "mem", "mem_retry_of")
 
 
 def default_run_root() -> Path:
@@ -322,6 +322,7 @@ class Network(TaskStore):
                 pipe.hset(k.worker(r.worker_id), mapping={
                     "worker_id": r.worker_id, "state": WorkerState.PENDING.value, "launcher": r.launcher,
                     "job_id": r.job_id or "", "submitted_at": r.submitted_at, "managed": "1",
+                    "mem": str((r.extra.get("resources") or {}).get("mem") or ""),  # worker_info's mem column
                 })
                 pipe.sadd(k.workers_in(WorkerState.PENDING), r.worker_id)
                 pipe.sadd(k.active_launches, r.worker_id)
@@ -422,6 +423,9 @@ class Network(TaskStore):
                            else h.get("reason")) or None,
                 "started_at": float(h["started_at"]) if h.get("started_at") else None,
                 "stopped_at": float(h["stopped_at"]) if h.get("stopped_at") else None,
+                # a batch job's --mem, and the worker whose out-of-memory end made it ask more (rushhpc.memory)
+                "mem": h.get("mem") or None,
+                "mem_retry_of": h.get("mem_retry_of") or None,
             })
         rows.sort(key=lambda r: (r["started_at"] is None, r["started_at"] or 0.0))
         return rows

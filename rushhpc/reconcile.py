@@ -260,6 +260,11 @@ class Reconciler:
                             "was lost: ", f"was lost: {ENDED_WORDS['out_of_memory']}, ", 1)
                     else:
                         d.refine_reason = "out_of_memory"
+                if "out_of_memory" in (d.lost_reason, d.refine_reason):
+                    # the tasks its job was running, before they are released: a replacement that asks more
+                    # memory (mem_retry, Rush.replace_workers) writes its decision into their condition
+                    held = net.keys.worker_tasks(wid) if d.lost_reason else net.keys.released(wid)
+                    d.track["oom_tasks"] = sorted(net.connector.smembers(held))
                 if d.lost_reason:
                     tail = launcher.stderr_tail(wid, 10)
                     msg = d.message + (f"; stderr ends with: {tail.splitlines()[-1]}" if tail else "")

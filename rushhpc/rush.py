@@ -8,7 +8,9 @@ handles: a new manager that opens the same network id sees, and can act on, ever
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import logging
 import os
 import secrets
@@ -245,20 +247,106 @@ class Rush(Network):
     def replace_workers(self, worker_ids: Sequence[str]) -> list[str]:
         """Start one new worker for each of these (lost) workers, the way they were started.
 
+        A batch worker lost ``out_of_memory`` whose launcher options set ``mem_retry`` is replaced by a
+        job asking more memory (`rushhpc.memory`): ``mem * mem_retry**k`` after the k-th out-of-memory end
+        of its lineage, at most ``mem_max``; one already at ``mem_max`` is replaced at ``mem_max`` (the
+        tasks' ``max_retries`` bound how often a hungry task is tried). The decision is logged, written in
+        the new worker's hash (worker_info's ``mem`` and ``mem_retry_of``; ``mem_decision``) and in the
+        condition of the tasks the lost job was running.
+
         Example:
             >>> rush.replace_workers(rush.lost_worker_ids)
         """
-        groups: dict[tuple[str, str], tuple[int, dict]] = {}
+        ids = list(worker_ids)
+        reasons = self.worker_field(ids, "reason") if ids else []
+        groups: dict[tuple[str, str, str], tuple[int, dict, dict]] = {}
+        new: list[str] = []
+        for wid, reason in zip(ids, reasons):
+            rec = self.record(wid)
+            if rec is None or not rec.start_id:
+                continue
+            if reason == "out_of_memory":
+                grown = self._replace_out_of_memory(wid, rec)
+                if grown is not None:
+                    new.append(grown)
+                    continue
+            # a replacement of a worker that asked more memory keeps its lineage (a later out-of-memory end
+            # goes on from there)
+            lineage: dict[str, Any] = {k: rec.extra[k] for k in ("mem_attempt", "mem_base") if k in rec.extra}
+            group = (rec.launcher, rec.start_id, json.dumps(lineage, sort_keys=True))
+            n, _, _ = groups.get(group, (0, {}, {}))
+            groups[group] = (n + 1, rec.extra.get("options", {}), lineage)
+        for (name, start_id, _), (n, options, lineage) in groups.items():
+            started = self._launch(name, start_id, n, options)
+            if lineage:
+                self._note_lineage(started, lineage)
+            log.warning("started %d replacement worker(s) through %s: %s", n, name, ", ".join(started))
+            new += started
+        return new
+
+    def _note_lineage(self, worker_ids: Sequence[str], fields: dict[str, Any]) -> None:
         for wid in worker_ids:
             rec = self.record(wid)
-            if rec is not None and rec.start_id:
-                n, _ = groups.get((rec.launcher, rec.start_id), (0, {}))
-                groups[(rec.launcher, rec.start_id)] = (n + 1, rec.extra.get("options", {}))
-        new: list[str] = []
-        for (name, start_id), (n, options) in groups.items():
-            ids = self._launch(name, start_id, n, options)
-            log.warning("started %d replacement worker(s) through %s: %s", n, name, ", ".join(ids))
-            new += ids
+            if rec is not None:
+                rec.extra.update(fields)
+                self.save_record(rec)
+
+    def _replace_out_of_memory(self, worker_id: str, rec: LaunchRecord) -> str | None:
+        """Replace a worker whose job ran out of memory with one asking more, when its launcher options
+        set ``mem_retry``; the new worker's id, or None (no rule: an ordinary replacement)."""
+        from .launchers.batch import BatchLauncher
+        from .memory import parse_memory
+
+        launcher = self.launcher(rec.launcher)
+        if not isinstance(launcher, BatchLauncher):
+            return None
+        options = dict(rec.extra.get("options") or {})
+        per_call = dict(options.get("launcher_options") or {})
+        try:
+            rule = launcher.memory_retry(per_call)  # checked at the start: this raises only if the plan changed
+        except RushConfigError as e:
+            log.warning("worker %s ran out of memory; replaced with the same memory: %s", worker_id, e)
+            return None
+        if rule is None:
+            return None
+        was = str({**launcher.options, **per_call}["mem"])
+        attempt = int(rec.extra.get("mem_attempt") or 0) + 1
+        base = int(rec.extra.get("mem_base") or rule.mem)  # the lineage's first mem, in MB
+        mb, capped = dataclasses.replace(rule, mem=base).asked(attempt)
+        at_max = rule.max_mb is not None and parse_memory(was) >= rule.max_mb
+        text = launcher.memory_text(mb)
+        options["launcher_options"] = {**per_call, "mem": text}
+        [new] = self._launch(rec.launcher, rec.start_id, 1, options)
+        if at_max:
+            decision = (f"worker {worker_id} ran out of memory at mem_max ({was}): its replacement {new} asks "
+                        f"mem={text} again (mem_max reached, mem_retry grows it no further)")
+        else:
+            decision = (f"worker {worker_id} ran out of memory with mem={was}: its replacement {new} asks "
+                        f"mem={text} (mem_retry {rule.factor:g}, attempt {attempt}"
+                        + (", capped at mem_max)" if capped else ")"))
+        log.warning("%s", decision)
+        self._note_lineage([new], {"mem_attempt": attempt, "mem_base": base, "mem_retry_of": worker_id})
+        detail = {"worker": worker_id, "mem": was, "replacement": new, "replacement_mem": text,
+                  "mem_retry": rule.factor, "attempt": attempt, "mem_max_reached": capped or at_max}
+        keys = list(rec.extra.get("oom_tasks") or [])  # the tasks its job was running (the reconciler's note)
+        with self.connector.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.worker(new), mapping={"mem": text, "mem_retry_of": worker_id,
+                                                      "mem_attempt": attempt, "mem_decision": decision})
+            for key in keys:
+                pipe.hmget(self.keys.task(key), ["state", "condition"])
+            rows = pipe.execute()[1:]
+        with self.connector.pipeline(transaction=False) as pipe:
+            for key, (state, condition) in zip(keys, rows):
+                if state is None:
+                    continue  # deleted meanwhile
+                if state == "failed":  # no retry was left: it keeps why it failed, and says what was decided
+                    parsed = json.loads(condition) if condition else None
+                    old = str(parsed.get("message", "") if isinstance(parsed, dict) else parsed or "")
+                    message = f"{old}; no retry left, not retried: {decision}" if old else decision
+                else:
+                    message = f"requeued: {decision}"
+                pipe.hset(self.keys.task(key), "condition", json.dumps({"message": message, "out_of_memory": detail}))
+            pipe.execute()
         return new
 
     def start_workers(self, worker_loop: Callable, n_workers: int | None = None, **options_and_args: Any) -> list[str]:

@@ -17,7 +17,7 @@ TIME_COLUMNS = ("created_at", "started_at", "finished_at")
 LOG_COLUMNS = ["worker_id", "level", "timestamp", "logger", "msg"]
 WORKER_COLUMNS = [
     "worker_id", "state", "job_state", "pid", "hostname", "node", "heartbeat", "heartbeat_alive", "heartbeat_pid",
-    "launcher", "job_id", "reason", "started_at", "stopped_at",
+    "launcher", "job_id", "reason", "started_at", "stopped_at", "mem", "mem_retry_of",
 ]
 _PARTS = ("xs", "ys", "xs_extra", "ys_extra")
 _EMPTY: dict[bool, pd.DataFrame] = {}  # the empty tables, made once (handed out as copies)

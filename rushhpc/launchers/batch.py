@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import jinja2
 
-from .. import defaults, durations
+from .. import defaults, durations, memory
 from ..errors import RushConfigError, RushWorkerError
 from .base import LaunchContext, Launcher, LaunchRecord
 
@@ -43,6 +43,8 @@ RESOURCE_KEYS = (
 BEHAVIOUR_KEYS = (
     "template", "python", "startup_grace", "max_array_size", "walltime_margin", "poll_interval",
     "max_poll_interval", "submit_timeout", "detach", "vanish_grace", "array_throttle", "submit_interval", "max_submit",
+    # what the manager does when a job is killed for its memory (rushhpc.memory): never a directive
+    "mem_retry", "mem_max",
 )
 
 
@@ -133,6 +135,7 @@ class BatchLauncher(Launcher):
 
     template_name = ""
     scheduler = ""
+    memory_style = "slurm"  # how a replacement's larger mem is written (rushhpc.memory.format_memory)
     default_max_array_size = defaults.MAX_ARRAY_SIZE
     renders = True
     managed = True
@@ -145,6 +148,25 @@ class BatchLauncher(Launcher):
                 f"unknown launcher option(s) {unknown}; resources: {list(RESOURCE_KEYS)}, "
                 f"behaviour: {list(BEHAVIOUR_KEYS)}"
             )
+        self.memory_retry(None)  # a wrong mem_retry/mem_max fails before anything is submitted
+
+    def memory_retry(self, overrides: dict[str, Any] | None = None) -> memory.MemoryRetry | None:
+        """The out-of-memory retry rule of the plan's options and these per-call ``launcher_options``
+        (`rushhpc.memory.memory_retry`), checked; None without ``mem_retry``.
+
+        Example:
+            >>> SlurmLauncher(ctx, {"mem": "300M", "mem_retry": 2}).memory_retry()  # doctest: +SKIP
+            MemoryRetry(mem=300, factor=2.0, max_mb=None)
+        """
+        opts = {**self.options, **(overrides or {})}
+        try:
+            return memory.memory_retry(opts, self.memory_style)
+        except memory.MemorySpecError as e:
+            raise RushConfigError(f"launcher option {e.key}: {e.message}") from None
+
+    def memory_text(self, mb: int) -> str:
+        """``mb`` megabytes as this scheduler's ``mem`` takes them (``600M`` for SLURM, ``600mb`` for PBS)."""
+        return memory.format_memory(mb, self.memory_style)
 
     # ------------------------------------------------------------ options
     def resources(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -254,6 +276,7 @@ class BatchLauncher(Launcher):
                 "fewer, or use rush.adapt(..., backlog=...) to keep fewer jobs queued at once"
             )
         overrides = options.get("launcher_options")
+        self.memory_retry(overrides)
         res = self.resources(overrides)
         resources = {k: res[k] for k in ("cpus_per_task", "nodes", "gpus", "mem") if res.get(k)}
         interval = float(self.behaviour("submit_interval", 0) or 0)

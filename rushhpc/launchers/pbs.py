@@ -89,6 +89,7 @@ class PbsLauncher(BatchLauncher):
     name = "pbs"
     scheduler = "pbs"
     template_name = "pbs.sh.j2"
+    memory_style = "pbs"
 
     def __init__(self, context: LaunchContext, options: dict[str, Any] | None = None):
         super().__init__(context, options)

@@ -546,6 +546,14 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
     if not isinstance(res, dict) or not all(isinstance(k, str) for k in res):
         raise c.fail("workers.resources", "expected a mapping of launcher options (see docs/launchers/)", res)
     workers["resources"] = res
+    try:  # a job killed for its memory retried with more (rushhpc.memory): checked here, in the YAML's words
+        from ..memory import MemorySpecError, memory_retry
+
+        if memory_retry(res, workers["launcher"]) is not None and workers["launcher"] not in ("slurm", "pbs"):
+            raise c.fail("workers.resources.mem_retry", f"retries a batch job killed for its memory: launcher slurm "
+                         f"or pbs, not {workers['launcher']}", res["mem_retry"])
+    except MemorySpecError as e:
+        raise c.fail(f"workers.resources.{e.key}", e.message) from None
     # each worker's own GPUs: CUDA_VISIBLE_DEVICES split into disjoint shares (local), --gpus-per-task (srun)
     workers["gpus_per_worker"] = c.opt_int("workers.gpus_per_worker", w.get("gpus_per_worker"), minimum=1)
     workers["heartbeat_period"] = c.opt_duration("workers.heartbeat_period", w.get("heartbeat_period"))
