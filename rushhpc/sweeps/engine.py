@@ -730,16 +730,14 @@ class SweepRun:
 
     def _replace_out_of_memory(self, k: int) -> list[str]:
         """Up to ``k`` replacements of workers lost out_of_memory, started by the manager with more memory
-        (workers.resources.mem_retry: `Rush.replace_workers`), its decision shown; the rest start afresh."""
+        (workers.resources.mem_retry: `Rush.replace_workers`, which logs its decision); the rest start afresh."""
         lost, self.out_of_memory = self.out_of_memory[:k], self.out_of_memory[k:]
         if not lost or not self.cfg["workers"]["resources"].get("mem_retry"):
             return []
         ids = self.rush.replace_workers(lost)
         now = time.monotonic()
-        for wid, decision in zip(ids, self.rush.worker_field(ids, "mem_decision")):
+        for wid in ids:
             self.launched[wid] = now
-            if decision:
-                self.display.message(decision)
         return ids
 
     def _update_stats(self, phase: str | None = None) -> None:
