@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import redis
 
-from . import defaults, lifecycle, startargs
+from . import codec, defaults, lifecycle, startargs
 from .adapt import Adapter, AdaptPolicy
 from .config import Plan, RedisConfig, as_config, current_plan, env_config, heartbeat_settings
 from .errors import RushConfigError, RushError, RushNetworkLostError, RushTimeoutError, RushWorkerError
@@ -251,8 +251,9 @@ class Rush(Network):
         job asking more memory (`rushhpc.memory`): ``mem * mem_retry**k`` after the k-th out-of-memory end
         of its lineage, at most ``mem_max``; one already at ``mem_max`` is replaced at ``mem_max`` (the
         tasks' ``max_retries`` bound how often a hungry task is tried). The decision is logged, written in
-        the new worker's hash (worker_info's ``mem`` and ``mem_retry_of``; ``mem_decision``) and in the
-        condition of the tasks the lost job was running.
+        the new worker's hash (worker_info's ``mem`` and ``mem_retry_of``; ``mem_decision``) and on the
+        tasks the lost job was running: a requeued one's ``xs_extra`` ``out_of_memory`` (a column of the task
+        tables; a condition would mark it failed), a failed one's condition (after why it failed).
 
         Example:
             >>> rush.replace_workers(rush.lost_worker_ids)
@@ -333,19 +334,25 @@ class Rush(Network):
             pipe.hset(self.keys.worker(new), mapping={"mem": text, "mem_retry_of": worker_id,
                                                       "mem_attempt": attempt, "mem_decision": decision})
             for key in keys:
-                pipe.hmget(self.keys.task(key), ["state", "condition"])
+                pipe.hmget(self.keys.task(key), ["state", "condition", "xs_extra"])
             rows = pipe.execute()[1:]
         with self.connector.pipeline(transaction=False) as pipe:
-            for key, (state, condition) in zip(keys, rows):
+            for key, (state, condition, extra) in zip(keys, rows):
                 if state is None:
                     continue  # deleted meanwhile
                 if state == "failed":  # no retry was left: it keeps why it failed, and says what was decided
-                    parsed = json.loads(condition) if condition else None
+                    parsed = codec.decode(condition)
                     old = str(parsed.get("message", "") if isinstance(parsed, dict) else parsed or "")
                     message = f"{old}; no retry left, not retried: {decision}" if old else decision
-                else:
-                    message = f"requeued: {decision}"
-                pipe.hset(self.keys.task(key), "condition", json.dumps({"message": message, "out_of_memory": detail}))
+                    pipe.hset(self.keys.task(key), "condition",
+                              codec.encode({"message": message, "out_of_memory": detail}, "condition"))
+                    continue
+                # requeued: a condition would mark it failed (only a failed task carries one, as in rush), so
+                # the decision goes into its xs_extra, an ``out_of_memory`` column of the task tables
+                data = codec.decode(extra) or {}
+                if isinstance(data, dict):
+                    data["out_of_memory"] = decision
+                    pipe.hset(self.keys.task(key), "xs_extra", codec.encode_dict(data, "xs_extra"))
             pipe.execute()
         return new
 

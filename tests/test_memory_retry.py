@@ -9,14 +9,19 @@ finishes the task; and the growth stops at ``mem_max``, said so.
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import cloudpickle
+import pandas as pd
 import pytest
+from batch_backends import SlurmBackend, require
 from conftest import wait_until
 from test_batch_scenarios import backend, batch  # noqa: F401  (fixtures)
 
@@ -192,12 +197,11 @@ def test_a_job_killed_for_its_memory_is_retried_with_more_and_finishes(batch, ba
     r.wait_for_tasks([key], timeout=90)
     [row] = r.fetch_finished_tasks().to_dict("records")
     assert row["y"] == 380 and row["worker_id"] == second
-    assert row["condition"] == (f"requeued: worker {first} ran out of memory with mem=300M: its replacement {second} "
-                                "asks mem=600M (mem_retry 2, attempt 1)")
-    detail = json.loads(r.connector.hget(r.keys.task(key), "condition"))["out_of_memory"]
-    assert detail == {"worker": first, "mem": "300M", "replacement": second, "replacement_mem": "600M",
-                      "mem_retry": 2.0, "attempt": 1, "mem_max_reached": False}
-    assert r.connector.hget(r.keys.worker(second), "mem_decision") == row["condition"].removeprefix("requeued: ")
+    decision = (f"worker {first} ran out of memory with mem=300M: its replacement {second} asks mem=600M "
+                "(mem_retry 2, attempt 1)")
+    # finished, so no condition (that would mark it failed); the decision is in its xs_extra, a table column
+    assert row["out_of_memory"] == decision and pd.isna(row.get("condition")), row
+    assert r.connector.hget(r.keys.worker(second), "mem_decision") == decision
     assert r.worker_info.set_index("worker_id").loc[second, "mem"] == "600M"  # worker_info's column
     r.stop_monitor()
 
@@ -222,7 +226,44 @@ def test_the_retry_stops_growing_at_mem_max_and_says_so(batch, backend):
                             "mem=450M again (mem_max reached, mem_retry grows it no further)")
     assert _job_mem(r.record(third).job_id or "") == "450M"
     wait_until(lambda: r.n_failed_tasks == 1, 30, interval=0.5, what="the task to fail (its one retry used)")
-    condition = r.fetch_failed_tasks()["condition"].item()
+    failed = r.fetch_failed_tasks()
+    condition = failed["condition"].item()
     assert condition.startswith(f"worker {second} was lost: its job ran out of memory"), condition
     assert condition.endswith(f"; no retry left, not retried: {decisions[1]}"), condition
+    assert failed["out_of_memory"].item() == decisions[0]  # its first, requeued, loss: in its xs_extra
+    detail = json.loads(r.connector.hget(r.keys.task(key), "condition"))["out_of_memory"]
+    assert detail == {"worker": second, "mem": "450M", "replacement": third, "replacement_mem": "450M",
+                      "mem_retry": 2.0, "attempt": 2, "mem_max_reached": True}
     r.stop_monitor()
+
+
+@pytest.mark.slurm
+def test_a_sweep_retries_a_job_killed_for_its_memory_with_more(config, tmp_path):
+    # part 4 through `rushhpc sweep` (the engine's replacement path): workers.resources.mem_retry makes the
+    # replacement of the worker killed at 300M ask 600M; the evaluation finishes and the decision is shown
+    require("slurm", SlurmBackend.available(), "start it with scripts/slurm-cluster.sh start")
+    pw = tmp_path / "redis.pw"
+    pw.write_text(config.password + "\n")
+    pw.chmod(0o600)
+    (tmp_path / "hog.py").write_text("import time\n\ndef hog(mb):\n    block = bytearray(mb * 1024 * 1024)\n"
+                                     "    time.sleep(3)\n    return {'y': len(block) // (1024 * 1024)}\n")
+    (tmp_path / "s.yaml").write_text(
+        "objective: hog.py:hog\nmetric: y\nspace: {mb: {type: categorical, choices: [380]}}\nstrategy: grid\n"
+        "retries: 1\ntimeout: 2m\nbudget: {walltime: 3m}\n"
+        "workers: {n: 1, launcher: slurm, restarts: 1, heartbeat_period: 1, heartbeat_expire: 20,\n"
+        "  resources: {partition: debug, time: '00:05:00', mem: 300M, mem_retry: 2, poll_interval: 0.5,"
+        " max_poll_interval: 2}}\n"
+        f"redis: {{url: 'redis://127.0.0.1:{config.port}/0', password_file: '{pw}'}}\noutput: {tmp_path / 'out'}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RUSHHPC_REDIS_URL", "REDIS_URL", "RUSHHPC_CONFIG")}
+    run = subprocess.run([sys.executable, "-m", "rushhpc", "sweep", str(tmp_path / "s.yaml"), "progress=plain"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    text = run.stdout + run.stderr
+    assert run.returncode == 0, text[-3000:]
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        [row] = list(csv.DictReader(f))
+    assert row["state"] == "finished" and float(row["y"]) == 380, row
+    m = re.search(r"worker (w-\S+) ran out of memory with mem=300M: its replacement (w-\S+) asks mem=600M "
+                  r"\(mem_retry 2, attempt 1\)", text)
+    assert m, text[-3000:]
+    assert text.count(m.group(0)) == 1  # said once
+    assert row["worker_id"] == m.group(2)  # the evaluation finished on the replacement with more memory
