@@ -3,7 +3,7 @@
 Side by side in one run, for a program that exits at once (``/bin/echo 1``):
 
 - ``subprocess.run`` in a loop: the floor, what a hand-written wrapper pays;
-- ``rushhpc.command.run_command`` in a loop: the mechanism alone (trial folder made fresh,
+- ``rushhpc.worker.command.run_command`` in a loop: the mechanism alone (trial folder made fresh,
   stdout/stderr files, process group, result read back);
 - a sweep's worker: ``rushhpc sweep`` with one local worker and a command objective, from the
   first evaluation's start to the last one's end (Redis round trips, results, journal included).
@@ -37,7 +37,7 @@ def bare(n: int) -> float:
 
 
 def mechanism(n: int, work: Path) -> float:
-    from rushhpc.command import CommandSpec, TrialContext, run_command
+    from rushhpc.worker.command import CommandSpec, TrialContext, run_command
 
     spec = CommandSpec.from_mapping({"command": PROGRAM})
     t0 = time.perf_counter()

@@ -228,9 +228,9 @@ def count_round_trips() -> Iterator[_TripCounter]:
         counter.count += 1
         return original(self, command, check_health)
 
-    # a worker's lean EVALSHA path writes to the socket itself (rushhpc.replies, newer versions)
+    # a worker's lean EVALSHA path writes to the socket itself (rushhpc.store.wire, newer versions)
     try:
-        from rushhpc.replies import WorkerRedis
+        from rushhpc.store.wire import WorkerRedis
     except ImportError:
         WorkerRedis = None  # noqa: N806
     lean = getattr(WorkerRedis, "_sendall", None)

@@ -8,10 +8,10 @@ and the manager.
 The workers are simulated, not started: one child process (the "fleet", asyncio with
 ``redis.asyncio``) opens ``--connections`` connections and registers ``--workers`` workers over
 them (worker i on connection i mod C) with the script real workers use
-(`rushhpc.protocol.Protocol.register_worker`, the fields `RushWorker.__init__` writes). Each
+(`rushhpc.store.protocol.Protocol.register_worker`, the fields `RushWorker.__init__` writes). Each
 connection then behaves as the heartbeat process of its workers: every ``--heartbeat-period`` it
 runs the heartbeat script (`Protocol.heartbeat`) for each of them and blocks in ``BLPOP`` on their
-kill lists for one period, as `rushhpc.heartbeat` does. The KEYS and ARGV of both scripts are
+kill lists for one period, as `rushhpc.worker.heartbeat` does. The KEYS and ARGV of both scripts are
 taken from `Protocol` itself (a recording stand-in client), so they cannot drift from the real ones.
 
 Measured, against a private redis-server pinned to CPU 0 and started with a small ``--maxclients``:
@@ -22,7 +22,7 @@ Measured, against a private redis-server pinned to CPU 0 and started with a smal
   (the fleet stops beating them after a last beat with a 1 s expiry, so their heartbeat keys
   expire within a second instead of after 60 s), `counts_by_state`, `worker_counts`,
   `fetch_queued_tasks`, the log stream (`read_log` of a full stream written through
-  `rushhpc.logs.RedisLogHandler`, and `print_log` with one new record), and the command-line views
+  `rushhpc.network.logs.RedisLogHandler`, and `print_log` with one new record), and the command-line views
   run in-process (``rushhpc networks``, ``workers``, ``tasks``, ``logs``, ``top --once``);
 - that `Rush.check_client_capacity` refuses a launch that would exceed ``maxclients``, with its
   message, and that `start_local_workers` is refused before any worker starts; the redis-server's
@@ -94,8 +94,8 @@ def worker_fields(pid: int) -> dict[str, str]:
 async def fleet(port: int, p: dict) -> None:
     import redis.asyncio as aredis
 
-    from rushhpc.layout import Keys
-    from rushhpc.protocol import Protocol
+    from rushhpc.store.keys import Keys
+    from rushhpc.store.protocol import Protocol
 
     keys = Keys(p["network"])
     rec = _Recorder()
@@ -118,7 +118,7 @@ async def fleet(port: int, p: dict) -> None:
 
     t = time.monotonic()
     def connection():
-        # the socket timeout above the blocking timeout, so BLPOP is never cut short (as rushhpc.heartbeat)
+        # the socket timeout above the blocking timeout, so BLPOP is never cut short (as rushhpc.worker.heartbeat)
         return aredis.Redis(host="127.0.0.1", port=port, single_connection_client=True, decode_responses=True,
                             socket_timeout=period + 10)
 
@@ -313,7 +313,7 @@ class Meter:
 
 def cli(*argv: str) -> None:
     """A ``rushhpc`` command in this process, its output thrown away."""
-    from rushhpc.cli import main as rushhpc_main
+    from rushhpc.ui.cli import main as rushhpc_main
 
     with contextlib.redirect_stdout(io.StringIO()):
         code = rushhpc_main(list(argv))
@@ -326,8 +326,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
 
     import rushhpc
     from rushhpc.errors import RushConfigError
-    from rushhpc.logs import RedisLogHandler
-    from rushhpc.network import WORKER_FIELDS
+    from rushhpc.network.logs import RedisLogHandler
+    from rushhpc.network.view import WORKER_FIELDS
 
     out: dict = {"params": {k: v for k, v in vars(args).items() if k not in ("fleet", "json")}}
     server = fleet = rush = None

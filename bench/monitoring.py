@@ -26,7 +26,7 @@ from pathlib import Path
 from common import Context, Row, count_round_trips, log, median
 
 import rushhpc
-from rushhpc.protocol import SCHEMA_VERSION
+from rushhpc.store.protocol import SCHEMA_VERSION
 
 
 def register_workers(rush: rushhpc.Rush, n: int, first: int = 0) -> None:

@@ -35,8 +35,8 @@ def noop_loop(rush) -> None:  # the worker registers, then waits to be killed
 
 def measure(n: int, rounds: int, deadline: float) -> dict:
     from rushhpc import rsh, rush_plan
-    from rushhpc.embedded import embedded_redis
     from rushhpc.launchers.srun import reachable_address
+    from rushhpc.server.embedded import embedded_redis
 
     sys.path.insert(0, str(HERE))  # noop_loop is pickled by reference to this module
     import srun_start  # noqa: F401

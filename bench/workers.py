@@ -77,7 +77,7 @@ def run(ctx: Context) -> list[Row]:
         rss, uss = mem[what]
         rows.append(Row("workers", f"resident memory, idle {what} process", rss, "MiB",
                         note=f"USS {uss} MiB (not shared)"))
-    for module in ("rushhpc", "rushhpc.beat"):
+    for module in ("rushhpc", "rushhpc.worker.beat"):
         rows.append(Row("workers", f"import time of {module}", import_ms(module), "ms",
                         note="python -X importtime, fresh interpreter"))
     return rows

@@ -11,31 +11,31 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from rushhpc._version import __version__
 
-# Imported on first use (PEP 562): a worker process imports `rushhpc.worker`, which must
+# Imported on first use (PEP 562): a worker process imports `rushhpc.worker.api`, which must
 # not pull in pandas and the manager (tens of MiB per worker process on a node).
 _EXPORTS = {
-    "RedisConfig": "config",
-    "redis_config": "config",
-    "remove_rush_plan": "config",
-    "rush_available": "config",
-    "rush_config": "config",
-    "rush_plan": "config",
+    "RedisConfig": "store.connection",
+    "redis_config": "store.connection",
+    "remove_rush_plan": "store.connection",
+    "rush_available": "store.connection",
+    "rush_config": "store.connection",
+    "rush_plan": "store.connection",
     "RushConfigError": "errors",
     "RushError": "errors",
     "RushNetworkLostError": "errors",
     "RushPayloadError": "errors",
     "RushTimeoutError": "errors",
     "RushWorkerError": "errors",
-    "queue_loop": "loops",
-    "command_loop": "loops",
-    "Network": "network",
+    "queue_loop": "worker.loops",
+    "command_loop": "worker.loops",
+    "Network": "network.view",
     "sweep": "sweeps",
-    "Rush": "rush",
-    "rsh": "rush",
-    "RushWorker": "worker",
-    "WorkerStopped": "worker",
+    "Rush": "manager.rush",
+    "rsh": "manager.rush",
+    "RushWorker": "worker.api",
+    "WorkerStopped": "worker.api",
 }
 
 __all__ = [
@@ -60,23 +60,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .config import (
-        RedisConfig,
-        redis_config,
-        remove_rush_plan,
-        rush_available,
-        rush_config,
-        rush_plan,
-    )
-    from .errors import (
-        RushConfigError,
-        RushError,
-        RushPayloadError,
-        RushTimeoutError,
-        RushWorkerError,
-    )
-    from .loops import command_loop, queue_loop
-    from .network import Network
-    from .rush import Rush, rsh
-    from .sweeps import sweep
-    from .worker import RushWorker, WorkerStopped
+    from rushhpc.errors import RushConfigError, RushError, RushPayloadError, RushTimeoutError, RushWorkerError
+    from rushhpc.manager.rush import Rush, rsh
+    from rushhpc.network.view import Network
+    from rushhpc.store.connection import RedisConfig, redis_config, remove_rush_plan, rush_available, rush_config, rush_plan
+    from rushhpc.sweeps import sweep
+    from rushhpc.worker.api import RushWorker, WorkerStopped
+    from rushhpc.worker.loops import command_loop, queue_loop

@@ -73,7 +73,7 @@ class PbsBackend:
 
     @classmethod
     def available(cls) -> bool:
-        return (cls.bin_dir / "qsub").exists() and (REPO / "rushhpc" / "launchers" / "pbs.py").exists()
+        return (cls.bin_dir / "qsub").exists() and (REPO / "rushhpc" / "launchers" / "pbs" / "launcher.py").exists()
 
     def hold_options(self) -> dict:
         return {"extra_directives": ["-h"]}

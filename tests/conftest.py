@@ -177,7 +177,7 @@ def worker(rush, config):
 
 # ======================================================================================
 # Fixtures of `rushhpc redis` and the security tests (tests/test_redis_command.py,
-# tests/security/): servers started through rushhpc.redis_server in private state
+# tests/security/): servers started through rushhpc.server.service in private state
 # folders, a TLS-capable redis-server, and a CA made by the test with the openssl CLI.
 # Every redis-server started here is stopped by its pid at the end.
 # ======================================================================================
@@ -187,8 +187,8 @@ import os  # noqa: E402
 
 def tls_redis_binary() -> str:
     """A redis-server built with TLS; skip without one (fail when RUSHHPC_REQUIRE_TLS=1)."""
-    from rushhpc import redis_server
     from rushhpc.errors import RushConfigError
+    from rushhpc.server import service as redis_server
 
     try:
         return redis_server.find_redis_server(tls=True)
@@ -212,7 +212,7 @@ def process_gone(pid: int) -> bool:
 def redis_home(tmp_path, monkeypatch):
     """A private $RUSHHPC_REDIS_HOME; every server started in it (library or CLI) is stopped
     by its recorded pid at the end, and must be gone."""
-    from rushhpc import redis_server
+    from rushhpc.server import service as redis_server
 
     home = tmp_path / "redis-home"
     monkeypatch.setenv("RUSHHPC_REDIS_HOME", str(home))
@@ -230,7 +230,7 @@ def redis_home(tmp_path, monkeypatch):
 @pytest.fixture
 def start_redis(redis_home):
     """start_redis(name, **StartOptions) -> the status dict of a server in ``redis_home``."""
-    from rushhpc import redis_server
+    from rushhpc.server import service as redis_server
 
     def start(name: str = "default", **options):
         return redis_server.start(redis_home / name, redis_server.StartOptions(**options))

@@ -1,5 +1,5 @@
 """A heartbeat process without a worker: a stand-in process (registered as a running worker by
-hand) calls `rushhpc.heartbeat.start_heartbeat` and sleeps, so the heartbeat is its child and
+hand) calls `rushhpc.worker.heartbeat.start_heartbeat` and sleeps, so the heartbeat is its child and
 beats for it, and a kill request SIGKILLs the stand-in. The heartbeat's stderr goes to a file
 the test reads; the configuration (password included) reaches the stand-in on its stdin.
 """
@@ -13,13 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rushhpc.config import RedisConfig, credentials
-from rushhpc.layout import Keys
+from rushhpc.store.connection import RedisConfig, credentials
+from rushhpc.store.keys import Keys
 
 _STAND_IN = r"""
 import json, sys, time
-from rushhpc.config import from_credentials
-from rushhpc.heartbeat import start_heartbeat
+from rushhpc.store.connection import from_credentials
+from rushhpc.worker.heartbeat import start_heartbeat
 doc = json.loads(sys.stdin.read())
 hb = start_heartbeat(from_credentials(doc["credentials"]), doc["network"], doc["worker"], doc["period"], doc["expire"])
 print(hb.pid, flush=True)

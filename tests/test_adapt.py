@@ -10,7 +10,7 @@ import pytest
 from conftest import wait_until
 
 from rushhpc import RushConfigError, queue_loop
-from rushhpc.adapt import AdaptPolicy, Observation, decide_scale
+from rushhpc.manager.adapt import AdaptPolicy, Observation, decide_scale
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -33,7 +33,7 @@ def backend(request, monkeypatch):
         monkeypatch.setenv("PATH", f"{cls.bin_dir}{os.pathsep}{os.environ['PATH']}")
         monkeypatch.setenv("PBS_EMU_HOME", str(request.getfixturevalue("tmp_path") / "pbs-emu"))
     require(request.param, cls.available(), "start it with scripts/slurm-cluster.sh start"
-            if request.param == "slurm" else "tests/pbs_emulator and rushhpc/launchers/pbs.py are needed")
+            if request.param == "slurm" else "tests/pbs_emulator and rushhpc/launchers/pbs/ are needed")
     return cls()
 
 

@@ -18,7 +18,7 @@ def cli(*args, env_url=None, **kw):
 
 
 def test_script_prints_the_slurm_script(config):
-    out = cli("script", "rushhpc.loops:queue_loop", "--network", "cli-net", "--n-workers", "5",
+    out = cli("script", "rushhpc.worker.loops:queue_loop", "--network", "cli-net", "--n-workers", "5",
               "--set", "fun=null", "--option", "time=01:30:00", "--option", "partition=debug", env_url=config.url())
     assert out.returncode == 0, out.stderr
     s = out.stdout
@@ -28,7 +28,7 @@ def test_script_prints_the_slurm_script(config):
 
 
 def test_script_pbs(config):
-    out = cli("script", "rushhpc.loops:queue_loop", "--network", "cli-net", "--worker-type", "pbs", "--n-workers", "3",
+    out = cli("script", "rushhpc.worker.loops:queue_loop", "--network", "cli-net", "--worker-type", "pbs", "--n-workers", "3",
               "--set", "fun=null", "--option", "time=00:20:00", env_url=config.url())
     assert out.returncode == 0, out.stderr
     assert "#PBS -J 0-2" in out.stdout and "walltime=00:20:00" in out.stdout
@@ -36,7 +36,7 @@ def test_script_pbs(config):
 
 
 def test_script_missing_loop_argument_names_set(config):
-    out = cli("script", "rushhpc.loops:queue_loop", "--network", "cli-net", env_url=config.url())
+    out = cli("script", "rushhpc.worker.loops:queue_loop", "--network", "cli-net", env_url=config.url())
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "'fun'" in out.stderr and "--set KEY=VALUE" in out.stderr
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rushhpc.command import (
+from rushhpc.worker.command import (
     CommandSpec,
     CommandSpecError,
     EvaluationTimeout,

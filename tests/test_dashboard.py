@@ -37,13 +37,13 @@ from rushhpc import RushWorker, queue_loop
 pytest.importorskip("starlette", reason="the dashboard extra (starlette) is not installed")
 pytest.importorskip("uvicorn", reason="the dashboard extra (uvicorn) is not installed")
 
-from rushhpc.dashboard.data import best_so_far, choose_objective, sort_rows, thin, to_csv  # noqa: E402
+from rushhpc.ui.dashboard.data import best_so_far, choose_objective, sort_rows, thin, to_csv  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 REPO = Path(__file__).resolve().parent.parent
 IMG = REPO / "docs" / "img"
-STATIC = REPO / "rushhpc" / "dashboard" / "static"
+STATIC = REPO / "rushhpc" / "ui" / "dashboard" / "static"
 
 
 # ---------------------------------------------------------------------- the server, by pid
@@ -296,8 +296,8 @@ def test_vendored_files_match_their_record():
         assert f"{digest}  {name}" in record, name
     assert "MIT" in (STATIC / "vendor" / "uPlot.LICENSE").read_text()
     # every file of static/ is packaged (pyproject's package-data globs)
-    line = re.search(r'^"rushhpc\.dashboard" = (\[.*\])$', (REPO / "pyproject.toml").read_text(), re.M)
-    assert line, "pyproject.toml has no package-data for rushhpc.dashboard"
+    line = re.search(r'^"rushhpc\.ui\.dashboard" = (\[.*\])$', (REPO / "pyproject.toml").read_text(), re.M)
+    assert line, "pyproject.toml has no package-data for rushhpc.ui.dashboard"
     globs = json.loads(line.group(1))
     for f in STATIC.rglob("*"):
         if f.is_file():
@@ -374,7 +374,7 @@ def test_api_reads_a_network(busy, second_network, start_dashboard, config):
     best = get(f"/api/{net}/best")
     assert (best["column"], best["direction"], best["source"]) == ("loss", "maximize", "sweep")
     rush.connector.delete(rush.keys.prefix + "sweep")
-    from rushhpc.records import SweepInfo  # what rushhpc sweep writes: a hash, through Network.set_sweep_info
+    from rushhpc.core.records import SweepInfo  # what rushhpc sweep writes: a hash, through Network.set_sweep_info
 
     rush.set_sweep_info(SweepInfo("s", "tpe", "loss", "maximize", evaluations=10))
     best = get(f"/api/{net}/best")

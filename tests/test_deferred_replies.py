@@ -30,7 +30,7 @@ def test_deferred_discard_is_logged(rush, dworker, caplog):
     keys = dworker.push_running_tasks([{"x": 1}])
     dworker.connector.drain()
     rush.mark_workers("lost", [(dworker.worker_id, "heartbeat_expired", "lost")], retry=False)
-    with caplog.at_level(logging.WARNING, logger="rushhpc.worker"):
+    with caplog.at_level(logging.WARNING, logger="rushhpc.worker.api"):
         dworker.finish_tasks(keys, [{"y": 1}])
         dworker.connector.drain()
     assert "discarded" in caplog.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rushhpc.durations import DurationError, parse_duration
+from rushhpc.core.durations import DurationError, parse_duration
 from rushhpc.errors import RushConfigError
 from rushhpc.launchers import batch
 from rushhpc.sweeps import config as sweep_config

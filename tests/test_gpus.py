@@ -15,7 +15,7 @@ import yaml
 from conftest import wait_until
 
 from rushhpc.errors import RushConfigError
-from rushhpc.gpus import GpuError, GpuPool, Visible, gpu_environment, visible_gpus
+from rushhpc.launchers.gpus import GpuError, GpuPool, Visible, gpu_environment, visible_gpus
 
 # Workers cannot import this test module: send its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

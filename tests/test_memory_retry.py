@@ -1,6 +1,6 @@
 """A job killed for its memory is retried with more (issue 17, part 4: "Out of memory: retry with more").
 
-Without a cluster or Redis: the memory parser (`rushhpc.memory`), the retry rule, its checks in the words of
+Without a cluster or Redis: the memory parser (`rushhpc.core.memory`), the retry rule, its checks in the words of
 each interface (a launcher option in Python, a YAML key in a sweep), and that ``mem_retry``/``mem_max`` never
 reach a batch script. On the real SLURM test cluster (marker ``slurm``; OverMemoryKill, gather every 1 s,
 scripts/slurm-cluster.sh): a worker killed at ``mem`` is replaced by a job asking ``mem * mem_retry``, which
@@ -26,9 +26,9 @@ from conftest import wait_until
 from test_batch_scenarios import backend, batch  # noqa: F401  (fixtures)
 
 from rushhpc import RushConfigError, queue_loop
-from rushhpc.launchers.pbs import PbsLauncher
-from rushhpc.launchers.slurm import SlurmLauncher
-from rushhpc.memory import MemoryRetry, MemorySpecError, format_memory, memory_retry, parse_memory
+from rushhpc.core.memory import MemoryRetry, MemorySpecError, format_memory, memory_retry, parse_memory
+from rushhpc.launchers.pbs.launcher import PbsLauncher
+from rushhpc.launchers.slurm.launcher import SlurmLauncher
 from rushhpc.sweeps.config import SweepConfigError, load_config
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -12,8 +12,8 @@ from conftest import wait_until
 
 import rushhpc
 from rushhpc import Network, Rush, RushConfigError, RushWorker, queue_loop
-from rushhpc.protocol import SCHEMA_VERSION
-from rushhpc.registry import check_worker_type, launcher_class
+from rushhpc.launchers.registry import check_worker_type, launcher_class
+from rushhpc.store.protocol import SCHEMA_VERSION
 
 
 def cli(*args, env_url=None, env=None):
@@ -45,7 +45,7 @@ def test_view_sees_what_a_manager_did(rush, config):
     assert view.counts_by_state() == {"queued": 2, "running": 0, "finished": 1, "failed": 0}
     assert [r["worker_id"] for r in view.worker_rows()] == [w.worker_id]
     assert set(view.fetch_tasks()["keys"]) == set(keys)
-    assert rush.network_id in rushhpc.network.list_networks(config.connect())
+    assert rush.network_id in rushhpc.network.view.list_networks(config.connect())
     w2 = RushWorker(rush.network_id, config=config)
     w2.set_terminated()
     # the states from the sets agree with every worker's hash
@@ -56,7 +56,7 @@ def test_view_sees_what_a_manager_did(rush, config):
 
 
 def test_sweep_info_is_written_once_read_typed_and_shown(rush, config):
-    from rushhpc.records import SweepInfo
+    from rushhpc.core.records import SweepInfo
 
     assert rush.sweep_info() is None  # not a sweep's network
     info = SweepInfo("branin", "tpe", "loss", "maximize", evaluations=200, walltime=600.0, seed=3,
@@ -91,7 +91,7 @@ def test_schema_version_mismatch_is_refused(rush, config):
 
 
 def test_worker_without_redis_never_starts_one(monkeypatch):
-    import rushhpc.embedded as emb
+    import rushhpc.server.embedded as emb
 
     before = emb._SERVER  # an earlier test's manager may have one running in this process: not the worker's
     with pytest.raises(RushConfigError, match="never starts a Redis"):
@@ -180,7 +180,7 @@ def test_every_script_call_declares_network_keys(rush, config):
     and every declared key carries the network's hash tag."""
     import redis as redis_mod
 
-    from rushhpc.protocol import _INCLUDES, Protocol
+    from rushhpc.store.protocol import _INCLUDES, Protocol
 
     seen: dict[str, list[str]] = {}
     sha_names: dict[str, str] = {}

@@ -14,8 +14,9 @@ import redis
 from conftest import free_port, wait_until
 from nbclient import NotebookClient
 
-from rushhpc import Network, notebook, queue_loop
-from rushhpc.notebook import manager_html, manager_repr, progress, summary
+from rushhpc import Network, queue_loop
+from rushhpc.ui import notebook
+from rushhpc.ui.notebook import manager_html, manager_repr, progress, summary
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

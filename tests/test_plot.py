@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from rushhpc import RushWorker
-from rushhpc.plot import FIGURES
+from rushhpc.ui.plot import FIGURES
 
 REPO = Path(__file__).resolve().parent.parent
 

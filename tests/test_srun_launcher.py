@@ -126,7 +126,7 @@ def test_sweep_with_srun_outside_an_allocation_names_the_yaml_key(tmp_path, monk
 
 
 def test_embedded_redis_refuses_to_listen_everywhere():
-    from rushhpc.embedded import EmbeddedRedis
+    from rushhpc.server.embedded import EmbeddedRedis
 
     with pytest.raises(RushConfigError, match="one address"):
         EmbeddedRedis("0.0.0.0")
@@ -147,9 +147,9 @@ def _env() -> dict[str, str]:
 MANAGER = textwrap.dedent("""
     import json, os, signal, sys, time
     from rushhpc import rsh, rush_plan
-    from rushhpc.embedded import embedded_redis
+    from rushhpc.server.embedded import embedded_redis
     from rushhpc.launchers.srun import reachable_address
-    from rushhpc.loops import queue_loop
+    from rushhpc.worker.loops import queue_loop
 
     def f(x):
         import os, time
@@ -353,7 +353,7 @@ def test_a_local_worker_records_its_host_as_its_node(rush):
     # issue 17 part 2: every worker says where it runs (SLURMD_NODENAME under SLURM, else its host name)
     import socket
 
-    from rushhpc.loops import queue_loop
+    from rushhpc.worker.loops import queue_loop
 
     ids = rush.start_local_workers(queue_loop, n_workers=1, fun=abs)
     rush.wait_for_workers(worker_ids=ids, timeout=60)

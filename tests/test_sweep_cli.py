@@ -545,7 +545,7 @@ def test_a_running_sweep_says_what_it_is_in_its_network(tmp_path, monkeypatch, r
     import threading
 
     import rushhpc
-    from rushhpc.network import Network, list_networks
+    from rushhpc.network.view import Network, list_networks
 
     shutil.copy(HERE / "sweep_functions.py", tmp_path / "functions.py")
     monkeypatch.chdir(tmp_path)

@@ -18,8 +18,8 @@ import pytest
 from conftest import wait_until
 
 from rushhpc import RushWorker, redis_config
-from rushhpc.config import RedisUnusableError, in_words_of
 from rushhpc.errors import RushConfigError
+from rushhpc.store.connection import RedisUnusableError, in_words_of
 
 
 def cli(*args, config=None, cwd=None, env_extra=None, timeout=60):
@@ -201,7 +201,7 @@ def test_failed_task_rows_stay_on_one_line(failing, config):
 
 # issue 20 defect 6: a sweep's parameters and outputs have columns of their own (docs/cli.md), not one JSON PARAMS
 def test_sweep_tasks_show_parameters_as_columns(rush, config):
-    from rushhpc.records import SweepInfo
+    from rushhpc.core.records import SweepInfo
 
     rush.set_sweep_info(SweepInfo("s", "random", "y", "minimize", evaluations=2))
     w = RushWorker(rush.network_id, config=config)
@@ -350,7 +350,7 @@ def _records(values, t0=1000.0, dt=0.5, runtime=0.0002, workers=("w-a", "w-b", "
 # issue 20 defect 8: values spanning decades get a log axis (an early 136 no longer flattens the rest),
 # every evaluation is a point, a flag forces the scale
 def test_best_so_far_axis_and_points():
-    from rushhpc.plot import FIGURES, figures
+    from rushhpc.ui.plot import FIGURES, figures
 
     values = [136.0, 80.0, None, 17.0, 40.0, 2.5, 9.0, 1.2, 0.5, 0.4]
     figs = dict(figures(_records(values), "y", "minimize"))
@@ -374,7 +374,7 @@ def test_best_so_far_axis_and_points():
 # issue 20 defect 8: sub-millisecond tasks are visible bars in the worker timeline (a worker with 17 of
 # 60 evaluations looked idle)
 def test_timeline_bars_have_a_visible_width():
-    from rushhpc.plot import FIGURES, figures
+    from rushhpc.ui.plot import FIGURES, figures
 
     recs = _records([1.0] * 60, dt=0.2, runtime=0.0002, workers=("w-a", "w-b", "w-c", "w-d"))
     fig = dict(figures(recs, "y", "minimize"))[FIGURES[2]]

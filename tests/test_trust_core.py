@@ -16,9 +16,9 @@ from conftest import wait_until
 
 import rushhpc
 from rushhpc import Network, RushConfigError, RushTimeoutError, RushWorker, RushWorkerError, queue_loop
+from rushhpc.core.spec import WorkerSpec
 from rushhpc.errors import RushNetworkLostError, RushPayloadError
-from rushhpc.spec import WorkerSpec
-from rushhpc.worker import run_worker
+from rushhpc.worker.api import run_worker
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -254,7 +254,7 @@ def test_the_end_of_an_embedded_redis_removes_its_run_directories(tmp_path):
         import sys
         import rushhpc
         from rushhpc import queue_loop
-        from rushhpc import embedded
+        from rushhpc.server import embedded
         rush = rushhpc.rsh()
         ids = rush.start_local_workers(queue_loop, n_workers=1, fun=abs, heartbeat_period=0.5, heartbeat_expire=2)
         rush.wait_for_workers(worker_ids=ids, timeout=60)
@@ -320,7 +320,7 @@ def test_read_log_time_differences_per_worker(rush, config):
     # issue 20 conformance (rush's read_log(time_difference = TRUE)): seconds since the same worker's previous record
     import logging
 
-    from rushhpc.logs import install
+    from rushhpc.network.logs import install
 
     workers = [RushWorker(rush.network_id, config=config) for _ in range(2)]
     installed = []

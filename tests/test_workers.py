@@ -257,7 +257,7 @@ def test_log_capture(rush):
 def test_print_log_prints_only_new(rush, worker, capsys):
     import logging
 
-    from rushhpc.logs import install
+    from rushhpc.network.logs import install
 
     installed = install(rush.connector, rush.keys.log, worker.worker_id, {"rushhpc.t": "INFO"})
     try:
@@ -414,7 +414,7 @@ def test_a_closed_manager_is_not_closed_again_at_exit(config):
     script may have stopped by then (and wait for it through the retries)."""
     import uuid
 
-    from rushhpc import rush as rush_mod
+    from rushhpc.manager import rush as rush_mod
 
     r = rushhpc.Rush("t-" + uuid.uuid4().hex[:10], config=config)
     try:
@@ -444,7 +444,7 @@ def test_a_launch_beyond_maxclients_is_refused_with_a_clear_message(rush):
         rush.connector.config_set("maxclients", before)
 
 
-# ------------------------------------------------------------------ the heartbeat process (rushhpc/beat.py)
+# ------------------------------------------------------------------ the heartbeat process (rushhpc/worker/beat.py)
 def _modules_of(argv: list[str]) -> set[str]:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr
@@ -454,7 +454,7 @@ def _modules_of(argv: list[str]) -> set[str]:
 def test_the_heartbeat_imports_only_the_standard_library():
     """Issue 12: no redis-py (asyncio through it), psutil, jinja2, yaml, nor a rushhpc module that
     would import them; no ssl without TLS. Checked as the heartbeat process starts it, and as a module."""
-    from rushhpc.heartbeat import beat_command
+    from rushhpc.worker.heartbeat import beat_command
 
     argv = beat_command()
     assert argv[1:3] == ["-I", "-S"] and argv[-1].endswith("import beat; sys.exit(beat.main())")
@@ -462,8 +462,8 @@ def test_the_heartbeat_imports_only_the_standard_library():
     assert "beat" in mods
     assert {m for m in mods if m.split(".")[0] not in sys.stdlib_module_names} == {"__main__", "beat"}
     assert not mods & {"ssl", "_ssl", "typing", "asyncio", "subprocess", "ctypes"}
-    mods = _modules_of([sys.executable, "-c", "import sys, rushhpc.beat; print(' '.join(sys.modules))"])
-    assert {m for m in mods if m.startswith("rushhpc")} == {"rushhpc", "rushhpc._version", "rushhpc.beat"}
+    mods = _modules_of([sys.executable, "-c", "import sys, rushhpc.worker.beat; print(' '.join(sys.modules))"])
+    assert {m for m in mods if m.startswith("rushhpc")} == {"rushhpc", "rushhpc._version", "rushhpc.worker", "rushhpc.worker.beat"}
     assert not {m for m in mods if m.split(".")[0] in ("redis", "psutil", "jinja2", "yaml", "pandas", "orjson",
                                                          "cloudpickle", "asyncio", "ssl")}
 
@@ -522,7 +522,7 @@ def test_beat_kill_tree_and_liveness_read_proc():
     SIGKILLed with it (but not ``skip``); a zombie is not alive."""
     import psutil
 
-    from rushhpc import beat
+    from rushhpc.worker import beat
 
     tree = subprocess.Popen(["sh", "-c", "sleep 60 & (sleep 60 & sleep 61; true) & sleep 62; true"])
     try:
@@ -549,7 +549,7 @@ def test_beat_kill_tree_and_liveness_read_proc():
 
 
 def test_beat_reads_redirections_and_replies():
-    from rushhpc import beat
+    from rushhpc.worker import beat
 
     assert beat._address("127.0.0.1:7001", "h") == ("127.0.0.1", 7001)
     assert beat._address(":7001", "10.0.0.5") == ("10.0.0.5", 7001)  # Redis 7: the same host
@@ -587,8 +587,8 @@ def test_a_worker_process_loads_none_of_the_other_commands():
     commands' modules: each costs every worker memory (issue 12: worker + heartbeat under 45 MiB)."""
     code = ("import sys, runpy; sys.argv = ['rushhpc', 'worker', '--help']\n"
             "try:\n    runpy.run_module('rushhpc', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "heavy = ('yaml', 'psutil', 'jinja2', 'pandas', 'statistics', 'rushhpc.redis_server', 'rushhpc.sweeps',\n"
-            "         'rushhpc.dashboard', 'rushhpc.rush', 'rushhpc.launchers.slurm')\n"
+            "heavy = ('yaml', 'psutil', 'jinja2', 'pandas', 'statistics', 'rushhpc.server.service', 'rushhpc.sweeps',\n"
+            "         'rushhpc.ui.dashboard', 'rushhpc.manager.rush', 'rushhpc.launchers.slurm.launcher')\n"
             "print(sorted(m for m in sys.modules if m in heavy or m.startswith(tuple(h + '.' for h in heavy))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -36,9 +36,16 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 
 import rushhpc
-from rushhpc import config as rconfig
 from rushhpc import lifecycle
-from rushhpc.errors import RushConfigError, RushError, RushNetworkLostError, RushPayloadError, RushTimeoutError, RushWorkerError
+from rushhpc.errors import (
+    RushConfigError,
+    RushError,
+    RushNetworkLostError,
+    RushPayloadError,
+    RushTimeoutError,
+    RushWorkerError,
+)
+from rushhpc.store import connection as rconfig
 
 from ._errors import RemoteTraceback, RushhpcJobError
 from ._worker import JOB_RETURN_FIELD, decode_job_return, hydra_worker_loop

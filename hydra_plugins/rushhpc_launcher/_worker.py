@@ -124,7 +124,7 @@ MAX_JSON_RETURN = 16 * 1024  # bytes: a larger return value is in the JobReturn 
 
 def _json_value(value: Any) -> Any:
     """The return value if it is small plain JSON data (shown in rushhpc's task tables), else None."""
-    from rushhpc import codec
+    from rushhpc.core import codec
     from rushhpc.errors import RushPayloadError
 
     try:

@@ -1,10 +1,10 @@
-"""Launchers: one file each, behind `rushhpc.launchers.base.Launcher`; names in `rushhpc.registry`."""
+"""Launchers: one file each, behind `rushhpc.launchers.base.Launcher`; names in `rushhpc.launchers.registry`."""
 
 from __future__ import annotations
 
-from ..records import JobStatus, LaunchRecord
-from ..registry import launcher_class
-from .base import LaunchContext, Launcher
+from rushhpc.core.records import JobStatus, LaunchRecord
+from rushhpc.launchers.base import LaunchContext, Launcher
+from rushhpc.launchers.registry import launcher_class
 
 
 def get_launcher(worker_type: str) -> type[Launcher]:

@@ -11,7 +11,7 @@ network builds a fresh launcher from the same plan and hands it the stored recor
 method must work from records alone (`adopt` may rebuild backend handles from them).
 
 Each launcher is one small subclass in its own file (as in dask-jobqueue); the registry
-of names is `rushhpc.registry`.
+of names is `rushhpc.launchers.registry`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from .. import defaults
-from ..records import JobStatus, LaunchRecord
-from ..spec import WorkerSpec, new_worker_id, shell_join
+from rushhpc import defaults
+from rushhpc.core.records import JobStatus, LaunchRecord
+from rushhpc.core.spec import WorkerSpec, new_worker_id, shell_join
 
 
 class LaunchContext(Protocol):
@@ -63,7 +63,7 @@ class Launcher(ABC):
     name: str = "base"
     renders: bool = False  # has `render` (a batch script a user can read before submission)
     # When a job ends: a `managed` launcher's jobs have a scheduler state that decides
-    # whether a worker is lost (`poll` + `rushhpc.reconcile`); an unmanaged one reports
+    # whether a worker is lost (`poll` + `rushhpc.manager.reconcile`); an unmanaged one reports
     # ended processes it started (`ended`), and heartbeats decide for the rest.
     managed: bool = False
     # What the scheduler writes into a job's stderr when it kills the job for its memory,
@@ -124,7 +124,7 @@ class Launcher(ABC):
         Best effort; a job that already ended is success."""
 
     def usage(self, records: Sequence[LaunchRecord]) -> dict[str, Any]:
-        """Worker id -> `rushhpc.accounting.Usage` (allocation start, end, cores, GPUs) where the
+        """Worker id -> `rushhpc.manager.accounting.Usage` (allocation start, end, cores, GPUs) where the
         backend keeps accounts, in one query. Default: none (Redis timestamps are used)."""
         return {}
 

@@ -27,9 +27,10 @@ from typing import Any, Sequence
 
 import jinja2
 
-from .. import defaults, durations, memory
-from ..errors import RushConfigError, RushWorkerError
-from .base import LaunchContext, Launcher, LaunchRecord
+from rushhpc import defaults
+from rushhpc.core import durations, memory
+from rushhpc.errors import RushConfigError, RushWorkerError
+from rushhpc.launchers.base import LaunchContext, Launcher, LaunchRecord
 
 log = logging.getLogger("rushhpc.launchers")
 
@@ -43,13 +44,13 @@ RESOURCE_KEYS = (
 BEHAVIOUR_KEYS = (
     "template", "python", "startup_grace", "max_array_size", "walltime_margin", "poll_interval",
     "max_poll_interval", "submit_timeout", "detach", "vanish_grace", "array_throttle", "submit_interval", "max_submit",
-    # what the manager does when a job is killed for its memory (rushhpc.memory): never a directive
+    # what the manager does when a job is killed for its memory (rushhpc.core.memory): never a directive
     "mem_retry", "mem_max",
 )
 
 
 def parse_duration(value: Any) -> int | None:
-    """Whole seconds of a walltime by the one rule of :mod:`rushhpc.durations`; ``None`` or ``""``: no limit.
+    """Whole seconds of a walltime by the one rule of :mod:`rushhpc.core.durations`; ``None`` or ``""``: no limit.
 
     Example:
         >>> parse_duration("1-02:00:00"), parse_duration("90m"), parse_duration(None)
@@ -86,7 +87,7 @@ def hms(seconds: int) -> str:
 SECRET_VARIABLES = ("RUSHHPC_REDIS_URL", "REDIS_URL", "RUSHHPC_REDIS_PASSWORD")
 
 
-# A worker's mark on the processes it starts (rushhpc.heartbeat): a worker, job or scheduler command this
+# A worker's mark on the processes it starts (rushhpc.worker.heartbeat): a worker, job or scheduler command this
 # process starts is not one of them, and must not die with a worker that happens to run here too.
 WORKER_TOKEN_VARIABLE = "RUSHHPC_WORKER_TOKEN"
 
@@ -133,9 +134,10 @@ def _template_line(error: BaseException, name: str) -> str:
 class BatchLauncher(Launcher):
     """Base class of the batch-scheduler launchers (one array submission per chunk of workers)."""
 
-    template_name = ""
+    template_name = "template.sh.j2"
+    template_package = ""  # the scheduler's folder, which holds its template.sh.j2
     scheduler = ""
-    memory_style = "slurm"  # how a replacement's larger mem is written (rushhpc.memory.format_memory)
+    memory_style = "slurm"  # how a replacement's larger mem is written (rushhpc.core.memory.format_memory)
     default_max_array_size = defaults.MAX_ARRAY_SIZE
     renders = True
     managed = True
@@ -152,7 +154,7 @@ class BatchLauncher(Launcher):
 
     def memory_retry(self, overrides: dict[str, Any] | None = None) -> memory.MemoryRetry | None:
         """The out-of-memory retry rule of the plan's options and these per-call ``launcher_options``
-        (`rushhpc.memory.memory_retry`), checked; None without ``mem_retry``.
+        (`rushhpc.core.memory.memory_retry`), checked; None without ``mem_retry``.
 
         Example:
             >>> SlurmLauncher(ctx, {"mem": "300M", "mem_retry": 2}).memory_retry()  # doctest: +SKIP
@@ -206,7 +208,7 @@ class BatchLauncher(Launcher):
             loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(Path(template).expanduser().parent))
         else:
             loader = jinja2.FunctionLoader(
-                lambda name: resources.files("rushhpc.templates").joinpath(name).read_text()
+                lambda name: resources.files(self.template_package).joinpath(name).read_text()
             )
         env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                                  trim_blocks=True, lstrip_blocks=True)
@@ -224,7 +226,7 @@ class BatchLauncher(Launcher):
         command = " ".join('"$RUSHHPC_WORKER_ID"' if a == "WORKER_ID_PLACEHOLDER" else shlex.quote(a) for a in argv)
         name = Path(self.options["template"]).name if self.options.get("template") else self.template_name
         where = str(Path(self.options["template"]).expanduser()) if self.options.get("template") else \
-            f"{self.template_name} (built in)"
+            f"{self.template_package}/{self.template_name} (built in)"
         try:
             template = self.environment().get_template(name)
         except jinja2.TemplateNotFound:

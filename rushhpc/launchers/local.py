@@ -6,7 +6,7 @@ manager, which then stops them in order), with stdout and stderr in
 the manager kills them at exit, they get SIGKILL if the manager dies
 (PR_SET_PDEATHSIG), and their heartbeat also watches the manager's pid.
 ``launcher_options={"detach": True}`` (in the plan or per start call) lets them outlive it.
-``launcher_options={"gpus_per_worker": 1}`` gives each worker its own GPUs (`rushhpc.gpus`) in
+``launcher_options={"gpus_per_worker": 1}`` gives each worker its own GPUs (`rushhpc.launchers.gpus`) in
 ``CUDA_VISIBLE_DEVICES``, refused before any worker starts when the visible GPUs do not suffice.
 They inherit the manager's environment except the variables that may hold a Redis
 password (``RUSHHPC_REDIS_URL``, ``REDIS_URL``, ``RUSHHPC_REDIS_PASSWORD``): they read
@@ -24,11 +24,11 @@ import subprocess
 import threading
 from typing import Any, Sequence
 
-from ..errors import RushConfigError
-from ..gpus import GpuError, GpuPool, gpu_environment, visible_gpus
-from ..heartbeat import kill_tree, set_parent_death_signal
-from .base import JobStatus, LaunchContext, Launcher, LaunchRecord
-from .batch import scheduler_environment
+from rushhpc.errors import RushConfigError
+from rushhpc.launchers.base import JobStatus, LaunchContext, Launcher, LaunchRecord
+from rushhpc.launchers.batch import scheduler_environment
+from rushhpc.launchers.gpus import GpuError, GpuPool, gpu_environment, visible_gpus
+from rushhpc.worker.heartbeat import kill_tree, set_parent_death_signal
 
 
 class LocalLauncher(Launcher):
@@ -128,7 +128,7 @@ class LocalLauncher(Launcher):
         procs = [self.processes[r.worker_id] for r in records if r.worker_id in self.processes]
         for proc in procs:
             if proc.poll() is None:
-                # the worker's tree first: a program it runs (rushhpc.command) has a session of its own, which
+                # the worker's tree first: a program it runs (rushhpc.worker.command) has a session of its own, which
                 # the worker's process group does not reach; then the group: the worker, its heartbeat
                 kill_tree(proc.pid)
                 try:

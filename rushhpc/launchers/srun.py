@@ -43,11 +43,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .. import defaults
-from ..errors import RushConfigError
-from ..heartbeat import set_parent_death_signal
-from .base import JobStatus, LaunchContext, Launcher, LaunchRecord
-from .batch import run_command, scheduler_environment
+from rushhpc import defaults
+from rushhpc.errors import RushConfigError
+from rushhpc.launchers.base import JobStatus, LaunchContext, Launcher, LaunchRecord
+from rushhpc.launchers.batch import run_command, scheduler_environment
+from rushhpc.worker.heartbeat import set_parent_death_signal
 
 log = logging.getLogger("rushhpc.launchers")
 

@@ -43,8 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import Any, Sequence
 
-from ..errors import RushConfigError, RushWorkerError
-from .base import LaunchContext, Launcher, LaunchRecord, shell_join
+from rushhpc.errors import RushConfigError, RushWorkerError
+from rushhpc.launchers.base import LaunchContext, Launcher, LaunchRecord, shell_join
 
 log = logging.getLogger("rushhpc.launchers")
 

@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import RushConfigError
-from ..spec import WorkerSpec
-from .base import JobStatus, LaunchContext, Launcher, LaunchRecord
-from .batch import SECRET_VARIABLES, parse_duration
-from .slurm import SlurmLauncher
+from rushhpc.core.spec import WorkerSpec
+from rushhpc.errors import RushConfigError
+from rushhpc.launchers.base import JobStatus, LaunchContext, Launcher, LaunchRecord
+from rushhpc.launchers.batch import SECRET_VARIABLES, parse_duration
+from rushhpc.launchers.slurm.launcher import SlurmLauncher
 
 # canonical resource -> submitit parameter
 PARAMETERS = {
@@ -45,7 +45,7 @@ def without_secret_variables():
 
 def submitit_worker(spec: WorkerSpec) -> int:
     """What each submitit job runs: one rushhpc worker, in the job's own Python."""
-    from ..worker import run_worker
+    from rushhpc.worker.api import run_worker
 
     return run_worker(spec)
 

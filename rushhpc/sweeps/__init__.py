@@ -21,11 +21,11 @@ __all__ = ["SweepConfigError", "SweepLockedError", "load_config", "sweep"]
 
 def __getattr__(name: str) -> Any:
     if name in ("SweepConfigError", "load_config"):
-        from . import config
+        from rushhpc.sweeps import config
 
         return getattr(config, name)
     if name == "SweepLockedError":
-        from . import lock
+        from rushhpc.sweeps import lock
 
         return lock.SweepLockedError
     raise AttributeError(f"module 'rushhpc.sweeps' has no attribute {name!r}")
@@ -44,7 +44,7 @@ def sweep(config: Any, *, resume: bool = False, **overrides: Any) -> "pd.DataFra
         ...             "budget": {"evaluations": 20}}, workers__n=2)
         >>> df.sort_values("y").head()
     """
-    from .engine import run_sweep
+    from rushhpc.sweeps.engine import run_sweep
 
     items = [(k.replace("__", "."), v) for k, v in overrides.items()]
     return run_sweep(config, overrides=items, resume=resume, from_python=True).table

@@ -1,4 +1,4 @@
-"""``rushhpc sweep CONFIG.yaml [key=value ...] [--resume]``: registered by `rushhpc.cli`."""
+"""``rushhpc sweep CONFIG.yaml [key=value ...] [--resume]``: registered by `rushhpc.ui.cli`."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import SweepConfigError, load_config
+    from rushhpc.sweeps.config import SweepConfigError, load_config
 
     overrides = []
     for item in args.overrides:
@@ -52,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         print(cfg.to_yaml(), end="")
         return 0
-    from .engine import run_sweep
+    from rushhpc.sweeps.engine import run_sweep
 
     return run_sweep(args.config, args.overrides, resume=args.resume).exit_code

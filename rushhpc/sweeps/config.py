@@ -24,8 +24,8 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from ..durations import DurationError, parse_duration
-from ..errors import RushConfigError
+from rushhpc.core.durations import DurationError, parse_duration
+from rushhpc.errors import RushConfigError
 
 __all__ = ["SweepConfig", "SweepConfigError", "load_config", "parse_override", "parse_duration"]
 
@@ -546,8 +546,8 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
     if not isinstance(res, dict) or not all(isinstance(k, str) for k in res):
         raise c.fail("workers.resources", "expected a mapping of launcher options (see docs/launchers/)", res)
     workers["resources"] = res
-    try:  # a job killed for its memory retried with more (rushhpc.memory): checked here, in the YAML's words
-        from ..memory import MemorySpecError, memory_retry
+    try:  # a job killed for its memory retried with more (rushhpc.core.memory): checked here, in the YAML's words
+        from rushhpc.core.memory import MemorySpecError, memory_retry
 
         if memory_retry(res, workers["launcher"]) is not None and workers["launcher"] not in ("slurm", "pbs"):
             raise c.fail("workers.resources.mem_retry", f"retries a batch job killed for its memory: launcher slurm "
@@ -603,7 +603,7 @@ def _validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> S
 def _objective(c: _Checker, value: Any, base_dir: Path, cwd: Path) -> tuple[Any, str, Any]:
     """The objective as stored in config.yaml, its kind (module, file, callable, command), the function if passed."""
     if isinstance(value, dict):  # a program: {command: ..., result: ..., env: ..., shell: ..., cwd: ...}
-        from ..command import CommandSpec, CommandSpecError
+        from rushhpc.worker.command import CommandSpec, CommandSpecError
 
         try:
             CommandSpec.from_mapping(value, "objective")
@@ -788,7 +788,7 @@ def _check_strategy_deps(c: _Checker, s: dict, space: dict) -> None:
                 if params and k not in params:
                     raise c.fail(f"strategy.options.{k}", f"{cls.__name__} takes no argument {k!r}")
     if name == "grid":
-        from .space import grid_size
+        from rushhpc.sweeps.space import grid_size
 
         n = grid_size(space, s["resolution"])
         if n > MAX_GRID_POINTS:
@@ -845,7 +845,7 @@ def check_gpus(cfg: SweepConfig) -> None:
     w = cfg["workers"]
     if not w.get("gpus_per_worker") or w["launcher"] != "local":
         return
-    from ..gpus import GpuError, GpuPool, visible_gpus
+    from rushhpc.launchers.gpus import GpuError, GpuPool, visible_gpus
 
     try:
         GpuPool(visible_gpus(), w["gpus_per_worker"]).check(w["n"])
@@ -857,7 +857,7 @@ def check_command(cfg: SweepConfig) -> None:
     """A command objective's placeholders name parameters, and a program given by path exists, before anything starts."""
     import shutil
 
-    from ..command import CommandSpec, CommandSpecError
+    from rushhpc.worker.command import CommandSpec, CommandSpecError
 
     spec = CommandSpec.from_mapping(cfg["objective"], "objective")
     try:
@@ -885,7 +885,7 @@ def check_command(cfg: SweepConfig) -> None:
 def check_objective_importable(cfg: SweepConfig) -> Any:
     """Import the objective in this process (as the workers will) and check that it takes the
     parameters; returns the function."""
-    from .objective import ObjectiveImportError, load_objective
+    from rushhpc.sweeps.objective import ObjectiveImportError, load_objective
 
     if cfg.objective_kind == "command":
         check_command(cfg)

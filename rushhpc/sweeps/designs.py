@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .space import Space
+from rushhpc.sweeps.space import Space
 
 
 class Design:

@@ -26,26 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .. import defaults
-from ..config import RedisUnusableError, in_words_of
-from ..errors import RushError
-from .config import DESIGN_STRATEGIES, SweepConfig, SweepConfigError, load_config
-from .lock import OutputLock
-from .progress import Display, Stats
-from .results import (
-    Journal,
-    best_document,
-    build_table,
-    read_json,
-    write_json,
-    write_tables,
-)
+from rushhpc import defaults
+from rushhpc.errors import RushError
+from rushhpc.store.connection import RedisUnusableError, in_words_of
+from rushhpc.sweeps.config import DESIGN_STRATEGIES, SweepConfig, SweepConfigError, load_config
+from rushhpc.sweeps.lock import OutputLock
+from rushhpc.sweeps.progress import Display, Stats
+from rushhpc.sweeps.results import Journal, best_document, build_table, read_json, write_json, write_tables
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..rush import Rush
-    from .designs import Design
+    from rushhpc.manager.rush import Rush
+    from rushhpc.sweeps.designs import Design
 
 CANCELLED = ("Removed from queue", "worker was killed")  # not evaluations: the point is done again
 ALIVE_STATES = ("running", "pending", "held", "starting", "suspended")
@@ -110,7 +103,7 @@ class SweepRun:
         self.metric, self.direction = d["metric"], d["direction"]
         self.budget = d["budget"]
         self.wanted = d["workers"]["n"]
-        self.adapter: Any = None  # the rushhpc.adapt.Adapter when workers.adapt is set
+        self.adapter: Any = None  # the rushhpc.manager.adapt.Adapter when workers.adapt is set
         self.rush_: Rush | None = None
         self.journal_: Journal | None = None
         self.state: dict[str, Any] = {}
@@ -178,7 +171,7 @@ class SweepRun:
         """Lock the output folder (`OutputLock`: one sweep at a time runs in it), then run."""
         if self.out.exists() and not self.out.is_dir():
             raise SweepConfigError(f"{self.cfg.source}: output: {self.out} is a file, not a folder")
-        from ..notebook import no_progress_bars
+        from rushhpc.ui.notebook import no_progress_bars
 
         self.lock_ = OutputLock(self.out, source=self.cfg.source)
         self.lock_.acquire()  # before anything is read or started: a second run is refused here
@@ -331,23 +324,23 @@ class SweepRun:
                 "SLURM_JOB_ID is not set: run the sweep from a job script (sbatch -N ..., see "
                 "examples/sweep_slurm_allocation.sbatch) or salloc, or use launcher: slurm")
         if spec == "embedded":
-            from ..embedded import embedded_redis  # not exported by rushhpc: see the module docstring
+            from rushhpc.server.embedded import embedded_redis  # not exported by rushhpc: see the module docstring
 
             if self.cfg["workers"]["launcher"] == "srun":
                 # workers on the allocation's other nodes reach the batch node's address (loopback
                 # when the allocation has one node); the server has its generated password
-                from ..launchers.srun import reachable_address
+                from rushhpc.launchers.srun import reachable_address
 
                 return embedded_redis(reachable_address())
             return embedded_redis()
         if spec == "env":
             return None
-        from .. import redis_config
+        from rushhpc.store.connection import redis_config
 
         return redis_config(**spec)
 
     def _set_plan(self, redis_cfg: Any) -> None:
-        from .. import rush_config, rush_plan
+        from rushhpc.store.connection import rush_config, rush_plan
 
         prev = rush_config()
         self.saved_plan = prev
@@ -373,7 +366,7 @@ class SweepRun:
     def _restore_plan(self) -> None:
         if not self.plan_set:
             return
-        from .. import remove_rush_plan, rush_config, rush_plan
+        from rushhpc.store.connection import remove_rush_plan, rush_config, rush_plan
 
         remove_rush_plan()
         prev = self.saved_plan or {}
@@ -382,7 +375,7 @@ class SweepRun:
         self.plan_set = False
 
     def _connect(self) -> None:
-        from .. import rsh
+        from rushhpc.manager.rush import rsh
 
         self.redis_cfg = self._redis_config()
         self._set_plan(self.redis_cfg)
@@ -402,7 +395,7 @@ class SweepRun:
 
     def _record_sweep(self) -> None:
         """What this network is, in Redis (``{net}:sweep``), for the CLI, dashboard and notebooks."""
-        from ..records import SweepInfo
+        from rushhpc.core.records import SweepInfo
 
         b, d, src = self.budget, self.cfg.data, self.cfg.source
         if not src.startswith("<"):  # a file (not <dict>): absolute, for whoever reads it
@@ -416,7 +409,7 @@ class SweepRun:
     def _absorb_network(self, network: str, redis_cfg: Any) -> None:
         """Results of an earlier run that its Redis holds and the journal missed (that run's
         manager died before it read them); then the network is deleted."""
-        from .. import Rush
+        from rushhpc.manager.rush import Rush
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Redis restarted since the network was created"
@@ -438,8 +431,8 @@ class SweepRun:
     def _plan_work(self) -> None:
         """What this run evaluates: the indices not final yet (designs)."""
         if self.design_mode:
-            from .designs import make_design
-            from .space import Space
+            from rushhpc.sweeps.designs import make_design
+            from rushhpc.sweeps.space import Space
 
             self.design_ = make_design(Space(self.cfg.space), self.cfg.data["strategy"], self.cfg["seed"],
                                       self.budget["evaluations"])
@@ -483,17 +476,17 @@ class SweepRun:
         args = {"objective": objective, "pythonpath": d["pythonpath"], "metric": d["metric"],
                 "timeout": d["timeout"], "retries": d["retries"]}
         if self.design_mode:
-            from .worker import design_loop
+            from rushhpc.sweeps.worker import design_loop
 
             return design_loop, args
-        from .worker import model_loop
+        from rushhpc.sweeps.worker import model_loop
 
         args.update(space=d["space"], strategy=d["strategy"], direction=d["direction"], seed=d["seed"],
                     max_evaluations=self.budget["evaluations"])
         return model_loop, args
 
     def _start_workers(self, n: int, first: bool = True) -> None:
-        from ..errors import RushTimeoutError, RushWorkerError
+        from rushhpc.errors import RushTimeoutError, RushWorkerError
 
         if self.design_mode:
             self._top_up()

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import RushError
+from rushhpc.errors import RushError
 
 LOCK_NAME = ".lock"
 HEARTBEAT_PERIOD = 5.0  # seconds between rewrites of the record's heartbeat

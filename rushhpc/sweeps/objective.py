@@ -23,7 +23,7 @@ class ObjectiveImportError(Exception):
 
 
 # One class for a function's and a program's timeout: the error column reads "EvaluationTimeout: ..." for both.
-from ..command import (  # noqa: E402
+from rushhpc.worker.command import (  # noqa: E402
     CommandSpec,
     EvaluationTimeout,
     InvalidResult,

@@ -26,11 +26,11 @@ import hashlib
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .objective import CommandObjective, evaluate, is_command, load_objective
+from rushhpc.sweeps.objective import CommandObjective, evaluate, is_command, load_objective
 
 if TYPE_CHECKING:
-    from ..worker import RushWorker
-    from .space import Space
+    from rushhpc.sweeps.space import Space
+    from rushhpc.worker.api import RushWorker
 
 
 def _report(rush: RushWorker, key: str, ok: bool, res: dict[str, Any]) -> None:
@@ -210,7 +210,7 @@ def model_loop(rush: RushWorker, objective: str | dict[str, Any] | Callable[...,
     """Propose, evaluate and report until terminated or ``max_evaluations`` tasks exist."""
     import optuna
 
-    from .space import Space  # noqa: F811 - at run time too
+    from rushhpc.sweeps.space import Space  # noqa: F811 - at run time too
 
     program = CommandObjective(objective, rush.worker_id) if is_command(objective) else None  # type: ignore[arg-type]
     fn = None if program is not None else load_objective(objective, pythonpath)  # type: ignore[arg-type]

@@ -1,5 +1,5 @@
 """Conformance: rush's tests/testthat/test-AppenderRedis.R, written fresh for rushhpc's log handler
-(`rushhpc.logs.RedisLogHandler`, which sends Python log records to the network's log stream).
+(`rushhpc.network.logs.RedisLogHandler`, which sends Python log records to the network's log stream).
 Each test names the R test it mirrors; deliberate differences are in docs/from-r.md."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from rushhpc.logs import RedisLogHandler
+from rushhpc.network.logs import RedisLogHandler
 
 FIELDS = {"worker_id", "level", "logger", "msg", "timestamp"}
 

@@ -324,7 +324,7 @@ def test_reset_of_the_data_clears_pending_tasks(rush):
 
 # test-Rush.R: "reset clears the log counter"
 def test_reset_clears_what_print_log_has_seen(rush, capsys):
-    from rushhpc.logs import install
+    from rushhpc.network.logs import install
 
     w = rushhpc.RushWorker(rush.network_id, config=rush.config)
     installed = install(rush.connector, rush.keys.log, w.worker_id, {"conformance.reset": "INFO"})
@@ -652,7 +652,7 @@ def test_worker_logs_are_saved(rush):
 
 # test-Rush.R: "saving lgr logs works" (read_log(time_difference = TRUE))
 def test_read_log_with_time_differences(rush, worker):
-    from rushhpc.logs import install
+    from rushhpc.network.logs import install
 
     installed = install(rush.connector, rush.keys.log, worker.worker_id, {"conformance.td": "INFO"})
     try:

@@ -10,7 +10,16 @@ import pytest
 from conformance_helpers import HB, add, debug_once_loop
 from conftest import free_port, wait_until
 
-from rushhpc import RushConfigError, RushTimeoutError, queue_loop, remove_rush_plan, rsh, rush_available, rush_config, rush_plan
+from rushhpc import (
+    RushConfigError,
+    RushTimeoutError,
+    queue_loop,
+    remove_rush_plan,
+    rsh,
+    rush_available,
+    rush_config,
+    rush_plan,
+)
 
 
 def _manager():

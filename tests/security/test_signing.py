@@ -19,8 +19,8 @@ import pytest
 
 import rushhpc
 from rushhpc import RushConfigError, RushWorkerError, queue_loop, rush_plan
-from rushhpc.signing import SIGNED_MARKER, ensure_key, sign
-from rushhpc.startargs import FILE_MARKER
+from rushhpc.network.startargs import FILE_MARKER
+from rushhpc.store.signing import SIGNED_MARKER, ensure_key, sign
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

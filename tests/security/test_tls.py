@@ -25,8 +25,8 @@ from conftest import free_port, tls_redis_binary, wait_until
 
 import rushhpc
 from rushhpc import RushConfigError, RushWorker, queue_loop, redis_config, rush_plan
-from rushhpc.config import read_credentials, write_credentials
-from rushhpc.heartbeat import start_heartbeat
+from rushhpc.store.connection import read_credentials, write_credentials
+from rushhpc.worker.heartbeat import start_heartbeat
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -299,7 +299,7 @@ def test_cli_options(tls_rush, tls_server, test_ca):
 
 
 def test_heartbeat_process_over_tls(tls_server, tls_config, test_ca, tmp_path):
-    """The heartbeat (rushhpc/beat.py, the ssl module) verifies the server's certificate against
+    """The heartbeat (rushhpc/worker/beat.py, the ssl module) verifies the server's certificate against
     the CA file and shows its client certificate; with another CA it never beats. Its size with
     TLS: the ssl module and OpenSSL add ~6 MiB to the ~11 MiB without (issue 12's 15 MiB is met
     without TLS only)."""

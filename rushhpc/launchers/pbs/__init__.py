@@ -1,0 +1,1 @@
+"""PBS Pro: the launcher, its batch script template, and what it parses from PBS."""

@@ -1,0 +1,1 @@
+"""The manager side: `Rush`, its plan, supervision (replacing lost workers), reconciliation, adaptation."""

@@ -1,0 +1,1 @@
+"""Running redis-server: the `rushhpc redis` service and the embedded private one."""
