@@ -18,10 +18,10 @@ from rushhpc._version import __version__
 _EXPORTS = {
     "RedisConfig": "store.connection",
     "redis_config": "store.connection",
-    "remove_rush_plan": "store.connection",
-    "rush_available": "store.connection",
-    "rush_config": "store.connection",
-    "rush_plan": "store.connection",
+    "remove_rush_plan": "manager.plan",
+    "rush_available": "manager.plan",
+    "rush_config": "manager.plan",
+    "rush_plan": "manager.plan",
     "RushConfigError": "errors",
     "RushError": "errors",
     "RushNetworkLostError": "errors",
@@ -61,9 +61,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from rushhpc.errors import RushConfigError, RushError, RushPayloadError, RushTimeoutError, RushWorkerError
+    from rushhpc.manager.plan import remove_rush_plan, rush_available, rush_config, rush_plan
     from rushhpc.manager.rush import Rush, rsh
     from rushhpc.network.view import Network
-    from rushhpc.store.connection import RedisConfig, redis_config, remove_rush_plan, rush_available, rush_config, rush_plan
+    from rushhpc.store.connection import RedisConfig, redis_config
     from rushhpc.sweeps import sweep
     from rushhpc.worker.api import RushWorker, WorkerStopped
     from rushhpc.worker.loops import command_loop, queue_loop

@@ -23,7 +23,7 @@ import pytest
 
 import rushhpc
 from rushhpc import RushConfigError, RushPayloadError, queue_loop, redis_config, rush_plan
-from rushhpc.store.connection import load_plan_file
+from rushhpc.manager.plan import load_plan_file
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

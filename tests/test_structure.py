@@ -88,7 +88,6 @@ KNOWN_VIOLATIONS = {
     ("rushhpc.launchers.submitit", "rushhpc.worker.api"),
     ("rushhpc.manager.rush", "rushhpc.ui.notebook"),
     ("rushhpc.server.embedded", "rushhpc.worker.heartbeat"),
-    ("rushhpc.store.connection", "rushhpc.launchers.registry"),
     ("rushhpc.sweeps.engine", "rushhpc.ui.notebook"),
 }
 

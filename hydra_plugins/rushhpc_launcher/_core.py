@@ -45,7 +45,7 @@ from rushhpc.errors import (
     RushTimeoutError,
     RushWorkerError,
 )
-from rushhpc.store import connection as rconfig
+from rushhpc.manager import plan as rconfig
 
 from ._errors import RemoteTraceback, RushhpcJobError
 from ._worker import JOB_RETURN_FIELD, decode_job_return, hydra_worker_loop

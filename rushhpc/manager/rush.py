@@ -30,11 +30,12 @@ from rushhpc.errors import RushConfigError, RushError, RushNetworkLostError, Rus
 from rushhpc.launchers.base import Launcher
 from rushhpc.launchers.registry import SCRIPT, check_worker_type, launcher_class
 from rushhpc.manager.adapt import Adapter, AdaptPolicy
+from rushhpc.manager.plan import Plan, current_plan
 from rushhpc.manager.reconcile import Reconciler
 from rushhpc.manager.supervise import Monitor
 from rushhpc.network import startargs
 from rushhpc.network.view import Network
-from rushhpc.store.connection import Plan, RedisConfig, as_config, current_plan, env_config, heartbeat_settings
+from rushhpc.store.connection import RedisConfig, as_config, env_config, heartbeat_settings
 from rushhpc.store.keys import validate_id
 
 if TYPE_CHECKING:

@@ -340,7 +340,7 @@ class SweepRun:
         return redis_config(**spec)
 
     def _set_plan(self, redis_cfg: Any) -> None:
-        from rushhpc.store.connection import rush_config, rush_plan
+        from rushhpc.manager.plan import rush_config, rush_plan
 
         prev = rush_config()
         self.saved_plan = prev
@@ -366,7 +366,7 @@ class SweepRun:
     def _restore_plan(self) -> None:
         if not self.plan_set:
             return
-        from rushhpc.store.connection import remove_rush_plan, rush_config, rush_plan
+        from rushhpc.manager.plan import remove_rush_plan, rush_config, rush_plan
 
         remove_rush_plan()
         prev = self.saved_plan or {}

@@ -17,8 +17,9 @@ import sys
 from typing import Any, Iterable, Sequence
 
 from rushhpc.errors import RushConfigError
+from rushhpc.manager.plan import current_plan
 from rushhpc.network.view import Network
-from rushhpc.store.connection import RedisConfig, current_plan, env_cluster, env_config, redis_config
+from rushhpc.store.connection import RedisConfig, env_cluster, env_config, redis_config
 
 
 def add_redis_options(p: argparse.ArgumentParser) -> None:
