@@ -52,3 +52,32 @@ CONNECT_TIMEOUT = 5.0  # seconds to reach Redis
 # which at 2 per worker starved workers of short evaluations (bench/command_eval.py).
 SWEEP_LOOKAHEAD_MIN = 8
 SWEEP_LOOKAHEAD_PER_WORKER = 4
+
+# Launchers and reconciliation (rushhpc/launchers/, rushhpc/manager/reconcile.py)
+SCHEDULER_QUERY_TIMEOUT = 60.0  # seconds a status or kill command may take (squeue, sacct, scontrol, scancel, qstat, qdel)
+SCHEDULER_LIMITS_TIMEOUT = 30.0  # seconds a question about the site may take (scontrol show config/node, sacctmgr)
+# A batch worker stops taking tasks this long before its walltime, so that it ends on its own terms: 10 % of
+# the walltime, at least 5 s and at most 300 s; the signal margin of a job without a walltime is 60 s.
+WALLTIME_MARGIN_FRACTION = 0.1
+WALLTIME_MARGIN_MIN = 5
+WALLTIME_MARGIN_MAX = 300
+WALLTIME_MARGIN_UNLIMITED = 60
+SRUN_KILL_WAIT = 5.0  # seconds an srun task has to end after its kill request before it is SIGKILLed
+SSH_CONNECT_TIMEOUT = 10.0  # ssh's ConnectTimeout
+SSH_LAUNCH_TIMEOUT = 60.0  # seconds one ssh that starts workers may take
+SSH_PARALLEL = 4  # ssh connections at once per host
+SSH_KILL_WAIT = 3.0  # seconds the remote workers have to end on their kill request before SIGKILL
+SSH_COMMAND_TIMEOUT = 30.0  # seconds a short ssh command may take (a stderr tail; beyond kill_wait for a kill)
+NVIDIA_SMI_TIMEOUT = 20.0  # seconds: a wedged GPU driver must not hang a start
+POLL_BACKOFF = 1.5  # the reconciler's poll interval grows by this factor while nothing changes
+URGENT_POLL_GAP = 1.0  # seconds: an urgent poll (a worker seems lost) waits at least this since the last
+
+
+def heartbeat_expire(period: float | None = None) -> float:
+    """A worker's heartbeat expiry when none is set: `HEARTBEAT_EXPIRE`, and at least 3 beats of ``period``.
+
+    Example:
+        >>> heartbeat_expire(), heartbeat_expire(30)
+        (60.0, 90.0)
+    """
+    return max(HEARTBEAT_EXPIRE, 3 * (HEARTBEAT_PERIOD if period is None else float(period)))
