@@ -147,7 +147,7 @@ class CancelCause(_Value):
     never by the wording of the message.
     """
 
-    REMOVED = "removed"  # Rush.empty_queue: "Removed from queue"
+    REMOVED = "removed_from_queue"  # Rush.empty_queue: "Removed from queue"
     WORKER_KILLED = "worker_killed"  # Rush.stop_workers(type="kill"): "worker was killed"
 
 
