@@ -180,5 +180,14 @@ class SweepStatus(_Value):
     FAILED = "failed"
 
 
+class ServerState(_Value):
+    """A `rushhpc redis` server's state (``rushhpc redis status``, server/service.py)."""
+
+    ABSENT = "absent"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    NOT_ANSWERING = "not answering"
+
+
 TASK_STATES: tuple[str, ...] = TaskState.values()
 WORKER_STATES: tuple[str, ...] = WorkerState.values()
