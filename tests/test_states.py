@@ -17,16 +17,16 @@ from pathlib import Path
 
 from rushhpc.core import states as S
 from rushhpc.core.states import (
-    CancelCause,
     FINAL_WORKER_STATES,
+    TERMINAL_TASK_STATES,
+    UNCOUNTED_REASONS,
+    CancelCause,
     JobState,
     LostReason,
     Release,
     ServerState,
     SweepStatus,
     TaskState,
-    TERMINAL_TASK_STATES,
-    UNCOUNTED_REASONS,
     WorkerState,
 )
 
@@ -140,7 +140,7 @@ def test_no_bare_state_literals():
                 lines = ", ".join(str(ln) for ln, v in hits if v == value)
                 problems.append(f"{rel}: {value!r} x{n} (lines {lines}): write {VALUES[value]}"
                                 + (f" ({allowed} allowed as a homonym)" if allowed else ""))
-    for (rel, value), (n, why) in HOMONYMS.items():
+    for (rel, value), (_n, why) in HOMONYMS.items():
         if rel not in PENDING and Counter(v for _, v in found.get(rel, []))[value] == 0:
             problems.append(f"{rel}: HOMONYMS lists {value!r} ({why}) but the file no longer has it: remove the entry")
     assert not problems, "bare state strings (use the enums of rushhpc/core/states.py):\n" + "\n".join(problems)
