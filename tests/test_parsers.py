@@ -9,8 +9,8 @@ import pytest
 
 from rushhpc.launchers.base import JobStatus
 from rushhpc.launchers.batch import hms, parse_duration
-from rushhpc.launchers.pbs.launcher import exit_reason, parse_exit_statuses, parse_table, short_id
-from rushhpc.launchers.slurm.launcher import expand_ids, parse_sacct, parse_scontrol, parse_squeue, status_from
+from rushhpc.launchers.pbs.states import exit_reason, parse_exit_statuses, parse_table, short_id
+from rushhpc.launchers.slurm.states import expand_ids, parse_sacct, parse_scontrol, parse_squeue, status_from
 from rushhpc.manager.reconcile import decide
 
 RECORDED = Path(__file__).parent / "pbs_emulator" / "recorded"

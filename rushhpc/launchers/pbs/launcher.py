@@ -10,72 +10,16 @@ to a field-by-field reading.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from rushhpc import defaults
+from rushhpc.core.states import JobState
 from rushhpc.errors import RushWorkerError
 from rushhpc.launchers.base import JobStatus, LaunchContext, LaunchRecord
 from rushhpc.launchers.batch import BatchLauncher
-
-STATES = {
-    "Q": "pending", "W": "pending", "T": "pending", "M": "pending",
-    "H": "held",
-    "R": "running", "B": "running",
-    "E": "finishing",
-    "S": "suspended", "U": "suspended",
-    "F": "finished", "X": "finished",
-}
-
-
-def short_id(job_id: str) -> str:
-    """``123[4].server.domain`` -> ``123[4]``: qstat's table truncates the server name."""
-    return job_id.split(".", 1)[0].rstrip("*")
-
-
-def exit_reason(exit_status: int | None) -> str:
-    """PBS Exit_status -> our reason (``None``: the job never ran, it was deleted)."""
-    if exit_status is None:
-        return "cancelled"
-    if exit_status == 0:
-        return "completed"
-    if exit_status == -29:
-        return "timeout"  # JOB_EXEC_KILL_WALLTIME (PBS Pro 2021+; older servers report 271)
-    if exit_status < 0:
-        return "failed_to_start"
-    if exit_status >= 256:
-        return "cancelled"  # the job shell was killed by a signal: qdel, qsig
-    if exit_status in (128 + 15, 128 + 9):
-        return "cancelled"  # the shell forwarded qdel's TERM to the worker and exited with its status
-    return "failed"
-
-
-def parse_table(text: str) -> dict[str, str]:
-    """``qstat [-x] [-t] [-w]`` table -> short id -> state letter."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 6 and not line.startswith(("Job id", "---")) and len(parts[-2]) == 1:
-            out[short_id(parts[0])] = parts[-2]
-    return out
-
-
-def parse_exit_statuses(text: str) -> dict[str, int | None]:
-    """``qstat -f -F json`` -> short id -> Exit_status (None when absent). Survives invalid JSON."""
-    try:
-        jobs = json.loads(text).get("Jobs", {})
-        return {short_id(j): (int(a["Exit_status"]) if "Exit_status" in a else None) for j, a in jobs.items()}
-    except (ValueError, AttributeError, TypeError, KeyError):
-        pass
-    # PBS leaves quotes and backslashes in values unescaped: read the job headers and Exit_status lines.
-    out: dict[str, int | None] = {}
-    heads = list(re.finditer(r'^\s*"([0-9]+(?:\[[0-9]*\])?\.[^"]*)"\s*:\s*\{', text, re.MULTILINE))
-    for i, m in enumerate(heads):
-        block = text[m.end(): heads[i + 1].start() if i + 1 < len(heads) else len(text)]
-        code = re.search(r'^\s*"Exit_status"\s*:\s*(-?\d+)', block, re.MULTILINE)
-        out[short_id(m.group(1))] = int(code.group(1)) if code else None
-    return out
+from rushhpc.launchers.pbs.states import STATES, parse_exit_statuses, parse_table, short_id, status_of
 
 
 class PbsLauncher(BatchLauncher):
@@ -112,28 +56,22 @@ class PbsLauncher(BatchLauncher):
         if not ids:
             return {}
         parents = sorted({re.sub(r"\[\d+\]", "[]", r.job_id or "") for r in ids.values()})
-        out = self.run(["qstat", "-x", "-t", "-w", *parents], timeout=60)  # exit 153 still lists the known
+        # exit 153 (an unknown id) still lists the known ones
+        out = self.run(["qstat", "-x", "-t", "-w", *parents], timeout=defaults.SCHEDULER_QUERY_TIMEOUT)
         letters = parse_table(out.stdout)
-        ended = [sid for sid, st in letters.items() if sid in ids and STATES.get(st) == "finished"
+        ended = [sid for sid, st in letters.items() if sid in ids and STATES.get(st) == JobState.FINISHED
                  and sid not in self.exit_statuses]
         if ended:
             full = [ids[sid].job_id or "" for sid in ended]
-            out = self.run(["qstat", "-x", "-f", "-F", "json", *full], timeout=60)
+            out = self.run(["qstat", "-x", "-f", "-F", "json", *full], timeout=defaults.SCHEDULER_QUERY_TIMEOUT)
             codes = parse_exit_statuses(out.stdout)
             for sid in ended:
                 self.exit_statuses[sid] = codes.get(sid)
         result = {}
         for sid, rec in ids.items():
             letter = letters.get(sid)
-            if letter is None:
-                continue
-            state = STATES.get(letter, "pending")
-            if state == "finished":
-                code = self.exit_statuses.get(sid)
-                result[rec.worker_id] = JobStatus("finished", reason=exit_reason(code),
-                                                  raw=f"{letter} Exit_status={code}", exit_code=code)
-            else:
-                result[rec.worker_id] = JobStatus(state, raw=letter)
+            if letter is not None:
+                result[rec.worker_id] = status_of(letter, self.exit_statuses.get(sid))
         return result
 
     def kill(self, records: Sequence[LaunchRecord]) -> None:
@@ -142,5 +80,5 @@ class PbsLauncher(BatchLauncher):
             return
         # TERM first (the worker's trap), then qdel (TERM, KILL after kill_delay).
         # Exit 35 (finished) and 153 (unknown) answers count as success.
-        self.run(["qsig", "-s", "TERM", *ids], timeout=60)
-        self.run(["qdel", *ids], timeout=60)
+        self.run(["qsig", "-s", "TERM", *ids], timeout=defaults.SCHEDULER_QUERY_TIMEOUT)
+        self.run(["qdel", *ids], timeout=defaults.SCHEDULER_QUERY_TIMEOUT)

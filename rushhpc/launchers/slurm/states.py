@@ -1,0 +1,171 @@
+"""What SLURM's answers mean: its job states on `JobState`, and the parsers of its commands' output.
+
+Everything that reads text SLURM prints lives here (as Parsl keeps a provider's state table
+beside the provider): ``squeue``, ``sacct`` and ``scontrol`` lines become `JobStatus`es, a
+finished one with its reason (completed, failed, cancelled, timeout, out_of_memory, node_fail,
+preempted); ``scontrol show config`` and ``sacctmgr`` give the site's limits. The launcher
+(`rushhpc.launchers.slurm.launcher`) runs the commands and hands their output here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from rushhpc.core.records import JobStatus
+from rushhpc.core.states import JobState, LostReason
+
+# SLURM job state (squeue %T, sacct State, scontrol JobState) -> (our JobState, the reason it ended)
+STATES: dict[str, tuple[JobState, LostReason | str]] = {
+    "PENDING": (JobState.PENDING, ""),
+    "REQUEUED": (JobState.PENDING, ""),
+    "RESV_DEL_HOLD": (JobState.PENDING, ""),
+    "REQUEUE_FED": (JobState.PENDING, ""),
+    "REQUEUE_HOLD": (JobState.HELD, ""),
+    "CONFIGURING": (JobState.STARTING, ""),
+    "RUNNING": (JobState.RUNNING, ""),
+    "RESIZING": (JobState.RUNNING, ""),
+    "SIGNALING": (JobState.RUNNING, ""),
+    "COMPLETING": (JobState.FINISHING, ""),
+    "STAGE_OUT": (JobState.FINISHING, ""),
+    "SUSPENDED": (JobState.SUSPENDED, ""),
+    "STOPPED": (JobState.SUSPENDED, ""),
+    "PREEMPTED": (JobState.FINISHED, LostReason.PREEMPTED),
+    "COMPLETED": (JobState.FINISHED, LostReason.COMPLETED),
+    "FAILED": (JobState.FINISHED, LostReason.FAILED),
+    "SPECIAL_EXIT": (JobState.FINISHED, LostReason.FAILED),
+    "CANCELLED": (JobState.FINISHED, LostReason.CANCELLED),
+    "TIMEOUT": (JobState.FINISHED, LostReason.TIMEOUT),
+    "DEADLINE": (JobState.FINISHED, LostReason.TIMEOUT),
+    "OUT_OF_MEMORY": (JobState.FINISHED, LostReason.OUT_OF_MEMORY),
+    "NODE_FAIL": (JobState.FINISHED, LostReason.NODE_FAIL),
+    "BOOT_FAIL": (JobState.FINISHED, LostReason.NODE_FAIL),
+}
+HELD_REASONS = re.compile(r"JobHeld|held", re.IGNORECASE)
+
+
+def status_from(state: str, reason: str = "", exit_code: str = "") -> JobStatus:
+    """Map a SLURM state string (``CANCELLED by 0`` included) to a `JobStatus`."""
+    raw = state.strip()
+    key = raw.split()[0].rstrip("+") if raw else ""
+    # no state yet: pending; a state this table does not know (a newer SLURM's): an end we cannot name
+    job_state, why = STATES.get(key, (JobState.PENDING, "") if not key else (JobState.FINISHED, LostReason.FAILED))
+    if job_state == JobState.PENDING and HELD_REASONS.search(reason or ""):
+        job_state = JobState.HELD
+    code = None
+    if exit_code and ":" in exit_code:
+        rc, sig = exit_code.split(":", 1)
+        code = int(rc) if rc.isdigit() else None
+        if why == LostReason.COMPLETED and code not in (0, None):
+            why = LostReason.FAILED
+    return JobStatus(job_state, reason=why, raw=raw, exit_code=code)
+
+
+def expand_ids(job_id: str) -> list[str]:
+    """``123_[0-2,5]`` -> ``123_0 123_1 123_2 123_5``; other ids unchanged."""
+    m = re.fullmatch(r"(\d+)_\[([0-9,\-%]+)\]", job_id)
+    if not m:
+        return [job_id]
+    base, spec = m.group(1), m.group(2).split("%")[0]
+    out = []
+    for part in spec.split(","):
+        if "-" in part:
+            lo, hi = part.split("-")
+            out += [f"{base}_{i}" for i in range(int(lo), int(hi) + 1)]
+        elif part:
+            out.append(f"{base}_{part}")
+    return out
+
+
+def parse_squeue(text: str) -> dict[str, JobStatus]:
+    """Lines of ``squeue -h -r -o '%i|%T|%r'``."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 2:
+            for jid in expand_ids(parts[0]):
+                out[jid] = status_from(parts[1], parts[2] if len(parts) > 2 else "")
+    return out
+
+
+def parse_sacct(text: str) -> dict[str, JobStatus]:
+    """Lines of ``sacct -X -P -n -o JobID,State,ExitCode,Reason``."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 3:
+            for jid in expand_ids(parts[0]):
+                out[jid] = status_from(parts[1], parts[3] if len(parts) > 3 else "", parts[2])
+    return out
+
+
+def parse_scontrol(text: str) -> dict[str, JobStatus]:
+    """``scontrol -o show job`` (one job per line, key=value)."""
+    out = {}
+    for line in text.splitlines():
+        kv: dict[str, str] = {m.group(1): m.group(2) for m in re.finditer(r"(\w+)=(\S*)", line)}
+        if "JobId" not in kv:
+            continue
+        task = kv.get("ArrayTaskId", "")
+        if task in ("4294967294", "N/A", "*"):
+            # the record of an array's elements not split off yet (e.g. cancelled while pending):
+            # it stands for every element of the array that has no record of its own
+            jid = f"{kv['ArrayJobId']}_*"
+        elif task:
+            jid = f"{kv['ArrayJobId']}_[{task}]" if re.fullmatch(r"[0-9,\-%]+", task) and not task.isdigit() \
+                else f"{kv['ArrayJobId']}_{task}"
+        else:
+            jid = kv["JobId"]
+        for j in expand_ids(jid):
+            out[j] = status_from(kv.get("JobState", ""), kv.get("Reason", ""), kv.get("ExitCode", ""))
+    return out
+
+
+def sacct_time(text: str) -> float | None:
+    """``2026-12-01T09:30:00`` (local time, as sacct prints it) -> Unix seconds; Unknown/None -> None.
+
+    Example:
+        >>> sacct_time("Unknown") is None
+        True
+    """
+    try:
+        return dt.datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        return None
+
+
+# slurmstepd's words when a step exceeds --mem (jobacct OverMemoryKill), and the kernel's: SLURM without
+# cgroups ends such a job FAILED (signal 9), so its stderr is what says why
+OUT_OF_MEMORY_PATTERN = re.compile(r"exceeded (job )?memory limit|oom[-_ ]kill|out of memory", re.IGNORECASE)
+
+
+def accounting_disabled(output: str) -> bool:
+    """Whether an ``sacct`` answer says the site keeps no accounts (then sacct is not asked again).
+
+    Example:
+        >>> accounting_disabled("sacct: error: Slurm accounting storage is disabled")
+        True
+    """
+    return "accounting storage is disabled" in output.lower()
+
+
+def parse_max_array_size(config: str) -> int | None:
+    """``MaxArraySize`` of ``scontrol show config`` (None when absent).
+
+    Example:
+        >>> parse_max_array_size("MaxArraySize            = 1001\\nMaxJobCount = 10000")
+        1001
+    """
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", config, re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def parse_max_submit(text: str) -> int | None:
+    """The smallest MaxSubmitJobs of ``sacctmgr -n -P show assoc user=U format=MaxSubmit`` (None: no limit set).
+
+    Example:
+        >>> parse_max_submit("\\n50\\n20\\n"), parse_max_submit("\\n")
+        (20, None)
+    """
+    values = [int(v) for v in text.split() if v.strip().isdigit()]
+    return min(values) if values else None
