@@ -340,6 +340,7 @@ def test_api_reads_a_network(busy, second_network, start_dashboard, config):
     cfg = get("/api/config")
     assert cfg["auth_required"] is False and cfg["allow_control"] is False and cfg["default_network"] == net
     assert cfg["redis"] == f"127.0.0.1:{config.port}"
+    assert cfg["states"]["task"] == ["queued", "running", "finished", "failed"]  # what dashboard.js counts over
     nets = {n["network_id"]: n for n in get("/api/networks")["networks"]}
     assert {net, second_network.network_id} <= set(nets)
     assert nets[net]["tasks"] == {"queued": 2, "running": 1, "finished": 3, "failed": 1}

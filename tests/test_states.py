@@ -45,16 +45,12 @@ for _enum in SCANNED:
 # Files that still write bare states while their owners convert them to the enums (issue 18).
 # Each owner removes its paths here as it converts them; the list must end empty.
 PENDING: set[str] = {
-    "rushhpc/core/codec.py",
-    "rushhpc/launchers/local.py",
-    "rushhpc/launchers/srun.py",
     "rushhpc/manager/accounting.py",
     "rushhpc/manager/adapt.py",
     "rushhpc/manager/display.py",
-    "rushhpc/manager/reconcile.py",
     "rushhpc/manager/rush.py",
-    "rushhpc/network/tasks.py",
-    "rushhpc/network/view.py",
+    "rushhpc/manager/starting.py",
+    "rushhpc/manager/waiting.py",
     "rushhpc/server/service.py",
     "rushhpc/store/keys.py",
     "rushhpc/store/protocol.py",
@@ -66,13 +62,7 @@ PENDING: set[str] = {
     "rushhpc/sweeps/scheduling.py",
     "rushhpc/sweeps/state.py",
     "rushhpc/sweeps/worker.py",
-    "rushhpc/ui/cli/control.py",
-    "rushhpc/ui/cli/inspect.py",
-    "rushhpc/ui/cli/redis_cmd.py",
-    "rushhpc/ui/dashboard/app.py",
-    "rushhpc/ui/dashboard/data.py",
     "rushhpc/ui/plot.py",
-    "rushhpc/worker/api.py",
     "rushhpc/worker/beat.py",
 }
 
@@ -82,7 +72,9 @@ HOMONYMS: dict[tuple[str, str], tuple[int, str]] = {
     ("rushhpc/sweeps/config.py", "timeout"): (4, "the sweep YAML key `timeout`"),
     ("rushhpc/sweeps/objective.py", "timeout"): (1, "the objective context's `timeout` key"),
     ("rushhpc/worker/command.py", "timeout"): (1, "the command objective's `timeout` option"),
+    ("rushhpc/ui/cli/redis_cmd.py", "stopped"): (1, "the `stopped` flag of the reply of `rushhpc redis stop`"),
     ("rushhpc/store/diagnostics.py", "timeout"): (1, "a word searched for in a connection error's text"),
+    ("rushhpc/manager/reconcile.py", "cancelled"): (1, "the launch record's field CANCELLED_AT (when the job was cancelled)"),
 }
 
 
@@ -282,3 +274,60 @@ def test_values_are_unique_within_each_enum_and_distinct_from_fields():
     assert S.CANCEL_FIELD not in VALUES and S.UNREGISTERED not in VALUES
     # a cancel cause cannot be mistaken for a state or a reason
     assert not {m.value for m in CancelCause} & {v for v in VALUES if not VALUES[v].startswith("CancelCause")}
+
+
+# ------------------------------------------------------------------------------ the dashboard page
+
+STATIC = PKG / "ui" / "dashboard" / "static"
+PAGE_STATES = {*TaskState.values(), *WorkerState.values(), *JobState.values()}
+
+
+def test_dashboard_js_spells_no_list_of_states():
+    """dashboard.js cannot import the enums: lists of states come from ``/api/config``
+    (`rushhpc.ui.dashboard.app.states_doc`); each state it names singly is checked here."""
+    js = (STATIC / "dashboard.js").read_text()
+    problems = []
+    for m in re.finditer(r"\b(?:state|st)\s*[!=]==?\s*\"([^\"]*)\"", js):
+        if m.group(1) not in PAGE_STATES:
+            problems.append(f"a state compared with {m.group(1)!r}")
+    for line_no, line in enumerate(js.splitlines(), 1):
+        if len(re.findall(r"\b(?:state|st)\s*[!=]==?\s*\"", line)) > 1:
+            problems.append(f"line {line_no}: a chain of state comparisons: use S.config.states")
+        for arr in re.findall(r"\[([^\[\]]*)\]", line):
+            words = re.findall(r"\"([^\"]*)\"", arr)
+            if len(words) > 1 and set(words) <= PAGE_STATES:
+                problems.append(f"line {line_no}: a list of states {words}: use S.config.states")
+    for name in re.findall(r"\bt\.(\w+)", js):  # t: a task-count object
+        if name not in TaskState.values():
+            problems.append(f"t.{name} is not a task state")
+    for name in re.findall(r"worker_counts\.(\w+)", js):
+        if name not in WorkerState.values():
+            problems.append(f"worker_counts.{name} is not a worker state")
+    default = re.search(r"results:\s*\{\s*state:\s*\"(\w+)\"", js)
+    assert default and default.group(1) in TaskState.values()
+    colors = re.search(r"STATE_COLORS = \{(.*?)\};", js, re.S)
+    assert colors, "STATE_COLORS not found in dashboard.js"
+    keys = set(re.findall(r"(\w+):\s*\"#", colors.group(1)))
+    assert set(WorkerState.values()) <= keys <= PAGE_STATES, keys
+    assert "S.config.states.task" in js and "S.config.states.alive" in js
+    assert not problems, "\n".join(problems)
+
+
+def test_dashboard_html_and_css_name_the_enum_states():
+    html = (STATIC / "index.html").read_text()
+    assert set(re.findall(r"id=\"count-(\w+)\"", html)) == set(TaskState.values())
+    select = re.search(r"<select id=\"results-state\">(.*?)</select>", html, re.S)
+    assert select and re.findall(r"<option value=\"(\w+)\"", select.group(1)) \
+        and set(re.findall(r"<option value=\"(\w+)\"", select.group(1))) == set(TaskState.values())
+    css = (STATIC / "dashboard.css").read_text()
+    classes = set(re.findall(r"\.state\.(\w+)", css))
+    assert set(WorkerState.values()) <= classes <= PAGE_STATES, classes
+
+
+def test_dashboard_serves_the_states():
+    from rushhpc.ui.dashboard.app import states_doc
+
+    doc = states_doc()
+    assert doc["task"] == list(TaskState.values()) and doc["worker"] == list(WorkerState.values())
+    assert set(doc["terminal"]) == TERMINAL_TASK_STATES and set(doc["alive"]) == S.ALIVE_JOB_STATES
+    assert "finished" in doc["terminal"] and "lost" not in doc["alive"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from rushhpc.core.states import TaskState
 from rushhpc.errors import RushPayloadError, RushTypeError
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -170,5 +171,5 @@ def condition(value: Any) -> str:
     elif isinstance(value, BaseException):
         d = {"message": f"{type(value).__name__}: {value}"}
     else:
-        d = {"message": "failed" if value is None else str(value)}
+        d = {"message": TaskState.FAILED.value if value is None else str(value)}
     return encode(d, "condition")

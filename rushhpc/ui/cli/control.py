@@ -9,6 +9,7 @@ import argparse
 import time
 from typing import Any
 
+from rushhpc.core.states import WorkerState
 from rushhpc.errors import RushConfigError
 from rushhpc.ui.cli.common import add_network_options, confirm, flatten_ids, network_name, print_json, redis_from_args
 
@@ -35,7 +36,7 @@ def _monitor(args: argparse.Namespace) -> int:
             lost = [] if background else rush.detect_lost_workers(poll_scheduler=True if args.once else None)
             rows = rush.worker_rows()
             if args.json:
-                print_json({"network": rush.network_id, "lost": lost, "workers": rows, "tasks": rush.counts_by_state()})
+                print_json({"network": rush.network_id, WorkerState.LOST: lost, "workers": rows, "tasks": rush.counts_by_state()})
             else:
                 for row in rows:
                     state = f"{row['state']}" + (f" ({row['reason']})" if row["reason"] else "")
@@ -56,7 +57,7 @@ def _stop(args: argparse.Namespace) -> int:
         raise RushConfigError("which workers? Name worker ids, or pass --all (rushhpc workers lists them)")
     rush = _attach(args)
     how = "kill" if args.kill else "terminate"
-    known = set(rush.worker_ids) | set(rush.worker_ids_in("pending"))
+    known = set(rush.worker_ids) | set(rush.worker_ids_in(WorkerState.PENDING))
     unknown = [w for w in ids if w not in known]
     if unknown:
         raise RushConfigError(f"no worker {', '.join(unknown)} in network {rush.network_id}")
@@ -64,7 +65,7 @@ def _stop(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"network": rush.network_id, "type": how, "workers": acted})
     else:
-        verb = "killed" if how == "kill" else "asked to terminate"
+        verb = WorkerState.KILLED if how == "kill" else "asked to terminate"
         print(f"{len(acted)} worker(s) {verb}" + (f": {', '.join(acted)}" if acted else ""))
     return 0
 

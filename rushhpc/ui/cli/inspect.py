@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from rushhpc.core.states import TASK_STATES
+from rushhpc.core.states import TERMINAL_TASK_STATES, TaskState, WorkerState
 from rushhpc.network.view import Network, list_networks
 from rushhpc.ui.cli.common import (
     add_network_options,
@@ -57,12 +57,12 @@ def _networks(args: argparse.Namespace) -> int:
     if not docs:
         print(f"no networks on Redis at {cfg.address}")
         return 0
-    rows = [{"network": d["network_id"], "workers running": d["workers"]["running"],
-             "workers pending": d["workers"]["pending"], **d["tasks"], "sweep": _sweep_label(d["sweep"])} for d in docs]
+    rows = [{"network": d["network_id"], "workers running": d["workers"][WorkerState.RUNNING],
+             "workers pending": d["workers"][WorkerState.PENDING], **d["tasks"], "sweep": _sweep_label(d["sweep"])} for d in docs]
     sweeps = ["sweep"] if any(d["sweep"] for d in docs) else []
     # RUNNING is a worker state and a task state: a line above the header says which is which
-    print(table(rows, ["network", "workers running", "workers pending", *TASK_STATES, *sweeps],
-                groups=[("", 1), ("workers", 2), ("tasks", len(TASK_STATES)), ("", len(sweeps))],
+    print(table(rows, ["network", "workers running", "workers pending", *TaskState.values(), *sweeps],
+                groups=[("", 1), ("workers", 2), ("tasks", len(TaskState)), ("", len(sweeps))],
                 headers={"workers running": "RUNNING", "workers pending": "PENDING"}))
     return 0
 
@@ -103,7 +103,7 @@ def _workers(args: argparse.Namespace) -> int:
     now = time.time()
     for r in rows:
         r["heartbeat"] = (ago(now - r["heartbeat_age"], now) if r["heartbeat_age"] is not None
-                          else ("expired" if r["heartbeat"] and r["state"] == "running" else None))
+                          else ("expired" if r["heartbeat"] and r["state"] == WorkerState.RUNNING else None))
     print(table(rows, WORKER_TABLE))
     return 0
 
@@ -154,7 +154,7 @@ def _tasks(args: argparse.Namespace) -> int:
             sweep = net.sweep_info()
             if sweep is not None:
                 print(sweep.describe())
-            print(table([counts], list(TASK_STATES)))
+            print(table([counts], list(TaskState.values())))
         return 0
     rows = net.task_rows(args.state, limit=args.limit)
     if net.sweep_info() is not None:  # docs/cli.md: parameters and outputs under their own names
@@ -279,13 +279,13 @@ def _top_loop(args: argparse.Namespace, net: Network, tty: bool, keys: _Keys | N
     while True:
         counts = net.counts_by_state()
         rows = worker_rows(net)
-        done = counts["finished"] + counts["failed"]
+        done = sum(counts[s] for s in TERMINAL_TASK_STATES)
         now = time.monotonic()
         rate: float | None = None
         if last_done is not None and last_t is not None and now > last_t:
             rate = (done - last_done) / (now - last_t)
         last_done, last_t = done, now
-        alive = sum(1 for r in rows if r["state"] == "running")
+        alive = sum(1 for r in rows if r["state"] == WorkerState.RUNNING)
         head = (f"network {net.network_id}  workers running {alive}/{len(rows)}  tasks " +
                 "  ".join(f"{k} {v}" for k, v in counts.items()) +
                 (f"  throughput {rate:.1f}/s" if rate is not None else ""))
@@ -318,14 +318,14 @@ def register(sub: Any) -> None:
 
     w = sub.add_parser("workers", help="the worker table: state, host, pid, job id, heartbeat age, reason")
     add_network_options(w, positional=True)
-    w.add_argument("--state", help="only workers in this state (running, pending, lost, ...)")
+    w.add_argument("--state", choices=WorkerState.values(), help="only workers in this state")
     w.add_argument("--summary", action="store_true",
                    help="accounting: core-hours allocated against time in objectives, idle, preempted, failed starts")
     w.set_defaults(func=_workers)
 
     t = sub.add_parser("tasks", help="task counts by state; --state S lists those tasks")
     add_network_options(t, positional=True)
-    t.add_argument("--state", action="append", choices=TASK_STATES, help="list tasks of this state (repeatable)")
+    t.add_argument("--state", action="append", choices=TaskState.values(), help="list tasks of this state (repeatable)")
     t.add_argument("--limit", type=int, help="at most this many rows")
     t.set_defaults(func=_tasks)
 

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rushhpc.core.states import ServerState
 from rushhpc.server import service as rs
 from rushhpc.ui.cli.common import print_json
 
@@ -78,13 +79,13 @@ def _status(args: argparse.Namespace) -> int:
     doc = rs.status(_dir(args))
     if args.json:
         print_json(doc)
-    elif doc["state"] == "absent":
+    elif doc["state"] == ServerState.ABSENT:
         print(f"no Redis was started in {doc['dir']} (rushhpc redis start{_where(args)})")
-    elif doc["state"] == "stopped":
+    elif doc["state"] == ServerState.STOPPED:
         print(f"Redis {doc['name']!r} is stopped" + (f" (stale pid file: {doc['stale_pid_file']})"
                                                       if doc.get("stale_pid_file") else ""))
         print(f"  start it again, same port and password: rushhpc redis start{_where(args)}")
-    elif doc["state"] == "not answering":
+    elif doc["state"] == ServerState.NOT_ANSWERING:
         print(f"Redis {doc['name']!r}: process {doc['pid']} runs but does not answer: {doc.get('error')}")
     else:
         extra = f"; up {doc.get('uptime_s')} s, {doc.get('used_memory')} used, {doc.get('clients')} clients"
@@ -92,7 +93,7 @@ def _status(args: argparse.Namespace) -> int:
             extra += f", certificate valid until {doc['tls_cert_expires']}"
         print(f"Redis {doc['name']!r} is running ({_describe(doc)}{extra})")
         _print_usage(doc)
-    return 0 if doc["state"] == "running" else 1
+    return 0 if doc["state"] == ServerState.RUNNING else 1
 
 
 def _stop(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ Endpoints (``{net}`` is a network id):
 =============================  ====================================================================
 ``GET /``                      the page (``static/index.html``; the files it loads under ``/static``)
 ``GET /api/config``            ``auth_required``, ``authenticated``, ``allow_control``, ``csrf``,
-                               ``default_network``, ``redis`` (host:port only), ``interval``
+                               ``default_network``, ``redis`` (host:port only), ``interval``,
+                               ``states`` (the state names the page uses: `states_doc`)
 ``POST /api/login``            ``{"token": ...}`` -> session cookie (when a token is required)
 ``GET /api/networks``          every network on the Redis with worker and task counts
 ``GET /api/{net}/snapshot``    workers, task and worker counts, throughput, server time, log head
@@ -42,6 +43,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rushhpc._version import __version__
+from rushhpc.core.states import ALIVE_JOB_STATES, TERMINAL_TASK_STATES, JobState, TaskState, WorkerState
 from rushhpc.errors import RushConfigError, RushError
 from rushhpc.network.view import Network
 from rushhpc.store.connection import RedisConfig
@@ -101,7 +103,7 @@ class Dashboard:
         self.data(network_id).check()
         rush = self.manager(network_id)
         if workers != "all":
-            known = set(rush.worker_ids) | set(rush.worker_ids_in("pending"))
+            known = set(rush.worker_ids) | set(rush.worker_ids_in(WorkerState.PENDING))
             unknown = [w for w in workers if w not in known]
             if unknown:
                 raise RushConfigError(f"no worker {', '.join(unknown)} in network {network_id}")
@@ -135,89 +137,103 @@ def _int(request: Request, name: str, default: int, lo: int = 0, hi: int = 100_0
     return max(lo, min(hi, v))
 
 
-def create_app(config: RedisConfig, default_network: str | None = None, allow_control: bool = False,
-               token: str | None = None, *, loopback: bool = True, interval: float = 1.0) -> Starlette:
-    """The dashboard app. ``token``: required for every API call (pass one when not bound to
-    loopback); ``loopback``: serve only requests addressed to 127.0.0.1/localhost/[::1].
+def _headers(request: Request) -> dict[str, str]:
+    return {k.lower(): v for k, v in request.headers.items()}
+
+
+def states_doc() -> dict[str, list[str]]:
+    """The state names the page needs (it cannot import `rushhpc.core.states`): served in
+    ``/api/config`` so that dashboard.js never spells a list of states itself.
 
     Example:
-        >>> app = create_app(redis_config(url="redis://127.0.0.1:6379"), "sweep-1", allow_control=True)
-        >>> uvicorn.run(app, host="127.0.0.1", port=8765)
+        >>> states_doc()["task"]
+        ['queued', 'running', 'finished', 'failed']
     """
-    dash = Dashboard(config, default_network, allow_control, interval)
-    access = Access(token, loopback)
+    return {"task": list(TaskState.values()), "terminal": [s.value for s in TaskState if s in TERMINAL_TASK_STATES],
+            "worker": list(WorkerState.values()), "alive": [s.value for s in JobState if s in ALIVE_JOB_STATES]}
 
-    def index(request: Request) -> Response:
+
+class Api:
+    """The endpoints (one method each) over one `Dashboard` and its `Access` rules."""
+
+    def __init__(self, dash: Dashboard, access: Access):
+        self.dash = dash
+        self.access = access
+
+    def net_of(self, request: Request) -> NetworkData:
+        return self.dash.data(request.path_params["net"])
+
+    def index(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    def api_config(request: Request) -> Response:
-        ok = access.authenticated({k.lower(): v for k, v in request.headers.items()})
-        doc: dict[str, Any] = {"auth_required": access.auth_required, "authenticated": ok, "version": __version__}
+    def config(self, request: Request) -> Response:
+        dash = self.dash
+        ok = self.access.authenticated(_headers(request))
+        doc: dict[str, Any] = {"auth_required": self.access.auth_required, "authenticated": ok, "version": __version__}
         if ok:
-            doc.update(allow_control=allow_control, csrf=access.csrf, default_network=default_network,
-                       redis=config.address, interval=interval)
+            doc.update(allow_control=dash.allow_control, csrf=self.access.csrf, default_network=dash.default_network,
+                       redis=dash.config.address, interval=dash.interval, states=states_doc())
         return _json(doc)
 
-    async def login(request: Request) -> Response:
-        if not access.auth_required:
+    async def login(self, request: Request) -> Response:
+        if not self.access.auth_required:
             return _json({"authenticated": True})
         try:
             body = await request.json()
         except ValueError:
             body = None
-        if not isinstance(body, dict) or not access.check_token(body.get("token")):
+        if not isinstance(body, dict) or not self.access.check_token(body.get("token")):
             await asyncio.sleep(0.5)  # no fast guessing (the token has 192 random bits anyway)
             return _error(401, "wrong token: use the one `rushhpc dashboard` printed when it started")
         resp = _json({"authenticated": True})
-        resp.set_cookie(COOKIE, access.session_cookie(), httponly=True, samesite="strict", path="/")
+        resp.set_cookie(COOKIE, self.access.session_cookie(), httponly=True, samesite="strict", path="/")
         return resp
 
-    def networks(request: Request) -> Response:
-        return _json({"redis": config.address, "default_network": default_network,
-                      "networks": network_summaries(config, dash.client)})
+    def networks(self, request: Request) -> Response:
+        dash = self.dash
+        return _json({"redis": dash.config.address, "default_network": dash.default_network,
+                      "networks": network_summaries(dash.config, dash.client)})
 
-    def net_of(request: Request) -> NetworkData:
-        return dash.data(request.path_params["net"])
+    def snapshot(self, request: Request) -> Response:
+        return _json(self.net_of(request).snapshot())
 
-    def snapshot(request: Request) -> Response:
-        return _json(net_of(request).snapshot())
+    def workers(self, request: Request) -> Response:
+        return _json(self.net_of(request).workers())
 
-    def workers(request: Request) -> Response:
-        return _json(net_of(request).workers())
+    def counts(self, request: Request) -> Response:
+        return _json(self.net_of(request).counts())
 
-    def counts(request: Request) -> Response:
-        return _json(net_of(request).counts())
-
-    def tasks(request: Request) -> Response:
+    def tasks(self, request: Request) -> Response:
         q = request.query_params
-        return _json(net_of(request).tasks(q.get("state", "finished"), q.get("sort") or None, q.get("order", "asc"),
-                                           _int(request, "limit", 200, 1, 10_000), _int(request, "offset", 0)))
+        return _json(self.net_of(request).tasks(q.get("state", TaskState.FINISHED), q.get("sort") or None,
+                                                q.get("order", "asc"), _int(request, "limit", 200, 1, 10_000),
+                                                _int(request, "offset", 0)))
 
-    def results_csv(request: Request) -> Response:
+    def results_csv(self, request: Request) -> Response:
         q = request.query_params
-        d = net_of(request)
-        state = q.get("state", "finished")
+        d = self.net_of(request)
+        state = q.get("state", TaskState.FINISHED)
         text = d.csv(state, q.get("sort") or None, q.get("order", "asc"))
         name = f"{d.network_id}-{state}.csv"
         return Response(text, media_type="text/csv; charset=utf-8",
                         headers={"content-disposition": f'attachment; filename="{name}"'})
 
-    def logs(request: Request) -> Response:
+    def logs(self, request: Request) -> Response:
         q = request.query_params
-        return _json(net_of(request).logs(q.get("level") or None, q.get("after") or None,
-                                          _int(request, "limit", 500, 1, 10_000)))
+        return _json(self.net_of(request).logs(q.get("level") or None, q.get("after") or None,
+                                               _int(request, "limit", 500, 1, 10_000)))
 
-    def best(request: Request) -> Response:
+    def best(self, request: Request) -> Response:
         q = request.query_params
-        return _json(net_of(request).best(q.get("column") or None, q.get("direction") or None))
+        return _json(self.net_of(request).best(q.get("column") or None, q.get("direction") or None))
 
-    def timeline(request: Request) -> Response:
-        return _json(net_of(request).timeline(_int(request, "limit", 2000, 1, 20_000)))
+    def timeline(self, request: Request) -> Response:
+        return _json(self.net_of(request).timeline(_int(request, "limit", 2000, 1, 20_000)))
 
-    async def stop(request: Request) -> Response:
-        if not allow_control:
+    async def stop(self, request: Request) -> Response:
+        if not self.dash.allow_control:
             return _error(403, CONTROL_DISABLED)
-        refusal = access.control_refusal({k.lower(): v for k, v in request.headers.items()}, request.url.scheme)
+        refusal = self.access.control_refusal(_headers(request), request.url.scheme)
         if refusal:
             return _error(403, refusal)
         try:
@@ -226,12 +242,13 @@ def create_app(config: RedisConfig, default_network: str | None = None, allow_co
             return _error(400, "the body must be JSON: {\"type\": \"terminate\"|\"kill\", \"workers\": [ids] | \"all\"}")
         if not isinstance(body, dict):
             return _error(400, "the body must be a JSON object")
-        doc = await run_in_threadpool(dash.stop, request.path_params["net"], body.get("type", "terminate"),
+        doc = await run_in_threadpool(self.dash.stop, request.path_params["net"], body.get("type", "terminate"),
                                       body.get("workers"))
         return _json(doc)
 
-    async def events(request: Request) -> Response:
-        d = await run_in_threadpool(net_of, request)
+    async def events(self, request: Request) -> Response:
+        d = await run_in_threadpool(self.net_of, request)
+        interval = self.dash.interval
 
         async def stream() -> AsyncIterator[str]:
             yield f"retry: {int(max(1.0, interval) * 1000)}\n\n"
@@ -246,41 +263,57 @@ def create_app(config: RedisConfig, default_network: str | None = None, allow_co
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
-    async def on_rush_error(request: Request, exc: Exception) -> Response:
+    # ------------------------------------------------------------------ errors
+    async def on_rush_error(self, request: Request, exc: Exception) -> Response:
         if "net" in request.path_params and "no longer exists" in str(exc):
-            dash.forget(request.path_params["net"])
+            self.dash.forget(request.path_params["net"])
         status = 404 if "no network" in str(exc) or "no longer exists" in str(exc) else 400
         return _error(status, str(exc))
 
-    async def on_redis_error(request: Request, exc: Exception) -> Response:
-        return _error(503, f"Redis at {config.address}: {exc}")
+    async def on_redis_error(self, request: Request, exc: Exception) -> Response:
+        return _error(503, f"Redis at {self.dash.config.address}: {exc}")
 
-    async def on_permission(request: Request, exc: Exception) -> Response:
+    async def on_permission(self, request: Request, exc: Exception) -> Response:
         return _error(403, str(exc))
 
-    routes = [
-        Route("/", index),
-        Route("/api/config", api_config),
-        Route("/api/login", login, methods=["POST"]),
-        Route("/api/networks", networks),
-        Route("/api/{net}/snapshot", snapshot),
-        Route("/api/{net}/events", events),
-        Route("/api/{net}/workers", workers),
-        Route("/api/{net}/counts", counts),
-        Route("/api/{net}/tasks", tasks),
-        Route("/api/{net}/results.csv", results_csv),
-        Route("/api/{net}/logs", logs),
-        Route("/api/{net}/best", best),
-        Route("/api/{net}/timeline", timeline),
-        Route("/api/{net}/stop", stop, methods=["POST"]),
-        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
-    ]
-    app = Starlette(routes=routes, exception_handlers={
-        RushError: on_rush_error, redis.RedisError: on_redis_error, PermissionError: on_permission})
+    def routes(self) -> list[Route | Mount]:
+        return [
+            Route("/", self.index),
+            Route("/api/config", self.config),
+            Route("/api/login", self.login, methods=["POST"]),
+            Route("/api/networks", self.networks),
+            Route("/api/{net}/snapshot", self.snapshot),
+            Route("/api/{net}/events", self.events),
+            Route("/api/{net}/workers", self.workers),
+            Route("/api/{net}/counts", self.counts),
+            Route("/api/{net}/tasks", self.tasks),
+            Route("/api/{net}/results.csv", self.results_csv),
+            Route("/api/{net}/logs", self.logs),
+            Route("/api/{net}/best", self.best),
+            Route("/api/{net}/timeline", self.timeline),
+            Route("/api/{net}/stop", self.stop, methods=["POST"]),
+            Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+        ]
+
+
+def create_app(config: RedisConfig, default_network: str | None = None, allow_control: bool = False,
+               token: str | None = None, *, loopback: bool = True, interval: float = 1.0) -> Starlette:
+    """The dashboard app. ``token``: required for every API call (pass one when not bound to
+    loopback); ``loopback``: serve only requests addressed to 127.0.0.1/localhost/[::1].
+
+    Example:
+        >>> app = create_app(redis_config(url="redis://127.0.0.1:6379"), "sweep-1", allow_control=True)
+        >>> uvicorn.run(app, host="127.0.0.1", port=8765)
+    """
+    dash = Dashboard(config, default_network, allow_control, interval)
+    access = Access(token, loopback)
+    api = Api(dash, access)
+    app = Starlette(routes=api.routes(), exception_handlers={
+        RushError: api.on_rush_error, redis.RedisError: api.on_redis_error, PermissionError: api.on_permission})
     app.state.dashboard = dash
     app.state.access = access
     app.add_middleware(Guard, access=access)
     return app
 
 
-__all__ = ["Dashboard", "create_app"]
+__all__ = ["Api", "Dashboard", "create_app", "states_doc"]

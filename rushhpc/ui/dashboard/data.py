@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from rushhpc.core.states import TASK_STATES
+from rushhpc.core.states import TERMINAL_TASK_STATES, TaskState
 from rushhpc.errors import RushConfigError
 from rushhpc.network.view import Network, list_networks
 
@@ -328,7 +328,7 @@ class NetworkData:
     def counts(self) -> dict[str, Any]:
         tasks = self.net.counts_by_state()
         return {"tasks": tasks, "workers": self.net.worker_counts(),
-                "throughput": self.throughput(tasks["finished"] + tasks["failed"])}
+                "throughput": self.throughput(sum(tasks[s] for s in TERMINAL_TASK_STATES))}
 
     def snapshot(self) -> dict[str, Any]:
         """What the page redraws on every tick: workers, counts, throughput, clocks, log head."""
@@ -346,14 +346,14 @@ class NetworkData:
         return doc
 
     # ------------------------------------------------------------------ tables and plots
-    def tasks(self, state: str = "finished", sort: str | None = None, order: str = "asc",
+    def tasks(self, state: str = TaskState.FINISHED, sort: str | None = None, order: str = "asc",
               limit: int | None = 200, offset: int = 0) -> dict[str, Any]:
         """One page of the task table of one state, sorted by one column."""
-        if state not in TASK_STATES:
-            raise RushConfigError(f"unknown task state {state!r}; states are {', '.join(TASK_STATES)}")
+        if state not in TaskState.values():
+            raise RushConfigError(f"unknown task state {state!r}; states are {', '.join(TaskState.values())}")
         if order not in ("asc", "desc"):
             raise RushConfigError(f"order must be asc or desc, got {order!r}")
-        if state == "finished":
+        if state == TaskState.FINISHED:
             with self._lock:
                 rows = list(self.refresh())
                 columns = self.columns()
@@ -368,7 +368,7 @@ class NetworkData:
         return {"network": self.network_id, "state": state, "columns": columns, "outputs": list(self.outputs),
                 "total": len(rows), "offset": offset, "rows": page}
 
-    def csv(self, state: str = "finished", sort: str | None = None, order: str = "asc") -> str:
+    def csv(self, state: str = TaskState.FINISHED, sort: str | None = None, order: str = "asc") -> str:
         doc = self.tasks(state, sort, order, limit=None)
         return to_csv(doc["rows"], doc["columns"])
 
@@ -399,10 +399,10 @@ class NetworkData:
         running ones), in Redis server seconds."""
         with self._lock:
             rows = list(self.refresh()[-limit:])
-        running = self.net.task_rows(["running"])
-        tasks = [[r.get("worker_id"), r.get("started_at"), r.get("finished_at"), "finished"] for r in rows
+        running = self.net.task_rows([TaskState.RUNNING])
+        tasks = [[r.get("worker_id"), r.get("started_at"), r.get("finished_at"), TaskState.FINISHED] for r in rows
                  if r.get("started_at") and r.get("finished_at")]
-        tasks += [[r.get("worker_id"), jsonable(r.get("started_at")), None, "running"] for r in running
+        tasks += [[r.get("worker_id"), jsonable(r.get("started_at")), None, TaskState.RUNNING] for r in running
                   if r.get("started_at")]
         workers = [{k: w.get(k) for k in ("worker_id", "state", "hostname", "started_at", "stopped_at")}
                    for w in self.workers()]

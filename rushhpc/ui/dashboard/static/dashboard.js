@@ -16,6 +16,9 @@
   };
 
   // ------------------------------------------------------------------ helpers
+  // The state names come from /api/config (`states`, from rushhpc/core/states.py): never a list spelled here.
+  function taskTotal(t) { return S.config.states.task.reduce((n, s) => n + (t[s] || 0), 0); }
+  function isAlive(state) { return S.config.states.alive.includes(state); }
   function el(tag, attrs, text) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -113,7 +116,7 @@
     sel.textContent = "";
     for (const n of doc.networks) {
       const t = n.tasks, w = n.workers;
-      const label = `${n.network_id} (${w.running} running, ${t.finished}/${t.queued + t.running + t.finished + t.failed} done)`;
+      const label = `${n.network_id} (${w.running} running, ${t.finished}/${taskTotal(t)} done)`;
       sel.appendChild(el("option", { value: n.network_id }, label));
     }
     if (!ids.length) {
@@ -171,17 +174,13 @@
     S.snapshot = d;
     if (S.problem) { S.problem = false; banner(""); }
     const t = d.tasks;
-    $("count-queued").textContent = t.queued;
-    $("count-running").textContent = t.running;
-    $("count-finished").textContent = t.finished;
-    $("count-failed").textContent = t.failed;
+    for (const s of S.config.states.task) $("count-" + s).textContent = t[s];
     const rate = d.throughput && d.throughput.recent;
     $("throughput").textContent = rate === null || rate === undefined ? "–" : rate.toFixed(rate >= 10 ? 0 : 2);
     $("throughput-unit").textContent = d.throughput && d.throughput.recent !== null ? `tasks/s · last ${Math.round(d.throughput.window)} s` : "tasks/s";
     const opt = [...$("network-select").options].find((o) => o.value === d.network);
     if (opt) {
-      const n = t.queued + t.running + t.finished + t.failed;
-      opt.textContent = `${d.network} (${d.worker_counts.running} running, ${t.finished}/${n} done)`;
+      opt.textContent = `${d.network} (${d.worker_counts.running} running, ${t.finished}/${taskTotal(t)} done)`;
     }
     renderWorkers(d.workers, d.worker_counts);
     if (t.finished !== S.lastFinished) {
@@ -228,7 +227,7 @@
       tr.appendChild(el("td", { class: "num heartbeat" }, hb));
       tr.appendChild(el("td", { class: "reason", title: w.reason || "" }, w.reason || ""));
       const act = el("td", { class: "actions" });
-      if (w.state === "running" || w.state === "pending" || w.state === "starting" || w.state === "held" || w.state === "suspended") {
+      if (isAlive(w.state)) {
         const why = control ? null : "start the dashboard with --allow-control to stop workers";
         const term = el("button", { class: "btn-terminate control", "data-type": "terminate", "data-worker": w.worker_id, title: why || "finish the current task, then end", disabled: !control || w.state !== "running" }, "terminate");
         const kill = el("button", { class: "btn-kill control danger", "data-type": "kill", "data-worker": w.worker_id, title: why || "stop now; its running task fails", disabled: !control }, "kill");
