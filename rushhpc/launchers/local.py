@@ -24,6 +24,7 @@ import subprocess
 import threading
 from typing import Any, Sequence
 
+from rushhpc.core.states import JobState
 from rushhpc.errors import RushConfigError
 from rushhpc.launchers.base import JobStatus, LaunchContext, Launcher, LaunchRecord
 from rushhpc.launchers.batch import scheduler_environment
@@ -108,10 +109,10 @@ class LocalLauncher(Launcher):
                 continue
             code = proc.poll()
             if code is None:
-                out[rec.worker_id] = JobStatus("running", raw="alive")
+                out[rec.worker_id] = JobStatus(JobState.RUNNING, raw="alive")
             else:
                 reason = f"exit code {code}" if code >= 0 else f"killed by signal {signal.Signals(-code).name}"
-                out[rec.worker_id] = JobStatus("finished", reason=reason, raw=str(code), exit_code=code)
+                out[rec.worker_id] = JobStatus(JobState.FINISHED, reason=reason, raw=str(code), exit_code=code)
         return out
 
     def ended(self) -> dict[str, int]:
@@ -147,7 +148,3 @@ class LocalLauncher(Launcher):
     def close(self) -> None:
         """Kill every worker this launcher started that is not detached (manager exit)."""
         self.kill([LaunchRecord(worker_id=w, launcher=self.name) for w in self.owned_workers()])
-
-    def kill_all(self) -> None:
-        """Kill every worker this launcher started, detached ones too."""
-        self.kill([LaunchRecord(worker_id=w, launcher=self.name) for w in self.processes])

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rushhpc import defaults
+from rushhpc.core.states import JobState, LostReason
 from rushhpc.errors import RushConfigError
 from rushhpc.launchers.base import JobStatus, LaunchContext, Launcher, LaunchRecord
 from rushhpc.launchers.batch import run_command, scheduler_environment
@@ -325,17 +326,17 @@ class SrunLauncher(Launcher):
         for rec in records:
             if rec.worker_id in dead:
                 code = dead[rec.worker_id]
-                reason = "completed" if code == 0 else "failed"
-                out[rec.worker_id] = JobStatus("finished", reason=reason, raw=str(code), exit_code=code)
+                reason = LostReason.COMPLETED if code == 0 else LostReason.FAILED
+                out[rec.worker_id] = JobStatus(JobState.FINISHED, reason=reason, raw=str(code), exit_code=code)
             elif rec.worker_id in self.by_worker:
-                out[rec.worker_id] = JobStatus("running", raw="alive")
+                out[rec.worker_id] = JobStatus(JobState.RUNNING, raw="alive")
             else:
                 others.append(rec)
         if others:
             live = self._live_steps({r.job_id for r in others if r.job_id})
             for rec in others:
                 if rec.extra.get("step_name") in live:
-                    out[rec.worker_id] = JobStatus("running", raw=live[rec.extra["step_name"]])
+                    out[rec.worker_id] = JobStatus(JobState.RUNNING, raw=live[rec.extra["step_name"]])
         return out
 
     def _live_steps(self, job_ids: set[str]) -> dict[str, str]:
