@@ -327,7 +327,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     import rushhpc
     from rushhpc.errors import RushConfigError
     from rushhpc.network.logs import RedisLogHandler
-    from rushhpc.network.view import WORKER_FIELDS
+    from rushhpc.network.workers import WORKER_FIELDS
 
     out: dict = {"params": {k: v for k, v in vars(args).items() if k not in ("fleet", "json")}}
     server = fleet = rush = None

@@ -1,24 +1,22 @@
 """The task side of a network: push, fetch, count, and read logs.
 
-`TaskStore` is a base of the network view (`rushhpc.network.view.Network`), and so of the
-manager and the worker. Every state change is one Lua script of `rushhpc.store.protocol`;
-fetches decode one JSON array built server-side.
+`TaskStore` is a part of the network view (`rushhpc.network.view.Network`, which forwards
+its public members), and so of the manager and the worker. Every state change is one Lua
+script of `rushhpc.store.protocol`; fetches decode one JSON array built server-side.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rushhpc import defaults
 from rushhpc.core import codec
-from rushhpc.core.states import TASK_STATES
-from rushhpc.errors import RushError, RushPayloadError
+from rushhpc.core.states import TASK_STATES, TaskState
+from rushhpc.errors import RushConfigError, RushError, RushPayloadError
+from rushhpc.network.link import Link
 from rushhpc.network.tables import LOG_COLUMNS, AppendFrame, flatten, task_table
-from rushhpc.store.connection import RedisClient
-from rushhpc.store.keys import Keys
-from rushhpc.store.protocol import Protocol
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,7 +32,7 @@ def new_keys(n: int) -> list[str]:
     return [os.urandom(16).hex() for _ in range(n)]
 
 
-def _as_list(x: Any, n: int, what: str, recycle: bool = True) -> list:
+def as_list(x: Any, n: int, what: str, recycle: bool = True) -> list:
     """``x`` as one element per task: None for none, a one-element list for every task (as rush
     recycles it; not results, ``recycle=False``: one result for several tasks is a mistake), else
     exactly ``n`` elements."""
@@ -50,27 +48,30 @@ def _as_list(x: Any, n: int, what: str, recycle: bool = True) -> list:
 
 
 class TaskStore:
-    """Tasks and logs of one network (a base of `Network`; needs ``connector``, ``protocol``, ``keys``)."""
+    """Tasks and logs of one network: a part of the network view ``view``, whose connection it uses.
 
-    connector: RedisClient
-    protocol: Protocol
-    keys: Keys
+    ``before_push`` runs before tasks are written (the manager re-creates a network its own
+    `reset` deleted).
 
-    def _init_caches(self) -> None:
+    Example:
+        >>> TaskStore(network).n_tasks
+        0
+    """
+
+    def __init__(self, view: Link, before_push: Callable[[], None] | None = None):
+        self.view = view
+        self._before_push = before_push or _nothing
         self._finished = AppendFrame()
         self._finished_read = 0  # entries of the finished list read, also those whose hash was gone
         self._new_offset = 0  # cached rows fetch_new_tasks has returned
         self._log_last_id = "-"
 
     # ------------------------------------------------------------------ tasks in
-    def _before_push(self) -> None:
-        """Runs before tasks are written; the manager re-creates a network its own `reset` deleted."""
-
     def _encode_tasks(self, xss: Sequence[dict], xss_extra: Sequence[dict] | None) -> tuple[list[str], list[str], list[str]]:
         if isinstance(xss, dict):
             raise RushError("xss must be a list of dicts, one per task: wrap a single task as [xs]")
         xss = list(xss)
-        extras = _as_list(xss_extra, len(xss), "xss_extra")
+        extras = as_list(xss_extra, len(xss), "xss_extra")
         xs_json = [codec.encode_dict(xs, "xs") or "{}" for xs in xss]
         ex_json = [codec.encode_dict(e, "xs_extra") for e in extras]
         return new_keys(len(xss)), xs_json, ex_json
@@ -96,7 +97,7 @@ class TaskStore:
         triples = list(zip(keys, xs_json, ex_json))
         self._before_push()
         for lo in range(0, len(triples), PUSH_CHUNK):
-            self.protocol.push_tasks(max_retries, triples[lo : lo + PUSH_CHUNK])
+            self.view.protocol.push_tasks(max_retries, triples[lo : lo + PUSH_CHUNK])
         return keys
 
     def _push_final(self, state: str, xss: Sequence[dict], xss_extra: Sequence[dict] | None,
@@ -105,7 +106,7 @@ class TaskStore:
         rows = [(k, x, e, *f) for k, x, e, f in zip(keys, xs_json, ex_json, fields)]
         self._before_push()
         for lo in range(0, len(rows), PUSH_CHUNK):
-            self.protocol.push_final_tasks(state, rows[lo : lo + PUSH_CHUNK])
+            self.view.protocol.push_final_tasks(state, rows[lo : lo + PUSH_CHUNK])
         return keys
 
     def push_finished_tasks(
@@ -120,11 +121,11 @@ class TaskStore:
         Example:
             >>> rush.push_finished_tasks([{"x": 1}], [{"y": 1}])
         """
-        yss = _as_list(yss, len(list(xss)), "yss", recycle=False)
-        ye = _as_list(yss_extra, len(yss), "yss_extra")
+        yss = as_list(yss, len(list(xss)), "yss", recycle=False)
+        ye = as_list(yss_extra, len(yss), "yss_extra")
         fields = [("ys", codec.encode_dict(y, "ys") or "{}", "ys_extra", codec.encode_dict(e, "ys_extra"))
                   for y, e in zip(yss, ye)]
-        return self._push_final("finished", xss, xss_extra, fields)
+        return self._push_final(TaskState.FINISHED, xss, xss_extra, fields)
 
     def push_failed_tasks(
         self, xss: Sequence[dict], xss_extra: Sequence[dict] | None = None, conditions: Sequence[Any] | None = None
@@ -134,9 +135,9 @@ class TaskStore:
         Example:
             >>> rush.push_failed_tasks([{"x": -1}], conditions=["out of domain"])
         """
-        conds = _as_list(conditions, len(list(xss)), "conditions")
+        conds = as_list(conditions, len(list(xss)), "conditions")
         fields = [("condition", codec.condition(c), "", "") for c in conds]
-        return self._push_final("failed", xss, xss_extra, fields)
+        return self._push_final(TaskState.FAILED, xss, xss_extra, fields)
 
     def empty_queue(self) -> int:
         """Fail every queued task with "Removed from queue"; returns how many.
@@ -145,11 +146,11 @@ class TaskStore:
             >>> rush.empty_queue()
             12
         """
-        return self.protocol.empty_queue("Removed from queue")
+        return self.view.protocol.empty_queue("Removed from queue")
 
     # ------------------------------------------------------------------ tasks out
     def _records_from(self, mode: str, *args: Any) -> list[dict]:
-        return codec.loads(self.protocol.fetch(mode, *args))
+        return codec.loads(self.view.protocol.fetch(mode, *args))
 
     def _fetch_states(self, states: Sequence[str]) -> list[dict]:
         for s in states:
@@ -159,15 +160,15 @@ class TaskStore:
 
     def fetch_queued_tasks(self) -> pd.DataFrame:
         """Queued tasks (including those a worker popped but has not started)."""
-        return task_table((flatten(r) for r in self._fetch_states(["queued"])), with_state=False)
+        return task_table((flatten(r) for r in self._fetch_states([TaskState.QUEUED])), with_state=False)
 
     def fetch_running_tasks(self) -> pd.DataFrame:
         """Running tasks with the id of the worker running each."""
-        return task_table((flatten(r) for r in self._fetch_states(["running"])), with_state=False)
+        return task_table((flatten(r) for r in self._fetch_states([TaskState.RUNNING])), with_state=False)
 
     def fetch_failed_tasks(self) -> pd.DataFrame:
         """Failed tasks with their ``condition`` (the error message)."""
-        return task_table((flatten(r) for r in self._fetch_states(["failed"])), with_state=False)
+        return task_table((flatten(r) for r in self._fetch_states([TaskState.FAILED])), with_state=False)
 
     def fetch_finished_tasks(self, reset_cache: bool = False) -> pd.DataFrame:
         """Finished tasks. Cached: each call reads only the tasks finished since the last.
@@ -194,14 +195,15 @@ class TaskStore:
         decodes the one before.
         """
         offset = self._finished_read
-        length, text = self.protocol.fetch_counted("finished", offset, offset + FIRST_CHUNK - 1)
+        length, text = self.view.protocol.fetch_counted(TaskState.FINISHED, offset, offset + FIRST_CHUNK - 1)
         rows = [flatten(r) for r in codec.loads(text)]
         start = offset + FIRST_CHUNK
         n = length
         if n > start:
             step = PIPELINE_CHUNK
             ranges = [(lo, min(lo + step, n) - 1) for lo in range(start, n, step)]
-            self.protocol.fetch_ranges("finished", ranges, lambda t: rows.extend([flatten(r) for r in codec.loads(t)]))
+            self.view.protocol.fetch_ranges(TaskState.FINISHED, ranges,
+                                            lambda t: rows.extend([flatten(r) for r in codec.loads(t)]))
         # the first range and the length are one atomic read, the other ranges end at that length
         self._finished_read = max(offset, n)
         return rows
@@ -247,7 +249,7 @@ class TaskStore:
         for s in states:
             if s not in TASK_STATES:
                 raise RushError(f"unknown task state {s!r}; states are {TASK_STATES}")
-        rows = self.protocol.keys_with_state(list(states))
+        rows = self.view.protocol.keys_with_state(list(states))
         return {row[0]: list(row[1:]) for row in rows}
 
     def _task_states(self, keys: Sequence[str] | str) -> list[str | None]:
@@ -255,9 +257,9 @@ class TaskStore:
         keys = [keys] if isinstance(keys, str) else list(keys)
         if not keys:
             return []
-        with self.connector.pipeline(transaction=False) as pipe:
+        with self.view.connector.pipeline(transaction=False) as pipe:
             for k in keys:
-                pipe.hget(self.keys.task(k), "state")
+                pipe.hget(self.view.keys.task(k), "state")
             return pipe.execute()
 
     def is_running_task(self, keys: Sequence[str] | str) -> list[bool]:
@@ -268,7 +270,7 @@ class TaskStore:
             >>> rush.is_running_task([task["key"], "no-such-key"])
             [True, False]
         """
-        return [s == "running" for s in self._task_states(keys)]
+        return [s == TaskState.RUNNING for s in self._task_states(keys)]
 
     def is_failed_task(self, keys: Sequence[str] | str) -> list[bool]:
         """For each key, whether that task failed. One round trip for all keys; an unknown key is False.
@@ -277,51 +279,86 @@ class TaskStore:
             >>> rush.is_failed_task(keys)
             [True, False]
         """
-        return [s == "failed" for s in self._task_states(keys)]
+        return [s == TaskState.FAILED for s in self._task_states(keys)]
+
+    def task_rows(self, states: Sequence[str] = TASK_STATES, limit: int | None = None) -> list[dict[str, Any]]:
+        """Tasks of these states as flat dicts (parameters, outputs, state, worker, condition).
+
+        Example:
+            >>> net.task_rows([TaskState.FAILED], limit=5)
+        """
+        for st in states:
+            if st not in TASK_STATES:
+                raise RushConfigError(f"unknown task state {st!r}; states are {', '.join(TASK_STATES)}")
+        rows = [flatten(r) for r in self._records_from("states", *states)]
+        return rows[:limit] if limit is not None else rows
+
+    def recent_durations(self, n: int = 25) -> list[float]:
+        """Run times (s) of the ``n`` tasks that finished last (one pipeline).
+
+        Example:
+            >>> statistics.median(net.recent_durations())
+            2.5
+        """
+        keys = self.view.connector.lrange(self.view.keys.finished, -n, -1)
+        if not keys:
+            return []
+        with self.view.connector.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hmget(self.view.keys.task(k), ["started_at", "finished_at"])
+            rows = pipe.execute()
+        return [float(f) - float(s) for s, f in rows if s and f]
 
     def fetch_task(self, key: str) -> dict[str, Any] | None:
         """One task as a flat dict, or None."""
         recs = self._records_from("keys", key)
         return flatten(recs[0]) if recs else None
 
-    def _counts(self) -> list[int]:
-        return self.protocol.counts()
+    def counts_by_state(self) -> dict[str, int]:
+        """Number of tasks in each state, read in one step.
+
+        Example:
+            >>> net.counts_by_state()
+            {'queued': 0, 'running': 2, 'finished': 98, 'failed': 0}
+        """
+        counts = self.view.protocol.counts()  # queued, running, finished, failed (then all tasks)
+        return {state.value: counts[i] for i, state in enumerate(TaskState)}
 
     @property
     def n_queued_tasks(self) -> int:
-        return self._counts()[0]
+        return self.counts_by_state()[TaskState.QUEUED]
 
     @property
     def n_running_tasks(self) -> int:
-        return self._counts()[1]
+        return self.counts_by_state()[TaskState.RUNNING]
 
     @property
     def n_finished_tasks(self) -> int:
-        return int(self.connector.llen(self.keys.finished))
+        return int(self.view.connector.llen(self.view.keys.finished))
 
     @property
     def n_failed_tasks(self) -> int:
-        return int(self.connector.llen(self.keys.failed))
+        return int(self.view.connector.llen(self.view.keys.failed))
 
     @property
     def n_tasks(self) -> int:
-        return int(self.connector.llen(self.keys.all_tasks))
+        return int(self.view.connector.llen(self.view.keys.all_tasks))
 
     @property
     def queued_tasks(self) -> list[str]:
-        return self.tasks_with_state(["queued"])["queued"]
+        return self.tasks_with_state([TaskState.QUEUED])[TaskState.QUEUED]
 
     @property
     def running_tasks(self) -> list[str]:
-        return self.tasks_with_state(["running"])["running"]
+        return self.tasks_with_state([TaskState.RUNNING])[TaskState.RUNNING]
 
     @property
     def finished_tasks(self) -> list[str]:
-        return self.tasks_with_state(["finished"])["finished"]
+        return self.tasks_with_state([TaskState.FINISHED])[TaskState.FINISHED]
 
     @property
     def failed_tasks(self) -> list[str]:
-        return self.tasks_with_state(["failed"])["failed"]
+        return self.tasks_with_state([TaskState.FAILED])[TaskState.FAILED]
 
     def reset_cache(self) -> None:
         """Forget cached finished tasks (the next fetch reads all again)."""
@@ -332,7 +369,7 @@ class TaskStore:
     # ------------------------------------------------------------------ logs
     def _log_rows(self, start: str) -> list[dict]:
         rows = []
-        for entry_id, fields in self.connector.xrange(self.keys.log, min=start):
+        for entry_id, fields in self.view.connector.xrange(self.view.keys.log, min=start):
             rows.append(
                 {
                     "id": entry_id,
@@ -373,12 +410,29 @@ class TaskStore:
             df = df.assign(time_difference=(df["timestamp"] - previous).dt.total_seconds())
         return df
 
+    def log_rows(self, after: str = "-") -> list[dict[str, Any]]:
+        """Log records after stream id ``after`` (``-``: from the start), oldest first.
+
+        Example:
+            >>> net.log_rows()[0]["msg"]
+            'worker started'
+        """
+        return self._log_rows("-" if after == "-" else "(" + after)
+
+    def forget_log_position(self) -> None:
+        """`print_log` prints every record again (the network's log was deleted)."""
+        self._log_last_id = "-"
+
     def print_log(self) -> None:
         """Print log records that arrived since the last call."""
         start = "-" if self._log_last_id == "-" else "(" + self._log_last_id
         for row in self._log_rows(start):
             print(f"[{row['worker_id']}] {row['level']} {row['logger']}: {row['msg']}")
             self._log_last_id = row["id"]
+
+
+def _nothing() -> None:
+    pass
 
 
 def _with_expected_duration(n: int, extras: Sequence[dict] | None,
@@ -388,6 +442,6 @@ def _with_expected_duration(n: int, extras: Sequence[dict] | None,
                                       for d in durations):
         raise RushError(f"expected_duration must be a number of seconds > 0 or one per task ({n}), "
                         f"got {expected!r}")
-    base = _as_list(extras, n, "xss_extra")
+    base = as_list(extras, n, "xss_extra")
     return [{**(e or {}), "expected_duration": float(d)} for e, d in zip(base, durations)]
 

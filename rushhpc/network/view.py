@@ -1,11 +1,14 @@
 """The network view: one network's state in Redis, opened without starting anything.
 
 `Network` is the layer below the manager. It reads and changes what the network holds
-(tasks, workers and their state transitions, launch records, logs) through the Lua
-protocol, and nothing else: it starts no Redis, no worker and no thread, registers no
-exit handler, and writes nothing when it only reads. `Rush` (the manager), `RushWorker`
-and every CLI command are built on it, so any of them opened by network id sees, and can
-act on, everything.
+through the Lua protocol, and nothing else: it starts no Redis, no worker and no thread,
+registers no exit handler, and writes nothing when it only reads. It is made of parts, each
+over the view's connection: `TaskStore` (tasks and logs, ``network/tasks.py``), `Workers`
+(``network/workers.py``) and `Launches` (launch records, ``network/launches.py``); this module
+holds the view itself (open, meta, schema, run files, deletion) and forwards the parts'
+public members, so ``net.push_tasks`` is ``net.tasks.push_tasks``. `Rush` (the manager),
+`RushWorker` and every CLI command hold one, so any of them opened by network id sees, and
+can act on, everything.
 
 Example:
     >>> net = Network.open("sweep-1", redis_config(url="redis://127.0.0.1:6379"))
@@ -16,31 +19,25 @@ Example:
 from __future__ import annotations
 
 import os
-import threading
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable
 
 import redis
 
 from rushhpc._version import __version__
-from rushhpc.core.records import SWEEP_FIELDS, LaunchRecord, SweepInfo
-from rushhpc.core.states import TASK_STATES, UNCOUNTED_REASONS, Release, WorkerState
+from rushhpc.core.records import SWEEP_FIELDS, SweepInfo
+from rushhpc.core.states import TaskState
 from rushhpc.errors import RushConfigError
-from rushhpc.network.tables import WORKER_COLUMNS
+from rushhpc.network.delegate import method, prop
+from rushhpc.network.launches import Launches
 from rushhpc.network.tasks import TaskStore
+from rushhpc.network.workers import Workers
 from rushhpc.store import signing
 from rushhpc.store.connection import RedisClient, RedisConfig, is_cluster, node_client, write_credentials
 from rushhpc.store.keys import Keys, validate_id
 from rushhpc.store.protocol import SCHEMA_VERSION, Protocol
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-# the fields of a worker's hash that worker_rows shows (layout.py describes every field)
-WORKER_FIELDS = ("worker_id", "state", "job_state", "pid", "hostname", "node", "heartbeat_expire", "heartbeat_pid",
-                 "launcher", "job_id", "terminate_reason", "reason", "started_at", "stopped_at", "mem", "mem_retry_of")
 
 
 def default_run_root() -> Path:
@@ -119,11 +116,18 @@ def cluster_error(error: redis.ResponseError, config: RedisConfig) -> Exception:
     return error
 
 
-class Network(TaskStore):
+class Network:
     """A view of one network in Redis: tasks, workers, launch records, logs.
 
     Opening one connects (and checks the connection) but writes nothing; `create` writes
-    the network's meta hash (the manager does, on its first start or push).
+    the network's meta hash (the manager does, on its first start or push). Its parts are
+    ``tasks`` (`TaskStore`), ``workers`` (`Workers`) and ``launches`` (`Launches`); their
+    public members are the view's too. ``before_push`` runs before tasks are written.
+
+    Example:
+        >>> net = Network.open("sweep-1", cfg)
+        >>> net.n_tasks == net.tasks.n_tasks
+        True
     """
 
     def __init__(
@@ -135,6 +139,7 @@ class Network(TaskStore):
         run_dir: str | os.PathLike | None = None,
         client_factory: Callable[[], RedisClient] | None = None,
         signing_key_file: str | os.PathLike | None = None,
+        before_push: Callable[[], None] | None = None,
     ):
         self.network_id = validate_id(network_id)
         self.config = config
@@ -147,9 +152,9 @@ class Network(TaskStore):
         self._credentials_written = False
         self._signing_key_file = signing.key_path(self._run_dir, signing_key_file)
         self._signing_key: bytes | None = None
-        self._records: dict[str, LaunchRecord] = {}
-        self._lock = threading.RLock()  # the records cache is shared with a monitor thread
-        self._init_caches()
+        self.tasks = TaskStore(self, before_push)
+        self.workers = Workers(self)
+        self.launches = Launches(self)
 
     @classmethod
     def open(cls, network_id: str, config: RedisConfig, must_exist: bool = True, **kwargs: Any) -> "Network":
@@ -283,6 +288,16 @@ class Network(TaskStore):
             self._credentials_written = True
         return path
 
+    @property
+    def signing_key_path(self) -> Path:
+        """Where this network's signing key file is, made or not (`signing_key_file` makes it).
+
+        Example:
+            >>> net.signing_key_path.name
+            'signing.key'
+        """
+        return self._signing_key_file
+
     def signing_key_file(self) -> Path:
         """The 0600 file holding the key that signs this network's worker configurations
         (``rush_plan(signing_key_file=...)``, ``$RUSHHPC_SIGNING_KEY_FILE`` or
@@ -308,325 +323,19 @@ class Network(TaskStore):
         self._signing_key = None
         self._credentials_written = False
 
-    # ------------------------------------------------------------------ launch records
-    def store_records(self, records: Sequence[LaunchRecord]) -> None:
-        """Store launch records; managed (batch) workers exist from now on, as `pending`."""
-        if not records:
-            return
-        k = self.keys
-        with self.connector.pipeline(transaction=True) as pipe:
-            pipe.hset(k.launches, mapping={r.worker_id: r.dumps() for r in records})
-            for r in records:
-                if not r.managed:
-                    continue
-                pipe.hset(k.worker(r.worker_id), mapping={
-                    "worker_id": r.worker_id, "state": WorkerState.PENDING.value, "launcher": r.launcher,
-                    "job_id": r.job_id or "", "submitted_at": r.submitted_at, "managed": "1",
-                    "mem": str((r.extra.get("resources") or {}).get("mem") or ""),  # worker_info's mem column
-                })
-                pipe.sadd(k.workers_in(WorkerState.PENDING), r.worker_id)
-                pipe.sadd(k.active_launches, r.worker_id)
-            pipe.execute()
-        with self._lock:
-            for r in records:
-                self._records[r.worker_id] = r
-
-    def save_record(self, record: LaunchRecord, pipe: Any = None, settled: bool = False) -> None:
-        """Write one record back (the reconciler's tracking); ``settled`` leaves the active set."""
-        target = pipe if pipe is not None else self.connector
-        target.hset(self.keys.launches, record.worker_id, record.dumps())
-        if settled:
-            target.srem(self.keys.active_launches, record.worker_id)
-
-    def record(self, worker_id: str) -> LaunchRecord | None:
-        """The launch record of one worker (cached, else read from Redis)."""
-        with self._lock:
-            rec = self._records.get(worker_id)
-        if rec is None:
-            text = self.connector.hget(self.keys.launches, worker_id)
-            if text:
-                rec = LaunchRecord.loads(text)
-                with self._lock:
-                    rec = self._records.setdefault(worker_id, rec)
-        return rec
-
-    def records(self, worker_ids: Iterable[str] | None = None) -> dict[str, LaunchRecord]:
-        """Launch records of these workers (default: every launched worker), from Redis."""
-        if worker_ids is None:
-            raw = self.connector.hgetall(self.keys.launches)
-            items = list(raw.items())
-        else:
-            ids = list(worker_ids)
-            items = list(zip(ids, self.connector.hmget(self.keys.launches, ids))) if ids else []
-        out = {}
-        with self._lock:
-            for wid, text in items:
-                if text is None:
-                    continue
-                rec = LaunchRecord.loads(text)
-                cached = self._records.get(wid)
-                if cached is not None:
-                    cached.extra = rec.extra  # Redis is the truth for tracking fields
-                    rec = cached
-                else:
-                    self._records[wid] = rec
-                out[wid] = rec
-        return out
-
-    def active_records(self) -> dict[str, LaunchRecord]:
-        """Records of batch workers whose job's fate is not settled yet."""
-        return self.records(sorted(self.connector.smembers(self.keys.active_launches)))
-
-    @property
-    def launched_ids(self) -> set[str]:
-        """Workers launched through this view (cached records)."""
-        with self._lock:
-            return set(self._records)
-
-    def worker_field(self, worker_ids: Sequence[str], field: str) -> list[str | None]:
-        """One field of several workers' hashes, in one round trip."""
-        with self.connector.pipeline(transaction=False) as pipe:
-            for wid in worker_ids:
-                pipe.hget(self.keys.worker(wid), field)
-            return list(pipe.execute())
-
-    # ------------------------------------------------------------------ workers
-    def worker_rows(self) -> list[dict[str, Any]]:
-        """One plain dict per worker (what `worker_info` shows), read in one round trip per 500
-        workers (`Protocol.worker_info`).
-
-        ``state`` is the worker's, or for a batch worker not registered yet, its job's
-        (pending, held, starting); a running worker whose job is suspended shows
-        ``suspended``.
-        """
-        rows = []
-        for h in self.protocol.worker_info(WORKER_FIELDS):
-            state = h.get("state")
-            job_state = h.get("job_state") or None
-            if state == "pending" and job_state in ("held", "starting", "running"):
-                state = "held" if job_state == "held" else "starting"
-            elif state == "running" and job_state == "suspended":
-                state = "suspended"
-            rows.append({
-                "worker_id": h.get("worker_id"),
-                "state": state,
-                "job_state": job_state,
-                "pid": int(h["pid"]) if h.get("pid") else None,
-                "hostname": h.get("hostname"),
-                "node": h.get("node") or None,
-                "heartbeat": "heartbeat_expire" in h,
-                "heartbeat_alive": h.get("heartbeat_alive") == "1",
-                "heartbeat_pid": int(h["heartbeat_pid"]) if h.get("heartbeat_pid") else None,
-                "launcher": h.get("launcher"),
-                "job_id": h.get("job_id") or None,
-                "reason": (h.get("terminate_reason") if state == "terminated" and h.get("terminate_reason")
-                           else h.get("reason")) or None,
-                "started_at": float(h["started_at"]) if h.get("started_at") else None,
-                "stopped_at": float(h["stopped_at"]) if h.get("stopped_at") else None,
-                # a batch job's --mem, and the worker whose out-of-memory end made it ask more (rushhpc.core.memory)
-                "mem": h.get("mem") or None,
-                "mem_retry_of": h.get("mem_retry_of") or None,
-            })
-        rows.sort(key=lambda r: (r["started_at"] is None, r["started_at"] or 0.0))
-        return rows
-
-    @property
-    def worker_info(self) -> "pd.DataFrame":
-        """One row per worker: id, state, pid, hostname, heartbeat, launcher, job id, reason...
-
-        ``job_state`` is the scheduler's view at the last poll.
-        """
-        import pandas as pd
-
-        df = pd.DataFrame(self.worker_rows(), columns=WORKER_COLUMNS)
-        for t in ("started_at", "stopped_at"):
-            df[t] = pd.to_datetime(df[t], unit="s", utc=True)
-        return df.reset_index(drop=True)
-
-    def heartbeat_ages(self, worker_ids: Sequence[str]) -> dict[str, float | None]:
-        """Seconds since each worker's last heartbeat (None: no heartbeat key, or none alive)."""
-        with self.connector.pipeline(transaction=False) as pipe:
-            for wid in worker_ids:
-                pipe.hget(self.keys.worker(wid), "heartbeat_expire")
-                pipe.pttl(self.keys.heartbeat(wid))
-            res = pipe.execute()
-        out: dict[str, float | None] = {}
-        for wid, expire, ttl in zip(worker_ids, res[0::2], res[1::2]):
-            out[wid] = max(0.0, float(expire) - ttl / 1000.0) if expire and ttl is not None and ttl >= 0 else None
-        return out
-
-    def task_rows(self, states: Sequence[str] = TASK_STATES, limit: int | None = None) -> list[dict[str, Any]]:
-        """Tasks of these states as flat dicts (parameters, outputs, state, worker, condition)."""
-        from rushhpc.network.tables import flatten
-
-        for st in states:
-            if st not in TASK_STATES:
-                raise RushConfigError(f"unknown task state {st!r}; states are {', '.join(TASK_STATES)}")
-        rows = [flatten(r) for r in self._records_from("states", *states)]
-        return rows[:limit] if limit is not None else rows
-
-    def log_rows(self, after: str = "-") -> list[dict[str, Any]]:
-        """Log records after stream id ``after`` (``-``: from the start), oldest first."""
-        return self._log_rows("-" if after == "-" else "(" + after)
-
-    def worker_states(self) -> dict[str, str]:
-        """Every worker's state, from the sets by state in one round trip (no worker hash read:
-        cheap at thousands of workers, unlike `worker_info`).
-
-        Example:
-            >>> net.worker_states()
-            {'w-1a2b': 'running', 'w-3c4d': 'terminated'}
-        """
-        with self.connector.pipeline(transaction=False) as pipe:
-            for st in WorkerState:
-                pipe.smembers(self.keys.workers_in(st))
-            sets = pipe.execute()
-        return {wid: str(st) for st, ids in zip(WorkerState, sets) for wid in ids}
-
-    def worker_ids_in(self, state: WorkerState | str) -> list[str]:
-        return sorted(self.connector.smembers(self.keys.workers_in(state)))
-
-    @property
-    def worker_ids(self) -> list[str]:
-        """Ids of every worker that registered."""
-        return sorted(self.connector.smembers(self.keys.workers))
-
-    @property
-    def running_worker_ids(self) -> list[str]:
-        return self.worker_ids_in(WorkerState.RUNNING)
-
-    @property
-    def terminated_worker_ids(self) -> list[str]:
-        return self.worker_ids_in(WorkerState.TERMINATED)
-
-    @property
-    def killed_worker_ids(self) -> list[str]:
-        return self.worker_ids_in(WorkerState.KILLED)
-
-    @property
-    def lost_worker_ids(self) -> list[str]:
-        return self.worker_ids_in(WorkerState.LOST)
-
-    @property
-    def failed_worker_ids(self) -> list[str]:
-        return self.worker_ids_in(WorkerState.FAILED)
-
-    @property
-    def n_workers(self) -> int:
-        return int(self.connector.scard(self.keys.workers))
-
-    @property
-    def n_running_workers(self) -> int:
-        return int(self.connector.scard(self.keys.workers_in(WorkerState.RUNNING)))
-
-    def worker_counts(self) -> dict[str, int]:
-        """Number of workers in each state (pending included), in one round trip."""
-        with self.connector.pipeline(transaction=False) as pipe:
-            for s in WorkerState:
-                pipe.scard(self.keys.workers_in(s))
-            return {s.value: int(n) for s, n in zip(WorkerState, pipe.execute())}
-
-    def counts_by_state(self) -> dict[str, int]:
-        """Number of tasks in each state, read in one step."""
-        return dict(zip(TASK_STATES, self.protocol.counts()[:4]))
-
-    def mark_workers(
-        self, state: WorkerState | str, items: Iterable[tuple[str, str, str]], retry: bool | Release,
-        source: WorkerState | str = WorkerState.RUNNING,
-    ) -> list[str]:
-        """Move running (or pending) workers to ``state`` with a reason; returns the ids that
-        changed (the first verdict stands). Their running tasks are released as ``retry`` says
-        (`Release`; ``True`` = RETRY, ``False`` = FAIL).
-
-        Example:
-            >>> net.mark_workers(WorkerState.LOST, [("w-1", "preempted", "job requeued")], retry=Release.FREE)
-        """
-        out = self.protocol.stop_workers(str(state), list(items), retry, source=str(source))
-        return [row[0] for row in out]
-
-    def recent_durations(self, n: int = 25) -> list[float]:
-        """Run times (s) of the ``n`` tasks that finished last (one pipeline).
-
-        Example:
-            >>> statistics.median(net.recent_durations())
-            2.5
-        """
-        keys = self.connector.lrange(self.keys.finished, -n, -1)
-        if not keys:
-            return []
-        with self.connector.pipeline(transaction=False) as pipe:
-            for k in keys:
-                pipe.hmget(self.keys.task(k), ["started_at", "finished_at"])
-            rows = pipe.execute()
-        return [float(f) - float(s) for s, f in rows if s and f]
-
-    def settle_released(self, worker_id: str, reason: str) -> int:
-        """Apply the scheduler's final reason to the tasks a SIGTERMed batch worker released
-        uncounted: a preemption or node failure leaves their attempts uncounted, any other
-        reason counts them (a queued task with no retry left fails). Returns how many failed.
-
-        Example:
-            >>> net.settle_released("w-1", "timeout")
-            0
-        """
-        return self.protocol.settle_released(
-            worker_id, reason not in UNCOUNTED_REASONS,
-            f"worker {worker_id} was lost ({reason}) while the task was running; no retry left")
-
-    def registered_ids(self, launched: Iterable[str] = ()) -> set[str]:
-        """Workers that registered at least once (a launched batch worker that was declared
-        lost before registering did not)."""
-        with self.connector.pipeline(transaction=False) as pipe:
-            pipe.smembers(self.keys.workers)
-            pipe.smembers(self.keys.workers_in(WorkerState.LOST))
-            pipe.smembers(self.keys.workers_in(WorkerState.KILLED))
-            ids, lost, killed = pipe.execute()
-        ended = (lost | killed) & set(launched)
-        if ended:
-            ids -= set(self.never_started(ended))
-        return set(ids)
-
-    def never_started(self, among: Iterable[str]) -> dict[str, str]:
-        """Worker id -> reason, for workers that ended without ever registering."""
-        ids = list(among)
-        if not ids:
-            return {}
-        with self.connector.pipeline(transaction=False) as pipe:
-            for wid in ids:
-                pipe.hmget(self.keys.worker(wid), ["state", "pid", "reason"])
-            rows = pipe.execute()
-        return {w: r[2] or r[0] for w, r in zip(ids, rows) if r[0] in ("lost", "killed") and not r[1]}
-
-    def request_terminate(self, worker_ids: Sequence[str], reason: str = "") -> None:
-        """Ask running workers to finish their task and end (they read the flag); ``reason``
-        is shown as theirs once they have ended (e.g. released by adapt)."""
-        with self.connector.pipeline(transaction=False) as pipe:
-            for wid in worker_ids:
-                pipe.hset(self.keys.worker(wid), mapping={"terminate": "1", **({"terminate_reason": reason} if reason else {})})
-            pipe.execute()
-
-    def send_kill(self, worker_ids: Sequence[str]) -> None:
-        """Push a kill request on each worker's kill list (its heartbeat blocks on it)."""
-        with self.connector.pipeline(transaction=False) as pipe:
-            for wid in worker_ids:
-                pipe.rpush(self.keys.kill(wid), "kill")
-                pipe.expire(self.keys.kill(wid), 3600)
-            pipe.execute()
-
     # ------------------------------------------------------------------ deletion
     def delete(self, workers: bool = True) -> int:
         """Delete the network's keys (``workers=False``: tasks and logs only). Returns how many."""
         if workers:
             n = self._delete_pattern(self.keys.pattern)
-            with self._lock:
-                self._records.clear()
+            self.launches.forget_all()
         else:
             n = 0
-            for p in ("task:*", "queued", "running", "finished", "failed", "all_tasks", "log", "pending:*",
-                      "worker_tasks:*"):
+            # the task hashes, the lists and set of each task state, and the logs
+            for p in ("task:*", *TaskState.values(), "all_tasks", "log", "pending:*", "worker_tasks:*"):
                 n += self._delete_pattern(self.keys.prefix + p)
-        self.reset_cache()
-        self._log_last_id = "-"
+        self.tasks.reset_cache()
+        self.tasks.forget_log_position()
         return n
 
     def _delete_pattern(self, pattern: str) -> int:
@@ -643,3 +352,67 @@ class Network(TaskStore):
         if batch:
             n += int(self.connector.unlink(*batch))
         return n
+
+    # ------------------------------------------------------------------ the parts' members (network/tasks.py)
+    push_tasks = method("tasks", TaskStore.push_tasks)
+    push_finished_tasks = method("tasks", TaskStore.push_finished_tasks)
+    push_failed_tasks = method("tasks", TaskStore.push_failed_tasks)
+    empty_queue = method("tasks", TaskStore.empty_queue)
+    fetch_queued_tasks = method("tasks", TaskStore.fetch_queued_tasks)
+    fetch_running_tasks = method("tasks", TaskStore.fetch_running_tasks)
+    fetch_failed_tasks = method("tasks", TaskStore.fetch_failed_tasks)
+    fetch_finished_tasks = method("tasks", TaskStore.fetch_finished_tasks)
+    fetch_new_tasks = method("tasks", TaskStore.fetch_new_tasks)
+    fetch_tasks = method("tasks", TaskStore.fetch_tasks)
+    fetch_tasks_with_state = method("tasks", TaskStore.fetch_tasks_with_state)
+    fetch_task = method("tasks", TaskStore.fetch_task)
+    tasks_with_state = method("tasks", TaskStore.tasks_with_state)
+    is_running_task = method("tasks", TaskStore.is_running_task)
+    is_failed_task = method("tasks", TaskStore.is_failed_task)
+    counts_by_state = method("tasks", TaskStore.counts_by_state)
+    task_rows = method("tasks", TaskStore.task_rows)
+    recent_durations = method("tasks", TaskStore.recent_durations)
+    n_queued_tasks = prop("tasks", TaskStore.n_queued_tasks)
+    n_running_tasks = prop("tasks", TaskStore.n_running_tasks)
+    n_finished_tasks = prop("tasks", TaskStore.n_finished_tasks)
+    n_failed_tasks = prop("tasks", TaskStore.n_failed_tasks)
+    n_tasks = prop("tasks", TaskStore.n_tasks)
+    queued_tasks = prop("tasks", TaskStore.queued_tasks)
+    running_tasks = prop("tasks", TaskStore.running_tasks)
+    finished_tasks = prop("tasks", TaskStore.finished_tasks)
+    failed_tasks = prop("tasks", TaskStore.failed_tasks)
+    reset_cache = method("tasks", TaskStore.reset_cache)
+    read_log = method("tasks", TaskStore.read_log)
+    print_log = method("tasks", TaskStore.print_log)
+    log_rows = method("tasks", TaskStore.log_rows)
+
+    # ------------------------------------------------------------------ (network/workers.py)
+    worker_field = method("workers", Workers.worker_field)
+    worker_rows = method("workers", Workers.worker_rows)
+    worker_info = prop("workers", Workers.worker_info)
+    heartbeat_ages = method("workers", Workers.heartbeat_ages)
+    worker_states = method("workers", Workers.worker_states)
+    worker_ids_in = method("workers", Workers.worker_ids_in)
+    worker_ids = prop("workers", Workers.worker_ids)
+    running_worker_ids = prop("workers", Workers.running_worker_ids)
+    terminated_worker_ids = prop("workers", Workers.terminated_worker_ids)
+    killed_worker_ids = prop("workers", Workers.killed_worker_ids)
+    lost_worker_ids = prop("workers", Workers.lost_worker_ids)
+    failed_worker_ids = prop("workers", Workers.failed_worker_ids)
+    n_workers = prop("workers", Workers.n_workers)
+    n_running_workers = prop("workers", Workers.n_running_workers)
+    worker_counts = method("workers", Workers.worker_counts)
+    mark_workers = method("workers", Workers.mark_workers)
+    settle_released = method("workers", Workers.settle_released)
+    registered_ids = method("workers", Workers.registered_ids)
+    never_started = method("workers", Workers.never_started)
+    request_terminate = method("workers", Workers.request_terminate)
+    send_kill = method("workers", Workers.send_kill)
+
+    # ------------------------------------------------------------------ (network/launches.py)
+    store_records = method("launches", Launches.store_records)
+    save_record = method("launches", Launches.save_record)
+    record = method("launches", Launches.record)
+    records = method("launches", Launches.records)
+    active_records = method("launches", Launches.active_records)
+    launched_ids = prop("launches", Launches.launched_ids)
