@@ -1,7 +1,7 @@
 """`WorkerSpec`: everything one worker process needs to know, in one place.
 
 Launchers turn a spec into an argv (``python -m rushhpc worker ...``), the CLI turns the
-argv back into a spec, and `rushhpc.worker.api.run_worker` runs it. No secret is ever part of
+argv back into a spec, and `rushhpc.worker.main.run_worker` runs it. No secret is ever part of
 it: Redis is named by a 0600 credentials file, or by ``RUSHHPC_REDIS_URL`` in the
 worker's environment, and the key that signs the worker configuration by the path of its
 0600 file (``--signing-key``).

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from rushhpc import defaults
 from rushhpc.core.records import JobStatus, LaunchRecord
@@ -70,6 +70,10 @@ class Launcher(ABC):
     # where the job's state does not say so (SLURM without cgroups ends it FAILED, signal 9).
     out_of_memory_pattern: re.Pattern[str] | None = None
     calls: int = 0  # backend commands run (queries, submissions, kills): for tests and bench
+    # What a launcher that runs a Python function in each job (submitit) submits: the worker's body,
+    # `rushhpc.worker.main.run_worker`, set by the manager that builds the launcher. Injected, because the
+    # launchers are below the worker layer and must not import it; launchers that run the command line ignore it.
+    worker_entry: Callable[[WorkerSpec], int] | None = None
     submissions: int = 0
 
     def __init__(self, context: LaunchContext, options: dict[str, Any] | None = None):

@@ -3,6 +3,10 @@
 One ``map_array`` call submits all workers as one SLURM job array. Job states
 on SLURM are read like the SLURM launcher does (one ``squeue`` by job name per
 poll); with submitit's local executor there is no scheduler, and heartbeats decide.
+
+Each job calls the launcher's `worker_entry` (`rushhpc.worker.main.run_worker`, set by the
+manager that builds the launcher) with its `WorkerSpec`: the launchers never import the
+worker layer above them.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from rushhpc.core.spec import WorkerSpec
 from rushhpc.errors import RushConfigError
 from rushhpc.launchers.base import JobStatus, LaunchContext, Launcher, LaunchRecord
 from rushhpc.launchers.batch import SECRET_VARIABLES, parse_duration
@@ -41,13 +44,6 @@ def without_secret_variables():
         yield
     finally:
         os.environ.update(saved)
-
-
-def submitit_worker(spec: WorkerSpec) -> int:
-    """What each submitit job runs: one rushhpc worker, in the job's own Python."""
-    from rushhpc.worker.api import run_worker
-
-    return run_worker(spec)
 
 
 class SubmititLauncher(Launcher):
@@ -95,6 +91,11 @@ class SubmititLauncher(Launcher):
         return self.executor
 
     def launch(self, start_id: str, worker_ids: list[str], options: dict[str, Any]) -> list[LaunchRecord]:
+        if self.worker_entry is None:
+            raise RushConfigError(
+                "the submitit launcher has no worker entry to submit: build it through a manager "
+                "(Rush.start_workers), which sets launcher.worker_entry to rushhpc.worker.main.run_worker"
+            )
         executor = self._executor()
         seconds = parse_duration(self.options.get("time") or self.options.get("walltime"))
         managed = self.on_slurm
@@ -102,7 +103,7 @@ class SubmititLauncher(Launcher):
                            walltime_margin=self._slurm.walltime_margin(seconds) if seconds else None)
                  for wid in worker_ids]
         with without_secret_variables():  # submitit's sbatch exports this process's environment
-            jobs = executor.map_array(submitit_worker, specs)
+            jobs = executor.map_array(self.worker_entry, specs)
         self.submissions += 1
         self._slurm.submissions += 1
         records = []
