@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,27 @@ def test_scontrol_unsplit_array_record():
     assert parsed["76_*"].reason == "cancelled"
     assert {k for k in parsed if k.startswith("80_")} == {"80_1", "80_2", "80_3"}
     assert parsed["80_2"].state == "held"
+
+
+def test_slurm_max_array_size_without_an_answer_is_the_default(tmp_path, monkeypatch):
+    # issue 18: without MaxArraySize in `scontrol show config` the launcher fell back to a bare 1001,
+    # against defaults.MAX_ARRAY_SIZE; there is one value now
+    from rushhpc import defaults
+    from rushhpc.launchers.slurm.launcher import SlurmLauncher
+    from rushhpc.launchers.slurm.states import parse_max_array_size
+
+    assert parse_max_array_size("MaxArraySize            = 4001\nMaxJobCount = 10000") == 4001
+    assert parse_max_array_size("scontrol: error: slurm_load_ctl_conf error") is None
+    # a site whose scontrol does not say (a real command on PATH, as the PBS emulator is)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho 'MaxJobCount = 10000'\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    class Context:
+        network_id = "n"
+        run_dir = tmp_path
+
+    launcher = SlurmLauncher(Context(), {})  # type: ignore[arg-type]
+    assert launcher.max_array_size() == defaults.MAX_ARRAY_SIZE

@@ -174,3 +174,16 @@ def test_a_task_its_worker_created_is_never_requeued(rush, config):
     rush.mark_workers("lost", [(w.worker_id, "preempted", "its job was preempted")], retry=Release.FREE)
     assert rush.queued_tasks == [] and rush.fetch_failed_tasks()["condition"].tolist() == ["its job was preempted"]
     w.close()
+
+
+def test_the_reconciler_expects_what_workers_use_without_a_heartbeat_expire():
+    # issue 18: the reconciler fell back to a bare 60 s expiry for a worker with none in its hash, while
+    # workers use max(60, 3 x period): with heartbeat_period=30 a worker expires after 90 s, not 60
+    from rushhpc.manager.reconcile import Reconciler
+
+    def lookup(name):
+        raise AssertionError("not polled")
+
+    assert Reconciler(None, lookup, heartbeat_period=30).heartbeat_expire == 90  # type: ignore[arg-type]
+    assert Reconciler(None, lookup).heartbeat_expire == 60  # type: ignore[arg-type]
+    assert Reconciler(None, lookup, heartbeat_expire=20, heartbeat_period=30).heartbeat_expire == 20  # type: ignore[arg-type]

@@ -112,7 +112,7 @@ class Rush:
         self.adapter: Adapter | None = None
         options = plan.launcher_options
         self._reconciler = Reconciler(self.network, self.launcher, options.get("poll_interval"),
-                                      options.get("max_poll_interval"), plan.heartbeat_expire)
+                                      options.get("max_poll_interval"), plan.heartbeat_expire, plan.heartbeat_period)
         self._stopper = Stopper(self.network, self._launchers, self._reconciler, lambda: self._reset_here)
         self._waiter = Waiter(self.network, plan, self._launchers, self.detect_lost_workers, self._stopper.network_lost,
                               lambda: self._monitor is not None, self._replacing)
