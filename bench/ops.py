@@ -76,7 +76,7 @@ def op_row(name: str, m: Paired, trips: float, *, floors_target: float | None = 
 
 def worker_ops(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int) -> list[Row]:
     """push_running / finish / fail / pop, one task per call."""
-    ping = w.connector.ping
+    ping = w._net.connector.ping
     rows = []
     xs, ys = [{"x1": 0.5, "x2": 1.5}], [{"y": 2.0}]
 
@@ -112,7 +112,7 @@ def cycles(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int, suff
     processes use deferred replies; the synchronous rows are the default in-process
     worker (issue 7: propose within 1.2 x 2 floors, queue within 1.3 x 3). ``targets``:
     the factors for the propose and queue cycles (None: no target, e.g. same core)."""
-    ping = w.connector.ping
+    ping = w._net.connector.ping
     rows = []
     xs, ys = [{"x1": 0.5, "x2": 1.5}], [{"y": 2.0}]
 
@@ -135,7 +135,7 @@ def cycles(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int, suff
     trips = round_trips(queue_cycle)
     rows.append(op_row("queue cycle (pop_task + finish), in-process", m, trips, floors_target=3 if targets else None,
                        factor=targets[1] if targets else 1.3, suffix=suffix))
-    w.connector.ping()  # read any deferred reply before the next family
+    w._net.connector.ping()  # read any deferred reply before the next family
     return rows
 
 
@@ -157,7 +157,7 @@ def client_cpu(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int, 
 
     rows = []
     for name, fn in (("propose/evaluate/report cycle", propose_cycle), ("queue cycle", queue_cycle),
-                     ("PING (for scale)", w.connector.ping)):
+                     ("PING (for scale)", w._net.connector.ping)):
         cpu = []
         for _ in range(runs):
             t = time.thread_time()
@@ -168,7 +168,7 @@ def client_cpu(ctx: Context, w: rushhpc.RushWorker, rush: rushhpc.Rush, n: int, 
                         note="thread CPU time, median of 5 runs of " + f"{per:,} calls: "
                              + ", ".join(f"{us(c)}" for c in cpu) + "; profile: bench/profile.py",
                         extra={"cpu_us": [us(c) for c in cpu]}))
-    w.connector.ping()
+    w._net.connector.ping()
     return rows
 
 

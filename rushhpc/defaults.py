@@ -72,6 +72,14 @@ NVIDIA_SMI_TIMEOUT = 20.0  # seconds: a wedged GPU driver must not hang a start
 POLL_BACKOFF = 1.5  # the reconciler's poll interval grows by this factor while nothing changes
 URGENT_POLL_GAP = 1.0  # seconds: an urgent poll (a worker seems lost) waits at least this since the last
 
+# The worker (rushhpc/worker/): its one Redis connection retries with exponential backoff through a Redis
+# restart (about 16 s in all with these), then the call fails and the worker ends
+WORKER_RETRIES = 8  # retries of one command
+WORKER_RETRY_BASE = 0.05  # seconds before the first retry (doubling)
+WORKER_RETRY_CAP = 5.0  # seconds at most between two retries
+HEARTBEAT_STOP_WAIT = 5.0  # seconds a closing worker waits for its heartbeat process after SIGTERM, then SIGKILL
+FAILURE_MESSAGE_CHARS = 4000  # the end of a failed worker's traceback kept as its reason
+COMMAND_GRACE = 10.0  # seconds a program (command_loop, a sweep's command objective) has between SIGTERM and SIGKILL
 
 def heartbeat_expire(period: float | None = None) -> float:
     """A worker's heartbeat expiry when none is set: `HEARTBEAT_EXPIRE`, and at least 3 beats of ``period``.

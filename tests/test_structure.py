@@ -74,7 +74,7 @@ LAYERS = [
     {"rushhpc.server"},
     {"rushhpc.network.view"},
     {"rushhpc.launchers"},
-    {"rushhpc.worker.api"},
+    {"rushhpc.worker"},
     {"rushhpc.manager"},
     {"rushhpc.sweeps"},
     {"rushhpc.ui"},
@@ -113,3 +113,18 @@ def test_layers():
 def test_the_check_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_worker_api_is_small_and_cannot_manage_the_network():
+    """A worker loop receives a `RushWorker`: the worker's API only (issue 18), nothing that deletes a
+    network, stores launch records, kills or marks workers; at most 30 public members."""
+    from rushhpc.network.view import Network
+    from rushhpc.worker.api import RushWorker
+
+    public = [m for m in dir(RushWorker) if not m.startswith("_")]
+    assert len(public) <= 30, f"RushWorker has {len(public)} public members: {public}"
+    forbidden = {"delete", "reset", "send_kill", "mark_workers", "store_records", "save_record", "request_terminate",
+                 "stop_workers", "remove_run_dir", "connector", "protocol"}
+    assert not forbidden & set(public), sorted(forbidden & set(public))
+    assert not issubclass(RushWorker, Network)  # composed over a view, not one
+

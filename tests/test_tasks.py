@@ -85,7 +85,7 @@ def test_push_running_tasks_with_max_tasks_is_all_or_none(rush, worker, config):
         dw.close()
     assert rush.n_finished_tasks == 1
     # a call run again after a lost reply finds its task created: success, not created twice
-    p = worker.protocol
+    p = rush.protocol  # the same script as the worker's call, run again
     assert p.run(p.push_running_tasks_call(worker.worker_id, [(keys[0], "{}", "")], 4))[2] == "1"
     assert rush.n_tasks == 4
     with pytest.raises(RushError, match="max_tasks must be an integer"):

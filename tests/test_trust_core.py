@@ -18,7 +18,7 @@ import rushhpc
 from rushhpc import Network, RushConfigError, RushTimeoutError, RushWorker, RushWorkerError, queue_loop
 from rushhpc.core.spec import WorkerSpec
 from rushhpc.errors import RushNetworkLostError, RushPayloadError
-from rushhpc.worker.api import run_worker
+from rushhpc.worker.main import run_worker
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

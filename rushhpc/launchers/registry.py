@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from functools import lru_cache
-from typing import Any
+from typing import Any, Mapping, Protocol
 
 from rushhpc.errors import RushConfigError
 
@@ -88,3 +88,30 @@ def launcher_class(name: str) -> Any:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
         raise RushConfigError(f"launcher {name!r} ({target}) cannot be loaded: {e}") from None
+
+
+# Each scheduler's job environment (what a process inside one of its jobs reads), the first that applies wins.
+JOB_ENVIRONMENTS = ("rushhpc.launchers.slurm.environment:SlurmEnvironment", "rushhpc.launchers.pbs.environment:PbsEnvironment")
+
+
+class JobEnvironment(Protocol):
+    """The batch job a process runs in, as one scheduler's environment describes it."""
+
+    def fields(self) -> dict[str, str]:
+        """What a worker registers: ``job_id``, ``scheduler``, ``node``, ``array_index`` (and more a scheduler knows)."""
+        ...
+
+
+def job_environment(env: Mapping[str, str] | None = None) -> JobEnvironment | None:
+    """The scheduler job this process runs in (``env``: default this process's environment), or None outside one.
+
+    Example:
+        >>> job_environment({"PBS_JOBID": "41.pbs"}).fields()["scheduler"]
+        'pbs'
+    """
+    for target in JOB_ENVIRONMENTS:
+        module, _, attr = target.partition(":")
+        found = getattr(importlib.import_module(module), attr).search(env)
+        if found is not None:
+            return found
+    return None

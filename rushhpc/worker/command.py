@@ -3,7 +3,7 @@
 A command objective is a program (``python3 train.py --lr {lr}``, ``./sim -T {T}``) run once per
 evaluation, with the evaluation's parameters as its **arguments**, never through a shell unless the
 user asks for one (``shell: true``). This module is the whole mechanism, used by the sweeps' worker
-loops and by :func:`rushhpc.worker.loops.command_loop`; it imports no other rushhpc module.
+loops and by :func:`rushhpc.worker.loops.command_loop`; it imports no other rushhpc module but `rushhpc.defaults`.
 
 What one evaluation does (``run_command``):
 
@@ -47,6 +47,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from rushhpc import defaults
 
 __all__ = [
     "CommandSpec", "CommandSpecError", "EvaluationTimeout", "InvalidResult", "ProgramFailed", "TrialContext",
@@ -110,7 +112,7 @@ class CommandSpec:
     result: str | dict[str, str] = "stdout"  # "stdout" | a file path | {"regex": pattern}
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str = "sweep"  # "sweep" | "trial"
-    grace: float = 10.0  # seconds between SIGTERM and SIGKILL
+    grace: float = defaults.COMMAND_GRACE  # seconds between SIGTERM and SIGKILL
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -155,7 +157,7 @@ class CommandSpec:
         if cwd not in ("sweep", "trial"):
             raise CommandSpecError(f"{key}.cwd", f"expected sweep (the sweep file's folder) or trial (the trial folder), "
                                    f"got {cwd!r}")
-        grace = raw.get("grace", 10.0)
+        grace = raw.get("grace", defaults.COMMAND_GRACE)
         if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace < math.inf:
             raise CommandSpecError(f"{key}.grace", f"expected seconds >= 0 between SIGTERM and SIGKILL, got {grace!r}")
         spec = cls(argv, shell_template, result, env, cwd, float(grace))

@@ -44,7 +44,7 @@ def queue_loop(rush: Any, fun: Callable[..., dict[str, Any]], timeout: float = 1
 
 def command_loop(rush: Any, command: str | Sequence[str], result: str | Mapping[str, str] = "stdout",
                  env: Mapping[str, str] | None = None, shell: bool = False, cwd: str | None = None,
-                 trials: str = "trials", timeout: float | None = None, grace: float = 10.0,
+                 trials: str = "trials", timeout: float | None = None, grace: float = defaults.COMMAND_GRACE,
                  stop_when_empty: bool = False) -> None:
     """Pop queued tasks and run one program per task: the task's ``xs`` fill the command's placeholders.
 

@@ -14,7 +14,15 @@ from conformance_helpers import network_keys
 from conftest import wait_until
 
 from rushhpc import RushConfigError, RushPayloadError, RushWorker
+from rushhpc.network.view import Network
 from rushhpc.store.keys import Keys
+
+
+@pytest.fixture
+def net(worker, config):
+    """A view of the worker's network: what R's RushWorker inherits from Rush (workers, task key lists,
+    pushing finished tasks) and rushhpc's RushWorker leaves to views and managers (docs/from-r.md)."""
+    return Network.open(worker.network_id, config)
 
 
 def _drop(config, network_id: str) -> None:
@@ -32,8 +40,9 @@ def test_constructing_a_worker(config):
             assert isinstance(w, RushWorker)
             assert w.network_id == nid
             assert isinstance(w.worker_id, str) and w.worker_id
-            assert w.worker_ids == [w.worker_id]
-            assert w.running_worker_ids == [w.worker_id]
+            view = Network.open(nid, config)  # workers are read through a view: a worker offers its own API only
+            assert view.worker_ids == [w.worker_id]
+            assert view.running_worker_ids == [w.worker_id]
         finally:
             w.close()
     finally:
@@ -41,23 +50,23 @@ def test_constructing_a_worker(config):
 
 
 # test-RushWorker.R: "active bindings work after construction"
-def test_counters_after_construction(worker):
-    assert worker.n_workers == 1
+def test_counters_after_construction(worker, net):
+    assert net.n_workers == 1
     assert (worker.n_queued_tasks, worker.n_running_tasks, worker.n_finished_tasks, worker.n_failed_tasks) == (0, 0, 0, 0)
-    assert worker.queued_tasks == [] and worker.running_tasks == []
-    assert worker.finished_tasks == [] and worker.failed_tasks == []
+    assert net.queued_tasks == [] and net.running_tasks == []
+    assert net.finished_tasks == [] and net.failed_tasks == []
 
 
 # test-RushWorker.R: "a worker is registered"
-def test_a_worker_is_registered(worker):
-    info = worker.worker_info
+def test_a_worker_is_registered(worker, net):
+    info = net.worker_info
     assert len(info) == 1
     assert {"worker_id", "pid", "hostname", "heartbeat", "state"} <= set(info.columns)
     row = info.iloc[0]
     assert row["worker_id"] == worker.worker_id
     assert row["pid"] == os.getpid()
     assert row["state"] == "running"
-    assert worker.worker_ids == [worker.worker_id]
+    assert net.worker_ids == [worker.worker_id]
 
 
 # test-RushWorker.R: "heartbeat process is started"
@@ -108,16 +117,16 @@ def test_a_large_heartbeat_expiry_reaches_redis(rush, config):
 
 
 # test-RushWorker.R: "a worker is terminated"
-def test_a_worker_is_terminated(worker):
-    assert worker.running_worker_ids == [worker.worker_id]
+def test_a_worker_is_terminated(worker, net):
+    assert net.running_worker_ids == [worker.worker_id]
     worker.set_terminated()
-    assert worker.running_worker_ids == []
-    assert worker.terminated_worker_ids == [worker.worker_id]
+    assert net.running_worker_ids == []
+    assert net.terminated_worker_ids == [worker.worker_id]
     assert worker.terminated
 
 
 # test-RushWorker.R: "reading and writing a hash works with flatten"
-def test_a_task_reads_back_flat(worker):
+def test_a_task_reads_back_flat(worker, net):
     # rushhpc has no public write_hashes/read_hashes: the flat view of one task is fetch_task
     [key] = worker.push_running_tasks([{"x1": 1, "x2": 2}])
     task = worker.fetch_task(key)
@@ -125,15 +134,15 @@ def test_a_task_reads_back_flat(worker):
     worker.finish_tasks([key], [{"y": 3}])
     task = worker.fetch_task(key)
     assert (task["x1"], task["x2"], task["y"]) == (1, 2, 3)
-    [key2] = worker.push_finished_tasks([{"x1": 1, "x2": 2}], [{}])  # an empty output adds no column
+    [key2] = net.push_finished_tasks([{"x1": 1, "x2": 2}], [{}])  # an empty output adds no column
     assert {"x1", "x2"} <= set(worker.fetch_task(key2)) and "y" not in worker.fetch_task(key2)
 
 
 # test-RushWorker.R: "reading and writing a hash works without flatten"
-def test_a_task_hash_keeps_inputs_and_outputs_apart(worker):
+def test_a_task_hash_keeps_inputs_and_outputs_apart(worker, net):
     [key] = worker.push_running_tasks([{"x1": 1, "x2": 2}], xss_extra=[{"timeout": 1}])
     worker.finish_tasks([key], [{"y": 3}])
-    raw = worker.connector.hgetall(worker.keys.task(key))
+    raw = net.connector.hgetall(net.keys.task(key))
     import json
 
     assert json.loads(raw["xs"]) == {"x1": 1, "x2": 2}
@@ -143,11 +152,11 @@ def test_a_task_hash_keeps_inputs_and_outputs_apart(worker):
 
 
 # test-RushWorker.R: "reading and writing hashes works"
-def test_several_tasks_read_back_in_order(worker):
+def test_several_tasks_read_back_in_order(worker, net):
     keys = worker.push_tasks([{"x1": 1, "x2": 2}, {"x1": 1, "x2": 3}], xss_extra=[{"timeout": 1}, {"timeout": 1}])
     rows = [worker.fetch_task(k) for k in keys]
     assert [(r["x1"], r["x2"], r["timeout"]) for r in rows] == [(1, 2, 1), (1, 3, 1)]
-    keys = worker.push_finished_tasks([{"x1": 1, "x2": 2}, {"x1": 1, "x2": 3}], [{"y": 3}, {"y": 4}])
+    keys = net.push_finished_tasks([{"x1": 1, "x2": 2}, {"x1": 1, "x2": 3}], [{"y": 3}, {"y": 4}])
     assert [worker.fetch_task(k)["y"] for k in keys] == [3, 4]
 
 
@@ -162,13 +171,13 @@ def test_each_task_gets_its_own_fresh_key(worker):
 
 
 # test-RushWorker.R: "write_hashes enforces length-1-or-equal across fields"
-def test_extras_of_another_length_are_refused(worker):
-    before = network_keys(worker)
+def test_extras_of_another_length_are_refused(worker, net):
+    before = network_keys(net)
     with pytest.raises(RushPayloadError, match="expected 3"):
         worker.push_tasks([{"x1": 1}, {"x1": 2}, {"x1": 3}], xss_extra=[{"y": 1}, {"y": 2}])
     with pytest.raises(RushPayloadError, match="expected 2"):
-        worker.push_finished_tasks([{"x1": 1}, {"x1": 2}], [{"y": 1}, {"y": 2}, {"y": 3}])
-    assert network_keys(worker) == before and worker.n_tasks == 0
+        net.push_finished_tasks([{"x1": 1}, {"x1": 2}], [{"y": 1}, {"y": 2}, {"y": 3}])
+    assert network_keys(net) == before and worker.n_tasks == 0
 
 
 # test-RushWorker.R: "writing list columns works"
@@ -179,12 +188,12 @@ def test_list_values_come_back_as_lists(rush, worker):
     # deliberate difference: a worker offers no reset; the manager resets the data, workers go on
     assert not hasattr(worker, "reset")
     rush.reset(workers=False)
-    worker.reset_cache()  # the cache is per view: another view's reset does not reach it
+    worker.fetch_finished_tasks(reset_cache=True)  # the cache is per view: another view's reset does not reach it
     keys = worker.push_running_tasks([{"x1": 1, "x2": 2}], xss_extra=[{"extra": ["a", "b", "c"]}])
     worker.finish_tasks(keys, [{"y": 3}])
     assert worker.fetch_finished_tasks()["extra"].tolist() == [["a", "b", "c"]]
     rush.reset(workers=False)
-    worker.reset_cache()
+    worker.fetch_finished_tasks(reset_cache=True)
     keys = worker.push_running_tasks([{"x1": 1, "x2": 2}, {"x1": 2, "x2": 2}],
                                      xss_extra=[{"extra": ["A"]}, {"extra": ["B"]}])
     worker.finish_tasks(keys, [{"y": 3}, {"y": 4}])
@@ -196,13 +205,13 @@ def _counts(net):
 
 
 # test-RushWorker.R: "popping a task works"
-def test_popping_a_task(worker):
+def test_popping_a_task(worker, net):
     worker.push_tasks([{"x1": 1, "x2": 2}])
     task = worker.pop_task()
     assert {"key", "xs"} <= set(task) and task["xs"] == {"x1": 1, "x2": 2}
     assert _counts(worker) == (1, 0, 1, 0, 0)
-    assert worker.queued_tasks == [] and worker.running_tasks == [task["key"]]
-    assert worker.finished_tasks == [] and worker.failed_tasks == []
+    assert net.queued_tasks == [] and net.running_tasks == [task["key"]]
+    assert net.finished_tasks == [] and net.failed_tasks == []
     assert worker.fetch_queued_tasks().empty and worker.fetch_finished_tasks().empty
     assert worker.fetch_failed_tasks().empty
     data = worker.fetch_running_tasks()
@@ -212,12 +221,12 @@ def test_popping_a_task(worker):
 
 
 # test-RushWorker.R: "finishing a task works"
-def test_finishing_a_task(worker):
+def test_finishing_a_task(worker, net):
     worker.push_tasks([{"x1": 1, "x2": 2}])
     task = worker.pop_task()
     assert worker.finish_tasks([task["key"]], [{"y": 3}]) == []
     assert _counts(worker) == (1, 0, 0, 1, 0)
-    assert worker.finished_tasks == [task["key"]] and worker.running_tasks == []
+    assert net.finished_tasks == [task["key"]] and net.running_tasks == []
     assert worker.fetch_queued_tasks().empty and worker.fetch_running_tasks().empty
     assert worker.fetch_failed_tasks().empty
     data = worker.fetch_finished_tasks()
@@ -226,12 +235,12 @@ def test_finishing_a_task(worker):
 
 
 # test-RushWorker.R: "failing a tasks works"
-def test_failing_a_task(worker):
+def test_failing_a_task(worker, net):
     worker.push_tasks([{"x1": 1, "x2": 2}])
     task = worker.pop_task()
     worker.fail_tasks([task["key"]], conditions=[{"message": "error"}])
     assert _counts(worker) == (1, 0, 0, 0, 1)
-    assert worker.failed_tasks == [task["key"]] and worker.finished_tasks == []
+    assert net.failed_tasks == [task["key"]] and net.finished_tasks == []
     data = worker.fetch_failed_tasks()
     assert {"x1", "x2", "worker_id", "condition", "keys"} <= set(data.columns) and len(data) == 1
     # deliberate difference: the condition column holds the message (R: a list with $message)
@@ -241,15 +250,15 @@ def test_failing_a_task(worker):
 
 # test-RushWorker.R: "popping a task works", "finishing a task works", "failing a tasks works"
 # (their is_running_task / is_failed_task checks)
-def test_task_state_checks(worker):
+def test_task_state_checks(worker, net):
     [a, b] = worker.push_tasks([{"x1": 1, "x2": 2}, {"x1": 1, "x2": 3}])
     ta = worker.pop_task()
-    assert worker.is_running_task([ta["key"]]) == [True]
+    assert net.is_running_task([ta["key"]]) == [True]
     worker.fail_tasks([ta["key"]], ["error"])
     tb = worker.pop_task()
     worker.finish_tasks([tb["key"]], [{"y": 4}])
-    assert worker.is_failed_task([a, b]) == [True, False]
-    assert worker.is_running_task([a, b]) == [False, False]
+    assert net.is_failed_task([a, b]) == [True, False]
+    assert net.is_running_task([a, b]) == [False, False]
 
 
 # test-RushWorker.R: "moving and fetching tasks works"
@@ -280,19 +289,19 @@ def test_moving_and_fetching_tasks(worker):
 
 
 # test-RushWorker.R: "pushing an empty list of running tasks is a no-op"
-def test_pushing_no_running_tasks_is_a_no_op(worker):
-    before = worker.connector.dbsize()
+def test_pushing_no_running_tasks_is_a_no_op(worker, net):
+    before = net.connector.dbsize()
     assert worker.push_running_tasks([]) == []
     assert worker.n_tasks == 0
-    assert worker.connector.dbsize() == before
+    assert net.connector.dbsize() == before
 
 
 # test-RushWorker.R: "moving a running task to failed works"
-def test_failing_running_tasks(worker):
+def test_failing_running_tasks(worker, net):
     keys = worker.push_running_tasks([{"x1": 1, "x2": 2}])
     worker.fail_tasks(keys, conditions=[{"message": "error"}])
     assert worker.fetch_running_tasks().empty and len(worker.fetch_failed_tasks()) == 1
-    assert worker.failed_tasks == keys
+    assert net.failed_tasks == keys
     keys = worker.push_running_tasks([{"x1": 1, "x2": 4}, {"x1": 1, "x2": 5}])
     worker.fail_tasks(keys, conditions=[{"message": "error"}] * 2)
     assert worker.fetch_running_tasks().empty and len(worker.fetch_failed_tasks()) == 3
@@ -314,52 +323,52 @@ def test_conditions_of_another_length_are_refused(worker):
 
 
 # test-RushWorker.R: "finish_tasks discards a task that is no longer running"
-def test_finishing_a_failed_task_is_discarded(worker):
+def test_finishing_a_failed_task_is_discarded(worker, net):
     keys = worker.push_running_tasks([{"x1": 1, "x2": 2}])
     worker.fail_tasks(keys)
     assert worker.finish_tasks(keys, [{"y": 3}]) == keys  # the discarded keys are returned
     assert worker.n_failed_tasks == 1 and worker.n_finished_tasks == 0
-    assert worker.failed_tasks == keys
+    assert net.failed_tasks == keys
 
 
 # test-RushWorker.R: "fail_tasks discards a task that already finished"
-def test_failing_a_finished_task_is_discarded(worker):
+def test_failing_a_finished_task_is_discarded(worker, net):
     keys = worker.push_running_tasks([{"x1": 1, "x2": 2}])
     worker.finish_tasks(keys, [{"y": 3}])
     assert worker.fail_tasks(keys, [{"message": "lost"}]) == keys
     assert worker.n_finished_tasks == 1 and worker.n_failed_tasks == 0
-    assert worker.failed_tasks == [] and len(worker.fetch_finished_tasks()) == 1
+    assert net.failed_tasks == [] and len(worker.fetch_finished_tasks()) == 1
 
 
 # test-RushWorker.R: "a task stolen from the pending list is not marked as running"
-def test_a_task_taken_back_from_the_pending_list_is_not_claimed(rush, worker):
+def test_a_task_taken_back_from_the_pending_list_is_not_claimed(rush, worker, net):
     [key] = worker.push_tasks([{"x1": 1, "x2": 2}])
     # the first half of a blocking pop: the task moves from the queue into the worker's pending list
-    worker.connector.lmove(rush.keys.queued, rush.keys.pending(worker.worker_id), "RIGHT", "LEFT")
+    net.connector.lmove(rush.keys.queued, rush.keys.pending(worker.worker_id), "RIGHT", "LEFT")
     # the manager declares the worker lost: its pending task goes back to the queue (R: fails it)
     rush.mark_workers("lost", [(worker.worker_id, "test", f"worker {worker.worker_id} was lost")], retry=True)
     # the second half of the pop, the claim, must not take the task
-    assert not worker.protocol.claim_task(worker.worker_id, key, "1")
+    assert not rush.protocol.claim_task(worker.worker_id, key, "1")
     assert worker.n_running_tasks == 0
     assert rush.queued_tasks == [key]
 
 
 # test-RushWorker.R: "fetch task with states works"
-def test_fetch_tasks_with_state(worker):
+def test_fetch_tasks_with_state(worker, net):
     worker.push_tasks([{"x1": 1, "x2": 2}])
     assert worker.n_queued_tasks == 1
-    assert worker.fetch_tasks_with_state(states=["finished"]).empty
-    assert worker.fetch_tasks_with_state(states=["running", "finished"]).empty
-    tab = worker.fetch_tasks_with_state(states=["queued"])
+    assert net.fetch_tasks_with_state(states=["finished"]).empty
+    assert net.fetch_tasks_with_state(states=["running", "finished"]).empty
+    tab = net.fetch_tasks_with_state(states=["queued"])
     assert len(tab) == 1 and "state" in tab.columns
     task = worker.pop_task()
-    assert worker.fetch_tasks_with_state()["state"].tolist() == ["running"]
+    assert net.fetch_tasks_with_state()["state"].tolist() == ["running"]
     worker.finish_tasks([task["key"]], [{"y": 3}])
-    assert worker.fetch_tasks_with_state()["state"].tolist() == ["finished"]
+    assert net.fetch_tasks_with_state()["state"].tolist() == ["finished"]
     worker.push_tasks([{"x1": 2, "x2": 2}])
     task2 = worker.pop_task()
     worker.fail_tasks([task2["key"]], [{"message": "error"}])
-    assert worker.fetch_tasks_with_state()["state"].tolist() == ["finished", "failed"]
+    assert net.fetch_tasks_with_state()["state"].tolist() == ["finished", "failed"]
 
 
 # test-RushWorker.R: "latest results are fetched"
@@ -382,8 +391,8 @@ def test_fetch_new_tasks_returns_each_result_once(worker):
 
 
 # test-RushWorker.R: "pushing finished tasks works"
-def test_pushing_finished_tasks(worker):
-    worker.push_finished_tasks([{"x1": 1, "x2": 2}], [{"y": 3}], xss_extra=[{"extra_input": "A"}],
+def test_pushing_finished_tasks(worker, net):
+    net.push_finished_tasks([{"x1": 1, "x2": 2}], [{"y": 3}], xss_extra=[{"extra_input": "A"}],
                                yss_extra=[{"extra_output": "B"}])
     assert worker.n_finished_tasks == 1 and worker.n_tasks == 1
     data = worker.fetch_finished_tasks()
@@ -391,32 +400,32 @@ def test_pushing_finished_tasks(worker):
 
 
 # test-RushWorker.R: "pushing failed tasks works"
-def test_pushing_failed_tasks(worker):
-    worker.push_failed_tasks([{"x1": 1, "x2": 2}], conditions=[{"message": "error"}])
+def test_pushing_failed_tasks(worker, net):
+    net.push_failed_tasks([{"x1": 1, "x2": 2}], conditions=[{"message": "error"}])
     assert worker.n_failed_tasks == 1 and worker.n_tasks == 1
     tab = worker.fetch_failed_tasks()
     assert tab["condition"].tolist() == ["error"]
 
 
 # test-RushWorker.R: "task in states works"
-def test_tasks_with_state(worker):
+def test_tasks_with_state(worker, net):
     all4 = ["queued", "running", "finished", "failed"]
     keys = worker.push_tasks([{"x1": 1, "x2": 2}])
-    got = worker.tasks_with_state(all4)
+    got = net.tasks_with_state(all4)
     assert list(got) == all4
     assert got == {"queued": keys, "running": [], "finished": [], "failed": []}
-    assert worker.tasks_with_state(["running", "queued", "finished", "failed"])["queued"] == keys
+    assert net.tasks_with_state(["running", "queued", "finished", "failed"])["queued"] == keys
     task = worker.pop_task()
-    assert worker.tasks_with_state(all4) == {"queued": [], "running": keys, "finished": [], "failed": []}
+    assert net.tasks_with_state(all4) == {"queued": [], "running": keys, "finished": [], "failed": []}
     worker.finish_tasks([task["key"]], [{"y": 3}])
-    assert worker.tasks_with_state(all4) == {"queued": [], "running": [], "finished": keys, "failed": []}
+    assert net.tasks_with_state(all4) == {"queued": [], "running": [], "finished": keys, "failed": []}
     worker.push_tasks([{"x1": 2, "x2": 2}])
     task2 = worker.pop_task()
     worker.fail_tasks([task2["key"]], [{"message": "error"}])
-    assert worker.tasks_with_state(all4) == {"queued": [], "running": [], "finished": keys, "failed": [task2["key"]]}
-    assert worker.tasks_with_state(["queued"]) == {"queued": []}
-    assert worker.tasks_with_state(["queued", "running"]) == {"queued": [], "running": []}
-    assert worker.tasks_with_state(["queued", "running", "finished"]) == {"queued": [], "running": [], "finished": keys}
+    assert net.tasks_with_state(all4) == {"queued": [], "running": [], "finished": keys, "failed": [task2["key"]]}
+    assert net.tasks_with_state(["queued"]) == {"queued": []}
+    assert net.tasks_with_state(["queued", "running"]) == {"queued": [], "running": []}
+    assert net.tasks_with_state(["queued", "running", "finished"]) == {"queued": [], "running": [], "finished": keys}
 
 
 # test-start_worker.R: "start_worker errors informatively when start arguments are missing"

@@ -19,6 +19,7 @@ from conformance_helpers import HB, add
 from conftest import wait_until
 
 from rushhpc import RushWorker, queue_loop
+from rushhpc.network.view import Network
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -52,7 +53,7 @@ def test_queue_loop_with_a_failing_task(worker):
     condition = worker.fetch_failed_tasks()["condition"].iloc[0]
     # deliberate difference: the condition is the traceback, ending in the message (R: the message)
     assert condition.rstrip().endswith("ValueError: Simple error") and "Traceback" in condition
-    assert worker.running_worker_ids == [worker.worker_id]  # the worker lives on
+    assert Network.open(worker.network_id, worker.config).running_worker_ids == [worker.worker_id]  # the worker lives on
 
 
 # test-worker_loops.R: "worker_loop_default retries failed task"

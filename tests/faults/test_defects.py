@@ -146,15 +146,15 @@ def test_a_resent_pop_gets_the_same_task(rush, config):
 
     w = RushWorker(rush.network_id, config=config)
     rush.push_tasks([{"x": i} for i in range(3)])
-    first = w.protocol.pop_task(w.worker_id, "7")
-    again = w.protocol.pop_task(w.worker_id, "7")  # the same call, re-sent
+    first = rush.protocol.pop_task(w.worker_id, "7")
+    again = rush.protocol.pop_task(w.worker_id, "7")  # the same call, re-sent
     # reply: {worker state, terminate flag, key, xs, xs_extra, attempt}
     assert again[2] == first[2] and rush.n_running_tasks == 1 and rush.n_queued_tasks == 2
-    other = w.protocol.pop_task(w.worker_id, "8")
+    other = rush.protocol.pop_task(w.worker_id, "8")
     assert other[2] != first[2] and rush.n_running_tasks == 2
     # a key a lost BLMOVE reply left in the pending list is served before the queue
     rush.connector.lmove(rush.keys.queued, rush.keys.pending(w.worker_id), "RIGHT", "LEFT")
     left = rush.connector.lrange(rush.keys.pending(w.worker_id), 0, -1)
-    assert w.protocol.pop_task(w.worker_id, "9")[2] == left[0]
+    assert rush.protocol.pop_task(w.worker_id, "9")[2] == left[0]
     assert rush.connector.llen(rush.keys.pending(w.worker_id)) == 0
     w.close()

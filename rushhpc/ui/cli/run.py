@@ -17,7 +17,7 @@ from rushhpc.ui.cli.common import add_redis_options
 
 def _worker(args: argparse.Namespace) -> int:
     from rushhpc.core.spec import WorkerSpec
-    from rushhpc.worker.api import run_worker
+    from rushhpc.worker.main import run_worker
 
     # the loop arrives pickled by reference (module:function): its module is found on sys.path,
     # then in the current folder, as `rushhpc script` and `python -m rushhpc` find it
