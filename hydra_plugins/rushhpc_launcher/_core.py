@@ -16,7 +16,6 @@ no worker is left to run them: a batch never hangs on a dead worker.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ import threading
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlparse
 
 import cloudpickle
@@ -127,23 +126,14 @@ def redis_of(p: RushhpcLauncherConf) -> rushhpc.RedisConfig | str | None:
     return rushhpc.redis_config(url=url, password_file=p.password_file)
 
 
-@contextlib.contextmanager
-def plan_for(**settings: Any) -> Iterator[None]:
-    """The process's rushhpc plan with these settings while a manager is made (it copies the plan),
-    then the user's plan as it was."""
-    saved = getattr(rconfig, "_PLAN", None)  # set by rush_plan(); None: a plan file or nothing
+def plan_for(**settings: Any) -> rconfig.Plan:
+    """The process's rushhpc plan with these settings, given to the session's manager (the
+    process's own plan is left as it is)."""
     merged = rconfig.current_plan().as_dict()
     options = settings.pop("launcher_options", None)
     merged.update({k: v for k, v in settings.items() if v is not None})
     merged["launcher_options"] = {**(merged.get("launcher_options") or {}), **(options or {})}
-    rconfig.rush_plan(**merged)
-    try:
-        yield
-    finally:
-        if saved is None:
-            rconfig.remove_rush_plan()
-        else:
-            rconfig.rush_plan(**saved.as_dict())
+    return rconfig.Plan(**merged)
 
 
 def network_id_for(p: RushhpcLauncherConf, job_name: str) -> str:
@@ -185,10 +175,10 @@ class Session:
         self.start_options = {k: v for k, v in (("heartbeat_period", p.heartbeat_period),
                                                 ("heartbeat_expire", p.heartbeat_expire)) if v is not None}
         cfg = redis_of(p)
-        with plan_for(worker_type=p.worker_type, launcher_options=dict(p.launcher_options),
-                      heartbeat_period=p.heartbeat_period, heartbeat_expire=p.heartbeat_expire,
-                      start_worker_timeout=p.start_worker_timeout):
-            self.rush = rushhpc.Rush(network_id_for(p, str(launcher.config.hydra.job.name)), config=cfg)
+        plan = plan_for(worker_type=p.worker_type, launcher_options=dict(p.launcher_options),
+                        heartbeat_period=p.heartbeat_period, heartbeat_expire=p.heartbeat_expire,
+                        start_worker_timeout=p.start_worker_timeout)
+        self.rush = rushhpc.Rush(network_id_for(p, str(launcher.config.hydra.job.name)), config=cfg, plan=plan)
         with _LOCK:
             _SESSIONS.append(self)
         # before rushhpc's own exit hooks: managers (MANAGERS) close, then the embedded Redis stops

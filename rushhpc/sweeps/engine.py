@@ -118,11 +118,7 @@ class SweepRun:
 
     def _run_locked(self) -> SweepResult:
         self.state.check_output()
-        try:
-            self.fleet.connect()  # a Redis that cannot be reached is an error before anything is written
-        except BaseException:
-            self.fleet.restore_plan()
-            raise
+        self.fleet.connect()  # a Redis that cannot be reached is an error before anything is written
         ok_to_reset = False
         try:
             self._open_output()

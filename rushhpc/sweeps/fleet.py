@@ -50,8 +50,6 @@ class Fleet:
         self.worker_reason = ""
         self.ended_seen: set[str] = set()  # ended workers whose reason was read
         self.out_of_memory: list[str] = []  # lost out_of_memory, not replaced yet (workers.resources.mem_retry)
-        self.saved_plan: dict | None = None
-        self.plan_set = False
 
     @property
     def rush(self) -> Rush:
@@ -82,19 +80,20 @@ class Fleet:
 
         return redis_config(**spec)
 
-    def _set_plan(self, redis_cfg: Any) -> None:
-        from rushhpc.manager.plan import rush_config, rush_plan
+    def _plan(self, redis_cfg: Any) -> Any:
+        """This sweep's manager plan: the workers: section over the process-wide plan (`rush_plan`),
+        given to its manager, never set as the process's plan."""
+        from rushhpc.manager.plan import Plan, rush_config
 
         prev = rush_config()
-        self.saved_plan = prev
         w = self.cfg["workers"]
-        plan = {k: prev.get(k) for k in ("log_thresholds", "large_objects_path", "max_object_size", "run_dir")
+        plan: dict[str, Any] = {k: prev.get(k) for k in ("log_thresholds", "large_objects_path", "max_object_size", "run_dir")
                 if prev.get(k) is not None}
         options = dict(prev.get("launcher_options") or {})
         options.update(w["resources"])
         if w.get("gpus_per_worker"):
             options["gpus_per_worker"] = w["gpus_per_worker"]
-        rush_plan(
+        return Plan(
             n_workers=self.wanted,
             config=redis_cfg if redis_cfg is not None else prev.get("config"),
             worker_type=w["launcher"],
@@ -104,34 +103,21 @@ class Fleet:
             launcher_options=options,
             **plan,
         )
-        self.plan_set = True
-
-    def restore_plan(self) -> None:
-        if not self.plan_set:
-            return
-        from rushhpc.manager.plan import remove_rush_plan, rush_config, rush_plan
-
-        remove_rush_plan()
-        prev = self.saved_plan or {}
-        if prev and rush_config() != prev:  # it was set in Python, not read from RUSHHPC_CONFIG
-            rush_plan(**prev)
-        self.plan_set = False
 
     def connect(self) -> None:
         """Open this run's network (``<name>-<6 hex>``) in the sweep's Redis."""
         from rushhpc.manager.rush import rsh
 
         self.redis_cfg = self._redis_config()
-        self._set_plan(self.redis_cfg)
         network = f"{self.cfg['name']}-{secrets.token_hex(3)}"
         try:
-            self.rush_ = rsh(network, config=self.redis_cfg)
+            self.rush_ = rsh(network, config=self.redis_cfg, plan=self._plan(self.redis_cfg))
         except RedisUnusableError as e:
             # raised in Python's words ("leave the config unset ..."): a sweep's user fixes the redis: key
             raise SweepConfigError(f"{self.cfg.source}: redis: {in_words_of(e, 'sweep')}") from None
 
     def close(self, reset: bool) -> None:
-        """Delete the network (``reset``: also its run dir) and close the connection; restore the plan."""
+        """Delete the network (``reset``: also its run dir) and close the connection."""
         rush, self.rush_ = self.rush_, None
         if rush is not None:
             try:
@@ -140,7 +126,6 @@ class Fleet:
                 rush.close()
             except Exception:  # noqa: BLE001 - Redis may be gone; the journal has everything we read
                 pass
-        self.restore_plan()
 
     # ------------------------------------------------------------------ workers
     def start_workers(self, n: int, first: bool = True) -> None:
