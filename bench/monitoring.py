@@ -84,7 +84,7 @@ def held_launch(ctx: Context, n: int):
     rushhpc.rush_plan(config=ctx.server.config(), worker_type=worker_type, launcher_options=options)
     rush = rushhpc.Rush(ctx.network(f"batch{n}"), config=ctx.server.config())
     rush.start_workers(rushhpc.queue_loop, n_workers=n, fun=None)
-    return rush, rush._launchers[worker_type], name
+    return rush, rush.launcher(worker_type), name
 
 
 def scheduler_calls_per_poll(ctx: Context, n_jobs: int) -> tuple[int, str]:

@@ -61,7 +61,7 @@ def batch(backend, config):
 
 
 def launcher_of(r):
-    return next(iter(r._launchers.values()))
+    return r.launchers()[0]
 
 
 def one_task_loop(rush, seconds: float = 120):
@@ -262,7 +262,7 @@ def test_vanished_job_is_lost_after_two_misses(batch, backend):
     r = batch(vanish_grace=0, **backend.hold_options())
     ids = r.start_workers(queue_loop, n_workers=1, fun=abs)
     # a job id the scheduler has never heard of stands in for one purged from every answer
-    rec = r._records[ids[0]]
+    rec = r.record(ids[0])
     rec.job_id = "999999" if launcher_of(r).name == "slurm" else "999999[0].pbsemu"
     r.store_records([rec])
     assert r.detect_lost_workers(poll_scheduler=True) == []  # one miss: not yet

@@ -133,7 +133,7 @@ def test_second_manager_attaches_to_live_local_workers(rush, config):
     assert doc["lost"] == [] and {w["state"] for w in doc["workers"]} == {"running"}
     # the second manager stops workers it did not start: through their heartbeat's kill list
     assert sorted(second.stop_workers(type="kill")) == sorted(ids)
-    procs = rush._launchers["local"].processes
+    procs = rush.launcher("local").processes
     wait_until(lambda: all(p.poll() is not None for p in procs.values()), 20, what="workers to die")
     assert set(rush.killed_worker_ids) == set(ids)
     second.close()

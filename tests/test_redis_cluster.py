@@ -271,7 +271,7 @@ def test_lost_workers_on_a_cluster(networks):
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
-    proc = b._launchers["local"].processes[ids[0]]
+    proc = b.launcher("local").processes[ids[0]]
     wait_until(lambda: proc.poll() is not None, 15, what="the resumed lost worker to exit")
 
 

@@ -215,7 +215,7 @@ def test_queue_loop_over_ssh(sshd, make_rush, ssh_calls):
     info = rush.worker_info.set_index("worker_id")
     assert (info["launcher"] == "ssh").all() and (info["state"] == "running").all()
     assert set(info["hostname"]) == {os.uname().nodename}
-    records = {w: rush._records[w] for w in ids}
+    records = {w: rush.record(w) for w in ids}
     assert {r.extra["host"] for r in records.values()} == set(opts["hosts"])  # round-robin
     assert all(r.launcher == "ssh" and r.job_id is None for r in records.values())
     # the pid the launch printed is the worker's own (setsid did not fork)
@@ -293,7 +293,7 @@ def test_unreachable_host_is_named_and_stops_the_launch(sshd, make_rush, ssh_cal
     msg = str(e.value)
     assert repr(bad) in msg and "Connection refused" in msg
     assert len(ssh_calls) == 1  # the second host was not tried
-    assert rush._records == {}
+    assert rush.launched_ids == set()
 
 
 def test_auth_failure_names_host_and_ssh_error(sshd, make_rush):
@@ -313,7 +313,7 @@ def test_partial_start_keeps_started_workers_known(sshd, make_rush):
     rush = make_rush(sshd.options(hosts=[good, bad], ssh_options=sshd.ssh_options(port=False)))
     with pytest.raises(RushWorkerError, match="keep running") as e:
         rush.start_workers(busy_loop, n_workers=2, **HB)
-    started = list(rush._records)
+    started = sorted(rush.launched_ids)
     assert len(started) == 1 and started[0] in str(e.value)
     rush.wait_for_workers(worker_ids=started, timeout=30)
     pid = int(rush.worker_info["pid"].item())
@@ -352,5 +352,5 @@ def test_remote_run_dir_gets_credentials_through_stdin(sshd, make_rush, ssh_call
     assert key.read_text().strip() not in " ".join(argv) and key.read_bytes().strip() in stdin
     assert not [c for c in _all_cmdlines() if key.read_text().strip() in c]
     assert not [c for c in _all_cmdlines() if password in c]
-    launcher = rush._launchers["ssh"]
+    launcher = rush.launcher("ssh")
     assert launcher.stderr_tail(ids[0]) == (remote / "workers" / f"{ids[0]}.err").read_text().rstrip("\n")

@@ -218,7 +218,7 @@ def test_finished_cache_is_incremental(rush, worker):
     keys = worker.push_running_tasks([{"x": i} for i in range(3)])
     worker.finish_tasks(keys, [{"y": i} for i in range(3)])
     assert len(rush.fetch_finished_tasks()) == 3
-    assert len(rush._finished_rows) == 3
+    assert rush.network.tasks.n_cached_finished == 3
     # a changed hash is not re-read: the cache is append-only, as the finished list is
     rush.connector.hset(rush.keys.task(keys[0]), "ys", '{"y": 100}')
     keys2 = worker.push_running_tasks([{"x": 3}])

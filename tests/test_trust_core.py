@@ -161,7 +161,7 @@ def test_a_monitor_that_replaces_lost_workers_keeps_the_wait_going(rush):
     keys = rush.push_tasks([{"x": 1}])
     with pytest.raises(RushWorkerError, match="lost"):  # the budget spent, the last crash ends the wait
         rush.wait_for_tasks(keys, timeout=120)
-    assert len(rush._monitor.replacements) == 2 and len(rush.lost_worker_ids) == 3
+    assert len(rush.monitor.replacements) == 2 and len(rush.lost_worker_ids) == 3
     rush.stop_monitor()
 
 

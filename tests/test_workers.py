@@ -99,7 +99,7 @@ def test_queue_loop_with_local_workers(rush):
     # terminate: each worker ends after its current task
     assert sorted(rush.stop_workers(type="terminate")) == sorted(ids)
     wait_until(lambda: sorted(rush.terminated_worker_ids) == sorted(ids), 20, what="terminated workers")
-    procs = rush._launchers["local"].processes
+    procs = rush.launcher("local").processes
     wait_until(lambda: all(p.poll() is not None for p in procs.values()), 10, what="processes to exit")
     assert all(p.returncode == 0 for p in procs.values())
 
@@ -127,9 +127,9 @@ def test_stop_one_worker_by_id(rush):
     assert rush.killed_worker_ids == [ids[0]] and rush.running_worker_ids == [ids[1]]
     failed = rush.fetch_failed_tasks()
     assert failed["condition"].tolist() == ["worker was killed"] and failed["worker_id"].tolist() == [ids[0]]
-    proc = rush._launchers["local"].processes[ids[0]]
+    proc = rush.launcher("local").processes[ids[0]]
     assert proc.poll() is not None
-    assert rush._launchers["local"].processes[ids[1]].poll() is None
+    assert rush.launcher("local").processes[ids[1]].poll() is None
     # the heartbeat of the killed worker is gone too
     hb_pid = None
     info = rush.worker_info.set_index("worker_id")
@@ -147,7 +147,7 @@ def _pid_running(pid: int) -> bool:
 
 def test_worker_that_dies_is_found_by_detect_lost_workers(rush):
     ids = rush.start_local_workers(suicide_loop, n_workers=1, **HB)
-    proc = rush._launchers["local"].processes[ids[0]]
+    proc = rush.launcher("local").processes[ids[0]]
     wait_until(lambda: proc.poll() is not None, 30, what="worker to kill itself")
     assert rush.detect_lost_workers() == ids
     assert rush.lost_worker_ids == ids
@@ -175,7 +175,7 @@ def test_heartbeat_expiry_detects_frozen_worker(rush):
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
     # resumed, the worker finds it was declared lost and exits; its late result is discarded
-    proc = rush._launchers["local"].processes[ids[0]]
+    proc = rush.launcher("local").processes[ids[0]]
     wait_until(lambda: proc.poll() is not None, 10, what="resumed lost worker to exit")
     assert rush.n_finished_tasks == 0 and rush.lost_worker_ids == ids
 
@@ -187,10 +187,10 @@ def test_loop_that_raises_fails_the_worker(rush):
     assert info["state"] == "failed" and "the model diverged" in info["reason"]
     failed = rush.fetch_failed_tasks()
     assert len(failed) == 1 and "ValueError: the model diverged" in failed["condition"].item()
-    proc = rush._launchers["local"].processes[ids[0]]
+    proc = rush.launcher("local").processes[ids[0]]
     wait_until(lambda: proc.poll() is not None, 10, what="process exit")
     assert proc.returncode == 1
-    assert "ValueError" in rush._launchers["local"].stderr_tail(ids[0])
+    assert "ValueError" in rush.launcher("local").stderr_tail(ids[0])
 
 
 def test_script_worker_killed_through_heartbeat(rush, tmp_path):
@@ -372,7 +372,7 @@ def test_local_workers_die_with_their_manager(rush, tmp_path):
 def test_reset_kills_workers_and_leaves_nothing(rush):
     ids = rush.start_local_workers(sleepy_loop, n_workers=2, **HB)
     rush.wait_for_workers(worker_ids=ids, timeout=30)
-    procs = list(rush._launchers["local"].processes.values())
+    procs = list(rush.launcher("local").processes.values())
     rush.reset()
     assert all(p.poll() is not None for p in procs)
     assert list(rush.connector.scan_iter(match=rush.keys.pattern)) == []
@@ -388,7 +388,7 @@ def test_monitor_detects_and_replaces_lost_workers(rush):
     wait_until(lambda: rush.lost_worker_ids == [victim], 20, what="monitor to find the lost worker")
     wait_until(lambda: len(rush.running_worker_ids) == 1, 30, what="a replacement worker")
     replacement = rush.running_worker_ids[0]
-    assert replacement != victim and rush._monitor.replacements == [replacement]
+    assert replacement != victim and rush.monitor.replacements == [replacement]
     keys = rush.push_tasks([{"x": 7}])
     rush.wait_for_tasks(keys, timeout=20)
     assert rush.fetch_finished_tasks()["worker_id"].tolist() == [replacement]
@@ -397,7 +397,7 @@ def test_monitor_detects_and_replaces_lost_workers(rush):
     wait_until(lambda: replacement in rush.lost_worker_ids, 20, what="second loss")
     assert rush.n_running_workers == 0
     rush.stop_monitor()
-    assert rush._monitor is None
+    assert rush.monitor is None
 
 
 def test_stale_credentials_file_is_replaced(rush):
@@ -486,7 +486,7 @@ def test_heartbeat_process_is_under_15_mib(rush):
     maps = open(f"/proc/{hb}/maps").read()
     assert "psutil" not in maps and "_ssl" not in maps and "libssl" not in maps
     rush.stop_workers(type="kill", worker_ids=ids)  # through the heartbeat's BLPOP
-    proc = rush._launchers["local"].processes[ids[0]]
+    proc = rush.launcher("local").processes[ids[0]]
     wait_until(lambda: proc.poll() is not None, 20, what="the killed worker to end")
 
 

@@ -181,6 +181,16 @@ class TaskStore:
         return self._finished.extend(self._read_new_finished())
 
     @property
+    def n_cached_finished(self) -> int:
+        """How many finished tasks this view holds in its cache (`fetch_finished_tasks` reads only later ones).
+
+        Example:
+            >>> net.fetch_finished_tasks(); net.tasks.n_cached_finished
+            3
+        """
+        return len(self._finished.rows)
+
+    @property
     def _finished_rows(self) -> list[dict]:
         """The cached finished tasks as flat rows, in finish order."""
         return self._finished.rows

@@ -14,7 +14,7 @@ def settle(rush: Any, timeout: float = 60) -> None:
     rush.stop_workers(type="kill")
     wait_until(lambda: rush.running_worker_ids == [] and rush.worker_ids_in("pending") == [], timeout,
                what="every worker to stop")
-    for launcher in list(rush._launchers.values()):
+    for launcher in rush.launchers():
         procs = getattr(launcher, "processes", {})
         wait_until(lambda procs=procs: all(p.poll() is not None for p in procs.values()), timeout,
                    what="every worker process to end")

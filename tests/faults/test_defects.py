@@ -37,7 +37,7 @@ def test_wait_for_workers_after_reset_does_not_name_old_workers(rush):
 
 def test_reset_right_after_start_leaves_no_key(rush):
     ids = rush.start_local_workers(queue_loop, n_workers=3, fun=_square, heartbeat_period=0.5, heartbeat_expire=3)
-    procs = dict(rush._launchers["local"].processes)  # reset forgets the handles (issue 20 defect 3)
+    procs = dict(rush.launcher("local").processes)  # reset forgets the handles (issue 20 defect 3)
     rush.reset()
     # workers that were still starting exit without registering (their configuration is gone)
     wait_until(lambda: all(p.poll() is not None for p in procs.values()), 30, what="workers to exit")

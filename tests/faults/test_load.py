@@ -34,7 +34,7 @@ def test_100k_tasks_with_random_kills(rush):
     t0 = time.monotonic()
     keys = rush.push_tasks([{"x": i} for i in range(N_TASKS)], max_retries=5)
     kills = 0
-    procs = rush._launchers["local"].processes
+    procs = rush.launcher("local").processes
     while rush.n_finished_tasks < N_TASKS and time.monotonic() - t0 < 600:
         time.sleep(1.0)
         if kills < 8:
@@ -44,10 +44,10 @@ def test_100k_tasks_with_random_kills(rush):
                 kills += 1
     rush.wait_for_tasks(keys, timeout=120)
     elapsed = time.monotonic() - t0
-    print(f"\n{N_TASKS} tasks, 8 workers, {kills} SIGKILLs, {len(rush._monitor.replacements)} replacements: "
+    print(f"\n{N_TASKS} tasks, 8 workers, {kills} SIGKILLs, {len(rush.monitor.replacements)} replacements: "
           f"{elapsed:.1f} s")
     assert kills == 8
-    wait_until(lambda: len(rush._monitor.replacements) >= kills, 30, what="the monitor to replace every killed worker")
+    wait_until(lambda: len(rush.monitor.replacements) >= kills, 30, what="the monitor to replace every killed worker")
     rush.stop_monitor()
     settle(rush)
     counts = check(rush, N_TASKS)

@@ -108,7 +108,7 @@ def test_restart_without_persistence_is_a_clear_error(restartable):
         server.start()  # empty
         with pytest.raises(RushNetworkLostError, match="gone from Redis"):
             rush.wait_for_tasks(keys, timeout=60)
-        procs = rush._launchers["local"].processes
+        procs = rush.launcher("local").processes
         wait_until(lambda: all(p.poll() is not None for p in procs.values()), 60, what="the workers to exit")
         assert all(p.returncode != 0 for p in procs.values()), [p.returncode for p in procs.values()]
     finally:

@@ -37,7 +37,7 @@ def test_worker_sigkilled_mid_task(rush):
     keys = rush.push_tasks([{"x": i} for i in range(10)], max_retries=1)
     wait_until(lambda: rush.n_running_tasks == 2, 20, what="two running tasks")
     victim = ids[0]
-    os.killpg(rush._launchers["local"].processes[victim].pid, signal.SIGKILL)
+    os.killpg(rush.launcher("local").processes[victim].pid, signal.SIGKILL)
     rush.wait_for_tasks(keys, timeout=60)  # detection runs while it waits
     row = next(r for r in rush.worker_rows() if r["worker_id"] == victim)
     assert row["state"] == "lost" and row["reason"] == "process_died"
@@ -60,7 +60,7 @@ def test_worker_sigkilled_holding_prefetched_tasks(rush):
         return bool(len(tasks)) and (tasks["worker_id"] == victim).sum() >= 2
 
     wait_until(holds_prefetched, 20, what="the victim to hold prefetched tasks")
-    os.killpg(rush._launchers["local"].processes[victim].pid, signal.SIGKILL)
+    os.killpg(rush.launcher("local").processes[victim].pid, signal.SIGKILL)
     rush.wait_for_tasks(keys, timeout=90)
     settle(rush)
     counts = check(rush, 16)
@@ -86,7 +86,7 @@ def test_worker_stopped_past_expiry_then_resumed(rush):
             os.kill(pid, signal.SIGCONT)
     rush.wait_for_tasks(keys, timeout=60)
     # the resumed worker's late result was discarded (first writer wins) and it stopped
-    wait_until(lambda: rush._launchers["local"].processes[victim].poll() is not None, 20,
+    wait_until(lambda: rush.launcher("local").processes[victim].poll() is not None, 20,
                what="the resumed worker to stop")
     log = rush.read_log()
     mine = log[log["worker_id"] == victim]["msg"].tolist()
@@ -150,7 +150,7 @@ def test_heartbeat_process_killed_alone(rush):
     rush.wait_for_tasks(keys, timeout=60)
     wait_until(lambda: victim in rush.lost_worker_ids or victim in rush.detect_lost_workers(), 20,
                what="the worker without heartbeat to be lost")
-    wait_until(lambda: rush._launchers["local"].processes[victim].poll() is not None, 30,
+    wait_until(lambda: rush.launcher("local").processes[victim].poll() is not None, 30,
                what="the worker without heartbeat to stop")
     settle(rush)
     assert check(rush, 10) == {"finished": 10}
