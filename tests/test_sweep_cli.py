@@ -125,8 +125,8 @@ def test_sobol_points_are_the_design(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = results(tmp_path / "runs" / "out")
     from rushhpc.sweeps.config import load_config
-    from rushhpc.sweeps.designs import make_design
     from rushhpc.sweeps.space import Space
+    from rushhpc.sweeps.strategies import make_design
 
     cfg = load_config(tmp_path / "runs" / "out" / "config.yaml")
     expected = make_design(Space(cfg.space), cfg.data["strategy"], 7, 16).points(0, 16)

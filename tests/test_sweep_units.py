@@ -16,10 +16,10 @@ from rushhpc.sweeps.config import (
     parse_duration,
     parse_override,
 )
-from rushhpc.sweeps.designs import make_design
 from rushhpc.sweeps.objective import evaluate, normalise_outputs
 from rushhpc.sweeps.results import Journal, build_table, column_names
 from rushhpc.sweeps.space import Space, from_unit, grid_values
+from rushhpc.sweeps.strategies import make_design
 
 
 def F(low, high, **kw):

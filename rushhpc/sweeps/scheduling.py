@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from rushhpc import defaults
-from rushhpc.sweeps.config import DESIGN_STRATEGIES, SweepConfig
+from rushhpc.sweeps import strategies
+from rushhpc.sweeps.config import SweepConfig
 
 if TYPE_CHECKING:
     from rushhpc.manager.rush import Rush
@@ -33,7 +34,7 @@ class Schedule:
 
     def __init__(self, cfg: SweepConfig):
         self.cfg = cfg
-        self.design_mode = cfg.strategy in DESIGN_STRATEGIES
+        self.design_mode = strategies.is_design(cfg.strategy)
         self.design_: Design | None = None
         self.limit: int | None = None
         self.inflight: dict[str, int] = {}  # task key -> eval index (designs)
@@ -50,10 +51,9 @@ class Schedule:
         """What this run evaluates: the indices not final yet (designs), or the samplers' history."""
         budget = self.cfg.data["budget"]
         if self.design_mode:
-            from rushhpc.sweeps.designs import make_design
             from rushhpc.sweeps.space import Space
 
-            self.design_ = make_design(Space(self.cfg.space), self.cfg.data["strategy"], self.cfg["seed"],
+            self.design_ = strategies.make_design(Space(self.cfg.space), self.cfg.data["strategy"], self.cfg["seed"],
                                        budget["evaluations"])
             limits = [x for x in (budget["evaluations"], self.design.size) if x is not None]
             self.limit = min(limits) if limits else None
@@ -148,4 +148,7 @@ class Schedule:
 
         args.update(space=d["space"], strategy=d["strategy"], direction=d["direction"], seed=d["seed"],
                     max_evaluations=d["budget"]["evaluations"])
+        module = strategies.get(self.cfg.strategy).module
+        if not module.startswith("rushhpc.sweeps.strategies."):  # registered outside rushhpc: the workers import it
+            args["strategy_module"] = module
         return model_loop, args

@@ -78,24 +78,14 @@ def distributions(space: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
-def make_sampler(strategy: dict, seed: int) -> Any:
-    import inspect
+def make_sampler(strategy: dict, seed: int, module: str = "") -> Any:
+    """The Optuna sampler of a model strategy (from the registry; ``module`` registers one defined elsewhere)."""
+    from rushhpc.sweeps import strategies
 
-    import optuna
-
-    if strategy["name"] == "tpe":
-        options = {"n_startup_trials": strategy.get("n_startup_trials", 10), "constant_liar": True}
-        options.update(strategy.get("options") or {})
-        cls = optuna.samplers.TPESampler
-    else:
-        cls = getattr(optuna.samplers, strategy["sampler"])
-        options = dict(strategy.get("options") or {})
-    try:
-        if "seed" in inspect.signature(cls).parameters:
-            options["seed"] = seed
-    except (TypeError, ValueError):
-        pass
-    return cls(**options)
+    build = strategies.load(strategy["name"], module).sampler
+    if build is None:
+        raise ValueError(f"strategy {strategy['name']} is a design: its points come from the manager")
+    return build(strategy, seed)
 
 
 def suggest(trial: Any, space: Space) -> dict[str, Any]:
@@ -206,7 +196,7 @@ class History:
 
 def model_loop(rush: RushWorker, objective: str | dict[str, Any] | Callable[..., Any], pythonpath: Sequence[str], metric: str,
                timeout: float | None, retries: int, space: dict[str, dict], strategy: dict, direction: str,
-               seed: int, max_evaluations: int | None) -> None:
+               seed: int, max_evaluations: int | None, strategy_module: str = "") -> None:
     """Propose, evaluate and report until terminated or ``max_evaluations`` tasks exist."""
     import optuna
 
@@ -218,7 +208,7 @@ def model_loop(rush: RushWorker, objective: str | dict[str, Any] | Callable[...,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sp = Space(space)
-    history = History(distributions(space), direction, make_sampler(strategy, worker_seed(seed, rush.worker_id)))
+    history = History(distributions(space), direction, make_sampler(strategy, worker_seed(seed, rush.worker_id), strategy_module))
 
     while not rush.terminated:
         if max_evaluations is not None and rush.n_tasks >= max_evaluations:
