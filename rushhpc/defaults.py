@@ -94,6 +94,18 @@ NVIDIA_SMI_TIMEOUT = 20.0  # seconds: a wedged GPU driver must not hang a start
 POLL_BACKOFF = 1.5  # the reconciler's poll interval grows by this factor while nothing changes
 URGENT_POLL_GAP = 1.0  # seconds: an urgent poll (a worker seems lost) waits at least this since the last
 
+# Supervision, adaptive workers, the manager's display, plots, the Hydra launcher (rushhpc/manager/supervise.py,
+# adapt.py, display.py, rushhpc/ui/plot.py, hydra_plugins/rushhpc_launcher/)
+MONITOR_STOP_WAIT = 30.0  # seconds beyond one round that stop_monitor waits for the monitor's thread to end
+ADAPT_MAXIMUM = 1  # an AdaptPolicy's maximum workers when none is given
+ADAPT_IDLE_TIMEOUT = 60.0  # seconds a worker has no task, with nothing queued, before adapt releases it
+ADAPT_MAX_FAILURES = 3  # failed submissions or starts in a row before adapting pauses itself
+SUMMARY_BEST_MAX_TASKS = 200_000  # above this many finished tasks repr(rush) does not look for a sweep's best
+PLOT_MIN_BAR = 0.004  # the narrowest bar of rushhpc plot's worker timeline, as a share of the run: about 3 pixels
+HYDRA_CHECK_INTERVAL = 1.0  # seconds between lost-worker detections (and job_timeout checks) while a batch runs
+HYDRA_MAX_POLL = 0.2  # seconds: the longest sleep between two reads of a Hydra batch's task states
+HYDRA_STOP_GRACE = 10.0  # seconds idle workers get to end by themselves at a multirun's end before they are killed
+
 # The worker (rushhpc/worker/): its one Redis connection retries with exponential backoff through a Redis
 # restart (about 16 s in all with these), then the call fails and the worker ends
 WORKER_RETRIES = 8  # retries of one command

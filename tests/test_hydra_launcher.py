@@ -90,6 +90,14 @@ def test_plugin_scan_imports_no_rushhpc():
     assert "RushhpcLauncher" in out.stdout and out.stdout.strip().endswith("[]"), out.stdout
 
 
+def test_config_defaults_are_rushhpcs():
+    """The launcher config writes rushhpc's defaults out (the plugin scan must not import rushhpc): they agree."""
+    from hydra_plugins.rushhpc_launcher.config import RushhpcLauncherConf
+    from rushhpc import defaults
+
+    assert RushhpcLauncherConf().restart_budget == defaults.RESTART_BUDGET
+
+
 def test_wheel_ships_the_plugin(tmp_path):
     """The wheel carries hydra_plugins/rushhpc_launcher (and no hydra_plugins/__init__.py, which would
     hide every other plugin), and Hydra finds it in a plain install."""
@@ -97,7 +105,7 @@ def test_wheel_ships_the_plugin(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for name in ("rushhpc", "templates", "hydra_plugins"):
+    for name in ("rushhpc", "hydra_plugins"):  # the job templates are inside rushhpc/launchers/
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     # without an isolated build environment when this one can build wheels (faster, no index needed)
     probe = "import setuptools, sys; v = tuple(map(int, setuptools.__version__.split('.')[:2]))\n" \

@@ -35,7 +35,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 
 import rushhpc
-from rushhpc import lifecycle
+from rushhpc import defaults, lifecycle
 from rushhpc.errors import (
     RushConfigError,
     RushError,
@@ -45,6 +45,7 @@ from rushhpc.errors import (
     RushWorkerError,
 )
 from rushhpc.manager import plan as rconfig
+from rushhpc.manager.supervise import Replacer
 
 from ._errors import RemoteTraceback, RushhpcJobError
 from ._worker import JOB_RETURN_FIELD, decode_job_return, hydra_worker_loop
@@ -55,9 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECK_INTERVAL = 1.0  # seconds between lost-worker detections (and job_timeout checks) while a batch runs
-MAX_POLL = 0.2  # the longest sleep between two reads of the batch's task states
-STOP_GRACE = 10.0  # seconds idle workers get to end by themselves at shutdown before they are killed
 
 _SESSIONS: list["Session"] = []
 _LOCK = threading.RLock()
@@ -154,7 +152,9 @@ class Session:
         self.local = p.worker_type == "local"
         n = p.n_workers or (min(first_batch, os.cpu_count() or 1) if self.local else first_batch)
         self.n_workers = n
-        self.budget = p.restart_budget
+        # lost workers are replaced through rushhpc's one replace-under-budget loop
+        self.replacer = Replacer(self._replace_workers, p.restart_budget, say=log.warning,
+                                 exhausted=f"rushhpc: restart budget used up (hydra.launcher.restart_budget={p.restart_budget})")
         self.reasons: dict[str, str] = {}  # task key -> why the launcher failed it (timeout, no worker left)
         try:
             payload = cloudpickle.dumps({
@@ -198,20 +198,18 @@ class Session:
             self.rush.wait_for_workers(worker_ids=ids)
         return ids
 
+    def _replace_workers(self, worker_ids: Sequence[str]) -> list[str]:
+        return self.rush.replace_workers(worker_ids)
+
     def _replace(self, worker_ids: list[str], budgeted: bool) -> None:
+        """Replace lost workers within hydra.launcher.restart_budget (``budgeted``), or unbudgeted: those this
+        launcher killed for job_timeout."""
         if budgeted:
             if not self.params.replace_lost_workers:
                 return
-            n = min(len(worker_ids), self.budget)
-            if n < len(worker_ids):
-                log.warning("rushhpc: restart budget used up (hydra.launcher.restart_budget=%d): %d lost worker(s) "
-                            "not replaced", self.params.restart_budget, len(worker_ids) - n)
-            worker_ids = worker_ids[:n]
-        if not worker_ids:
-            return
-        new = self.rush.replace_workers(worker_ids)
-        if budgeted:
-            self.budget -= len(new)
+            new = self.replacer.replace(worker_ids)
+        else:
+            new = self._replace_workers(worker_ids) if worker_ids else []
         if self.local and new:
             try:
                 self.rush.wait_for_workers(worker_ids=new)
@@ -285,11 +283,11 @@ class Session:
             if not pending:
                 break
             now = time.monotonic()
-            if now - last_check >= CHECK_INTERVAL:
+            if now - last_check >= defaults.HYDRA_CHECK_INTERVAL:
                 last_check = now
                 self._check(queued, running)
             time.sleep(sleep)
-            sleep = min(MAX_POLL, sleep * 2)
+            sleep = min(defaults.HYDRA_MAX_POLL, sleep * 2)
         return [r for r in out if r is not None]
 
     def _check(self, queued: list[str], running: list[tuple[str, list]]) -> None:
@@ -384,7 +382,7 @@ class Session:
         try:
             if rush.n_running_tasks == 0:
                 rush.stop_workers(type="terminate")
-                deadline = time.monotonic() + STOP_GRACE
+                deadline = time.monotonic() + defaults.HYDRA_STOP_GRACE
                 while rush.n_running_workers and time.monotonic() < deadline:
                     time.sleep(0.05)
             rush.stop_workers(type="kill")  # what is left, and batch jobs still waiting in the queue

@@ -43,7 +43,7 @@ class RushhpcLauncherConf:
     max_retries: int = 0
     # Start a new worker for each lost one, at most restart_budget in the whole multirun.
     replace_lost_workers: bool = True
-    restart_budget: int = 10
+    restart_budget: int = 10  # rushhpc.defaults.RESTART_BUDGET, written out: Hydra's plugin scan imports no rushhpc
     # Seconds a job may run; a job over it fails with that reason, its worker is killed and replaced.
     job_timeout: float | None = None
     # Keep the network (tasks, worker table, log) in Redis after the multirun, for `rushhpc tasks` etc.

@@ -23,6 +23,7 @@ import logging
 import time
 from typing import Any, Callable, Protocol, Sequence
 
+from rushhpc import defaults
 from rushhpc.errors import RushConfigError, RushError
 from rushhpc.network.view import Network
 
@@ -38,10 +39,10 @@ class AdaptPolicy:
     """
 
     minimum: int = 0
-    maximum: int = 1
-    idle_timeout: float = 60.0
+    maximum: int = defaults.ADAPT_MAXIMUM
+    idle_timeout: float = defaults.ADAPT_IDLE_TIMEOUT
     backlog: int | None = None  # most workers coming at once (None: maximum)
-    max_failures: int = 3
+    max_failures: int = defaults.ADAPT_MAX_FAILURES
 
     def __post_init__(self) -> None:
         for name in ("minimum", "maximum", "max_failures"):

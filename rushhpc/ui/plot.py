@@ -3,7 +3,7 @@
 Three figures: the best value over wall time, the best value over evaluations (every
 finished evaluation a point, failures red marks at the foot; a log or symlog axis when the
 values span decades, `choose_scale`), and a worker timeline (one row per worker with its
-number of evaluations, one bar per evaluation from its start to its end, at least `MIN_BAR`
+number of evaluations, one bar per evaluation from its start to its end, at least `defaults.PLOT_MIN_BAR`
 of the run wide; failures in red). The data come from a sweep's output folder (its ``journal.jsonl`` and
 ``config.yaml``) or from a network in Redis (finished and failed tasks; the objective is
 the ``--metric`` output, ``y`` by default).
@@ -16,11 +16,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rushhpc import defaults
 from rushhpc.errors import RushConfigError
 
 FIGURES = ("best_over_time.png", "best_over_evaluations.png", "worker_timeline.png")
 YSCALES = ("auto", "linear", "log", "symlog")
-MIN_BAR = 0.004  # the narrowest bar of the worker timeline, as a share of the run: about 3 pixels
 
 
 def records_from_folder(folder: Path) -> tuple[list[dict[str, Any]], str, str]:
@@ -127,7 +127,7 @@ def figures(records: list[dict[str, Any]], metric: str, direction: str, title: s
             yscale: str = "auto") -> list[tuple[str, Any]]:
     """The three figures as (file name, matplotlib figure), unsaved: the best value over time and over
     evaluations (every finished evaluation as a point, failures as red marks on the axis), and the
-    worker timeline (every evaluation a bar at least `MIN_BAR` of the axis wide, so sub-millisecond
+    worker timeline (every evaluation a bar at least `defaults.PLOT_MIN_BAR` of the axis wide, so sub-millisecond
     tasks show). ``yscale``: ``auto`` (`choose_scale`), ``linear``, ``log`` or ``symlog``.
 
     Example:
@@ -176,7 +176,7 @@ def figures(records: list[dict[str, Any]], metric: str, direction: str, title: s
     workers = sorted({str(r.get("worker_id")) for r in timed})
     t0 = min((float(r["started_at"]) for r in timed), default=0.0)
     t1 = max((float(r["finished_at"]) for r in timed), default=1.0)
-    least = MIN_BAR * max(t1 - t0, 1e-3)  # a task of 30 us is as visible as one of 1 % of the run
+    least = defaults.PLOT_MIN_BAR * max(t1 - t0, 1e-3)  # a task of 30 us is as visible as one of 1 % of the run
     fig, ax = plt.subplots(figsize=(8, max(2.0, 0.4 * len(workers) + 1)), dpi=100)
     labels = []
     for y, wid in enumerate(workers):
