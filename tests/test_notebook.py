@@ -1,5 +1,5 @@
-"""Notebook features: the manager's text and HTML summary, progress bars, and the example notebook
-(executed with nbclient in a fresh kernel: local workers, embedded Redis, and `rushhpc.sweep`)."""
+"""Notebook features (`rushhpc.manager.display`): the manager's text and HTML summary, progress bars, and the
+example notebook (executed with nbclient in a fresh kernel: local workers, embedded Redis, and `rushhpc.sweep`)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from conftest import free_port, wait_until
 from nbclient import NotebookClient
 
 from rushhpc import Network, queue_loop
-from rushhpc.ui import notebook
-from rushhpc.ui.notebook import manager_html, manager_repr, progress, summary
+from rushhpc.core.records import SweepInfo
+from rushhpc.manager import display
+from rushhpc.manager.display import manager_html, manager_repr, progress, summary
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -57,18 +58,26 @@ def test_counts_by_state(rush, worker):
 def test_best_of_a_sweep(rush):
     rush.push_finished_tasks([{"x": 1.0, "label": "<b>one</b>"}, {"x": 2.0, "label": "two"}, {"x": 3.0, "label": "3"}],
                              [{"y": 0.5}, {"y": -1.25}, {"y": 4.0}])
-    # a network whose meta hash names its metric is a sweep
-    rush.connector.hset(rush.keys.meta, mapping={notebook.SWEEP_METRIC_FIELD: "y"})
+    assert summary(rush)["best"] is None  # not a sweep's network: no best
+    # a sweep's network: what `rushhpc sweep` records (Network.set_sweep_info) names the metric and direction.
+    # The summary used to read fields of the meta hash that nothing writes, so a sweep never showed its best.
+    rush.set_sweep_info(SweepInfo("branin", "random", "y", "minimize"))
     best = summary(rush)["best"]
     assert best["value"] == -1.25 and best["params"] == {"x": 2.0, "label": "two"} and best["direction"] == "minimize"
     assert "best     y = -1.25 (x=2, label=two)" in manager_repr(rush)
-    rush.connector.hset(rush.keys.meta, notebook.SWEEP_DIRECTION_FIELD, "maximize")
-    assert summary(rush)["best"]["value"] == 4.0
-    # explicit arguments make any network a sweep, and override the meta hash
-    assert summary(rush, metric="y", direction="minimize")["best"]["value"] == -1.25
+    assert summary(rush, direction="maximize")["best"]["value"] == 4.0
+    # explicit arguments make any network a sweep, and override what the sweep recorded
+    assert summary(rush, metric="y", direction="maximize")["best"]["value"] == 4.0
     page = manager_html(rush, metric="x", direction="minimize")
     assert "x = 1" in page and "&lt;b&gt;one&lt;/b&gt;" in page and "<b>one</b>" not in page  # escaped
     assert "no column 'z'" in manager_repr(rush, metric="z")
+
+
+def test_best_of_a_maximizing_sweep(rush):
+    rush.push_finished_tasks([{"x": 1.0}, {"x": 2.0}], [{"acc": 0.75}, {"acc": 0.5}])
+    rush.set_sweep_info(SweepInfo("s", "tpe", "acc", "maximize", evaluations=2))
+    best = summary(rush)["best"]
+    assert (best["metric"], best["value"], best["direction"], best["params"]) == ("acc", 0.75, "maximize", {"x": 1.0})
 
 
 def test_best_skipped_before_any_result(rush):
@@ -98,8 +107,8 @@ def test_a_network_view_has_a_summary_too(rush, config):
 
 def test_progress_is_off_when_not_interactive(monkeypatch):
     monkeypatch.delenv("RUSHHPC_PROGRESS", raising=False)
-    assert not notebook.interactive()  # pytest captures stderr: not a terminal
-    assert not notebook.in_jupyter()
+    assert not display.interactive()  # pytest captures stderr: not a terminal
+    assert not display.in_jupyter()
     with progress(10, "tasks") as bar:
         assert not bar.enabled
         bar.set(5)
@@ -107,7 +116,7 @@ def test_progress_is_off_when_not_interactive(monkeypatch):
 
 def test_progress_bar(monkeypatch, capsys):
     monkeypatch.setenv("RUSHHPC_PROGRESS", "1")
-    assert notebook.interactive()
+    assert display.interactive()
     with progress(4, "tasks") as bar:
         assert bar.enabled
         for done in (1, 3, 4):
@@ -127,8 +136,8 @@ def test_progress_bar(monkeypatch, capsys):
 # issue 20 defect 7: inside no_progress_bars (a sweep's run) no bar is drawn, even forced; it nests
 def test_no_progress_bars_suppresses_every_bar(monkeypatch, capsys):
     monkeypatch.setenv("RUSHHPC_PROGRESS", "1")
-    with notebook.no_progress_bars():
-        with notebook.no_progress_bars():
+    with display.no_progress_bars():
+        with display.no_progress_bars():
             with progress(3, "workers", enabled=True) as bar:
                 assert not bar.enabled
                 bar.set(3)

@@ -85,9 +85,7 @@ KNOWN_VIOLATIONS = {
     ("rushhpc.launchers.local", "rushhpc.worker.heartbeat"),
     ("rushhpc.launchers.slurm.launcher", "rushhpc.manager.accounting"),
     ("rushhpc.launchers.srun", "rushhpc.worker.heartbeat"),
-    ("rushhpc.manager.rush", "rushhpc.ui.notebook"),
     ("rushhpc.server.embedded", "rushhpc.worker.heartbeat"),
-    ("rushhpc.sweeps.engine", "rushhpc.ui.notebook"),
 }
 
 

@@ -1,8 +1,13 @@
-"""Notebooks and the interactive session: a manager's summary (plain text and HTML) and progress bars.
+"""How a manager shows itself: its summary (plain text and HTML) and the progress bars of its waits.
+
+This is the manager layer's display (`Rush.__repr__`, `Rush._repr_html_`, `wait_for_tasks` and
+`wait_for_workers` use it, and a sweep turns its bars off with `no_progress_bars`); it reads the
+network only through `Network`'s methods.
 
 `manager_repr` and `manager_html` are what ``repr(rush)`` and Jupyter's rich display show:
 the network, its Redis (address and database, never the password), worker counts by state,
-task counts by state and, for a sweep, the best result so far. They read a few counters
+task counts by state and, for a sweep, the best result so far (the metric and direction
+the sweep recorded, `Network.sweep_info`). They read a few counters
 (three round trips, plus the finished tasks for a sweep's best, which the manager caches
 and reads incrementally) and never raise: an unreachable Redis is shown as such.
 
@@ -31,14 +36,11 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Iterator
 
+from rushhpc import defaults
+
 if TYPE_CHECKING:
     from rushhpc.network.view import Network
 
-# A network is a sweep when its meta hash names the metric (and, optionally, the direction):
-# HSET {net}:meta sweep_metric y sweep_direction minimize.
-SWEEP_METRIC_FIELD = "sweep_metric"
-SWEEP_DIRECTION_FIELD = "sweep_direction"
-BEST_MAX_TASKS = 200_000  # above this many finished tasks the summary does not look for the best
 _META_COLUMNS = {"condition", "worker_id", "state", "keys", "created_at", "started_at", "finished_at"}
 
 
@@ -51,8 +53,8 @@ def summary(rush: "Network", metric: str | None = None, direction: str | None = 
     could not be read), ``error``, ``best`` (None, or ``{"metric", "value", "direction", "params",
     "key"}``, or ``{"metric", "skipped": reason}``).
 
-    ``metric``/``direction`` make any network a sweep for this call; otherwise the network's meta
-    hash says (fields ``sweep_metric``, ``sweep_direction``, default ``minimize``).
+    ``metric``/``direction`` make any network a sweep for this call; otherwise the sweep the network
+    runs says (`Network.sweep_info`, written by ``rushhpc sweep``; direction default ``minimize``).
 
     Example:
         >>> summary(rush)["tasks"]
@@ -74,8 +76,9 @@ def summary(rush: "Network", metric: str | None = None, direction: str | None = 
         out["workers"] = rush.worker_counts()
         out["tasks"] = rush.counts_by_state()
         if metric is None:
-            meta = rush.connector.hmget(rush.keys.meta, [SWEEP_METRIC_FIELD, SWEEP_DIRECTION_FIELD])
-            metric, direction = meta[0], direction or meta[1]
+            info = rush.sweep_info()
+            if info is not None:
+                metric, direction = info.metric, direction or info.direction
         if metric:
             out["best"] = _best(rush, metric, direction or "minimize", out["tasks"].get("finished", 0))
     except Exception as e:  # noqa: BLE001 - a summary must not raise (Redis down, network reset, ...)
@@ -86,7 +89,7 @@ def summary(rush: "Network", metric: str | None = None, direction: str | None = 
 def _best(rush: "Network", metric: str, direction: str, n_finished: int) -> dict[str, Any]:
     if direction not in ("minimize", "maximize"):
         return {"metric": metric, "skipped": f"unknown direction {direction!r}"}
-    if n_finished > BEST_MAX_TASKS:
+    if n_finished > defaults.SUMMARY_BEST_MAX_TASKS:
         return {"metric": metric, "skipped": f"{n_finished} finished tasks; look with rush.fetch_finished_tasks()"}
     if n_finished == 0:
         return {"metric": metric, "skipped": "no finished task yet"}
