@@ -288,7 +288,8 @@ class Rush:
 
     # ------------------------------------------------------------------ adaptive workers
     def adapt(self, worker_loop: Callable | None, minimum: int = 0, maximum: int | None = None,
-              idle_timeout: float = 60.0, backlog: int | None = None, max_failures: int = 3,
+              idle_timeout: float = defaults.ADAPT_IDLE_TIMEOUT, backlog: int | None = None,
+              max_failures: int = defaults.ADAPT_MAX_FAILURES,
               interval: float = defaults.MONITOR_INTERVAL, **options_and_args: Any) -> Adapter:
         """Keep between ``minimum`` and ``maximum`` workers, following the queue (see `rushhpc.manager.adapt`).
 

@@ -119,7 +119,7 @@ class Waiter:
                     f"worker {wid} exited with code {code} before registering. Its stderr ends with:\n"
                     + (self.launchers.stderr_tail(wid) or "(empty)")
                 )
-            if launched and time.monotonic() - last_detect > 1.0:
+            if launched and time.monotonic() - last_detect > defaults.WAIT_DETECT_INTERVAL:
                 last_detect = time.monotonic()
                 self.detect()
                 unstarted = self.network.never_started(wanted if wanted is not None else launched)
@@ -139,7 +139,7 @@ class Waiter:
                     f"stderr in {self.network.run_dir / 'workers'} and that they can reach Redis at "
                     f"{self.network.config.address}."
                 )
-            time.sleep(0.05)
+            time.sleep(defaults.WAIT_WORKERS_POLL)
 
     def _failure_error(self, failed: set[str], intro: str) -> RushWorkerError:
         """A `RushWorkerError` naming the first of these failed (or lost) workers and the end of
@@ -205,7 +205,7 @@ class Waiter:
     def _wait_for_tasks(self, keys: list[str], timeout: float | None, detect_lost_workers: bool, bar: Any) -> None:
         total = len(keys)
         deadline = None if timeout is None else time.monotonic() + timeout
-        sleep = 0.005
+        sleep = defaults.WAIT_TASKS_POLL_MIN
         last_detect = 0.0
         no_worker = False  # the last check found none left: read the tasks once more, then raise
         while True:
@@ -225,7 +225,7 @@ class Waiter:
                     raise error
                 no_worker = False
             now = time.monotonic()
-            if now - last_detect > 1.0:
+            if now - last_detect > defaults.WAIT_DETECT_INTERVAL:
                 # with a monitor running, finding lost workers is its job: it replaces only those it found
                 if detect_lost_workers and not self.monitored():
                     self.detect()
@@ -237,5 +237,5 @@ class Waiter:
             if deadline is not None and now > deadline:
                 raise RushTimeoutError(f"{len(keys)} task(s) still not finished after {timeout:g} s")
             time.sleep(sleep)
-            sleep = min(0.1, sleep * 2)
+            sleep = min(defaults.WAIT_TASKS_POLL_MAX, sleep * 2)
 

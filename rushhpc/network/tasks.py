@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FETCH_CHUNK = defaults.FETCH_CHUNK
-FIRST_CHUNK = 1_000  # finished tasks read by the first call of a fetch (covers most incremental fetches)
-PIPELINE_CHUNK = min(5_000, FETCH_CHUNK)  # the rest: chunks read one request ahead (decode overlaps Redis)
+FIRST_CHUNK = defaults.FETCH_FIRST_CHUNK
+PIPELINE_CHUNK = min(defaults.FETCH_PIPELINE_CHUNK, FETCH_CHUNK)  # read one request ahead (decode overlaps Redis)
 PUSH_CHUNK = defaults.PUSH_CHUNK
 
 
@@ -231,7 +231,7 @@ class TaskStore:
             self._finished_rows.extend(self._read_new_finished())
             if len(self._finished_rows) > self._new_offset or time.monotonic() >= deadline:
                 break
-            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(defaults.FETCH_NEW_POLL, max(0.0, deadline - time.monotonic())))
         rows = self._finished_rows[self._new_offset :]
         self._new_offset = len(self._finished_rows)
         return task_table(rows, with_state=False)

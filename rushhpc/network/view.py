@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import redis
 
+from rushhpc import defaults
 from rushhpc._version import __version__
 from rushhpc.core.records import SWEEP_FIELDS, SweepInfo
 from rushhpc.core.states import TaskState
@@ -96,7 +97,7 @@ def list_networks(client: RedisClient) -> list[str]:
         ['sweep-1', 'sweep-2']
     """
     out = set()
-    for key in client.scan_iter(match="{*}:meta", count=1000):
+    for key in client.scan_iter(match="{*}:meta", count=defaults.SCAN_BATCH):
         k = key.decode() if isinstance(key, bytes) else key
         if k.startswith("{") and k.endswith("}:meta"):
             out.add(k[1:-6])
@@ -344,9 +345,9 @@ class Network:
         client = self.connector
         # on a cluster only the primary that owns the network's slot holds its keys
         scan = ({"target_nodes": client.get_node_from_key(self.keys.meta)} if is_cluster(client) else {})
-        for k in client.scan_iter(match=pattern, count=1000, **scan):
+        for k in client.scan_iter(match=pattern, count=defaults.SCAN_BATCH, **scan):
             batch.append(k)
-            if len(batch) >= 1000:
+            if len(batch) >= defaults.SCAN_BATCH:
                 n += int(self.connector.unlink(*batch))
                 batch = []
         if batch:

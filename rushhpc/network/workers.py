@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from rushhpc import defaults
 from rushhpc.core.states import UNCOUNTED_REASONS, JobState, Release, WorkerState
 from rushhpc.network.link import Link
 from rushhpc.network.tables import WORKER_COLUMNS
@@ -225,5 +226,5 @@ class Workers:
         with self.view.connector.pipeline(transaction=False) as pipe:
             for wid in worker_ids:
                 pipe.rpush(self.view.keys.kill(wid), "kill")
-                pipe.expire(self.view.keys.kill(wid), 3600)
+                pipe.expire(self.view.keys.kill(wid), defaults.KILL_REQUEST_TTL)
             pipe.execute()
