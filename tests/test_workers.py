@@ -338,7 +338,7 @@ def test_wait_for_workers_times_out_with_a_clear_error(rush):
 
 def test_worker_that_dies_before_registering_is_reported(rush, tmp_path, monkeypatch):
     missing = tmp_path / "no-such-dir" / "credentials.json"
-    monkeypatch.setattr(rush, "credentials_file", lambda: missing)  # the worker cannot find Redis
+    monkeypatch.setattr(rush.network, "credentials_file", lambda: missing)  # the worker cannot find Redis
     ids = rush.start_local_workers(queue_loop, n_workers=1, fun=abs, **HB)
     with pytest.raises(RushWorkerError, match="exited with code 2 before registering") as e:
         rush.wait_for_workers(worker_ids=ids, timeout=30)

@@ -156,7 +156,7 @@ def test_no_secret_anywhere(redis_server, batch_backend, monkeypatch, tmp_path, 
         assert password not in str(e.value) and password[::-1] not in str(e.value)
         missing = tmp_path / "no-such-dir" / "credentials.json"
         with monkeypatch.context() as m:
-            m.setattr(rush, "credentials_file", lambda: missing)
+            m.setattr(rush.network, "credentials_file", lambda: missing)
             bad = rush.start_local_workers(hold_loop, n_workers=1, **HB)
             with pytest.raises(RushWorkerError) as e2:
                 rush.wait_for_workers(worker_ids=bad, timeout=30)

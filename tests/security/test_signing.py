@@ -222,7 +222,7 @@ def test_manager_reports_a_worker_that_refused_its_configuration(rush, tmp_path,
     other = tmp_path / "other.key"
     ensure_key(other)
     rush.signing_key()  # the manager signs with its own key ...
-    monkeypatch.setattr(rush, "signing_key_file", lambda: other)  # ... but tells the worker another file
+    monkeypatch.setattr(rush.network, "signing_key_file", lambda: other)  # ... but tells the worker another file
     ids = rush.start_local_workers(queue_loop, n_workers=1, fun=double, **HB)
     with pytest.raises(RushWorkerError, match="exited with code 2 before registering") as e:
         rush.wait_for_workers(worker_ids=ids, timeout=30)
