@@ -13,6 +13,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from rushhpc.manager.supervise import Replacer
 from rushhpc.store.diagnostics import RedisUnusableError, in_words_of
 from rushhpc.sweeps.config import SweepConfig, SweepConfigError
 from rushhpc.sweeps.progress import Stats
@@ -42,7 +43,8 @@ class Fleet:
         self.cfg, self.schedule, self.state, self.stats, self.say = cfg, schedule, state, stats, say
         w = cfg.data["workers"]
         self.wanted = w["n"]
-        self.restarts_left = w["restarts"]
+        # lost workers are replaced through the one replace-under-budget loop (rushhpc.manager.supervise)
+        self.replacer = Replacer(self._replace_lost, w["restarts"], start=self._start_fresh)
         self.adapter: Any = None  # the rushhpc.manager.adapt.Adapter when workers.adapt is set
         self.rush_: Rush | None = None
         self.redis_cfg: Any = None
@@ -128,7 +130,7 @@ class Fleet:
                 pass
 
     # ------------------------------------------------------------------ workers
-    def start_workers(self, n: int, first: bool = True) -> None:
+    def start_workers(self, n: int, first: bool = True) -> list[str]:
         from rushhpc.errors import RushTimeoutError, RushWorkerError
 
         if self.schedule.design_mode:
@@ -148,7 +150,7 @@ class Fleet:
                                            backlog=a["backlog"], **options, **args)
             self.say(f"adapting between {a['min']} and {a['max']} {w['launcher']} worker(s) on network "
                      f"{self.rush.network_id} (Redis {self.rush.config.address})")
-            return
+            return []
         ids = self.rush.start_workers(loop, n_workers=n, **options, **args)
         now = time.monotonic()
         for wid in ids:
@@ -160,6 +162,7 @@ class Fleet:
                 raise Stop("failed", f"the workers did not start: {e}") from None
         self.say(f"started {len(ids)} {w['launcher']} worker(s) on network {self.rush.network_id}"
                  f" (Redis {self.rush.config.address})")
+        return ids
 
     def _read_ended(self, states: dict[str, str]) -> None:
         """Workers ended since the last look: one stopped on purpose (`rushhpc stop W`, `stop_workers`:
@@ -209,26 +212,25 @@ class Fleet:
                 raise Stop("completed", f"budget of {sch.limit} evaluations reached"
                            f" ({self.state.n_cancelled} cancelled by stopped workers)")
             return
-        if self.restarts_left > 0:
-            k = min(self.wanted - alive, self.restarts_left)
-            self.restarts_left -= k
+        k = self.replacer.grant(self.wanted - alive)
+        if k:
             why = f" (last: {self.worker_reason})" if self.worker_reason else ""
             self.say(f"{self.wanted - alive} worker(s) gone{why}; starting {k} replacement(s)")
-            grown = self._replace_out_of_memory(k)
-            if k > len(grown):
-                self.start_workers(k - len(grown), first=False)
+            # workers lost out_of_memory are replaced by the manager with more memory (workers.resources.mem_retry:
+            # `Rush.replace_workers`, which logs its decision); the rest start afresh
+            oom, self.out_of_memory = self.out_of_memory[:k], self.out_of_memory[k:]
+            self.replacer.replace(oom if self.cfg["workers"]["resources"].get("mem_retry") else [], gone=k)
         elif alive == 0 and self.rush.n_running_tasks == 0:
             why = f"; last worker: {self.worker_reason}" if self.worker_reason else ""
             raise Stop("failed", f"no workers left and no restarts left (workers.restarts){why}")
 
-    def _replace_out_of_memory(self, k: int) -> list[str]:
-        """Up to ``k`` replacements of workers lost out_of_memory, started by the manager with more memory
-        (workers.resources.mem_retry: `Rush.replace_workers`, which logs its decision); the rest start afresh."""
-        lost, self.out_of_memory = self.out_of_memory[:k], self.out_of_memory[k:]
-        if not lost or not self.cfg["workers"]["resources"].get("mem_retry"):
-            return []
+    def _replace_lost(self, lost: list[str]) -> list[str]:
+        """Replacements of these lost workers, started by the manager the way they were (`Rush.replace_workers`)."""
         ids = self.rush.replace_workers(lost)
         now = time.monotonic()
         for wid in ids:
             self.launched[wid] = now
         return ids
+
+    def _start_fresh(self, n: int) -> list[str]:
+        return self.start_workers(n, first=False)
