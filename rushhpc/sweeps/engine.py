@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from rushhpc import defaults
+from rushhpc.core.states import SweepStatus, TaskState
 from rushhpc.errors import RushError
 from rushhpc.sweeps.config import SweepConfig, SweepConfigError, load_config
 from rushhpc.sweeps.fleet import Fleet
@@ -29,15 +31,12 @@ from rushhpc.sweeps.ingest import Ingest
 from rushhpc.sweeps.lock import OutputLock
 from rushhpc.sweeps.progress import Display, Stats
 from rushhpc.sweeps.scheduling import Schedule
-from rushhpc.sweeps.state import EXIT_ALL_FAILED, EXIT_COMPLETED, EXIT_FAILED, Stop, SweepState
+from rushhpc.sweeps.state import EXIT_ALL_FAILED, EXIT_COMPLETED, EXIT_FAILED, PHASE_STARTING, Stop, SweepState
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from rushhpc.manager.rush import Rush
-
-CHECKPOINT_INTERVAL = 30.0
-
 
 @dataclass
 class SweepResult:
@@ -127,14 +126,14 @@ class SweepRun:
                 self._stop()
                 ok_to_reset = True
         except RushError as e:
-            self._set_status("failed", f"{type(e).__name__}: {e}")
+            self._set_status(SweepStatus.FAILED, f"{type(e).__name__}: {e}")
         except Exception as e:
             import redis
 
             if not isinstance(e, (redis.RedisError, OSError)):
                 self._finish(ok_to_reset=False)
                 raise
-            self._set_status("failed", f"lost Redis: {type(e).__name__}: {e}")
+            self._set_status(SweepStatus.FAILED, f"lost Redis: {type(e).__name__}: {e}")
         return self._finish(ok_to_reset)
 
     def _run_started(self) -> None:
@@ -146,17 +145,17 @@ class SweepRun:
             reached = self.ingest.budget_reached()
             if reached is None:
                 self.fleet.start_workers(self.fleet.wanted)
-                self.state.phase = "running"
+                self.state.phase = SweepStatus.RUNNING
                 self._loop()
             else:
-                self._set_status("completed", reached)
+                self._set_status(SweepStatus.COMPLETED, reached)
         except Stop as s:
             self._set_status(s.status, s.reason)
         except KeyboardInterrupt:  # a signal while starting (the handler raises it then)
             self.signal_code = self.signal_code or signal.SIGINT
-            self._set_status("interrupted", "SIGTERM" if self.signal_code == signal.SIGTERM else "Ctrl-C")
+            self._set_status(SweepStatus.INTERRUPTED, "SIGTERM" if self.signal_code == signal.SIGTERM else "Ctrl-C")
         except RushError as e:  # a launcher that refused the workers, and the like
-            self._set_status("failed", f"{type(e).__name__}: {e}")
+            self._set_status(SweepStatus.FAILED, f"{type(e).__name__}: {e}")
 
     def _set_status(self, status: str, reason: str) -> None:
         if self.status is None:
@@ -208,7 +207,7 @@ class SweepRun:
                 return
         try:
             old.stop_workers(type="kill")  # nothing may finish while we read
-            rows = old.task_rows(states=("finished", "failed"))
+            rows = old.task_rows(states=(TaskState.FINISHED, TaskState.FAILED))
             new = [r for r in (self.ingest.record(row, network, self.rush) for row in rows) if r is not None]
             if new:
                 self.state.journal.append(new)
@@ -218,7 +217,7 @@ class SweepRun:
             old.close()
 
     def _plan_work(self) -> None:
-        had_failed = any(r["state"] != "finished" for r in self.state.records)
+        had_failed = any(r["state"] != TaskState.FINISHED for r in self.state.records)
         self.schedule.plan(self.state, self.rush)
         if not self.schedule.design_mode and had_failed:  # the failed history pushed is not read back
             self.ingest.failed_seen = self.rush.n_failed_tasks
@@ -228,7 +227,7 @@ class SweepRun:
     def _check_stop(self) -> None:
         self.ingest.check_budget()
         if self.interrupts:
-            raise Stop("interrupted", "SIGTERM" if self.signal_code == signal.SIGTERM else "Ctrl-C")
+            raise Stop(SweepStatus.INTERRUPTED, "SIGTERM" if self.signal_code == signal.SIGTERM else "Ctrl-C")
 
     def _update_stats(self, phase: str | None = None) -> None:
         st, ss = self.stats, self.state
@@ -251,14 +250,14 @@ class SweepRun:
             if self.schedule.design_mode:
                 self.schedule.top_up(self.rush, self.fleet.wanted, self.state.evals)
             now = time.monotonic()
-            if now - self.last_detect >= 1.0:
+            if now - self.last_detect >= defaults.SWEEP_DETECT_INTERVAL:
                 self.last_detect = now
                 if self.rush.detect_lost_workers():
                     self.last_health = 0.0  # replace them now
-            if now - self.last_health >= 2.0:
+            if now - self.last_health >= defaults.SWEEP_HEALTH_INTERVAL:
                 self.last_health = now
                 self.fleet.health()
-            if now - self.last_checkpoint >= CHECKPOINT_INTERVAL:
+            if now - self.last_checkpoint >= defaults.SWEEP_CHECKPOINT_INTERVAL:
                 self.last_checkpoint = now
                 self.state.checkpoint()
             self._update_stats()
@@ -280,12 +279,12 @@ class SweepRun:
             shown = False
             while rush.n_running_tasks > 0 and time.monotonic() < deadline and self.interrupts < 2:
                 if not shown:
-                    again = ", Ctrl-C again to kill them" if self.status == "interrupted" else ""
+                    again = ", Ctrl-C again to kill them" if self.status == SweepStatus.INTERRUPTED else ""
                     self.display.message(f"stopping ({self.reason}): waiting for {rush.n_running_tasks} running "
                                          f"evaluation(s){again}")
                     shown = True
                 self.ingest.ingest(rush, wait=0.2)
-                if time.monotonic() - last_detect > 1.0:
+                if time.monotonic() - last_detect > defaults.SWEEP_DETECT_INTERVAL:
                     last_detect = time.monotonic()
                     rush.detect_lost_workers()
                 self._update_stats("stopping")
@@ -306,7 +305,7 @@ class SweepRun:
         def handler(signum, frame):  # noqa: ANN001
             self.interrupts += 1
             self.signal_code = self.signal_code or signum
-            if self.state.phase == "starting":
+            if self.state.phase == PHASE_STARTING:
                 raise KeyboardInterrupt
             if self.interrupts >= 2 and self.display_ is not None:
                 self.display.message("second interrupt: killing the workers")
@@ -322,15 +321,17 @@ class SweepRun:
     def _finish(self, ok_to_reset: bool) -> SweepResult:
         ss = self.state
         if self.status is None:
-            self.status, self.reason = "completed", self.ingest.budget_reached() or "done"
+            self.status, self.reason = SweepStatus.COMPLETED, self.ingest.budget_reached() or "done"
         interrupted = 128 + int(self.signal_code or signal.SIGINT)
-        exit_code = {"completed": EXIT_COMPLETED, "failed": EXIT_FAILED}.get(self.status, interrupted)
-        if self.status == "completed" and ss.all_failed():
+        codes: dict[str, int] = {SweepStatus.COMPLETED: EXIT_COMPLETED, SweepStatus.FAILED: EXIT_FAILED}
+        exit_code = codes.get(self.status, interrupted)
+        if self.status == SweepStatus.COMPLETED and ss.all_failed():
             # a budget spent on nothing but errors is no result: its own exit code, and the first error
-            first = next(r for r in ss.records if r["state"] == "failed")
-            self.status, exit_code = "failed", EXIT_ALL_FAILED
-            self.reason = f"all {len(ss.records)} evaluations failed; the first: {first.get('error') or 'failed'}"
+            first = next(r for r in ss.records if r["state"] == TaskState.FAILED)
+            self.status, exit_code = SweepStatus.FAILED, EXIT_ALL_FAILED
+            self.reason = f"all {len(ss.records)} evaluations failed; the first: {first.get('error') or TaskState.FAILED.value}"
         self.fleet.close(reset=ok_to_reset)
+        self.status = str(self.status)  # the plain value in results, summary.json and df.attrs
         df, cols, files, counts, summary = ss.write_end(self.status, self.reason, exit_code,
                                                         time.monotonic() - ss.t0)
         if self.display_ is not None:

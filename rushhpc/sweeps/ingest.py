@@ -1,7 +1,7 @@
 """Results arriving: a task row becomes a journal record (or is dropped), and the budget they spend.
 
 A row already seen, a sampler's history or a point cancelled (its worker was stopped, the queue
-emptied: not an evaluation, the point is queued again) writes nothing. `Ingest.budget_reached`
+emptied: not an evaluation, the point is queued again; `cancel_cause`) writes nothing. `Ingest.budget_reached`
 says when the evaluations, the target or the walltime end the run.
 """
 
@@ -11,6 +11,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
+from rushhpc.core.states import CANCEL_FIELD, CancelCause, SweepStatus, TaskState
 from rushhpc.errors import RushError
 from rushhpc.sweeps.state import Stop
 
@@ -21,7 +22,19 @@ if TYPE_CHECKING:
     from rushhpc.sweeps.scheduling import Schedule
     from rushhpc.sweeps.state import SweepState
 
-CANCELLED = ("Removed from queue", "worker was killed")  # not evaluations: the point is done again
+# Tasks failed without being evaluated (the queue emptied, their worker killed): the point is done again.
+# The network records why in the task's CANCEL_FIELD (a CancelCause); a task written before it did carries
+# only the message, which is read as a fallback.
+_CANCEL_MESSAGES = {"Removed from queue": CancelCause.REMOVED, "worker was killed": CancelCause.WORKER_KILLED}
+_CAUSES = frozenset(CancelCause.values())
+
+
+def cancel_cause(row: dict[str, Any], message: str) -> CancelCause | None:
+    """Why a failed task was not an evaluation, or None when it was one."""
+    cause = row.get(CANCEL_FIELD)
+    if isinstance(cause, str) and cause in _CAUSES:
+        return CancelCause(cause)
+    return _CANCEL_MESSAGES.get(message)
 
 
 def _nan(v: Any) -> bool:
@@ -40,6 +53,11 @@ def _ts(v: Any) -> float | None:
         return float(v.timestamp())
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+def _state_of(row: dict[str, Any]) -> str:
+    """A row without a state column (a plain fetch): failed when it has a condition."""
+    return TaskState.FAILED.value if not _nan(row.get("condition")) else TaskState.FINISHED.value
 
 
 def _rows(tbl: "pd.DataFrame") -> Iterator[dict[str, Any]]:
@@ -67,13 +85,13 @@ class Ingest:
 
     def _failed_record(self, row: dict[str, Any], ev: int | None, params: dict) -> dict[str, Any] | None:
         cond = row.get("condition")
-        text = "failed" if _nan(cond) else str(cond)
-        if text in CANCELLED:
+        text = TaskState.FAILED.value if _nan(cond) else str(cond)
+        if cancel_cause(row, text) is not None:
             self.state.n_cancelled += 1
             self.schedule.give_back(ev, self.state.evals)
             return None
         short, _, tb = text.partition("\n")
-        return {"eval": ev, "state": "failed", "params": params, "outputs": None, "value": None,
+        return {"eval": ev, "state": TaskState.FAILED.value, "params": params, "outputs": None, "value": None,
                 "error": short, "traceback": tb or None}
 
     def record(self, row: dict[str, Any], network: str, rush: Rush) -> dict[str, Any] | None:
@@ -92,18 +110,18 @@ class Ingest:
             ev = idx
         state = row.get("state")
         if state is None:
-            state = "failed" if not _nan(row.get("condition")) else "finished"
+            state = _state_of(row)
         raw_params: Any = row.get("params")
         params: dict = raw_params if isinstance(raw_params, dict) else {}
         st.seen_keys.add(key)
-        if state == "failed":
+        if state == TaskState.FAILED:
             rec = self._failed_record(row, ev, params)
             if rec is None:
                 return None
         else:
             outputs = row.get("outputs") if isinstance(row.get("outputs"), dict) else {}
             value: Any = row.get("value")
-            rec = {"eval": ev, "state": "finished", "params": params, "outputs": outputs,
+            rec = {"eval": ev, "state": TaskState.FINISHED.value, "params": params, "outputs": outputs,
                    "value": None if _nan(value) else float(value), "error": None, "traceback": None}
         if rec["eval"] is None:
             rec["eval"] = st.next_eval
@@ -140,9 +158,9 @@ class Ingest:
         n_failed = rush.n_failed_tasks
         if n_failed != self.failed_seen:
             self.failed_seen = n_failed
-            rows += [r for r in rush.task_rows(states=("failed",)) if r.get("keys") not in self.state.seen_keys]
+            rows += [r for r in rush.task_rows(states=(TaskState.FAILED,)) if r.get("keys") not in self.state.seen_keys]
         for r in rows:
-            r.setdefault("state", "failed" if not _nan(r.get("condition")) else "finished")
+            r.setdefault("state", _state_of(r))
         new = [rec for rec in (self.record(r, rush.network_id, rush) for r in rows) if rec is not None]
         self.state.journal.append(new)
         self.state.run_done += len(new)
@@ -170,7 +188,7 @@ class Ingest:
         """Raise `Stop` when the budget is reached or more than max_failures evaluations failed."""
         reason = self.budget_reached()
         if reason:
-            raise Stop("completed", reason)
+            raise Stop(SweepStatus.COMPLETED, reason)
         mf = self.cfg["max_failures"]
         if mf is not None and self.state.n_failed > mf:
-            raise Stop("failed", f"{self.state.n_failed} evaluations failed, more than max_failures={mf}")
+            raise Stop(SweepStatus.FAILED, f"{self.state.n_failed} evaluations failed, more than max_failures={mf}")

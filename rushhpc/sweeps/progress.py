@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rushhpc.core.states import SweepStatus, TaskState
+
 
 @dataclass
 class Stats:
@@ -24,7 +26,7 @@ class Stats:
     workers_wanted: int = 0
     running: int = 0
     queued: int = 0
-    phase: str = "running"
+    phase: str = SweepStatus.RUNNING.value
 
     @property
     def rate(self) -> float:
@@ -86,7 +88,7 @@ class Display:
             t.add_row("evaluations", bar)
         else:
             t.add_row("evaluations", str(st.done))
-        t.add_row("failed", f"[red]{st.failed}[/red]" if st.failed else "0")
+        t.add_row(TaskState.FAILED.value, f"[red]{st.failed}[/red]" if st.failed else "0")
         t.add_row(f"best {st.metric}", f"{st.best:.6g}" if st.best is not None else "-")
         t.add_row("workers alive", f"{st.workers_alive}/{st.workers_wanted}  ({st.running} running, {st.queued} queued)")
         t.add_row("evaluations/s", f"{st.rate:.2f}")

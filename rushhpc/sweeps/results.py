@@ -172,17 +172,6 @@ def build_table(records: list[dict[str, Any]], params: list[str], metric: str) -
     return df, cols
 
 
-def best_record(records: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:
-    best = None
-    for r in records:
-        v = r.get("value")
-        if r.get("state") != "finished" or v is None or not math.isfinite(v):
-            continue
-        if best is None or (v < best["value"] if direction == "minimize" else v > best["value"]):
-            best = r
-    return best
-
-
 def write_tables(out: Path, df: "pd.DataFrame") -> list[str]:
     """results.csv, and results.parquet when pyarrow is there; returns the files written."""
     written = []

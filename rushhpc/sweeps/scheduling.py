@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from rushhpc import defaults
+from rushhpc.core.states import TaskState
 from rushhpc.sweeps import strategies
 from rushhpc.sweeps.config import SweepConfig
 
@@ -64,8 +65,8 @@ class Schedule:
             return
         self.limit = budget["evaluations"]
         if state.records:  # history for the workers' samplers, and their budget count
-            fin = [r for r in state.records if r["state"] == "finished"]
-            bad = [r for r in state.records if r["state"] != "finished"]
+            fin = [r for r in state.records if r["state"] == TaskState.FINISHED]
+            bad = [r for r in state.records if r["state"] != TaskState.FINISHED]
             if fin:
                 keys = rush.push_finished_tasks(
                     [{"params": r["params"]} for r in fin],
@@ -76,7 +77,7 @@ class Schedule:
             if bad:
                 keys = rush.push_failed_tasks(
                     [{"params": r["params"]} for r in bad], xss_extra=[{"eval": r["eval"]} for r in bad],
-                    conditions=[{"message": r.get("error") or "failed"} for r in bad],
+                    conditions=[{"message": r.get("error") or TaskState.FAILED.value} for r in bad],
                 )
                 state.seen_keys.update(keys)
         # a program's evaluation is numbered by its task's place in the network (see model_loop): the

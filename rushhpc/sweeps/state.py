@@ -12,6 +12,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from rushhpc.core.states import SweepStatus, TaskState
 from rushhpc.sweeps.config import SweepConfig, SweepConfigError
 from rushhpc.sweeps.results import Journal, best_document, build_table, read_json, write_json, write_tables
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 EXIT_COMPLETED, EXIT_FAILED = 0, 1  # the CLI's convention: 1 = an unmet budget
 EXIT_ALL_FAILED = 3  # the budget was spent and every evaluation failed (2 is an invalid config)
+PHASE_STARTING = "starting"  # the sweep's phase until its workers run (Stats.phase): then SweepStatus.RUNNING
+FIN_KEY, FAIL_KEY = TaskState.FINISHED.value, TaskState.FAILED.value  # summary.json's counts
 
 
 class Stop(Exception):
@@ -56,7 +59,7 @@ class SweepState:
         self.best: dict[str, Any] | None = None
         self.run_done = 0
         self.next_eval = 0  # eval id of the next model-based result
-        self.phase = "starting"  # starting | running | stopping | done; best.json follows the best once running
+        self.phase: str = PHASE_STARTING  # then running, stopping, done; best.json follows the best once running
         self.journal_: Journal | None = None
 
     @property
@@ -106,7 +109,7 @@ class SweepState:
         self.doc["name"] = self.cfg["name"]
         self.doc["fingerprint"] = self.cfg.fingerprint()
         self.doc.setdefault("networks", [])
-        self.doc["status"] = "running"
+        self.doc["status"] = SweepStatus.RUNNING.value
         self.write_state()
         self.journal_ = Journal(self.out / "journal.jsonl")
         for r in self.journal.records:
@@ -131,14 +134,14 @@ class SweepState:
         self.evals.add(r["eval"])
         if r.get("key"):
             self.seen_keys.add(r["key"])
-        if r["state"] == "failed":
+        if r["state"] == TaskState.FAILED:
             self.n_failed += 1
         v = r.get("value")
-        if r["state"] == "finished" and v is not None:
+        if r["state"] == TaskState.FINISHED and v is not None:
             b = self.best
             if b is None or (v < b["value"] if self.direction == "minimize" else v > b["value"]):
                 self.best = r
-                if self.journal_ is not None and self.phase != "starting":
+                if self.journal_ is not None and self.phase != PHASE_STARTING:
                     self.write_best()
         self.next_eval = max(self.next_eval, r["eval"] + 1)
 
@@ -153,7 +156,7 @@ class SweepState:
         write_tables(self.out, df)
 
     def all_failed(self) -> bool:
-        return bool(self.records) and all(r["state"] == "failed" for r in self.records)
+        return bool(self.records) and all(r["state"] == TaskState.FAILED for r in self.records)
 
     def write_end(self, status: str, reason: str, exit_code: int,
                   run_elapsed: float) -> tuple["pd.DataFrame", dict, list[str], dict[str, int], dict[str, Any]]:
@@ -163,15 +166,15 @@ class SweepState:
         if self.best is not None:
             self.write_best()
             files.append("best.json")
-        n_fin = sum(1 for r in self.records if r["state"] == "finished")
-        counts = {"evaluations": len(self.records), "finished": n_fin, "failed": len(self.records) - n_fin,
-                  "this_run": self.run_done, "cancelled": self.n_cancelled}
-        summary = {"status": status, "reason": reason, "exit_code": exit_code, "counts": counts,
+        n_fin = sum(1 for r in self.records if r["state"] == TaskState.FINISHED)
+        counts = {"evaluations": len(self.records), FIN_KEY: n_fin, FAIL_KEY: len(self.records) - n_fin,
+                  "this_run": self.run_done, "cancelled": self.n_cancelled}  # points done again
+        summary = {"status": str(status), "reason": reason, "exit_code": exit_code, "counts": counts,
                    "budget": self.cfg.data["budget"], "elapsed": run_elapsed, "elapsed_total": self.elapsed(),
                    "networks": self.doc.get("networks", []),
                    "best": best_document(self.best, self.metric, self.direction), "columns": cols}
         write_json(self.out / "summary.json", summary)
-        self.doc["status"] = status
+        self.doc["status"] = str(status)
         self.write_state()
         if self.journal_ is not None:
             self.journal.close()
@@ -183,7 +186,7 @@ class SweepState:
         el = time.monotonic() - self.t0
         lines = [f"sweep {self.cfg['name']}: {status} ({reason}) after {el:.1f} s"]
         rate = self.run_done / max(time.monotonic() - self.t0, 1e-9)
-        lines.append(f"  {counts['evaluations']} evaluations: {counts['finished']} finished, {counts['failed']} failed"
+        lines.append(f"  {counts['evaluations']} evaluations: {counts[FIN_KEY]} finished, {counts[FAIL_KEY]} failed"
                      f" ({counts['this_run']} in this run, {rate:.2f}/s)")
         if self.best is not None:
             ps = ", ".join(f"{k}={v!r}" if not isinstance(v, float) else f"{k}={v:.6g}"
@@ -192,11 +195,11 @@ class SweepState:
         else:
             lines.append("  no finished evaluation")
         lines.append(f"  output: {self.out} ({', '.join(files + ['config.yaml', 'journal.jsonl'])})")
-        if self.all_failed() and status == "failed" and "max_failures" not in reason:
+        if self.all_failed() and status == SweepStatus.FAILED and "max_failures" not in reason:
             # resuming would not evaluate them again: failed evaluations are final
             lines.append(f"  every evaluation failed: see the tracebacks in {self.out / 'journal.jsonl'}, fix the "
                          f"objective, then run again into a new output folder (output=...) or after removing {self.out}")
-        elif status != "completed":
+        elif status != SweepStatus.COMPLETED:
             how = ("rushhpc.sweep(..., resume=True)" if from_python
                    else f"rushhpc sweep {self.out / 'config.yaml'} --resume")
             lines.append(f"  continue with: {how}")

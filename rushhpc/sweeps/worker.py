@@ -26,6 +26,7 @@ import hashlib
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from rushhpc.core.states import TaskState
 from rushhpc.sweeps.objective import CommandObjective, evaluate, is_command, load_objective
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ class History:
                 continue
             seen.add(key)
             known = key in self.trials
-            if row.get("state") == "finished":
+            if row.get("state") == TaskState.FINISHED:
                 if known and key not in self.running:
                     continue  # complete (or failed) already
                 try:
@@ -214,7 +215,7 @@ def model_loop(rush: RushWorker, objective: str | dict[str, Any] | Callable[...,
         if max_evaluations is not None and rush.n_tasks >= max_evaluations:
             return
         # plain rows, one atomic read (no pandas in the worker)
-        history.update(rush.task_rows(states=("running", "finished")))
+        history.update(rush.task_rows(states=(TaskState.RUNNING, TaskState.FINISHED)))
         trial = history.ask()
         params = suggest(trial, sp)
         # the budget's slot is taken atomically with the task's creation: workers that proposed
