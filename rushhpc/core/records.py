@@ -69,6 +69,22 @@ def _opt_float(v: str | None) -> float | None:
 
 
 @dataclasses.dataclass
+class Usage:
+    """What a scheduler says one job was allocated (``Launcher.usage``, e.g. SLURM's sacct), which
+    `rushhpc.manager.accounting` sets against what the job's tasks used.
+
+    Example:
+        >>> Usage(start=1700000000.0, end=1700003600.0, cpus=4).cpus
+        4
+    """
+
+    start: float | None = None  # Unix seconds
+    end: float | None = None
+    cpus: int = 1
+    gpus: int = 0
+
+
+@dataclasses.dataclass
 class SweepInfo:
     """What a sweep network is (``{net}:sweep``): written once by ``rushhpc sweep`` when it
     starts, read by the CLI, the dashboard and notebooks to name the metric and its direction.

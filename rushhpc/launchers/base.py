@@ -128,7 +128,7 @@ class Launcher(ABC):
         Best effort; a job that already ended is success."""
 
     def usage(self, records: Sequence[LaunchRecord]) -> dict[str, Any]:
-        """Worker id -> `rushhpc.manager.accounting.Usage` (allocation start, end, cores, GPUs) where the
+        """Worker id -> `rushhpc.core.records.Usage` (allocation start, end, cores, GPUs) where the
         backend keeps accounts, in one query. Default: none (Redis timestamps are used)."""
         return {}
 

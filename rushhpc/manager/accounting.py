@@ -13,23 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Iterable
 
-from rushhpc.core.records import LaunchRecord
+from rushhpc.core.records import LaunchRecord, Usage
 from rushhpc.network.view import Network
-
-
-@dataclasses.dataclass
-class Usage:
-    """What a scheduler says one job was allocated."""
-
-    start: float | None = None  # Unix seconds
-    end: float | None = None
-    cpus: int = 1
-    gpus: int = 0
-
 
 COLUMNS = ["worker_id", "launcher", "job_id", "state", "reason", "cpus", "gpus", "allocated_s", "busy_s", "idle_s",
            "tasks", "core_hours", "gpu_hours", "source"]

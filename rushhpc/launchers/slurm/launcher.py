@@ -67,7 +67,7 @@ class SlurmLauncher(BatchLauncher):
 
     def usage(self, records: Sequence[LaunchRecord]) -> dict[str, Any]:
         """Start, End and AllocCPUS (and GPUs from AllocTRES) of each job, from one sacct call."""
-        from rushhpc.manager.accounting import Usage
+        from rushhpc.core.records import Usage
 
         ids = {r.job_id: r.worker_id for r in records if r.job_id}
         if not ids or self.accounting is False:
