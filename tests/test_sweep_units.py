@@ -212,3 +212,15 @@ def test_model_history_follows_the_tasks_incrementally():
     h.drop(refused)  # its task was not created: not a pending point for the liar
     assert h.study.get_trials(deepcopy=False)[-1].state == TrialState.FAIL
     assert isinstance(h.study, optuna.Study)
+
+
+def test_a_cancelled_point_is_known_by_its_cause_not_its_wording():
+    # issue 18: the engine compared the message text ("Removed from queue"); the cause is a CancelCause field
+    from rushhpc.core.states import CANCEL_FIELD, CancelCause
+    from rushhpc.sweeps.ingest import cancel_cause
+
+    assert cancel_cause({CANCEL_FIELD: "removed_from_queue"}, "Queue emptied by the sweep") is CancelCause.REMOVED
+    assert cancel_cause({CANCEL_FIELD: "worker_killed"}, "anything") is CancelCause.WORKER_KILLED
+    assert cancel_cause({}, "worker was killed") is CancelCause.WORKER_KILLED  # a task written before the field
+    assert cancel_cause({CANCEL_FIELD: None}, "ValueError: x < 0") is None  # an evaluation that failed
+    assert cancel_cause({CANCEL_FIELD: "bogus"}, "failed") is None

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from rushhpc.core.states import ALIVE_JOB_STATES, LostReason, SweepStatus, WorkerState
 from rushhpc.manager.supervise import Replacer
 from rushhpc.store.diagnostics import RedisUnusableError, in_words_of
 from rushhpc.sweeps.config import SweepConfig, SweepConfigError
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
     from rushhpc.manager.rush import Rush
     from rushhpc.sweeps.scheduling import Schedule
     from rushhpc.sweeps.state import SweepState
-
-ALIVE_STATES = ("running", "pending", "held", "starting", "suspended")
-
 
 class Fleet:
     """The network and workers of one run of a sweep.
@@ -159,7 +157,7 @@ class Fleet:
             try:
                 self.rush.wait_for_workers(worker_ids=ids, timeout=w["start_timeout"], progress=False)
             except (RushWorkerError, RushTimeoutError) as e:
-                raise Stop("failed", f"the workers did not start: {e}") from None
+                raise Stop(SweepStatus.FAILED, f"the workers did not start: {e}") from None
         self.say(f"started {len(ids)} {w['launcher']} worker(s) on network {self.rush.network_id}"
                  f" (Redis {self.rush.config.address})")
         return ids
@@ -167,23 +165,23 @@ class Fleet:
     def _read_ended(self, states: dict[str, str]) -> None:
         """Workers ended since the last look: one stopped on purpose (`rushhpc stop W`, `stop_workers`:
         killed, or asked to terminate) shrinks the sweep by one; one that was lost or failed is replaced."""
-        ended = sorted(w for w, s in states.items() if s not in ALIVE_STATES and w not in self.ended_seen)
+        ended = sorted(w for w, s in states.items() if s not in ALIVE_JOB_STATES and w not in self.ended_seen)
         if not ended:
             return
         self.ended_seen.update(ended)
         flags = self.rush.worker_field(ended, "terminate")
-        stopped = [w for w, f in zip(ended, flags) if states[w] == "killed" or f == "1"]
+        stopped = [w for w, f in zip(ended, flags) if states[w] == WorkerState.KILLED or f == "1"]
         others = [w for w in ended if w not in stopped]
         raw = self.rush.worker_field(others, "reason") if others else []
         reasons = [r for r in raw if r]
-        self.out_of_memory += [w for w, r in zip(others, raw) if r == "out_of_memory"]
+        self.out_of_memory += [w for w, r in zip(others, raw) if r == LostReason.OUT_OF_MEMORY]
         if reasons:
             self.worker_reason = reasons[-1].strip().splitlines()[-1][:300]
         if stopped:
             self.wanted = max(0, self.wanted - len(stopped))
             self.stats.workers_wanted = self.wanted
             if self.wanted == 0:
-                raise Stop("interrupted", f"every worker was stopped by a stop request (last: {stopped[-1]})")
+                raise Stop(SweepStatus.INTERRUPTED, f"every worker was stopped by a stop request (last: {stopped[-1]})")
             self.say(f"worker(s) {', '.join(stopped)} stopped by a stop request, not replaced: "
                      f"the sweep continues with {self.wanted} worker(s)")
 
@@ -192,16 +190,16 @@ class Fleet:
         With workers.adapt the monitor does that; the sweep fails when it paused itself."""
         if self.adapter is not None:
             if self.adapter.paused and self.rush.n_running_workers == 0 and self.rush.n_running_tasks == 0:
-                raise Stop("failed", f"adapting paused: {self.adapter.paused}")
+                raise Stop(SweepStatus.FAILED, f"adapting paused: {self.adapter.paused}")
             return
         # the worker sets by state, not worker_info: every 2 s, and at 1,000 workers reading every
         # worker's hash costs Redis ~15 ms a call (bench/many_workers.py); reasons only of the newly ended
         states = self.rush.worker_states()
         now = time.monotonic()
         grace = self.cfg["workers"]["start_timeout"]
-        alive = sum(1 for s in states.values() if s in ALIVE_STATES)
+        alive = sum(1 for s in states.values() if s in ALIVE_JOB_STATES)
         alive += sum(1 for w, t in self.launched.items() if w not in states and now - t < grace)
-        self.stats.workers_alive = sum(1 for s in states.values() if s == "running")
+        self.stats.workers_alive = sum(1 for s in states.values() if s == WorkerState.RUNNING)
         self._read_ended(states)
         sch = self.schedule
         if alive >= self.wanted or not sch.work_left(len(self.state.records)):
@@ -209,7 +207,7 @@ class Fleet:
         if not sch.design_mode and sch.limit is not None and self.rush.n_tasks >= sch.limit:
             # model-based workers stop by themselves once the budget's tasks exist
             if alive == 0 and self.rush.n_running_tasks == 0:
-                raise Stop("completed", f"budget of {sch.limit} evaluations reached"
+                raise Stop(SweepStatus.COMPLETED, f"budget of {sch.limit} evaluations reached"
                            f" ({self.state.n_cancelled} cancelled by stopped workers)")
             return
         k = self.replacer.grant(self.wanted - alive)
@@ -222,9 +220,9 @@ class Fleet:
             self.replacer.replace(oom if self.cfg["workers"]["resources"].get("mem_retry") else [], gone=k)
         elif alive == 0 and self.rush.n_running_tasks == 0:
             why = f"; last worker: {self.worker_reason}" if self.worker_reason else ""
-            raise Stop("failed", f"no workers left and no restarts left (workers.restarts){why}")
+            raise Stop(SweepStatus.FAILED, f"no workers left and no restarts left (workers.restarts){why}")
 
-    def _replace_lost(self, lost: list[str]) -> list[str]:
+    def _replace_lost(self, lost: Sequence[str]) -> list[str]:
         """Replacements of these lost workers, started by the manager the way they were (`Rush.replace_workers`)."""
         ids = self.rush.replace_workers(lost)
         now = time.monotonic()
