@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlparse
 
 import cloudpickle
-import orjson
 import redis
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 
 import rushhpc
 from rushhpc import defaults, lifecycle
+from rushhpc.core.states import FINAL_WORKER_STATES, TERMINAL_TASK_STATES, TaskState, WorkerState
 from rushhpc.errors import (
     RushConfigError,
     RushError,
@@ -218,10 +218,10 @@ class Session:
 
     def n_alive(self) -> int:
         counts = self.rush.worker_counts()
-        return counts["running"] + counts["pending"]
+        return counts[WorkerState.RUNNING] + counts[WorkerState.PENDING]
 
     def _no_worker_reason(self) -> str:
-        rows = [r for r in self.rush.worker_rows() if r["state"] in ("failed", "lost", "killed", "terminated")]
+        rows = [r for r in self.rush.worker_rows() if r["state"] in FINAL_WORKER_STATES]
         if not rows:
             return "no rushhpc worker is running"
         last = max(rows, key=lambda r: r["stopped_at"] or 0.0)
@@ -253,33 +253,31 @@ class Session:
 
     def _collect(self, keys: list[str], overrides: list[list[str]], first_idx: int) -> list[JobReturn]:
         rush = self.rush
+        tasks = rush.network.tasks  # the batch's tasks are read through the network view, no raw Redis
         index = {k: i for i, k in enumerate(keys)}
         out: list[JobReturn | None] = [None] * len(keys)
         pending = list(keys)
         sleep = 0.005
         last_check = time.monotonic()
         while pending:
-            with rush.connector.pipeline(transaction=False) as pipe:
-                for k in pending:
-                    pipe.hmget(rush.keys.task(k), ["state", "started_at", "worker_id"])
-                rows = pipe.execute()
+            rows = tasks.task_fields(pending, ["state", "started_at", "worker_id"])
             if any(r[0] is None for r in rows) and not rush.exists():
                 raise RushNetworkLostError(
                     f"network {rush.network_id!r} is gone from Redis at {rush.config.address} while a batch ran "
                     "(a Redis restart without persistence, or a reset by another manager): its jobs are lost")
-            done = [k for k, r in zip(pending, rows) if r[0] in ("finished", "failed", None)]
-            queued = [k for k, r in zip(pending, rows) if r[0] == "queued"]
+            done = [k for k, r in zip(pending, rows) if r[0] is None or r[0] in TERMINAL_TASK_STATES]
+            queued = [k for k, r in zip(pending, rows) if r[0] == TaskState.QUEUED]
             if done:
-                records = {r["keys"]: r for r in orjson.loads(rush.protocol.fetch("keys", *done))}
+                records = {r["keys"]: r for r in tasks.task_records(done)}
                 for k in done:
                     i = index[k]
                     out[i] = self._job_return(records.get(k), overrides[i], first_idx + i, k)
                 gone = set(done)
-                running = [(k, r) for k, r in zip(pending, rows) if k not in gone and r[0] == "running"]
+                running = [(k, r) for k, r in zip(pending, rows) if k not in gone and r[0] == TaskState.RUNNING]
                 pending = [k for k in pending if k not in gone]
                 sleep = 0.005
             else:
-                running = [(k, r) for k, r in zip(pending, rows) if r[0] == "running"]
+                running = [(k, r) for k, r in zip(pending, rows) if r[0] == TaskState.RUNNING]
             if not pending:
                 break
             now = time.monotonic()
@@ -303,8 +301,7 @@ class Session:
             self._replace([w for w in lost if w not in never], budgeted=True)
         timeout = self.params.job_timeout
         if timeout and running:
-            sec, usec = rush.connector.time()
-            server_now = float(sec) + usec / 1e6
+            server_now = rush.network.server_time()  # started_at is Redis's clock
             over = [(k, r[2]) for k, r in running
                     if r[1] and r[2] and k not in self.reasons and server_now - float(r[1]) > timeout]
             if over:
@@ -332,7 +329,7 @@ class Session:
         if rec.get("started_at") and rec.get("finished_at"):
             took = f" in {float(rec['finished_at']) - float(rec['started_at']):.1f} s"
         worker = rec.get("worker_id") or "?"
-        if rec["state"] == "finished":
+        if rec["state"] == TaskState.FINISHED:
             blob = (rec.get("ys_extra") or {}).get(JOB_RETURN_FIELD)
             if not blob:  # finished by something else than this launcher's worker loop
                 return self._failed(overrides, f"{where} was finished on worker {worker} without a Hydra JobReturn")

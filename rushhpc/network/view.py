@@ -191,6 +191,16 @@ class Network:
     def meta(self) -> dict[str, str]:
         return dict(self.connector.hgetall(self.keys.meta))
 
+    def server_time(self) -> float:
+        """Redis's clock, Unix seconds: what task and worker times (``started_at``, ...) are compared with,
+        whatever this host's clock says.
+
+        Example:
+            >>> net.server_time() - float(task["started_at"])   # how long it has run
+        """
+        sec, usec = self.connector.time()
+        return float(sec) + float(usec) / 1e6
+
     def set_sweep_info(self, info: SweepInfo) -> bool:
         """Record what this network is for (`SweepInfo`, in ``{net}:sweep``), once: a network
         that has a record keeps it. Returns True when this call wrote it. Deleted with the network.
