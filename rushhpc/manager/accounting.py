@@ -17,6 +17,7 @@ import time
 from typing import Any, Iterable
 
 from rushhpc.core.records import LaunchRecord, Usage
+from rushhpc.core.states import LostReason, TaskState
 from rushhpc.network.view import Network
 
 COLUMNS = ["worker_id", "launcher", "job_id", "state", "reason", "cpus", "gpus", "allocated_s", "busy_s", "idle_s",
@@ -42,12 +43,12 @@ def usage_table(network: Network, usage: dict[str, Usage] | None = None,
     records = network.records()
     busy: dict[str, float] = {}
     count: dict[str, int] = {}
-    for t in network.task_rows(["finished", "failed"]):
+    for t in network.task_rows([TaskState.FINISHED, TaskState.FAILED]):
         wid, s, f = t.get("worker_id"), t.get("started_at"), t.get("finished_at")
         if wid and s is not None and f is not None:
             busy[wid] = busy.get(wid, 0.0) + max(0.0, float(f) - float(s))
             count[wid] = count.get(wid, 0) + 1
-    for t in network.task_rows(["running"]):  # running tasks count up to now
+    for t in network.task_rows([TaskState.RUNNING]):  # running tasks count up to now
         wid, s = t.get("worker_id"), t.get("started_at")
         if wid and s is not None:
             busy[wid] = busy.get(wid, 0.0) + max(0.0, now - float(s))
@@ -77,8 +78,8 @@ def totals(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     rows = list(rows)
     core_h = sum(r["core_hours"] for r in rows)
     busy_core_h = sum(r["busy_s"] * r["cpus"] for r in rows) / 3600
-    preempted = sum(r["allocated_s"] * r["cpus"] for r in rows if r["reason"] == "preempted") / 3600
-    failed = sum(r["allocated_s"] * r["cpus"] for r in rows if r["reason"] == "failed_to_start") / 3600
+    preempted = sum(r["allocated_s"] * r["cpus"] for r in rows if r["reason"] == LostReason.PREEMPTED) / 3600
+    failed = sum(r["allocated_s"] * r["cpus"] for r in rows if r["reason"] == LostReason.FAILED_TO_START) / 3600
     return {
         "workers": len(rows),
         "core_hours": core_h,
@@ -88,5 +89,5 @@ def totals(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "busy_share": busy_core_h / core_h if core_h else None,
         "preempted_core_hours": preempted,
         "failed_start_core_hours": failed,
-        "failed_starts": sum(1 for r in rows if r["reason"] == "failed_to_start"),
+        "failed_starts": sum(1 for r in rows if r["reason"] == LostReason.FAILED_TO_START),
     }

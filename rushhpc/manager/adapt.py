@@ -21,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 from rushhpc import defaults
+from rushhpc.core.states import TaskState, WorkerState
 from rushhpc.errors import RushConfigError, RushError
 from rushhpc.network.view import Network
 
@@ -101,14 +102,6 @@ def decide_scale(policy: AdaptPolicy, obs: Observation) -> ScaleDecision:
     return ScaleDecision()
 
 
-class Scaler(Protocol):
-    """What an adapter needs of a manager."""
-
-    def launch_more(self, n: int) -> list[str]: ...
-
-    def release(self, worker_ids: Sequence[str], reason: str) -> None: ...
-
-
 class Adapter:
     """Applies `decide_scale` to one network each round; pauses after repeated failures.
 
@@ -136,17 +129,17 @@ class Adapter:
     def observe(self) -> Observation:
         net, k = self.network, self.network.keys
         with net.connector.pipeline(transaction=False) as pipe:
-            pipe.smembers(k.workers_in("running"))
+            pipe.smembers(k.workers_in(WorkerState.RUNNING))
             pipe.smembers(k.workers)
-            pipe.smembers(k.workers_in("lost"))
-            pipe.smembers(k.workers_in("killed"))
+            pipe.smembers(k.workers_in(WorkerState.LOST))
+            pipe.smembers(k.workers_in(WorkerState.KILLED))
             running, registered, lost, killed = pipe.execute()
         running = sorted(running)
         with net.connector.pipeline(transaction=False) as pipe:
             for wid in running:
                 pipe.scard(k.worker_tasks(wid))
             sizes = pipe.execute()
-        queued = net.counts_by_state()["queued"]
+        queued = net.counts_by_state()[TaskState.QUEUED]
         now = time.monotonic()
         busy = {w for w, n in zip(running, sizes) if n}
         for w in running:

@@ -37,6 +37,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Iterator
 
 from rushhpc import defaults
+from rushhpc.core.states import TaskState, WorkerState
 
 if TYPE_CHECKING:
     from rushhpc.network.view import Network
@@ -80,7 +81,7 @@ def summary(rush: "Network", metric: str | None = None, direction: str | None = 
             if info is not None:
                 metric, direction = info.metric, direction or info.direction
         if metric:
-            out["best"] = _best(rush, metric, direction or "minimize", out["tasks"].get("finished", 0))
+            out["best"] = _best(rush, metric, direction or "minimize", out["tasks"].get(TaskState.FINISHED, 0))
     except Exception as e:  # noqa: BLE001 - a summary must not raise (Redis down, network reset, ...)
         out["error"] = f"{type(e).__name__}: {e}"
     return out
@@ -163,8 +164,9 @@ def manager_repr(rush: "Network", metric: str | None = None, direction: str | No
 
 
 _STATE_COLORS = {
-    "queued": "#9e9e9e", "running": "#1e88e5", "finished": "#43a047", "failed": "#e53935",
-    "pending": "#9e9e9e", "terminated": "#607d8b", "killed": "#fb8c00", "lost": "#8e24aa",
+    TaskState.QUEUED: "#9e9e9e", TaskState.RUNNING: "#1e88e5", TaskState.FINISHED: "#43a047",
+    TaskState.FAILED: "#e53935", WorkerState.PENDING: "#9e9e9e", WorkerState.TERMINATED: "#607d8b",
+    WorkerState.KILLED: "#fb8c00", WorkerState.LOST: "#8e24aa",
 }
 
 

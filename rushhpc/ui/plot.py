@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rushhpc import defaults
+from rushhpc.core.states import TaskState
 from rushhpc.errors import RushConfigError
 
 FIGURES = ("best_over_time.png", "best_over_evaluations.png", "worker_timeline.png")
@@ -47,7 +48,7 @@ def records_from_folder(folder: Path) -> tuple[list[dict[str, Any]], str, str]:
 def records_from_network(net: Any, metric: str) -> list[dict[str, Any]]:
     """Finished and failed tasks of a `Network` as plot records (value = the ``metric`` output)."""
     out = []
-    for row in net.task_rows(["finished", "failed"]):
+    for row in net.task_rows([TaskState.FINISHED, TaskState.FAILED]):
         v = row.get(metric)
         out.append({"state": row.get("state"), "value": v if isinstance(v, (int, float)) else None,
                     "worker_id": row.get("worker_id"), "started_at": row.get("started_at"),
@@ -83,7 +84,7 @@ def _in_order(records: list[dict[str, Any]]) -> list[tuple[float, int, dict[str,
 def _value(r: dict[str, Any]) -> float | None:
     """The metric of a finished record, None for a failed one or a value that is not a finite number."""
     v = r.get("value")
-    if r.get("state") == "finished" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+    if r.get("state") == TaskState.FINISHED and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
         return float(v)
     return None
 
@@ -144,7 +145,7 @@ def figures(records: list[dict[str, Any]], metric: str, direction: str, title: s
     ordered = _in_order(records)
     times, evals, best = _best_curve(records, direction)
     points = [(t, i, v) for t, i, r in ordered if (v := _value(r)) is not None]
-    failed = [(t, i) for t, i, r in ordered if r.get("state") == "failed"]
+    failed = [(t, i) for t, i, r in ordered if r.get("state") == TaskState.FAILED]
     scale, linthresh = choose_scale([v for _, _, v in points] + best) if yscale == "auto" else (yscale, None)
     if scale == "log" and any(v <= 0 for _, _, v in points):
         raise RushConfigError(f"--yscale log needs positive values of {metric}: use symlog (or auto)")
@@ -160,7 +161,7 @@ def figures(records: list[dict[str, Any]], metric: str, direction: str, title: s
         ax.step(xs, best, where="post", color="tab:blue", label=label, zorder=3)
         if failed:  # no value to place: a red mark at the foot of the axis, at its time
             ax.scatter([f[col] for f in failed], [0.02] * len(failed), marker="x", color="tab:red", s=20,
-                       transform=ax.get_xaxis_transform(), label="failed", zorder=4, clip_on=False)
+                       transform=ax.get_xaxis_transform(), label=str(TaskState.FAILED), zorder=4, clip_on=False)
         if scale == "symlog":
             ax.set_yscale("symlog", linthresh=linthresh)
         else:
@@ -183,7 +184,7 @@ def figures(records: list[dict[str, Any]], metric: str, direction: str, title: s
         mine = [r for r in timed if str(r.get("worker_id")) == wid]
         bars = [(float(r["started_at"]) - t0, max(least, float(r["finished_at"]) - float(r["started_at"])))
                 for r in mine]
-        colors = ["tab:red" if r.get("state") == "failed" else "tab:green" for r in mine]
+        colors = ["tab:red" if r.get("state") == TaskState.FAILED else "tab:green" for r in mine]
         ax.broken_barh(bars, (y - 0.4, 0.8), facecolors=colors, edgecolors="black", linewidths=0.3)
         labels.append(f"{wid} ({len(mine)})")
     ax.set_yticks(range(len(workers)))
