@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 from urllib.parse import urlparse
 
 import cloudpickle
@@ -52,16 +52,29 @@ from ._worker import JOB_RETURN_FIELD, decode_job_return, hydra_worker_loop
 from .config import RushhpcLauncherConf
 
 if TYPE_CHECKING:
-    from .rushhpc_launcher import RushhpcLauncher
+    from hydra.types import HydraContext, TaskFunction
+    from omegaconf import DictConfig
+
+
+class LauncherState(Protocol):
+    """What `launch` and `Session` need of the Hydra launcher (`RushhpcLauncher` is one): its
+    parameters, what Hydra's ``setup`` gave it, and the session it keeps between batches.
+    A protocol, so that this module does not import the launcher's (which imports this one)."""
+
+    params: dict[str, Any]
+    config: DictConfig | None
+    task_function: TaskFunction | None
+    hydra_context: HydraContext | None
+    session: Session | None
+
 
 log = logging.getLogger(__name__)
-
 
 _SESSIONS: list["Session"] = []
 _LOCK = threading.RLock()
 
 
-def launch(launcher: "RushhpcLauncher", job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+def launch(launcher: LauncherState, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """One batch of a multirun: start the workers if this is the multirun's first, run, collect."""
     assert launcher.config is not None
     setup_globals()
@@ -144,7 +157,7 @@ def network_id_for(p: RushhpcLauncherConf, job_name: str) -> str:
 class Session:
     """The rushhpc network of one multirun: a manager, its workers, and the batches run on them."""
 
-    def __init__(self, launcher: "RushhpcLauncher", first_batch: int):
+    def __init__(self, launcher: LauncherState, first_batch: int):
         assert launcher.config is not None
         self.params = p = parse_params(launcher.params)
         self.closed = False

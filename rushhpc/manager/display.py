@@ -163,7 +163,7 @@ def manager_repr(rush: "Network", metric: str | None = None, direction: str | No
     return "\n".join(lines)
 
 
-_STATE_COLORS = {
+_STATE_COLORS: dict[str, str] = {  # members hash as their values: plain state strings find them
     TaskState.QUEUED: "#9e9e9e", TaskState.RUNNING: "#1e88e5", TaskState.FINISHED: "#43a047",
     TaskState.FAILED: "#e53935", WorkerState.PENDING: "#9e9e9e", WorkerState.TERMINATED: "#607d8b",
     WorkerState.KILLED: "#fb8c00", WorkerState.LOST: "#8e24aa",
