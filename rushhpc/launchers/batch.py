@@ -97,7 +97,8 @@ def scheduler_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES and k != WORKER_TOKEN_VARIABLE}
 
 
-def run_command(argv: Sequence[str], timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
+def run_command(argv: Sequence[str], timeout: float = defaults.SCHEDULER_QUERY_TIMEOUT,
+                check: bool = False) -> subprocess.CompletedProcess:
     """Run a scheduler command (without secret variables); a missing binary or a hang is a clear error."""
     try:
         out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=scheduler_environment())
@@ -198,8 +199,9 @@ class BatchLauncher(Launcher):
         if self.options.get("walltime_margin") is not None:
             return int(self.options["walltime_margin"])
         if not seconds:
-            return 60
-        return int(min(300, max(5, seconds * 0.1)))
+            return defaults.WALLTIME_MARGIN_UNLIMITED
+        margin = max(defaults.WALLTIME_MARGIN_MIN, seconds * defaults.WALLTIME_MARGIN_FRACTION)
+        return int(min(defaults.WALLTIME_MARGIN_MAX, margin))
 
     # ------------------------------------------------------------ rendering
     def environment(self) -> jinja2.Environment:

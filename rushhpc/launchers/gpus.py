@@ -20,11 +20,12 @@ import subprocess
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+from rushhpc import defaults
+
 __all__ = ["GpuError", "GpuPool", "visible_gpus", "gpu_environment", "DEVICE_VARIABLES"]
 
 # The variables that restrict which GPUs a process sees, in the order they are read.
 DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
-_NVIDIA_SMI_TIMEOUT = 20.0  # seconds: a wedged driver must not hang a start
 
 
 class GpuError(ValueError):
@@ -59,7 +60,7 @@ def visible_gpus(env: Mapping[str, str] | None = None, nvidia_smi: str | None = 
     if binary is None:
         return Visible((), "nothing (no CUDA_VISIBLE_DEVICES and no nvidia-smi on PATH)")
     try:
-        out = subprocess.run([binary, "-L"], capture_output=True, text=True, timeout=_NVIDIA_SMI_TIMEOUT).stdout
+        out = subprocess.run([binary, "-L"], capture_output=True, text=True, timeout=defaults.NVIDIA_SMI_TIMEOUT).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         return Visible((), f"nothing (nvidia-smi -L failed: {e})")
     ids = tuple(m.group(1) for m in re.finditer(r"^GPU (\d+):", out, flags=re.M))

@@ -133,7 +133,7 @@ def reachable_address(env: dict[str, str] | None = None, scontrol: Callable[[str
     node = env.get("SLURMD_NODENAME") or socket.gethostname()
     if scontrol is None:
         def scontrol(name: str) -> str:
-            out = run_command(["scontrol", "-o", "show", "node", name], timeout=30)
+            out = run_command(["scontrol", "-o", "show", "node", name], timeout=defaults.SCHEDULER_LIMITS_TIMEOUT)
             return out.stdout if out.returncode == 0 else ""
     fields = parse_node(scontrol(node))
     for candidate in (fields.get("NodeAddr"), fields.get("NodeHostName"), node, socket.gethostname()):
@@ -391,7 +391,7 @@ class SrunLauncher(Launcher):
             ids = [live[n] for n in whole if n in live]
             if ids:
                 self.calls += 1
-                run_command(["scancel", *ids], timeout=60)
+                run_command(["scancel", *ids], timeout=defaults.SCHEDULER_QUERY_TIMEOUT)
             for name in whole:
                 proc = self.steps[name].proc
                 if proc is not None and name not in live and proc.poll() is None:
@@ -402,7 +402,7 @@ class SrunLauncher(Launcher):
                     except subprocess.TimeoutExpired:
                         proc.kill()
         if partial:
-            deadline = time.monotonic() + float(self.behaviour("kill_wait", 5))
+            deadline = time.monotonic() + float(self.behaviour("kill_wait", defaults.SRUN_KILL_WAIT))
             targets = {w for n in partial for w in by_step[n]}
             while time.monotonic() < deadline:
                 done = {w for n in partial for w in self.steps[n].ended()}
@@ -423,7 +423,7 @@ class SrunLauncher(Launcher):
                 continue
             self.calls += 1
             run_command(["srun", "--overlap", f"--jobid={step.job_id}", f"--nodelist={node}", "-N1", "-n1",
-                         "--cpus-per-task=1", "kill", "-KILL", str(pid)], timeout=60)
+                         "--cpus-per-task=1", "kill", "-KILL", str(pid)], timeout=defaults.SCHEDULER_QUERY_TIMEOUT)
 
     def owned_workers(self) -> list[str]:
         with self._lock:

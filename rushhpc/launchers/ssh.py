@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import Any, Sequence
 
+from rushhpc import defaults
 from rushhpc.errors import RushConfigError, RushWorkerError
 from rushhpc.launchers.base import LaunchContext, Launcher, LaunchRecord, shell_join
 
@@ -202,22 +203,22 @@ class SshLauncher(Launcher):
             rdir = str(PurePosixPath(str(rdir)) / self.context.network_id)
         else:
             rdir = local_dir
-        connect_timeout = float(opts.get("connect_timeout") or 10)
-        defaults = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, math.ceil(connect_timeout))}"]
-        parallel = int(opts.get("parallel") or 4)
+        connect_timeout = float(opts.get("connect_timeout") or defaults.SSH_CONNECT_TIMEOUT)
+        ours = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, math.ceil(connect_timeout))}"]
+        parallel = int(opts.get("parallel") or defaults.SSH_PARALLEL)
         return _Settings(
             hosts=parsed,
             workers_per_host=opts.get("workers_per_host"),
             python=python,
             ssh=str(opts.get("ssh") or "ssh"),
             # the first value ssh sees for an option wins: the user's options before our defaults
-            ssh_options=ssh_options + defaults,
+            ssh_options=ssh_options + ours,
             remote_run_dir=rdir,
             copy_credentials=rdir != local_dir,
             setup=setup,
-            launch_timeout=float(opts.get("launch_timeout") or 60),
+            launch_timeout=float(opts.get("launch_timeout") or defaults.SSH_LAUNCH_TIMEOUT),
             parallel=max(1, parallel),
-            kill_wait=float(opts["kill_wait"]) if opts.get("kill_wait") is not None else 3.0,
+            kill_wait=float(opts["kill_wait"]) if opts.get("kill_wait") is not None else defaults.SSH_KILL_WAIT,
             ssh_kill=opts.get("ssh_kill") is None or bool(opts["ssh_kill"]),
         )
 
@@ -386,7 +387,7 @@ class SshLauncher(Launcher):
             (host, *_), (s, targets) = item
             cmd = self.ssh_argv(host, s, self.kill_script(targets, s.kill_wait))
             try:
-                out = self._run(cmd, None, s.kill_wait + 30)
+                out = self._run(cmd, None, s.kill_wait + defaults.SSH_COMMAND_TIMEOUT)
             except (subprocess.TimeoutExpired, RushConfigError) as e:
                 log.warning("ssh kill on %s: %s", host.spec, e)
                 return
@@ -412,7 +413,8 @@ class SshLauncher(Launcher):
             return super().stderr_tail(worker_id, n)
         path = s.remote_run_dir.rstrip("/") + f"/workers/{worker_id}.err"
         try:
-            out = self._run(self.ssh_argv(host, s, f"tail -n {int(n)} {remote_path(path)}"), None, 30)
+            argv = self.ssh_argv(host, s, f"tail -n {int(n)} {remote_path(path)}")
+            out = self._run(argv, None, defaults.SSH_COMMAND_TIMEOUT)
         except (subprocess.TimeoutExpired, RushConfigError):
             return ""
         return out.stdout.decode(errors="replace").rstrip("\n") if out.returncode == 0 else ""

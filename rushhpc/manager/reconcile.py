@@ -55,7 +55,7 @@ MISSES_FOR_VANISHED = defaults.MISSES_FOR_VANISHED
 # The launch record's field that holds when the reconciler cancelled the job (a name stored in Redis, not a reason).
 CANCELLED_AT = "cancelled"
 # The condition of a lost worker's tasks names the scheduler's reason in words.
-ENDED_WORDS = {
+ENDED_WORDS: dict[str, str] = {
     LostReason.OUT_OF_MEMORY: "its job ran out of memory",
     LostReason.TIMEOUT: "its job reached its time limit",
     LostReason.CANCELLED: "its job was cancelled",
