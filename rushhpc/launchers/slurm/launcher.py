@@ -9,23 +9,24 @@ A job whose fate is known is not asked about again.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
 from rushhpc import defaults
+from rushhpc.core.records import Usage
 from rushhpc.errors import RushWorkerError
 from rushhpc.launchers.base import JobStatus, LaunchContext, LaunchRecord
 from rushhpc.launchers.batch import BatchLauncher
 from rushhpc.launchers.slurm.states import (
     OUT_OF_MEMORY_PATTERN,
+    USAGE_FIELDS,
     accounting_disabled,
     parse_max_array_size,
     parse_max_submit,
     parse_sacct,
     parse_scontrol,
     parse_squeue,
-    sacct_time,
+    parse_usage,
 )
 
 
@@ -65,29 +66,18 @@ class SlurmLauncher(BatchLauncher):
             self._max_submit = parse_max_submit(out.stdout) if out.returncode == 0 else None
         return self._max_submit
 
-    def usage(self, records: Sequence[LaunchRecord]) -> dict[str, Any]:
+    def usage(self, records: Sequence[LaunchRecord]) -> dict[str, Usage]:
         """Start, End and AllocCPUS (and GPUs from AllocTRES) of each job, from one sacct call."""
-        from rushhpc.core.records import Usage
-
         ids = {r.job_id: r.worker_id for r in records if r.job_id}
         if not ids or self.accounting is False:
             return {}
-        out = self.run(["sacct", "-X", "-P", "-n", "-j", ",".join(ids), "-o", "JobID,Start,End,AllocCPUS,AllocTRES"],
+        out = self.run(["sacct", "-X", "-P", "-n", "-j", ",".join(ids), "-o", USAGE_FIELDS],
                        timeout=defaults.SCHEDULER_QUERY_TIMEOUT)
         if out.returncode != 0:
             if accounting_disabled(out.stderr + out.stdout):
                 self.accounting = False
             return {}
-        found: dict[str, Any] = {}
-        for line in out.stdout.splitlines():
-            parts = line.split("|")
-            if len(parts) < 5 or parts[0] not in ids:
-                continue
-            gpus = re.search(r"gres/gpu=(\d+)", parts[4])
-            found[ids[parts[0]]] = Usage(start=sacct_time(parts[1]), end=sacct_time(parts[2]),
-                                         cpus=int(parts[3]) if parts[3].isdigit() else 1,
-                                         gpus=int(gpus.group(1)) if gpus else 0)
-        return found
+        return {ids[job]: usage for job, usage in parse_usage(out.stdout).items() if job in ids}
 
     def submit(self, script: Path, n: int) -> str:
         out = self.run(["sbatch", "--parsable", str(script)], check=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from rushhpc.core.records import JobStatus
+from rushhpc.core.records import JobStatus, Usage
 from rushhpc.core.states import JobState, LostReason
 
 # SLURM job state (squeue %T, sacct State, scontrol JobState) -> (our JobState, the reason it ended)
@@ -169,3 +169,25 @@ def parse_max_submit(text: str) -> int | None:
     """
     values = [int(v) for v in text.split() if v.strip().isdigit()]
     return min(values) if values else None
+
+
+# What `parse_usage` reads: ``sacct -X -P -n -j IDS -o USAGE_FIELDS``.
+USAGE_FIELDS = "JobID,Start,End,AllocCPUS,AllocTRES"
+
+
+def parse_usage(text: str) -> dict[str, Usage]:
+    """Job id -> its allocation (`Usage`: start, end, cores, GPUs of AllocTRES) from lines of `USAGE_FIELDS`.
+
+    Example:
+        >>> parse_usage("17_0|Unknown|Unknown|2|cpu=2,gres/gpu=1,mem=1G")["17_0"].gpus
+        1
+    """
+    found: dict[str, Usage] = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 5:
+            continue
+        gpus = re.search(r"gres/gpu=(\d+)", parts[4])
+        found[parts[0]] = Usage(start=sacct_time(parts[1]), end=sacct_time(parts[2]),
+                                cpus=int(parts[3]) if parts[3].isdigit() else 1, gpus=int(gpus.group(1)) if gpus else 0)
+    return found
