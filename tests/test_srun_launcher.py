@@ -25,7 +25,8 @@ from conftest import wait_until
 
 from rushhpc import rsh, rush_plan
 from rushhpc.errors import RushConfigError
-from rushhpc.launchers.srun import SrunLauncher, _cpus, parse_node, parse_task_lines, reachable_address
+from rushhpc.launchers.slurm.states import allocation_cpus, parse_node, parse_task_lines
+from rushhpc.launchers.srun import SrunLauncher, reachable_address
 
 # `scontrol show node n2` on the test cluster (SLURM 22.05.8), as printed
 SCONTROL_TEST_CLUSTER = """\
@@ -90,7 +91,7 @@ def test_address_is_loopback_for_one_node_or_no_allocation():
 
 
 def test_allocation_cpus_and_the_step_command(tmp_path):
-    assert _cpus("4(x2),2") == 10 and _cpus("") == 0
+    assert allocation_cpus("4(x2),2") == 10 and allocation_cpus("") == 0
 
     class Ctx:
         network_id, run_dir = "net", tmp_path

@@ -32,7 +32,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import re
 import secrets
 import shlex
 import signal
@@ -48,6 +47,7 @@ from rushhpc.core.states import JobState, LostReason
 from rushhpc.errors import RushConfigError
 from rushhpc.launchers.base import JobStatus, LaunchContext, Launcher, LaunchRecord
 from rushhpc.launchers.batch import run_command, scheduler_environment
+from rushhpc.launchers.slurm.states import STEP_FORMAT, allocation_cpus, parse_node, parse_steps, parse_task_lines
 from rushhpc.worker.heartbeat import set_parent_death_signal
 
 log = logging.getLogger("rushhpc.launchers")
@@ -63,8 +63,6 @@ SRUN_INPUT_VARIABLES = ("SLURM_NTASKS", "SLURM_NPROCS", "SLURM_NTASKS_PER_NODE",
                         "SLURM_GPUS_PER_TASK", "SLURM_DISTRIBUTION", "SLURM_EXACT", "SLURM_OVERLAP")
 # One argv for every task: the task takes its id from SLURM_PROCID ($0 is the ids' prefix).
 TASK_WRAPPER = 'exec "$@" --worker-id "$0-$SLURM_PROCID"'
-_TASK_LINE = re.compile(r"^srun: error: (?P<node>\S+): tasks? (?P<tasks>[\d,\-]+): (?P<what>.+?)\s*$", re.MULTILINE)
-_SIGNALS = {signal.strsignal(s) or s.name: int(s) for s in signal.Signals}
 
 
 def no_allocation_error() -> RushConfigError:
@@ -73,35 +71,6 @@ def no_allocation_error() -> RushConfigError:
         "manager inside `sbatch -N ...` or `salloc` (examples/sweep_slurm_allocation.sbatch), or use worker_type "
         "'slurm' to submit a job per worker"
     )
-
-
-def parse_task_lines(text: str) -> dict[int, int]:
-    """srun's stderr -> task number -> exit code (negative: killed by that signal).
-
-    Example:
-        >>> parse_task_lines("srun: error: n2: task 3: Killed\\nsrun: error: n1: tasks 0-1: Exited with exit code 2")
-        {3: -9, 0: 2, 1: 2}
-    """
-    out: dict[int, int] = {}
-    for m in _TASK_LINE.finditer(text):
-        what = m.group("what")
-        code_m = re.fullmatch(r"Exited with exit code (\d+)", what)
-        code = int(code_m.group(1)) if code_m else -_SIGNALS.get(what.split(" (")[0], int(signal.SIGKILL))
-        for part in m.group("tasks").split(","):
-            lo, _, hi = part.partition("-")
-            for t in range(int(lo), int(hi or lo) + 1):
-                out[t] = code
-    return out
-
-
-def parse_node(text: str) -> dict[str, str]:
-    """``scontrol show node NAME`` (multi-line or ``-o``) -> its key=value fields.
-
-    Example:
-        >>> parse_node("NodeName=cn01 Arch=x86_64\\n   NodeAddr=10.1.0.1 NodeHostName=cn01")["NodeAddr"]
-        '10.1.0.1'
-    """
-    return {m.group(1): m.group(2) for m in re.finditer(r"(\w+)=(\S*)", text)}
 
 
 def _resolve(name: str) -> str | None:
@@ -149,16 +118,6 @@ def reachable_address(env: dict[str, str] | None = None, scontrol: Callable[[str
         f"cannot find an address of node {node} that the allocation's other nodes reach (scontrol show node {node} "
         "names none that resolves): give the sweep a Redis (redis: {url: ..., password_file: ...})"
     )
-
-
-def _cpus(spec: str) -> int:
-    """SLURM_JOB_CPUS_PER_NODE (``4(x2),2``) -> total CPUs."""
-    total = 0
-    for part in spec.split(","):
-        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
-        if m:
-            total += int(m.group(1)) * int(m.group(2) or 1)
-    return total
 
 
 class _Step:
@@ -258,7 +217,7 @@ class SrunLauncher(Launcher):
         self._check(per_call, "launcher_options key")
         opts = {**self.options, **per_call}
         cpus = int(opts.get("cpus_per_task") or 1)
-        have = _cpus(os.environ.get("SLURM_JOB_CPUS_PER_NODE", ""))
+        have = allocation_cpus(os.environ.get("SLURM_JOB_CPUS_PER_NODE", ""))
         if have and n * cpus > have and not opts.get("overcommit"):
             raise RushConfigError(
                 f"{n} srun workers x {cpus} CPU(s) need {n * cpus} CPUs, and allocation {job_id} has {have}: ask for "
@@ -344,14 +303,9 @@ class SrunLauncher(Launcher):
         if not job_ids:
             return {}
         self.calls += 1
-        out = run_command(["squeue", "-h", "-s", "-j", ",".join(sorted(job_ids)), "-o", "%i|%j"],
+        out = run_command(["squeue", "-h", "-s", "-j", ",".join(sorted(job_ids)), "-o", STEP_FORMAT],
                           timeout=float(self.behaviour("submit_timeout", defaults.SUBMIT_TIMEOUT)))
-        found = {}
-        for line in out.stdout.splitlines():
-            step, _, name = line.strip().partition("|")
-            if name:
-                found[name] = step
-        return found
+        return parse_steps(out.stdout)
 
     # ------------------------------------------------------------ stopping
     def adopt(self, records: Sequence[LaunchRecord]) -> None:

@@ -3,14 +3,17 @@
 Everything that reads text SLURM prints lives here (as Parsl keeps a provider's state table
 beside the provider): ``squeue``, ``sacct`` and ``scontrol`` lines become `JobStatus`es, a
 finished one with its reason (completed, failed, cancelled, timeout, out_of_memory, node_fail,
-preempted); ``scontrol show config`` and ``sacctmgr`` give the site's limits. The launcher
-(`rushhpc.launchers.slurm.launcher`) runs the commands and hands their output here.
+preempted); ``scontrol show config`` and ``sacctmgr`` give the site's limits, ``sacct`` a job's
+allocation (`Usage`). For the srun launcher: srun's task lines, ``scontrol show node``, the
+allocation's CPUs and ``squeue --steps``. The launchers (`rushhpc.launchers.slurm.launcher`,
+`rushhpc.launchers.srun`) run the commands and hand their output here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import signal
 
 from rushhpc.core.records import JobStatus, Usage
 from rushhpc.core.states import JobState, LostReason
@@ -190,4 +193,73 @@ def parse_usage(text: str) -> dict[str, Usage]:
         gpus = re.search(r"gres/gpu=(\d+)", parts[4])
         found[parts[0]] = Usage(start=sacct_time(parts[1]), end=sacct_time(parts[2]),
                                 cpus=int(parts[3]) if parts[3].isdigit() else 1, gpus=int(gpus.group(1)) if gpus else 0)
+    return found
+
+
+# ------------------------------------------------------------------ srun (rushhpc.launchers.srun)
+# srun's stderr line for tasks that ended badly, and the signal names it writes
+_TASK_LINE = re.compile(r"^srun: error: (?P<node>\S+): tasks? (?P<tasks>[\d,\-]+): (?P<what>.+?)\s*$", re.MULTILINE)
+_SIGNALS = {signal.strsignal(s) or s.name: int(s) for s in signal.Signals}
+
+
+def parse_task_lines(text: str) -> dict[int, int]:
+    """srun's stderr -> task number -> exit code (negative: killed by that signal).
+
+    Example:
+        >>> parse_task_lines("srun: error: n2: task 3: Killed\\nsrun: error: n1: tasks 0-1: Exited with exit code 2")
+        {3: -9, 0: 2, 1: 2}
+    """
+    out: dict[int, int] = {}
+    for m in _TASK_LINE.finditer(text):
+        what = m.group("what")
+        code_m = re.fullmatch(r"Exited with exit code (\d+)", what)
+        code = int(code_m.group(1)) if code_m else -_SIGNALS.get(what.split(" (")[0], int(signal.SIGKILL))
+        for part in m.group("tasks").split(","):
+            lo, _, hi = part.partition("-")
+            for t in range(int(lo), int(hi or lo) + 1):
+                out[t] = code
+    return out
+
+
+def parse_node(text: str) -> dict[str, str]:
+    """``scontrol show node NAME`` (multi-line or ``-o``) -> its key=value fields.
+
+    Example:
+        >>> parse_node("NodeName=cn01 Arch=x86_64\\n   NodeAddr=10.1.0.1 NodeHostName=cn01")["NodeAddr"]
+        '10.1.0.1'
+    """
+    return {m.group(1): m.group(2) for m in re.finditer(r"(\w+)=(\S*)", text)}
+
+
+def allocation_cpus(spec: str) -> int:
+    """SLURM_JOB_CPUS_PER_NODE (``4(x2),2``) -> total CPUs.
+
+    Example:
+        >>> allocation_cpus("4(x2),2")
+        10
+    """
+    total = 0
+    for part in spec.split(","):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if m:
+            total += int(m.group(1)) * int(m.group(2) or 1)
+    return total
+
+
+# What `parse_steps` reads: ``squeue -h -s -j IDS -o STEP_FORMAT``.
+STEP_FORMAT = "%i|%j"
+
+
+def parse_steps(text: str) -> dict[str, str]:
+    """Step name -> ``JOBID.STEPID`` from lines of `STEP_FORMAT`.
+
+    Example:
+        >>> parse_steps("290.0|rushhpc-w-1a2b\\n290.batch|\\n")
+        {'rushhpc-w-1a2b': '290.0'}
+    """
+    found = {}
+    for line in text.splitlines():
+        step, _, name = line.strip().partition("|")
+        if name:
+            found[name] = step
     return found
