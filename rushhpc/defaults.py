@@ -52,6 +52,28 @@ CONNECT_TIMEOUT = 5.0  # seconds to reach Redis
 # which at 2 per worker starved workers of short evaluations (bench/command_eval.py).
 SWEEP_LOOKAHEAD_MIN = 8
 SWEEP_LOOKAHEAD_PER_WORKER = 4
+# A sweep file's defaults (rushhpc/sweeps/config/schema.py fills them in; docs/sweeps.md lists them). A sweep's
+# workers.start_timeout is START_WORKER_TIMEOUT, the Python API's: one number (it was 120 s in sweeps only).
+SWEEP_METRIC = "y"
+SWEEP_DIRECTION = "minimize"
+SWEEP_STRATEGY = "random"
+SWEEP_WORKERS = 1  # workers.n
+SWEEP_LAUNCHER = "local"
+SWEEP_REDIS = "embedded"
+SWEEP_RETRIES = 0  # an evaluation that raised is not run again
+SWEEP_STOP_GRACE = 60.0  # seconds running evaluations get to finish when the sweep stops
+SWEEP_ADAPT_MIN = 0  # workers.adapt.min
+SWEEP_ADAPT_IDLE_TIMEOUT = 60.0  # seconds, workers.adapt.idle_timeout
+SWEEP_PROGRESS = "auto"
+SWEEP_PROGRESS_INTERVAL = 10.0  # seconds between two plain progress lines
+SWEEP_OUTPUT_DIR = "runs"  # output: runs/<the sweep file's name>
+SWEEP_NAME_CHARS = 60  # a sweep's name (and its networks' prefix) is cut to this
+SWEEP_GRID_RESOLUTION = 5  # values per float parameter of a grid
+SWEEP_MAX_GRID_POINTS = 1_000_000  # a larger grid is refused before anything starts
+SWEEP_TPE_STARTUP_TRIALS = 10  # random proposals before TPE models
+SWEEP_CHECKPOINT_INTERVAL = 30.0  # seconds between two writes of results.csv and state.json while running
+SWEEP_HEALTH_INTERVAL = 2.0  # seconds between two looks at the workers' states (replacements)
+SWEEP_DETECT_INTERVAL = 1.0  # seconds between two lost-worker detections
 
 # Launchers and reconciliation (rushhpc/launchers/, rushhpc/manager/reconcile.py)
 SCHEDULER_QUERY_TIMEOUT = 60.0  # seconds a status or kill command may take (squeue, sacct, scontrol, scancel, qstat, qdel)
@@ -71,6 +93,18 @@ SSH_COMMAND_TIMEOUT = 30.0  # seconds a short ssh command may take (a stderr tai
 NVIDIA_SMI_TIMEOUT = 20.0  # seconds: a wedged GPU driver must not hang a start
 POLL_BACKOFF = 1.5  # the reconciler's poll interval grows by this factor while nothing changes
 URGENT_POLL_GAP = 1.0  # seconds: an urgent poll (a worker seems lost) waits at least this since the last
+
+# Supervision, adaptive workers, the manager's display, plots, the Hydra launcher (rushhpc/manager/supervise.py,
+# adapt.py, display.py, rushhpc/ui/plot.py, hydra_plugins/rushhpc_launcher/)
+MONITOR_STOP_WAIT = 30.0  # seconds beyond one round that stop_monitor waits for the monitor's thread to end
+ADAPT_MAXIMUM = 1  # an AdaptPolicy's maximum workers when none is given
+ADAPT_IDLE_TIMEOUT = 60.0  # seconds a worker has no task, with nothing queued, before adapt releases it
+ADAPT_MAX_FAILURES = 3  # failed submissions or starts in a row before adapting pauses itself
+SUMMARY_BEST_MAX_TASKS = 200_000  # above this many finished tasks repr(rush) does not look for a sweep's best
+PLOT_MIN_BAR = 0.004  # the narrowest bar of rushhpc plot's worker timeline, as a share of the run: about 3 pixels
+HYDRA_CHECK_INTERVAL = 1.0  # seconds between lost-worker detections (and job_timeout checks) while a batch runs
+HYDRA_MAX_POLL = 0.2  # seconds: the longest sleep between two reads of a Hydra batch's task states
+HYDRA_STOP_GRACE = 10.0  # seconds idle workers get to end by themselves at a multirun's end before they are killed
 
 # The worker (rushhpc/worker/): its one Redis connection retries with exponential backoff through a Redis
 # restart (about 16 s in all with these), then the call fails and the worker ends

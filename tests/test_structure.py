@@ -72,7 +72,7 @@ LAYERS = [
     {"rushhpc.core"},
     {"rushhpc.store"},
     {"rushhpc.server"},
-    {"rushhpc.network.view"},
+    {"rushhpc.network"},
     {"rushhpc.launchers"},
     {"rushhpc.worker"},
     {"rushhpc.manager"},
@@ -112,6 +112,19 @@ def test_the_check_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def test_no_test_reaches_into_the_manager():
+    """Tests use the manager's public API (issue 18): no ``rush._...`` and no ``._launchers``;
+    `Rush.launcher(name)`, `Rush.launchers()` and `Rush.monitor` are there for what tests need.
+    IPython's display hooks (``_repr_html_``) are a public protocol, not private state."""
+    import re
+
+    private = re.compile(r"\brush\._(?!repr_\w*_\b)|\._launchers\b")
+    tests = Path(__file__).resolve().parent
+    found = [f"{p.relative_to(tests)}:{n}" for p in sorted(tests.rglob("*.py")) if p.name != "test_structure.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if private.search(line)]
+    assert not found, "tests reach private attributes of Rush: " + ", ".join(found)
+
+
 def test_the_worker_api_is_small_and_cannot_manage_the_network():
     """A worker loop receives a `RushWorker`: the worker's API only (issue 18), nothing that deletes a
     network, stores launch records, kills or marks workers; at most 30 public members."""
@@ -125,16 +138,3 @@ def test_the_worker_api_is_small_and_cannot_manage_the_network():
     assert not forbidden & set(public), sorted(forbidden & set(public))
     assert not issubclass(RushWorker, Network)  # composed over a view, not one
 
-
-
-def test_no_test_reaches_into_the_manager():
-    """Tests use the manager's public API (issue 18): no ``rush._...`` and no ``._launchers``;
-    `Rush.launcher(name)`, `Rush.launchers()` and `Rush.monitor` are there for what tests need.
-    IPython's display hooks (``_repr_html_``) are a public protocol, not private state."""
-    import re
-
-    private = re.compile(r"\brush\._(?!repr_\w*_\b)|\._launchers\b")
-    tests = Path(__file__).resolve().parent
-    found = [f"{p.relative_to(tests)}:{n}" for p in sorted(tests.rglob("*.py")) if p.name != "test_structure.py"
-             for n, line in enumerate(p.read_text().splitlines(), 1) if private.search(line)]
-    assert not found, "tests reach private attributes of Rush: " + ", ".join(found)

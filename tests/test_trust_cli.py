@@ -19,7 +19,7 @@ from conftest import wait_until
 
 from rushhpc import RushWorker, redis_config
 from rushhpc.errors import RushConfigError
-from rushhpc.store.connection import RedisUnusableError, in_words_of
+from rushhpc.store.diagnostics import RedisUnusableError, in_words_of
 
 
 def cli(*args, config=None, cwd=None, env_extra=None, timeout=60):

@@ -463,7 +463,8 @@ def test_the_heartbeat_imports_only_the_standard_library():
     assert {m for m in mods if m.split(".")[0] not in sys.stdlib_module_names} == {"__main__", "beat"}
     assert not mods & {"ssl", "_ssl", "typing", "asyncio", "subprocess", "ctypes"}
     mods = _modules_of([sys.executable, "-c", "import sys, rushhpc.worker.beat; print(' '.join(sys.modules))"])
-    assert {m for m in mods if m.startswith("rushhpc")} == {"rushhpc", "rushhpc._version", "rushhpc.worker", "rushhpc.worker.beat"}
+    expected = {"rushhpc", "rushhpc._version", "rushhpc.worker", "rushhpc.worker.beat"}
+    assert {m for m in mods if m.startswith("rushhpc")} == expected
     assert not {m for m in mods if m.split(".")[0] in ("redis", "psutil", "jinja2", "yaml", "pandas", "orjson",
                                                          "cloudpickle", "asyncio", "ssl")}
 

@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rushhpc.core.liveness import validate_heartbeat
 from rushhpc.errors import RushConfigError
 from rushhpc.launchers.registry import check_worker_type
-from rushhpc.store.connection import RedisConfig, as_config, validate_heartbeat
+from rushhpc.store.connection import RedisConfig, as_config
 
 
 @dataclasses.dataclass

@@ -207,9 +207,6 @@ class AppendFrame:
     # ------------------------------------------------------------------ append
     def _append(self, new_rows: list[dict[str, Any]]) -> bool:
         """Write the new rows into the buffers; False when they do not fit (rebuild)."""
-        import numpy as np
-        import pandas as pd
-
         k = len(new_rows)
         n = self._n
         if not k:
@@ -226,70 +223,114 @@ class AppendFrame:
         arrow: list[tuple[int, Any, list]] = []
         for col_index, (name, kind, buf, extra) in enumerate(self._cols):
             vals = [r.get(name) for r in new_rows]
-            if kind == "f":
-                for v in vals:
-                    if not (v is None or type(v) is float or type(v) is int):
-                        return False
-                out: Any = np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
-            elif kind == "i":
-                for v in vals:
-                    if type(v) is not int or not _INT64[0] <= v <= _INT64[1]:
-                        return False
-                out = np.array(vals, dtype=np.int64)
-            elif kind == "b":
-                for v in vals:
-                    if type(v) is not bool:
-                        return False
-                out = np.array(vals, dtype=bool)
-            elif kind == "S":
-                for v in vals:
-                    if not (v is None or type(v) is str):
-                        return False
-                out = [extra if v is None else v for v in vals]
-            elif kind == "M":
-                for v in vals:
-                    if not (v is None or type(v) is float or type(v) is int):
-                        return False
+            if not _FITS[kind](vals):
+                return False
+            if kind == "M":
                 times.append((buf, extra, vals))
-                continue
             elif kind == "A":
-                for v in vals:
-                    if not (v is None or type(v) is str):
-                        return False
                 arrow.append((col_index, extra, vals))
-                continue
             else:
-                out = vals
-            staged.append((buf, out))
+                staged.append((buf, _column_values(kind, extra, vals)))
         if times:
-            flat = [np.nan if v is None else v for _, _, vals in times for v in vals]
-            t = pd.to_datetime(np.array(flat, dtype=np.float64), unit="s")  # naive: the same epoch values as UTC
-            i8, have = t.asi8, t.unit
-            for i, (buf, unit, _) in enumerate(times):
-                seg = i8[i * k : (i + 1) * k]
-                if unit != have:
-                    nat = seg == _NAT
-                    if _PER_S[have] > _PER_S[unit]:  # the column is coarser: exact values only
-                        f = _PER_S[have] // _PER_S[unit]
-                        if (seg[~nat] % f).any():
-                            return False  # the column's unit would lose precision
-                        seg = np.where(nat, _NAT, seg // f)
-                    else:
-                        seg = np.where(nat, _NAT, seg * (_PER_S[unit] // _PER_S[have]))
-                staged.append((buf, seg))
+            segments = _time_segments(times, k)
+            if segments is None:
+                return False  # a column's unit would lose precision
+            staged.extend(segments)
         for buf, out in staged:
             buf[n : n + k] = out
         if arrow:
-            import pyarrow as pa
-
-            cap = len(self._big)
-            for col_index, extra, vals in arrow:
-                chunks = extra["chunks"]
-                chunks.append(pa.array(vals, type=extra["type"]))
-                if len(chunks) > 64:  # many small chunks make every later operation slow
-                    chunks[:] = [pa.concat_arrays(chunks)]
-                col = pa.chunked_array([*chunks, extra["pad"].slice(0, cap - n - k)], type=extra["type"])
-                self._big.isetitem(col_index, extra["dtype"].construct_array_type()(col, dtype=extra["dtype"]))
+            self._append_arrow(arrow, n, k)
         self._n = n + k
         self._view = self._big.iloc[: self._n]
         return True
+
+    def _append_arrow(self, arrow: list[tuple[int, Any, list]], n: int, k: int) -> None:
+        """Arrow string columns are immutable: one more chunk each, and the column replaced."""
+        import pyarrow as pa
+
+        assert self._big is not None
+        cap = len(self._big)
+        for col_index, extra, vals in arrow:
+            chunks = extra["chunks"]
+            chunks.append(pa.array(vals, type=extra["type"]))
+            if len(chunks) > 64:  # many small chunks make every later operation slow
+                chunks[:] = [pa.concat_arrays(chunks)]
+            col = pa.chunked_array([*chunks, extra["pad"].slice(0, cap - n - k)], type=extra["type"])
+            self._big.isetitem(col_index, extra["dtype"].construct_array_type()(col, dtype=extra["dtype"]))
+
+
+# Whether new values fit a buffer of each kind (AppendFrame._cols), checked before anything is
+# written: a value of another type rebuilds the table. Plain loops: this runs on every fetch.
+def _numbers(vals: list) -> bool:
+    for v in vals:
+        if not (v is None or type(v) is float or type(v) is int):
+            return False
+    return True
+
+
+def _ints(vals: list) -> bool:
+    for v in vals:
+        if type(v) is not int or not _INT64[0] <= v <= _INT64[1]:
+            return False
+    return True
+
+
+def _bools(vals: list) -> bool:
+    for v in vals:
+        if type(v) is not bool:
+            return False
+    return True
+
+
+def _strings(vals: list) -> bool:
+    for v in vals:
+        if not (v is None or type(v) is str):
+            return False
+    return True
+
+
+def _anything(vals: list) -> bool:
+    return True
+
+
+_FITS = {"f": _numbers, "M": _numbers, "i": _ints, "b": _bools, "S": _strings, "A": _strings, "O": _anything}
+
+
+def _column_values(kind: str, extra: Any, vals: list) -> Any:
+    """The values to write into a numpy buffer of this kind (checked by `_FITS` first)."""
+    import numpy as np
+
+    if kind == "f":
+        return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+    if kind == "i":
+        return np.array(vals, dtype=np.int64)
+    if kind == "b":
+        return np.array(vals, dtype=bool)
+    if kind == "S":
+        return [extra if v is None else v for v in vals]  # extra: the column's NA value
+    return vals
+
+
+def _time_segments(times: list[tuple[Any, Any, list]], k: int) -> list[tuple[Any, Any]] | None:
+    """(buffer, int64 ticks in the column's unit) for every time column, converted in one
+    ``to_datetime`` call; None when a column's unit is coarser than a value (rebuild)."""
+    import numpy as np
+    import pandas as pd
+
+    flat = [np.nan if v is None else v for _, _, vals in times for v in vals]
+    t = pd.to_datetime(np.array(flat, dtype=np.float64), unit="s")  # naive: the same epoch values as UTC
+    i8, have = t.asi8, t.unit
+    out: list[tuple[Any, Any]] = []
+    for i, (buf, unit, _) in enumerate(times):
+        seg = i8[i * k : (i + 1) * k]
+        if unit != have:
+            nat = seg == _NAT
+            if _PER_S[have] > _PER_S[unit]:  # the column is coarser: exact values only
+                f = _PER_S[have] // _PER_S[unit]
+                if (seg[~nat] % f).any():
+                    return None
+                seg = np.where(nat, _NAT, seg // f)
+            else:
+                seg = np.where(nat, _NAT, seg * (_PER_S[unit] // _PER_S[have]))
+        out.append((buf, seg))
+    return out

@@ -60,6 +60,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _helper_environment() -> dict[str, str]:
+    """The environment of the server and its watchdog: PATH and locale only.
+
+    They outlive calls and may outlive the manager; the manager's environment can hold secrets
+    (``RUSHHPC_REDIS_URL`` with a password, tokens) that must not sit in their /proc/PID/environ.
+    """
+    return {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR")}
+
+
 class EmbeddedRedis:
     """A redis-server child process. Use `embedded_redis()` rather than this class.
 
@@ -105,6 +114,7 @@ class EmbeddedRedis:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # not hit by the terminal's Ctrl-C before we clean up
+                env=_helper_environment(),
                 # dies with this process, even on SIGKILL (the signal fires when the forking
                 # thread ends, so only the main thread may rely on it)
                 preexec_fn=(lambda: set_parent_death_signal(signal.SIGTERM)) if main_thread else None,
@@ -140,7 +150,8 @@ class EmbeddedRedis:
                   'while kill -0 "$2" 2>/dev/null; do sleep 0.1; done; rm -rf -- "$3"')
         self.watchdog = subprocess.Popen(["sh", "-c", script, "sh", str(os.getpid()), str(pid), str(self.dir)],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL, start_new_session=True)
+                                         stderr=subprocess.DEVNULL, start_new_session=True,
+                                         env=_helper_environment())
 
     def stop(self) -> None:
         if self.watchdog is not None and self.watchdog.poll() is None:

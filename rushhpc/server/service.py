@@ -58,8 +58,10 @@ import psutil
 import redis
 
 from rushhpc.errors import RushConfigError
-from rushhpc.store.connection import RedisClient, RedisConfig, check_connection, check_private_file, read_secret_file
+from rushhpc.store.connection import RedisClient, RedisConfig
+from rushhpc.store.diagnostics import check_connection
 from rushhpc.store.keys import validate_id
+from rushhpc.store.secrets import check_private_file, read_secret_file
 
 DEFAULT_NAME = "default"
 USER_PREFIX = "rushhpc-"

@@ -21,7 +21,7 @@ import secrets
 from pathlib import Path
 
 from rushhpc.errors import RushConfigError
-from rushhpc.store.connection import check_private_file
+from rushhpc.store.secrets import check_private_file
 
 KEY_ENV = "RUSHHPC_SIGNING_KEY_FILE"
 KEY_NAME = "signing.key"

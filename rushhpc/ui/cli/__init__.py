@@ -21,7 +21,7 @@ import redis
 
 from rushhpc._version import __version__
 from rushhpc.errors import RushError
-from rushhpc.store.connection import in_words_of
+from rushhpc.store.diagnostics import in_words_of
 
 
 def build_parser(only_worker: bool = False) -> argparse.ArgumentParser:

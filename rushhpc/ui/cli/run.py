@@ -84,8 +84,8 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
 
 
 def _script(args: argparse.Namespace) -> int:
-    from rushhpc.manager.rush import rsh
     from rushhpc.manager.plan import current_plan
+    from rushhpc.manager.rush import rsh
     from rushhpc.ui.cli.common import redis_from_args
 
     config = redis_from_args(args) if args.redis else None
