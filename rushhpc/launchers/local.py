@@ -29,7 +29,7 @@ from rushhpc.errors import RushConfigError
 from rushhpc.launchers.base import JobStatus, LaunchContext, Launcher, LaunchRecord
 from rushhpc.launchers.batch import scheduler_environment
 from rushhpc.launchers.gpus import GpuError, GpuPool, gpu_environment, visible_gpus
-from rushhpc.worker.heartbeat import kill_tree, set_parent_death_signal
+from rushhpc.processes import kill_tree, set_parent_death_signal
 
 
 class LocalLauncher(Launcher):

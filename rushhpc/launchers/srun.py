@@ -48,7 +48,7 @@ from rushhpc.errors import RushConfigError
 from rushhpc.launchers.base import JobStatus, LaunchContext, Launcher, LaunchRecord
 from rushhpc.launchers.batch import run_command, scheduler_environment
 from rushhpc.launchers.slurm.states import STEP_FORMAT, allocation_cpus, parse_node, parse_steps, parse_task_lines
-from rushhpc.worker.heartbeat import set_parent_death_signal
+from rushhpc.processes import set_parent_death_signal
 
 log = logging.getLogger("rushhpc.launchers")
 

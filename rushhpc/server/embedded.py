@@ -25,8 +25,8 @@ from typing import Callable
 
 from rushhpc import lifecycle
 from rushhpc.errors import RushConfigError
+from rushhpc.processes import set_parent_death_signal
 from rushhpc.store.connection import RedisConfig, check_connection
-from rushhpc.worker.heartbeat import set_parent_death_signal
 
 _LOCK = threading.Lock()
 _SERVER: "EmbeddedRedis | None" = None

@@ -2,11 +2,13 @@
 
 A worker node runs one heartbeat process per worker, so its memory counts: with redis-py (and
 asyncio through it) and psutil it held ~34 MiB RSS; this module imports neither, nor any other
-rushhpc module (~11 MiB; with TLS the ssl module and OpenSSL add ~5 MiB). The parent
+rushhpc module than `rushhpc.processes` (standard library only too: liveness, process trees, the
+processes a worker marked) (~11 MiB; with TLS the ssl module and OpenSSL add ~5 MiB). The parent
 (`rushhpc.worker.heartbeat.start_heartbeat`) resolves everything beforehand (host, port, credentials,
 TLS files, key names, the Lua source and its SHA1, the network's cluster slot) and sends it on
-stdin as JSON. It runs this file as a script (``python -I -S .../rushhpc/beat.py``: no site
-packages, no rushhpc package import); ``python -m rushhpc.worker.beat`` works too.
+stdin as JSON. It imports this file and processes.py from their folders
+(`rushhpc.worker.heartbeat.beat_command`: ``python -I -S``, no site packages, no rushhpc package
+import); ``python -m rushhpc.worker.beat`` works too.
 
 The client speaks RESP2 over one socket: TLS with the server's certificate and host name
 verified (the CA, certificate and key files of the worker's configuration), AUTH with the user
@@ -31,6 +33,11 @@ import time
 TYPE_CHECKING = False  # no typing import at run time: this process's memory counts
 if TYPE_CHECKING:
     from typing import Any
+
+if __package__:  # rushhpc.worker.beat: imported, or run with -m
+    from rushhpc.processes import alive, kill_tree, marked
+else:  # run alone by the heartbeat command (python -I -S): the package's folder is on sys.path, not the package
+    from processes import alive, kill_tree, marked  # type: ignore[import-not-found,no-redef]
 
 REGISTER_WAIT = 120.0  # seconds to wait for the worker to register (defaults.HEARTBEAT_REGISTER_WAIT)
 MAX_REDIRECTS = 5  # MOVED/ASK replies followed for one command before it counts as an error
@@ -296,70 +303,6 @@ class Client:
         return self.call("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
-# ------------------------------------------------------------------ processes (/proc, no psutil)
-
-def _stat(pid: int | str) -> bytes:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    return stat[stat.rindex(b")") + 2:]  # after the command name, which may hold spaces and ')'
-
-
-def alive(pid: int | None) -> bool:
-    """Whether ``pid`` runs (a zombie does not)."""
-    if pid is None:
-        return True
-    try:
-        return _stat(pid)[:1] not in (b"Z", b"X")
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (macOS): a signal 0 probe
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-
-def _children() -> dict[int, list[int]]:
-    """Every process's children, by parent pid."""
-    kids: dict[int, list[int]] = {}
-    if os.path.isdir("/proc/self"):
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    ppid = int(_stat(name).split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue  # ended meanwhile
-                kids.setdefault(ppid, []).append(int(name))
-        return kids
-    import subprocess  # no /proc: ask ps
-
-    out = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        pid, ppid = (int(x) for x in line.split())
-        kids.setdefault(ppid, []).append(pid)
-    return kids
-
-
-def kill_tree(pid: int, skip: int | None = None) -> None:
-    """SIGKILL ``pid`` and its descendants (except ``skip``), children first."""
-    kids = _children()
-    family, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        family.append(p)
-        todo.extend(kids.get(p, []))
-    for p in reversed(family):  # children first
-        if p == skip:
-            continue
-        try:
-            os.kill(p, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 # ------------------------------------------------------------------ the loop
 
 def _seconds(x: float) -> str:
@@ -432,22 +375,6 @@ def run(s: dict) -> int:
 GROUP_GRACE = 5.0  # seconds a dead worker's processes get between SIGTERM and SIGKILL
 
 
-def _marked(token: str) -> list[int]:
-    """The processes whose environment carries this worker's token: those it started, and their children."""
-    mark = f"RUSHHPC_WORKER_TOKEN={token}".encode()
-    me, out = os.getpid(), []
-    for name in os.listdir("/proc") if os.path.isdir("/proc/self") else ():
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if mark in f.read().split(b"\0"):
-                    out.append(int(name))
-        except OSError:
-            continue  # ended meanwhile, or another user's
-    return out
-
-
 def worker_gone(s: dict) -> None:
     """The worker died under this process (SIGKILL, the OOM killer): leave nothing of it running or beating.
 
@@ -457,7 +384,7 @@ def worker_gone(s: dict) -> None:
     finds the worker at once instead of after the key's expiry.
     """
     token = s.get("worker_token")
-    pids = _marked(token) if token else []
+    pids = marked(token) if token else []
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:

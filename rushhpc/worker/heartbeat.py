@@ -36,31 +36,14 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from rushhpc import defaults
+from rushhpc import defaults, processes
+from rushhpc.processes import WORKER_TOKEN_VARIABLE, set_parent_death_signal
 from rushhpc.store.connection import RedisConfig, redis_config
 from rushhpc.store.keys import Keys
 from rushhpc.store.protocol import source
 from rushhpc.worker import beat
 
-PR_SET_PDEATHSIG = 1
-WORKER_TOKEN_VARIABLE = "RUSHHPC_WORKER_TOKEN"  # marks the processes a worker started (beat.worker_gone)
 REGISTER_WAIT = defaults.HEARTBEAT_REGISTER_WAIT  # seconds a heartbeat waits for its worker to register
-
-
-def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent thread exits (no-op elsewhere)."""
-    try:
-        import ctypes  # here: only the process that starts a child needs it (0.2 MiB per worker)
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, sig)
-    except OSError:
-        pass
-
-
-def kill_tree(pid: int, skip: int | None = None) -> None:
-    """SIGKILL ``pid`` and its descendants (except ``skip``), children first (`rushhpc.worker.beat.kill_tree`)."""
-    beat.kill_tree(pid, skip)
 
 
 def beat_settings(
@@ -96,16 +79,21 @@ def beat_settings(
 
 
 def beat_command() -> list[str]:
-    """The heartbeat process's command line: `rushhpc.worker.beat` imported from its folder (appended
-    to sys.path, after the standard library) by an interpreter started with ``-I`` (no PYTHON*
-    variables, no user site, no current folder on sys.path) and ``-S`` (no site packages): 11.0
-    MiB resident here against 12.8-13.6 MiB with ``-m rushhpc.worker.beat``, which is the fallback when
-    the module is not a plain file or PYTHONHOME is needed to find the standard library."""
-    path = beat.__file__
-    if path and path.endswith(".py") and os.path.isfile(path) and not os.environ.get("PYTHONHOME"):
-        folder = os.path.dirname(os.path.abspath(path))
+    """The heartbeat process's command line: `rushhpc.worker.beat` and the `rushhpc.processes` it uses,
+    imported from their folders (appended to sys.path, after the standard library) by an interpreter
+    started with ``-I`` (no PYTHON* variables, no user site, no current folder on sys.path) and ``-S``
+    (no site packages): 11.0 MiB resident here against 12.8-13.6 MiB with ``-m rushhpc.worker.beat``,
+    which is the fallback when a module is not a plain file or PYTHONHOME is needed to find the
+    standard library.
+
+    Example:
+        >>> subprocess.Popen(beat_command(), stdin=subprocess.PIPE)
+    """
+    paths = [beat.__file__, processes.__file__]
+    if all(p and p.endswith(".py") and os.path.isfile(p) for p in paths) and not os.environ.get("PYTHONHOME"):
+        folders = [os.path.dirname(os.path.abspath(p)) for p in paths if p]
         return [sys.executable, "-I", "-S", "-c",
-                f"import sys; sys.path.append({folder!r}); import beat; sys.exit(beat.main())"]
+                f"import sys; sys.path += {folders!r}; import beat; sys.exit(beat.main())"]
     return [sys.executable, "-m", "rushhpc.worker.beat"]
 
 
