@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import redis
-import slurm_cluster
+from support import free_port, make_test_ca, process_gone, slurm_cluster, tls_redis_binary, wait_until  # noqa: F401 (fixtures and tests use them)
 
 import rushhpc
 from rushhpc import redis_config, remove_rush_plan
@@ -39,31 +37,18 @@ def _slurm_line() -> str:
                                                          else f"not available: {reason}")
 
 
-def pytest_report_header(config):
-    return [_slurm_line()]
+_USES_SLURM = pytest.StashKey[bool]()
+
+
+def pytest_collection_modifyitems(config, items):
+    # a run without SLURM tests (tests/unit, a -m "not slurm" run) never asks the cluster anything
+    config.stash[_USES_SLURM] = any(item.get_closest_marker("slurm") for item in items)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    # also with -q, which prints no header: where the SLURM tests ran, or why they could not
-    terminalreporter.write_line(_slurm_line())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    # also with -q: where the SLURM tests ran, or why they could not
+    if config.stash.get(_USES_SLURM, False):
+        terminalreporter.write_line(_slurm_line())
 
 
 class RedisServer:
@@ -176,36 +161,13 @@ def worker(rush, config):
 
 
 # ======================================================================================
-# Fixtures of `rushhpc redis` and the security tests (tests/test_redis_command.py,
+# Fixtures of `rushhpc redis` and the security tests (tests/integration/test_redis_command.py,
 # tests/security/): servers started through rushhpc.server.service in private state
 # folders, a TLS-capable redis-server, and a CA made by the test with the openssl CLI.
 # Every redis-server started here is stopped by its pid at the end.
 # ======================================================================================
 import json  # noqa: E402 - imports of this section stay in it
 import os  # noqa: E402
-
-
-def tls_redis_binary() -> str:
-    """A redis-server built with TLS; skip without one (fail when RUSHHPC_REQUIRE_TLS=1)."""
-    from rushhpc.errors import RushConfigError
-    from rushhpc.server import service as redis_server
-
-    try:
-        return redis_server.find_redis_server(tls=True)
-    except RushConfigError as e:
-        if os.environ.get("RUSHHPC_REQUIRE_TLS") == "1":
-            pytest.fail(f"a TLS-capable redis-server is required (RUSHHPC_REQUIRE_TLS=1): {e}")
-        pytest.skip(f"no TLS-capable redis-server: {e}")
-
-
-def process_gone(pid: int) -> bool:
-    """True once ``pid`` has ended (a zombie nobody reaps has ended too)."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @pytest.fixture
@@ -238,39 +200,6 @@ def start_redis(redis_home):
     return start
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    out = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, f"openssl {' '.join(args)}: {out.stderr}"
-
-
-def make_test_ca(folder: Path, name: str = "ca") -> dict[str, Path]:
-    """A self-signed CA and a server (localhost, 127.0.0.1) and client certificate it signs,
-    made with the openssl CLI (not with the code under test). Keys are 0600."""
-    folder.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
-            "-subj", f"/CN=rushhpc test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
-    out = {"ca": folder / f"{name}.crt", "ca_key": folder / f"{name}.key"}
-    for leaf, cn, ext in (
-        ("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
-        ("client", "rushhpc-test-client", "extendedKeyUsage=clientAuth"),
-    ):
-        (folder / f"{name}-{leaf}.ext").write_text(
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyAgreement\n"
-            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n" + ext + "\n")
-        openssl("req", *ec, "-keyout", f"{name}-{leaf}.key", "-out", f"{name}-{leaf}.csr", "-subj", f"/CN={cn}",
-                cwd=folder)
-        openssl("x509", "-req", "-in", f"{name}-{leaf}.csr", "-CA", f"{name}.crt", "-CAkey", f"{name}.key",
-                "-CAcreateserial", "-out", f"{name}-{leaf}.crt", "-days", "2", "-extfile", f"{name}-{leaf}.ext",
-                cwd=folder)
-        out[leaf] = folder / f"{name}-{leaf}.crt"
-        out[f"{leaf}_key"] = folder / f"{name}-{leaf}.key"
-    for k, p in out.items():
-        p.chmod(0o600 if k.endswith("key") else 0o644)
-    return out
-
-
 @pytest.fixture(scope="session")
 def test_ca(tmp_path_factory):
     """The test's own CA (server and client certificates); a second, unrelated CA as ``stranger``."""
@@ -283,7 +212,7 @@ def test_ca(tmp_path_factory):
 
 
 # ======================================================================================
-# A real Redis Cluster (tests/redis_cluster.py): 3 primaries on free loopback ports, started
+# A real Redis Cluster (tests/support/redis_cluster.py): 3 primaries on free loopback ports, started
 # for the session and stopped (by pid) at its end. Skipped where no redis-server can run one,
 # unless RUSHHPC_REQUIRE_CLUSTER=1 (CI), which makes that a failure.
 # ======================================================================================

@@ -18,7 +18,8 @@ import time
 import cloudpickle
 import pytest
 import redis
-from conformance_helpers import (
+from support import wait_until
+from support.conformance import (
     HB,
     add,
     alive,
@@ -32,7 +33,6 @@ from conformance_helpers import (
     propose_loop,
     script_workers,
 )
-from conftest import wait_until
 
 import rushhpc
 from rushhpc import Rush, RushConfigError, RushPayloadError, RushTimeoutError, RushWorkerError, queue_loop, rsh

@@ -7,8 +7,8 @@ import time
 import uuid
 
 import pytest
-from conformance_helpers import HB, add, debug_once_loop
-from conftest import free_port, wait_until
+from support import free_port, wait_until
+from support.conformance import HB, add, debug_once_loop
 
 from rushhpc import (
     RushConfigError,

@@ -10,8 +10,8 @@ import sys
 import uuid
 
 import pytest
-from conformance_helpers import network_keys
-from conftest import wait_until
+from support import wait_until
+from support.conformance import network_keys
 
 from rushhpc import RushConfigError, RushPayloadError, RushWorker
 from rushhpc.network.view import Network

@@ -15,8 +15,8 @@ import sys
 
 import cloudpickle
 import pytest
-from conformance_helpers import HB, add
-from conftest import wait_until
+from support import wait_until
+from support.conformance import HB, add
 
 from rushhpc import RushWorker, queue_loop
 from rushhpc.network.view import Network

@@ -9,7 +9,7 @@ import sys
 
 import cloudpickle
 import pytest
-from conftest import wait_until
+from support import wait_until
 
 import rushhpc
 from rushhpc import RushConfigError, queue_loop, rush_plan

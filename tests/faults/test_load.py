@@ -11,8 +11,8 @@ import time
 
 import cloudpickle
 import pytest
-from conftest import wait_until
-from invariant import check, settle
+from support import wait_until
+from support.invariant import check, settle
 
 from rushhpc import queue_loop
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from conftest import free_port, wait_until
-from invariant import check, settle
+from support import free_port, wait_until
+from support.invariant import check, settle
 
 import rushhpc
 from rushhpc import RushNetworkLostError, queue_loop, redis_config

@@ -17,7 +17,7 @@ import uuid
 import cloudpickle
 import pytest
 import redis
-from conftest import wait_until
+from support import wait_until
 
 import rushhpc
 from rushhpc import RushConfigError, queue_loop, redis_config

@@ -10,7 +10,7 @@ the run directory (logs, scripts), the emulator's spool and logs, Redis's own lo
 value of the network in Redis, the worker log stream, ``worker_info``, ``repr`` and the
 HTML repr of the manager, the CLI's JSON, and error messages.
 
-Extends tests/test_batch_scenarios.py::test_secrets_stay_out_of_the_job (the job's
+Extends tests/backends/test_batch_scenarios.py::test_secrets_stay_out_of_the_job (the job's
 environment as the job sees it, both backends) and the ``ps`` checks of test_tls.py.  Both the
 PBS emulator and the SLURM test cluster.
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from batch_backends import PbsBackend, SlurmBackend, require
-from conftest import wait_until
+from support import wait_until
+from support.batch_backends import PbsBackend, SlurmBackend, require
 
 import rushhpc
 from rushhpc import RushConfigError, RushWorkerError, redis_config, rush_plan

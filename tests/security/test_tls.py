@@ -21,7 +21,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from conftest import free_port, tls_redis_binary, wait_until
+from support import free_port, tls_redis_binary, wait_until
 
 import rushhpc
 from rushhpc import RushConfigError, RushWorker, queue_loop, redis_config, rush_plan
