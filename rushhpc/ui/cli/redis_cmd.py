@@ -1,4 +1,4 @@
-"""``rushhpc redis start|stop|status|user``: a Redis for a cluster (`rushhpc.server.service`).
+"""``rushhpc redis start|stop|status|user``: a Redis for a cluster (`rushhpc.server.service`, `rushhpc.server.users`).
 
 It binds where asked, always with a generated password written to a 0600 file, optionally
 with persistence (``--appendonly``) and TLS, and prints the URL and the password file to
@@ -12,13 +12,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rushhpc import defaults
 from rushhpc.core.states import ServerState
 from rushhpc.server import service as rs
+from rushhpc.server import users
+from rushhpc.server.folder import DEFAULT_NAME, state_dir
 from rushhpc.ui.cli.common import print_json
 
 
 def _dir(args: argparse.Namespace) -> Path:
-    return rs.state_dir(args.name, args.dir)
+    return state_dir(args.name, args.dir)
 
 
 def _print_usage(doc: dict[str, Any], who: str = "") -> None:
@@ -72,7 +75,7 @@ def _start(args: argparse.Namespace) -> int:
 def _where(args: argparse.Namespace) -> str:
     if args.dir:
         return f" --dir {args.dir}"
-    return f" --name {args.name}" if args.name and args.name != rs.DEFAULT_NAME else ""
+    return f" --name {args.name}" if args.name and args.name != DEFAULT_NAME else ""
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -106,7 +109,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _user_add(args: argparse.Namespace) -> int:
-    doc = rs.add_user(_dir(args), args.network)
+    doc = users.add_user(_dir(args), args.network)
     if args.json:
         print_json(doc)
         return 0
@@ -121,7 +124,7 @@ def _user_add(args: argparse.Namespace) -> int:
 
 
 def _user_remove(args: argparse.Namespace) -> int:
-    doc = rs.remove_user(_dir(args), args.network)
+    doc = users.remove_user(_dir(args), args.network)
     if args.json:
         print_json(doc)
     else:
@@ -131,7 +134,7 @@ def _user_remove(args: argparse.Namespace) -> int:
 
 
 def _user_list(args: argparse.Namespace) -> int:
-    rows = rs.list_users(_dir(args))
+    rows = users.list_users(_dir(args))
     if args.json:
         print_json(rows)
     elif not rows:
@@ -143,7 +146,7 @@ def _user_list(args: argparse.Namespace) -> int:
 
 
 def _add_where(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", default=rs.DEFAULT_NAME,
+    p.add_argument("--name", default=DEFAULT_NAME,
                    help="server name: state folder $RUSHHPC_REDIS_HOME/NAME (default ~/.rushhpc/redis/default)")
     p.add_argument("--dir", help="state folder (instead of --name)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -173,7 +176,7 @@ def register(sub: Any) -> None:
                     help="require client certificates signed by the CA (one is generated for rushhpc's clients)")
     st.add_argument("--redis-server", metavar="PATH", help="redis-server binary (default: found on PATH; "
                                                            "$RUSHHPC_REDIS_SERVER)")
-    st.add_argument("--timeout", type=float, default=15.0, help=argparse.SUPPRESS)
+    st.add_argument("--timeout", type=float, default=defaults.REDIS_START_TIMEOUT, help=argparse.SUPPRESS)
     st.set_defaults(func=_start)
 
     s = rsub.add_parser("status", help="running or not (pid file, process, PING); exit 1 when not running")
@@ -182,7 +185,8 @@ def register(sub: Any) -> None:
 
     sp = rsub.add_parser("stop", help="stop the redis-server started here (by its pid, after checking it)")
     _add_where(sp)
-    sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait after SIGTERM (default 30)")
+    sp.add_argument("--timeout", type=float, default=defaults.REDIS_STOP_TIMEOUT,
+                    help=f"seconds to wait after SIGTERM (default {defaults.REDIS_STOP_TIMEOUT:g})")
     sp.add_argument("--force", action="store_true", help="SIGKILL it when SIGTERM did not stop it in time")
     sp.set_defaults(func=_stop)
 
