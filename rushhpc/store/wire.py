@@ -139,6 +139,12 @@ def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
         return buf[pos + 1 : nl].decode(), nl + 2
     if t == 45:  # - error
         return _ErrorReply(buf[pos + 1 : nl].decode()), nl + 2
+    return _parse_rare(buf, pos, nl, t)
+
+
+def _parse_rare(buf: bytearray, pos: int, nl: int, t: int) -> tuple[Any, int]:
+    """The RESP3 types a worker's scripts never return (null, boolean, double, map): off `_parse`'s
+    path of bulk strings, arrays, integers and statuses, which stays one function without a call."""
     if t == 95:  # _ null
         return None, nl + 2
     if t == 35:  # # boolean
