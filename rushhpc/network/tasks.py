@@ -60,7 +60,7 @@ class TaskStore:
 
     def __init__(self, view: Link, before_push: Callable[[], None] | None = None):
         self.view = view
-        self._before_push = before_push or _nothing
+        self._before_push = before_push or (lambda: None)
         self._finished = AppendFrame()
         self._finished_read = 0  # entries of the finished list read, also those whose hash was gone
         self._new_offset = 0  # cached rows fetch_new_tasks has returned
@@ -285,6 +285,16 @@ class TaskStore:
                 pipe.hmget(self.view.keys.task(k), list(fields))
             return pipe.execute()
 
+    def task_outputs(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Each task's outputs (its ``ys``, decoded; None for a task with none: queued, running or gone),
+        in one round trip: the output names without a fetch of whole records.
+
+        Example:
+            >>> net.tasks.task_outputs([key])
+            [{'y': 0.25, 'loss': 0.1}]
+        """
+        return [codec.loads(ys) if ys else None for (ys,) in self.task_fields(keys, ["ys"])] if keys else []
+
     def task_records(self, keys: Sequence[str]) -> list[dict[str, Any]]:
         """The stored records of these tasks as they are (``xs``, ``ys``, ``xs_extra``, ``ys_extra`` and
         ``condition`` as dicts, not flattened into columns), in one call; a task that is gone is left out.
@@ -451,6 +461,17 @@ class TaskStore:
         """
         return self._log_rows("-" if after == "-" else "(" + after)
 
+    def last_log_id(self) -> str | None:
+        """The stream id of the newest log record (None: no record), in one round trip: whether
+        `log_rows` has anything new, without reading it.
+
+        Example:
+            >>> net.tasks.last_log_id()
+            '1718000000000-0'
+        """
+        last = self.view.connector.xrevrange(self.view.keys.log, count=1)
+        return str(last[0][0]) if last else None
+
     def forget_log_position(self) -> None:
         """`print_log` prints every record again (the network's log was deleted)."""
         self._log_last_id = "-"
@@ -461,10 +482,6 @@ class TaskStore:
         for row in self._log_rows(start):
             print(f"[{row['worker_id']}] {row['level']} {row['logger']}: {row['msg']}")
             self._log_last_id = row["id"]
-
-
-def _nothing() -> None:
-    pass
 
 
 def _with_expected_duration(n: int, extras: Sequence[dict] | None,

@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
 import warnings
@@ -102,6 +104,13 @@ def list_networks(client: RedisClient) -> list[str]:
         if k.startswith("{") and k.endswith("}:meta"):
             out.add(k[1:-6])
     return sorted(out)
+
+
+def _sweep_info(fields: list[Any]) -> SweepInfo | None:
+    """The `SweepInfo` of the values of `SWEEP_FIELDS` read from the sweep's hash (None: none set)."""
+    if all(v is None for v in fields):
+        return None
+    return SweepInfo.from_hash({f: v for f, v in zip(SWEEP_FIELDS, fields) if v is not None})
 
 
 def cluster_error(error: redis.ResponseError, config: RedisConfig) -> Exception:
@@ -218,16 +227,43 @@ class Network:
 
     def sweep_info(self) -> SweepInfo | None:
         """What sweep this network runs (metric, direction, budget, ...), or None when it is
-        not a sweep's network (or one started by an older rushhpc).
+        not a sweep's network (or one started by an older rushhpc, or its record is not the hash
+        `rushhpc sweep` writes: `sweep_record` reads a JSON string too).
 
         Example:
             >>> net.sweep_info().metric, net.sweep_info().direction
             ('y', 'minimize')
         """
-        h = self.connector.hmget(self.keys.sweep, list(SWEEP_FIELDS))
-        if all(v is None for v in h):
-            return None
-        return SweepInfo.from_hash({f: v for f, v in zip(SWEEP_FIELDS, h) if v is not None})
+        try:
+            h = self.connector.hmget(self.keys.sweep, list(SWEEP_FIELDS))
+        except redis.ResponseError as e:
+            if str(e).startswith("WRONGTYPE"):  # not a hash: another tool's JSON string (`sweep_record` reads it)
+                return None
+            raise
+        return _sweep_info(h)
+
+    def sweep_record(self) -> dict[str, Any] | None:
+        """The sweep's record in ``{net}:sweep`` as a dict, in one round trip: the hash `rushhpc sweep`
+        writes (`sweep_info`'s fields), or a JSON object stored as a string (what other tools may write);
+        None when there is none, or it is neither.
+
+        Example:
+            >>> net.sweep_record()["metric"]
+            'y'
+        """
+        with self.connector.pipeline(transaction=False) as pipe:
+            # one of the two fails with WRONGTYPE unless the key is absent: its reply says which kind it is
+            pipe.get(self.keys.sweep)
+            pipe.hmget(self.keys.sweep, list(SWEEP_FIELDS))
+            text, h = pipe.execute(raise_on_error=False)
+        if isinstance(text, (str, bytes)):
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                return None
+            return doc if isinstance(doc, dict) else None
+        info = _sweep_info(h) if isinstance(h, list) else None
+        return dataclasses.asdict(info) if info is not None else None
 
     def check_schema(self) -> None:
         """Refuse a network written by another protocol version, with a message."""

@@ -5,9 +5,10 @@ One `NetworkData` per network the page looks at. It keeps the finished tasks it 
 since the last), samples of the finished + failed count (throughput), and the output names
 of the network's tasks. Nothing here writes to Redis.
 
-Reads that the network view has no method for, done here on its public key layout:
-the output names of a few finished tasks (the ``ys`` field of ``{net}:task:{key}``), the id of
-the newest log record (``XREVRANGE {net}:log``), and the sweep's objective (``{net}:sweep``).
+Every read goes through the network view (no raw Redis here; a test checks it): the output
+names of a few finished tasks (`TaskStore.task_outputs`), the id of the newest log record
+(`TaskStore.last_log_id`), the sweep's objective (`Network.sweep_record`, `Network.sweep_info`)
+and Redis's clock (`Network.server_time`), each in one round trip.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from rushhpc.core.states import TERMINAL_TASK_STATES, TaskState
+from rushhpc.core.states import CANCEL_FIELD, TERMINAL_TASK_STATES, TaskState
 from rushhpc.errors import RushConfigError
 from rushhpc.network.view import Network, list_networks
 
-META_COLUMNS = ("condition", "worker_id", "state", "keys", "created_at", "started_at", "finished_at", "attempt")
+META_COLUMNS = ("condition", CANCEL_FIELD, "worker_id", "state", "keys", "created_at", "started_at", "finished_at",
+                "attempt")
 TIME_COLUMNS = ("created_at", "started_at", "finished_at")
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 DIRECTIONS = ("minimize", "maximize")
@@ -185,30 +187,12 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def read_sweep(net: Network) -> dict[str, Any] | None:
-    """The sweep's record in ``{net}:sweep``, if a sweep wrote one: the hash `rushhpc sweep`
-    writes (`Network.sweep_info`), or a JSON object in a string (what other tools may write)."""
-    key = net.keys.sweep
-    kind = net.connector.type(key)
-    kind = kind.decode() if isinstance(kind, bytes) else kind
-    if kind == "string":
-        try:
-            doc = json.loads(net.connector.get(key) or "null")
-        except ValueError:
-            return None
-        return doc if isinstance(doc, dict) else None
-    if kind == "hash":
-        info = net.sweep_info()
-        return dataclasses.asdict(info) if info is not None else None
-    return None
-
-
 def network_summaries(config: Any, client: Any) -> list[dict[str, Any]]:
     """Every network on this Redis with its worker and task counts (as `rushhpc networks --json`)."""
     out = []
     for nid in list_networks(client):
         net = Network(nid, config, client=client)
-        sweep = net.sweep_info() if net.connector.type(net.keys.sweep) == "hash" else None
+        sweep = net.sweep_info()  # None for a record written as a JSON string (the summary shows rushhpc's)
         out.append({"network_id": nid, "workers": net.worker_counts(), "tasks": net.counts_by_state(),
                     "created_at": float(net.meta().get("created_at") or 0) or None,
                     "sweep": dataclasses.asdict(sweep) if sweep is not None else None})
@@ -266,17 +250,10 @@ class NetworkData:
         keys = [r["keys"] for r in sample if r.get("keys")]
         if not keys:
             return
-        with self.net.connector.pipeline(transaction=False) as pipe:
-            for k in keys:
-                pipe.hget(self.net.keys.task(k), "ys")
-            for text in pipe.execute():
-                try:
-                    ys = json.loads(text) if text else {}
-                except ValueError:
-                    continue
-                for name in ys if isinstance(ys, dict) else ():
-                    if name not in self.outputs:
-                        self.outputs.append(str(name))
+        for ys in self.net.tasks.task_outputs(keys):
+            for name in ys if isinstance(ys, dict) else ():
+                if name not in self.outputs:
+                    self.outputs.append(str(name))
 
     def columns(self, rows: Sequence[dict[str, Any]] | None = None) -> list[str]:
         """Parameters, then outputs, then the meta columns (worker, state, times, key)."""
@@ -305,14 +282,6 @@ class NetworkData:
             r["heartbeat_age"] = round(age, 3) if age is not None else None
         return [jsonable(r) for r in rows]
 
-    def server_time(self) -> float:
-        sec, usec = self.net.connector.time()
-        return float(sec) + float(usec) / 1e6
-
-    def log_last_id(self) -> str | None:
-        last = self.net.connector.xrevrange(self.net.keys.log, count=1)
-        return str(last[0][0]) if last else None
-
     def throughput(self, done: int) -> dict[str, float | None]:
         """Tasks ended (finished or failed) per second over the last samples."""
         now = time.monotonic()
@@ -338,9 +307,9 @@ class NetworkData:
                 return self._snapshot[1]
         self.check()
         c = self.counts()
-        doc = {"network": self.network_id, "server_time": self.server_time(), "workers": self.workers(),
+        doc = {"network": self.network_id, "server_time": self.net.server_time(), "workers": self.workers(),
                "worker_counts": c["workers"], "tasks": c["tasks"], "throughput": c["throughput"],
-               "log_last_id": self.log_last_id()}
+               "log_last_id": self.net.tasks.last_log_id()}
         with self._lock:
             self._snapshot = (now, doc)
         return doc
@@ -382,7 +351,7 @@ class NetworkData:
             outputs = list(self.outputs)
         if column and column not in numeric:
             raise RushConfigError(f"no numeric column {column!r} in the finished tasks (columns: {', '.join(numeric)})")
-        sweep = read_sweep(self.net)
+        sweep = self.net.sweep_record()
         col, d, source = choose_objective(outputs, numeric, sweep, column, direction)
         xs, ys, best = best_so_far((r.get(col) for r in rows), d) if col else ([], [], [])
         best_row = None
@@ -406,7 +375,7 @@ class NetworkData:
                   if r.get("started_at")]
         workers = [{k: w.get(k) for k in ("worker_id", "state", "hostname", "started_at", "stopped_at")}
                    for w in self.workers()]
-        return {"network": self.network_id, "now": self.server_time(), "workers": workers, "tasks": tasks}
+        return {"network": self.network_id, "now": self.net.server_time(), "workers": workers, "tasks": tasks}
 
     def logs(self, level: str | None = None, after: str | None = None, limit: int = 500) -> dict[str, Any]:
         """Log records after stream id ``after``, at ``level`` or above, the last ``limit``."""
