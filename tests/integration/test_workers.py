@@ -460,10 +460,10 @@ def test_the_heartbeat_imports_only_the_standard_library():
     assert argv[1:3] == ["-I", "-S"] and argv[-1].endswith("import beat; sys.exit(beat.main())")
     mods = _modules_of(argv[:-1] + [argv[-1].replace("sys.exit(beat.main())", "print(' '.join(sys.modules))")])
     assert "beat" in mods
-    assert {m for m in mods if m.split(".")[0] not in sys.stdlib_module_names} == {"__main__", "beat"}
+    assert {m for m in mods if m.split(".")[0] not in sys.stdlib_module_names} == {"__main__", "beat", "processes"}
     assert not mods & {"ssl", "_ssl", "typing", "asyncio", "subprocess", "ctypes"}
     mods = _modules_of([sys.executable, "-c", "import sys, rushhpc.worker.beat; print(' '.join(sys.modules))"])
-    expected = {"rushhpc", "rushhpc._version", "rushhpc.worker", "rushhpc.worker.beat"}
+    expected = {"rushhpc", "rushhpc._version", "rushhpc.processes", "rushhpc.worker", "rushhpc.worker.beat"}
     assert {m for m in mods if m.startswith("rushhpc")} == expected
     assert not {m for m in mods if m.split(".")[0] in ("redis", "psutil", "jinja2", "yaml", "pandas", "orjson",
                                                          "cloudpickle", "asyncio", "ssl")}
@@ -472,7 +472,7 @@ def test_the_heartbeat_imports_only_the_standard_library():
 def test_heartbeat_process_is_under_15_mib(rush):
     """Issue 12: one heartbeat process per worker, each under 15 MiB resident (redis-py and
     psutil took it to ~34 MiB). The worker's own size is printed, not asserted."""
-    from heartbeats import vm_rss_mib
+    from support.heartbeats import vm_rss_mib
 
     ids = rush.start_local_workers(queue_loop, n_workers=1, fun=lambda x: {"y": x}, heartbeat_period=0.3,
                                    heartbeat_expire=5)
@@ -497,7 +497,7 @@ def test_heartbeat_selects_its_database_and_loads_its_script_again(redis_server,
     import dataclasses
     import uuid
 
-    from heartbeats import StandIn
+    from support.heartbeats import StandIn
 
     cfg = dataclasses.replace(redis_server.config, db=3)
     s = StandIn(cfg, "hb-" + uuid.uuid4().hex[:8], "w-1", tmp_path)

@@ -22,7 +22,7 @@ from support import wait_until
 import rushhpc
 from rushhpc import RushConfigError, queue_loop, redis_config
 from rushhpc.network.view import Network
-from rushhpc.server import service as rs
+from rushhpc.server import binary, conf
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -35,14 +35,15 @@ def double(x):
 
 def _binaries() -> list[str]:
     by_version: dict[tuple, str] = {}
-    for b in rs._candidates():
-        v = rs.server_version(b)[:2]
-        if v and v >= rs.MIN_VERSION:
+    for b in binary._candidates():
+        v = binary.server_version(b)[:2]
+        if v and v >= binary.MIN_VERSION:
             by_version.setdefault(v, b)
     return [by_version[v] for v in sorted(by_version)] or ["none"]
 
 
-@pytest.fixture(params=_binaries(), ids=lambda b: "redis-" + ".".join(map(str, rs.server_version(b)[:2])) if b != "none" else b)
+@pytest.fixture(params=_binaries(),
+                ids=lambda b: "redis-" + ".".join(map(str, binary.server_version(b)[:2])) if b != "none" else b)
 def server(request, start_redis):
     if request.param == "none":
         pytest.fail("no redis-server >= 6.2 found")
@@ -185,10 +186,10 @@ def test_users_are_kept_changed_and_removed(server):
 
 
 def test_acl_rules_are_what_the_docs_say():
-    rules = rs.acl_rules("net-1", "#" + "0" * 64)
+    rules = conf.acl_rules("net-1", "#" + "0" * 64)
     assert rules[:6] == ["reset", "on", "#" + "0" * 64, "~{net-1}:*", "resetchannels", "-@all"]
     allowed = {r[1:] for r in rules if r.startswith("+")}
     assert not allowed & {"keys", "flushall", "flushdb", "config", "acl", "monitor", "shutdown", "debug",
                           "script|flush", "client|list", "client|kill", "info", "publish", "subscribe"}
     with pytest.raises(RushConfigError):
-        rs.acl_rules("a b", "#0")
+        conf.acl_rules("a b", "#0")

@@ -228,7 +228,7 @@ def test_script_worker_with_credentials_file_and_env(tls_rush, tls_config):
 
 
 def test_pbs_workers_over_tls(tls_rush, monkeypatch, tmp_path):
-    from batch_backends import PbsBackend, require
+    from support.batch_backends import PbsBackend, require
 
     require("pbs", PbsBackend.available(), "tests/pbs_emulator is needed")
     monkeypatch.setenv("PATH", f"{PbsBackend.bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -263,7 +263,7 @@ def test_ssh_workers_over_tls(tls_rush, tmp_path_factory):
         if os.environ.get("RUSHHPC_REQUIRE_SSH") == "1":
             pytest.fail("/usr/sbin/sshd is needed (RUSHHPC_REQUIRE_SSH=1)")
         pytest.skip("/usr/sbin/sshd is not installed")
-    from test_ssh_launcher import Sshd
+    from support.ssh import Sshd
 
     sshd = Sshd(tmp_path_factory.mktemp("sshd"))
     try:
@@ -303,7 +303,7 @@ def test_heartbeat_process_over_tls(tls_server, tls_config, test_ca, tmp_path):
     the CA file and shows its client certificate; with another CA it never beats. Its size with
     TLS: the ssl module and OpenSSL add ~6 MiB to the ~11 MiB without (issue 12's 15 MiB is met
     without TLS only)."""
-    from heartbeats import StandIn, vm_rss_mib
+    from support.heartbeats import StandIn, vm_rss_mib
 
     nid = "tls-hb-" + uuid.uuid4().hex[:8]
     c = tls_config.client()

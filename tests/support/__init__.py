@@ -42,10 +42,10 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: s
 def tls_redis_binary() -> str:
     """A redis-server built with TLS; skip without one (fail when RUSHHPC_REQUIRE_TLS=1)."""
     from rushhpc.errors import RushConfigError
-    from rushhpc.server import service as redis_server
+    from rushhpc.server.binary import find_redis_server
 
     try:
-        return redis_server.find_redis_server(tls=True)
+        return find_redis_server(tls=True)
     except RushConfigError as e:
         if os.environ.get("RUSHHPC_REQUIRE_TLS") == "1":
             pytest.fail(f"a TLS-capable redis-server is required (RUSHHPC_REQUIRE_TLS=1): {e}")

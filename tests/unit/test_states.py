@@ -50,9 +50,6 @@ PENDING: set[str] = {
     "rushhpc/manager/rush.py",
     "rushhpc/manager/starting.py",
     "rushhpc/manager/waiting.py",
-    "rushhpc/server/service.py",
-    "rushhpc/store/keys.py",
-    "rushhpc/store/protocol.py",
     "rushhpc/worker/beat.py",
 }
 
@@ -67,6 +64,7 @@ HOMONYMS: dict[tuple[str, str], tuple[int, str]] = {
     ("rushhpc/sweeps/objective.py", "timeout"): (1, "the objective context's `timeout` key"),
     ("rushhpc/worker/command.py", "timeout"): (1, "the command objective's `timeout` option"),
     ("rushhpc/ui/cli/redis_cmd.py", "stopped"): (1, "the `stopped` flag of the reply of `rushhpc redis stop`"),
+    ("rushhpc/server/service.py", "stopped"): (2, "the `stopped` flag of the reply of `stop` (rushhpc redis stop)"),
     ("rushhpc/store/diagnostics.py", "timeout"): (1, "a word searched for in a connection error's text"),
     ("rushhpc/manager/reconcile.py", "cancelled"): (1, "the launch record's field CANCELLED_AT (when the job was cancelled)"),
 }
@@ -151,7 +149,7 @@ RELEASE_MODES = {m.value for m in Release}
 LUA_WORDS: dict[str, str] = {
     **{f: "a task hash field" for f in ("state", "worker_id", "xs", "xs_extra", "ys", "ys_extra", "condition",
                                          "created_at", "started_at", "finished_at", "attempt", "max_retries",
-                                         "origin", "requeues", "pop_key", "pop_token")},
+                                         "origin", "requeues", "pop_key", "pop_token", S.CANCEL_FIELD)},
     **{f: "a worker hash field" for f in ("reason", "last_reason", "restart", "terminate", "heartbeat_expire",
                                            "job_id", "managed", "stopped_at")},
     "schema": "the network meta field",
