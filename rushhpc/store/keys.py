@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 
-from rushhpc.core.states import TASK_STATES
+from rushhpc.core.states import TASK_STATES, TaskState
 from rushhpc.errors import RushConfigError
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -77,10 +77,10 @@ class Keys:
         self.prefix = "{" + network_id + "}:"
         p = self.prefix
         self.meta = p + "meta"
-        self.queued = p + "queued"
-        self.running = p + "running"
-        self.finished = p + "finished"
-        self.failed = p + "failed"
+        self.queued = p + TaskState.QUEUED
+        self.running = p + TaskState.RUNNING
+        self.finished = p + TaskState.FINISHED
+        self.failed = p + TaskState.FAILED
         self.all_tasks = p + "all_tasks"
         self.workers = p + "workers"
         self.launches = p + "launches"
@@ -119,7 +119,7 @@ class Keys:
 
     def task_list(self, state: str) -> str:
         """The append-only list of finished or failed task keys."""
-        return self.finished if state == "finished" else self.failed
+        return self.finished if state == TaskState.FINISHED else self.failed
 
 
 __all__ = ["ID_PATTERN", "TASK_STATES", "Keys", "validate_id"]

@@ -31,7 +31,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import redis
 
-from rushhpc.core.states import Release
+from rushhpc.core.states import Release, TaskState, WorkerState
 from rushhpc.store.connection import RedisClient, is_cluster, node_client
 from rushhpc.store.keys import Keys
 from rushhpc.store.wire import pack_head
@@ -190,7 +190,7 @@ class Protocol:
         args: list[Any] = [k.prefix, state]
         for row in rows:
             args.extend(row)
-        dest = k.finished if state == "finished" else k.failed
+        dest = k.finished if state == TaskState.FINISHED else k.failed
         self._s["push_final_tasks"](keys=[dest, k.all_tasks], args=args)
 
     def empty_queue(self, message: str) -> int:
@@ -231,13 +231,13 @@ class Protocol:
             if kv[0] != "restart":
                 args.extend(kv)
         return self._s["register_worker"](
-            keys=[k.workers, k.workers_in("running"), k.worker(worker_id), k.heartbeat(worker_id),
-                  k.workers_in("pending"), k.meta, k.workers_in("lost")],
+            keys=[k.workers, k.workers_in(WorkerState.RUNNING), k.worker(worker_id), k.heartbeat(worker_id),
+                  k.workers_in(WorkerState.PENDING), k.meta, k.workers_in(WorkerState.LOST)],
             args=args,
         )
 
     def stop_workers(self, state: str, items: Sequence[tuple[str, str, str]], retry: bool | Release,
-                     source: str = "running") -> list[list[Any]]:
+                     source: str = WorkerState.RUNNING) -> list[list[Any]]:
         """Move workers from ``source`` (running or pending) to ``state``; items: (wid, reason, task message).
         ``retry``: what happens to their running tasks (`Release`; True = RETRY, False = FAIL)."""
         if not items:
@@ -268,9 +268,9 @@ class Protocol:
         whether the network still exists)."""
         k = self.keys
         out, managed, n_active, ending, exists = self._s["detect_lost"](
-            keys=[k.workers_in("running"), k.active_launches, k.workers_in("lost"), k.workers, k.queued,
-                  k.running, k.failed, k.meta, k.workers_in("terminated"), k.workers_in("failed"),
-                  k.workers_in("killed")],
+            keys=[k.workers_in(WorkerState.RUNNING), k.active_launches, k.workers_in(WorkerState.LOST), k.workers, k.queued,
+                  k.running, k.failed, k.meta, k.workers_in(WorkerState.TERMINATED), k.workers_in(WorkerState.FAILED),
+                  k.workers_in(WorkerState.KILLED)],
             args=[k.prefix, "1" if retry else "0"],
         )
         return out, managed, int(n_active), int(ending), bool(exists)
@@ -290,7 +290,7 @@ class Protocol:
         state, which a table of workers can live with.
         """
         k = self.keys
-        ids = sorted(self.client.sunion(k.workers, k.workers_in("pending")))
+        ids = sorted(self.client.sunion(k.workers, k.workers_in(WorkerState.PENDING)))
         fields = list(fields)
         out: list[dict[str, Any]] = []
         for lo in range(0, len(ids), chunk):
