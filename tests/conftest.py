@@ -112,7 +112,7 @@ def cluster_owner():
     """The test owns the SLURM test cluster: an exclusive lock while it runs (no other test or
     slurm-cluster.sh start/stop uses the cluster meanwhile), and the cluster restored afterwards:
     the same configuration, every daemon running under its pid file, and `status` telling the truth."""
-    from batch_backends import require
+    from support.batch_backends import require
 
     c = slurm_cluster.cluster()
     require("slurm", c.unavailable_reason() is None, c.unavailable_reason() or "")
@@ -157,6 +157,25 @@ def rush(config):
 def worker(rush, config):
     w = rushhpc.RushWorker(rush.network_id, config=config)
     yield w
+    w.close()
+
+
+@pytest.fixture
+def busy(rush, config):
+    """A network to look at (`rushhpc networks/workers/tasks/logs/top` and the dashboard): one in-process worker
+    with a heartbeat process (its heartbeat age is live), 3 finished tasks (outputs ``y`` and ``loss``), 1 failed
+    ("diverged"), 1 running and 2 queued, and 3 log records: WARNING, DEBUG, and an ERROR that reads as a
+    spreadsheet formula. Yields (rush, worker). A kill request would SIGKILL this test process (the worker's
+    heartbeat kills the process it watches): tests on it send none that may succeed."""
+    w = rushhpc.RushWorker(rush.network_id, config=config, heartbeat_period=0.5, heartbeat_expire=5)
+    rush.push_tasks([{"x": i, "y": -i} for i in range(7)])  # a parameter called y: the output y wins
+    tasks = [w.pop_task(timeout=0) for _ in range(5)]
+    w.finish_tasks([t["key"] for t in tasks[:3]], [{"y": 3.0, "loss": 0.5}, {"y": 1.0, "loss": 0.9},
+                                                    {"y": 2.0, "loss": 0.1}])
+    w.fail_tasks([tasks[3]["key"]], ["diverged"])
+    for level, msg in (("WARNING", "hello from the worker"), ("DEBUG", "noise"), ("ERROR", "=HYPERLINK(1)")):
+        rush.connector.xadd(rush.keys.log, {"worker_id": w.worker_id, "level": level, "logger": "rushhpc.t", "msg": msg})
+    yield rush, w
     w.close()
 
 
@@ -217,7 +236,7 @@ def test_ca(tmp_path_factory):
 # unless RUSHHPC_REQUIRE_CLUSTER=1 (CI), which makes that a failure.
 # ======================================================================================
 def _start_cluster(password):
-    import redis_cluster
+    from support import redis_cluster
 
     try:
         return redis_cluster.RedisClusterProcesses(password=password)

@@ -91,7 +91,7 @@ def _spread_networks(cluster, n_per_node: int = 1) -> list[str]:
 @pytest.fixture
 def strict_scripts(monkeypatch):
     """Workers and heartbeats (and this process) run every script with a #!lua shebang (Redis 7)."""
-    import redis_cluster as rc
+    from support import redis_cluster as rc
 
     server, _ = rc.binaries()
     if int(rc.version(server).split(".")[0]) < 7:
@@ -423,7 +423,7 @@ def slow_search_loop(rush, delay: float = 0.05):
 def test_workers_follow_their_network_to_another_primary(strict_scripts):
     """The network's slot moves to another primary while its workers and heartbeats are connected
     (paused meanwhile, so that no call lands mid-migration): each answers MOVED, follows, goes on."""
-    import redis_cluster as rc
+    from support import redis_cluster as rc
 
     cluster = rc.RedisClusterProcesses(password="pw-" + uuid.uuid4().hex[:8])
     try:
@@ -473,7 +473,7 @@ def test_workers_follow_their_network_to_another_primary(strict_scripts):
 def test_workers_survive_the_failover_of_their_primary(strict_scripts):
     """3 primaries with a replica each: SIGKILL the primary of a running network's slot; its replica
     takes over, and the manager, the workers and their heartbeats find it and go on."""
-    import redis_cluster as rc
+    from support import redis_cluster as rc
 
     cluster = rc.RedisClusterProcesses(password="pw-" + uuid.uuid4().hex[:8], replicas=1, node_timeout_ms=1500)
     try:
@@ -511,7 +511,7 @@ def test_workers_survive_the_failover_of_their_primary(strict_scripts):
 
 # ------------------------------------------------------------------ the heartbeat process (rushhpc/worker/beat.py)
 def _fresh_cluster(**kw):
-    import redis_cluster as rc
+    from support import redis_cluster as rc
 
     try:
         return rc.RedisClusterProcesses(password="pw-" + uuid.uuid4().hex[:8], **kw)
@@ -532,7 +532,7 @@ def _beats_on(cluster, port: int, key: str, timeout: float = 15, expire: float =
 
 def test_heartbeat_on_a_cluster_is_small_and_beats_on_its_slot_s_primary(redis_cluster, cluster_config, strict_scripts,
                                                                          tmp_path):
-    from heartbeats import StandIn, vm_rss_mib
+    from support.heartbeats import StandIn, vm_rss_mib
 
     nid = _spread_networks(redis_cluster)[1]
     owner = redis_cluster.slot_owner(key_slot(Keys(nid).meta.encode()))
@@ -562,7 +562,7 @@ def test_heartbeat_follows_ask_and_moved_while_its_slot_migrates(strict_scripts,
         slot = key_slot(Keys(nid).meta.encode())
         src = cluster.slot_owner(slot)
         dst = next(p for p in cluster.ports if p != src)
-        from heartbeats import StandIn
+        from support.heartbeats import StandIn
 
         # 1. ASK: MIGRATING/IMPORTING, no key moved yet
         a = StandIn(cfg, nid, "w-ask", tmp_path)
@@ -622,7 +622,7 @@ def test_heartbeat_survives_the_failover_of_the_node_it_was_given(strict_scripts
         slot = key_slot(Keys(nid).meta.encode())
         old = cluster.slot_owner(slot)
         cfg = redis_config(host="127.0.0.1", port=old, password=cluster.password, cluster=True)
-        from heartbeats import StandIn
+        from support.heartbeats import StandIn
 
         s = StandIn(cfg, nid, "w-1", tmp_path, expire=60)
         try:

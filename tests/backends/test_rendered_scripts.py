@@ -285,7 +285,7 @@ def cli_script(tmp_path: Path, config: Any, *extra: str) -> str:
 # ------------------------------------------------------------------ on the real SLURM test cluster
 @pytest.fixture
 def sbatch_ready():
-    from batch_backends import SlurmBackend, require
+    from support.batch_backends import SlurmBackend, require
 
     require("slurm", SlurmBackend.available(), "start it with scripts/slurm-cluster.sh start")
 

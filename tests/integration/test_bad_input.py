@@ -218,7 +218,7 @@ def test_an_unpicklable_loop_or_argument_starts_nothing(rush, what):
 # ---------------------------------------------------------------- batch templates
 @pytest.fixture
 def pbs_env(monkeypatch, tmp_path):
-    from batch_backends import PbsBackend, require
+    from support.batch_backends import PbsBackend, require
 
     require("pbs", PbsBackend.available(), "tests/pbs_emulator is needed")
     monkeypatch.setenv("PATH", f"{PbsBackend.bin_dir}{os.pathsep}{os.environ['PATH']}")

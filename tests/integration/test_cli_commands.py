@@ -22,22 +22,6 @@ def cli(*args, config=None, stdin=None):
                           env=env, stdin=subprocess.DEVNULL if stdin is None else stdin)
 
 
-@pytest.fixture
-def busy(rush, config):
-    """A network with one registered worker, 1 finished, 1 failed, 1 running and 2 queued tasks, and a log."""
-    w = RushWorker(rush.network_id, config=config, heartbeat_period=0.5, heartbeat_expire=5)
-    rush.push_tasks([{"x": i, "y": -i} for i in range(5)])  # a parameter called y
-    a, b, c = (w.pop_task(timeout=0) for _ in range(3))
-    w.finish_tasks([a["key"]], [{"y": 10, "loss": 0.5}])
-    w.fail_tasks([b["key"]], ["diverged"])
-    rush.connector.xadd(rush.keys.log, {"worker_id": w.worker_id, "level": "WARNING", "logger": "rushhpc.t",
-                                        "msg": "hello from the worker"})
-    rush.connector.xadd(rush.keys.log, {"worker_id": w.worker_id, "level": "DEBUG", "logger": "rushhpc.t",
-                                        "msg": "noise"})
-    yield rush, w
-    w.close()
-
-
 def test_version_and_help():
     out = cli("--version")
     assert out.returncode == 0 and out.stdout.startswith("rushhpc ")
@@ -52,7 +36,7 @@ def test_networks_json(busy, config):
     assert out.returncode == 0, out.stderr
     docs = {d["network_id"]: d for d in json.loads(out.stdout)}
     d = docs[rush.network_id]
-    assert d["tasks"] == {"queued": 2, "running": 1, "finished": 1, "failed": 1}
+    assert d["tasks"] == {"queued": 2, "running": 1, "finished": 3, "failed": 1}
     assert d["workers"]["running"] == 1
     text = cli("networks", config=config)
     assert rush.network_id in text.stdout and "RUNNING" in text.stdout
@@ -76,10 +60,11 @@ def test_workers_json_and_table(busy, config):
 def test_tasks_counts_and_rows(busy, config):
     rush, w = busy
     out = cli("tasks", "-n", rush.network_id, "--json", config=config)
-    assert json.loads(out.stdout) == {"queued": 2, "running": 1, "finished": 1, "failed": 1}
+    assert json.loads(out.stdout) == {"queued": 2, "running": 1, "finished": 3, "failed": 1}
     out = cli("tasks", "-n", rush.network_id, "--state", "finished", "--json", config=config)
     rows = json.loads(out.stdout)
-    assert len(rows) == 1 and rows[0]["loss"] == 0.5 and rows[0]["worker_id"] == w.worker_id
+    assert len(rows) == 3 and sorted(r["loss"] for r in rows) == [0.1, 0.5, 0.9]
+    assert {r["worker_id"] for r in rows} == {w.worker_id} and sorted(r["y"] for r in rows) == [1.0, 2.0, 3.0]
     out = cli("tasks", "-n", rush.network_id, "--state", "failed", "--state", "queued", "--json", config=config)
     rows = json.loads(out.stdout)
     assert sorted(r["state"] for r in rows) == ["failed", "queued", "queued"]
@@ -96,10 +81,10 @@ def test_logs_level_and_worker_filter(busy, config):
     assert "hello from the worker" in out.stdout and "noise" in out.stdout
     out = cli("logs", "-n", rush.network_id, "--level", "warning", "--json", config=config)
     docs = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [d["msg"] for d in docs] == ["hello from the worker"]
+    assert [d["msg"] for d in docs] == ["hello from the worker", "=HYPERLINK(1)"]  # WARNING and above
     out = cli("logs", "-n", rush.network_id, "--worker", "w-nobody", config=config)
     # not silence (issue 20 defect 6): it says that the filter matched none of the records
-    assert out.returncode == 0 and "none of the 2 log record(s)" in out.stdout and "--worker" in out.stdout
+    assert out.returncode == 0 and "none of the 3 log record(s)" in out.stdout and "--worker" in out.stdout
 
 
 def test_logs_follow_prints_new_records(busy, config):

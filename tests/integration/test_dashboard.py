@@ -32,7 +32,7 @@ import pytest
 from support import REPO, wait_until
 
 import rushhpc
-from rushhpc import RushWorker, queue_loop
+from rushhpc import queue_loop
 
 pytest.importorskip("starlette", reason="the dashboard extra (starlette) is not installed")
 pytest.importorskip("uvicorn", reason="the dashboard extra (uvicorn) is not installed")
@@ -146,23 +146,7 @@ def get_json(url: str, **kw: Any) -> Any:
     return json.loads(text)
 
 
-# ---------------------------------------------------------------------- networks to look at
-@pytest.fixture
-def busy(rush, config):
-    """One in-process worker (no heartbeat process), 3 finished, 1 failed, 1 running, 2 queued
-    tasks, and log records."""
-    w = RushWorker(rush.network_id, config=config)
-    rush.push_tasks([{"x": i, "y": -i} for i in range(7)])  # a parameter called y: the output y wins
-    tasks = [w.pop_task(timeout=0) for _ in range(5)]
-    w.finish_tasks([t["key"] for t in tasks[:3]], [{"y": 3.0, "loss": 0.5}, {"y": 1.0, "loss": 0.9},
-                                                    {"y": 2.0, "loss": 0.1}])
-    w.fail_tasks([tasks[3]["key"]], ["diverged"])
-    for level, msg in (("WARNING", "hello from the worker"), ("DEBUG", "noise"), ("ERROR", "=HYPERLINK(1)")):
-        rush.connector.xadd(rush.keys.log, {"worker_id": w.worker_id, "level": level, "logger": "t", "msg": msg})
-    yield rush, w
-    w.close()
-
-
+# ---------------------------------------------------------------------- networks to look at (and `busy`, in tests/conftest.py)
 def slow(x):
     time.sleep(0.15)
     log = logging.getLogger("dash.test")
@@ -346,7 +330,7 @@ def test_api_reads_a_network(busy, second_network, start_dashboard, config):
 
     workers = get(f"/api/{net}/workers")
     assert [r["worker_id"] for r in workers] == [w.worker_id] and workers[0]["state"] == "running"
-    assert {"hostname", "job_id", "reason", "heartbeat_age"} <= set(workers[0])
+    assert {"hostname", "job_id", "reason", "heartbeat_age"} <= set(workers[0]) and workers[0]["heartbeat_age"] < 5
     counts = get(f"/api/{net}/counts")
     assert counts["tasks"]["finished"] == 3 and counts["workers"]["running"] == 1
     snap = get(f"/api/{net}/snapshot")
@@ -402,7 +386,8 @@ def test_api_reads_a_network(busy, second_network, start_dashboard, config):
     assert http(f"{base}/api/bad%20id/workers")[0] == 400
 
     # read only: stop is refused, the worker is untouched
-    status, text, _ = http(f"{base}/api/{net}/stop", "POST", {"type": "kill", "workers": "all"},
+    # terminate, not kill: were it let through, a kill would make busy's heartbeat SIGKILL this test process
+    status, text, _ = http(f"{base}/api/{net}/stop", "POST", {"type": "terminate", "workers": "all"},
                            headers={"x-rushhpc-csrf": cfg["csrf"]})
     assert status == 403 and "--allow-control" in json.loads(text)["error"]
     assert rush.running_worker_ids == [w.worker_id] and not w.terminated

@@ -280,7 +280,7 @@ def test_wait_for_tasks(rush, worker):
 def test_terminate_flag_in_process(rush, worker):
     assert not worker.terminated
     assert rush.stop_workers(type="terminate", worker_ids=[worker.worker_id]) == [worker.worker_id]
-    from conftest import wait_until
+    from support import wait_until
 
     wait_until(lambda: worker.terminated, 2, what="terminate flag")
     worker.set_terminated()

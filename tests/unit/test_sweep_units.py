@@ -215,12 +215,33 @@ def test_model_history_follows_the_tasks_incrementally():
 
 
 def test_a_cancelled_point_is_known_by_its_cause_not_its_wording():
-    # issue 18: the engine compared the message text ("Removed from queue"); the cause is a CancelCause field
+    # issue 18: the engine compared the message text ("Removed from queue"); the cause is a CancelCause
+    # field the store writes with the failure, and the message is never read (rewording it changes nothing)
     from rushhpc.core.states import CANCEL_FIELD, CancelCause
     from rushhpc.sweeps.ingest import cancel_cause
 
-    assert cancel_cause({CANCEL_FIELD: "removed_from_queue"}, "Queue emptied by the sweep") is CancelCause.REMOVED
-    assert cancel_cause({CANCEL_FIELD: "worker_killed"}, "anything") is CancelCause.WORKER_KILLED
-    assert cancel_cause({}, "worker was killed") is CancelCause.WORKER_KILLED  # a task written before the field
-    assert cancel_cause({CANCEL_FIELD: None}, "ValueError: x < 0") is None  # an evaluation that failed
-    assert cancel_cause({CANCEL_FIELD: "bogus"}, "failed") is None
+    assert cancel_cause({CANCEL_FIELD: "removed_from_queue", "condition": "Queue emptied"}) is CancelCause.REMOVED
+    assert cancel_cause({CANCEL_FIELD: "worker_killed", "condition": "anything"}) is CancelCause.WORKER_KILLED
+    for text in ("worker was killed", "Removed from queue"):  # the old wordings, without the field
+        assert cancel_cause({"condition": text}) is None
+    assert cancel_cause({CANCEL_FIELD: None, "condition": "ValueError: x < 0"}) is None  # an evaluation that failed
+    assert cancel_cause({CANCEL_FIELD: "bogus"}) is None
+
+
+def test_ingest_ignores_the_message_of_a_failed_task():
+    """Ingest._failed_record: a failed task with the old cancel wordings is an evaluation that failed
+    (a journal record); one with a cause is given back, whatever its message says."""
+    from types import SimpleNamespace
+
+    from rushhpc.core.states import CANCEL_FIELD, CancelCause
+    from rushhpc.sweeps.ingest import Ingest
+
+    given_back: list = []
+    state = SimpleNamespace(cfg=None, n_cancelled=0, evals={})
+    schedule = SimpleNamespace(give_back=lambda ev, evals: given_back.append(ev))
+    ing = Ingest(state, schedule)  # type: ignore[arg-type]
+    for i, text in enumerate(("worker was killed", "Removed from queue")):
+        rec = ing._failed_record({"condition": text}, i, {"x": i})
+        assert rec is not None and rec["error"] == text and rec["state"] == "failed"
+    assert ing._failed_record({"condition": "reworded", CANCEL_FIELD: CancelCause.WORKER_KILLED.value}, 7, {}) is None
+    assert given_back == [7] and state.n_cancelled == 1
