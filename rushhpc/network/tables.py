@@ -1,13 +1,16 @@
 """Task records (as the fetch script returns them) -> pandas DataFrames.
 
 One row per task: the ``xs``, ``ys`` and extra fields flattened into columns,
-then ``condition`` (failed tasks), ``worker_id``, ``state``, ``keys`` and the
+then ``condition`` (failed tasks), ``cancel`` (a failed task that was not evaluated: its
+`CancelCause`; only when some task has one), ``worker_id``, ``state``, ``keys`` and the
 server-clock timestamps ``created_at``, ``started_at``, ``finished_at``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
+
+from rushhpc.core.states import CANCEL_FIELD
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,6 +36,9 @@ def flatten(rec: dict[str, Any]) -> dict[str, Any]:
     c = rec.get("condition")
     if c is not None:
         row["condition"] = c.get("message") if isinstance(c, dict) else c
+        cause = rec.get(CANCEL_FIELD)  # only a failed task has one (and a condition): finished rows skip this
+        if cause is not None:
+            row[CANCEL_FIELD] = cause
     row["worker_id"] = rec.get("worker_id")
     row["state"] = rec["state"]
     row["keys"] = rec["keys"]
@@ -55,10 +61,12 @@ def task_table(rows: Iterable[dict[str, Any]], with_state: bool = True) -> pd.Da
             _EMPTY[with_state] = empty
         return empty.copy(deep=False)  # about 1 ms less than building it (fetch_new_tasks with nothing new)
     df = pd.DataFrame.from_records(rows)
-    data_cols = [c for c in df.columns if c not in META_COLUMNS]
+    data_cols = [c for c in df.columns if c not in META_COLUMNS and c != CANCEL_FIELD]
     meta = [c for c in META_COLUMNS if c in df.columns and (with_state or c != "state")]
     if "condition" not in df.columns:
         meta.remove("condition") if "condition" in meta else None
+    if CANCEL_FIELD in df.columns:
+        meta.insert(1 if "condition" in meta else 0, CANCEL_FIELD)
     df = df[data_cols + meta]
     for t in TIME_COLUMNS:
         if t in df.columns:

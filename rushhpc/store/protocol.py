@@ -1,6 +1,6 @@
 """The Lua protocol: every state change of a network is one script, one round trip.
 
-The scripts live in ``rushhpc/lua/*.lua`` (package data) with their shared helpers
+The scripts live in ``rushhpc/store/lua/*.lua`` (package data) with their shared helpers
 (``base.lua``: the prefix check, the server clock, one command for a list of members;
 ``claim.lua``: claiming a task; ``helpers.lua``: release of a stopping worker's tasks,
 worker stop; ``fetch_helpers.lua``: task records as JSON). Each script gets only the helpers
@@ -14,7 +14,7 @@ the call to the network's slot and the script declares what it changes. The per-
 whose names are data, known only inside the script (the hash of a task key popped from the
 queue, the hash of a worker id read from a set) or many per call (the task hashes of a batch),
 are built in the script from the ``{network}:`` hash tag of KEYS[1] (`base.lua`), so they
-are in KEYS[1]'s slot by construction; tests/test_redis_cluster.py checks both rules on
+are in KEYS[1]'s slot by construction; tests/backends/test_redis_cluster.py checks both rules on
 every script and runs the whole protocol on a real cluster.
 
 `SCHEMA_VERSION` is written into the network's meta hash when the network is created; a
@@ -31,7 +31,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import redis
 
-from rushhpc.core.states import Release, TaskState, WorkerState
+from rushhpc.core.states import CancelCause, Release, TaskState, WorkerState
 from rushhpc.store.connection import RedisClient, is_cluster, node_client
 from rushhpc.store.keys import Keys
 from rushhpc.store.wire import pack_head
@@ -39,6 +39,11 @@ from rushhpc.store.wire import pack_head
 # 3: a running task without started_at is prefetched (claimed ahead, not started): a worker
 # that stops gives it back uncounted; a version-2 script would count or fail it.
 SCHEMA_VERSION = "3"
+
+# The cancel cause a stop writes on the tasks it fails (their CANCEL_FIELD), by the workers' new state:
+# a killed worker's running tasks were stopped by a manager, not evaluated (the point is to be done again);
+# a lost or failed worker's were.
+_CANCEL_ON_STOP: dict[str, CancelCause] = {WorkerState.KILLED: CancelCause.WORKER_KILLED}
 
 # script name -> the helper files prepended to it
 _INCLUDES: dict[str, tuple[str, ...]] = {
@@ -110,7 +115,7 @@ class _Fallback(Exception):
 
 
 class Protocol:
-    """The scripts of `rushhpc/lua` bound to one client and one network.
+    """The scripts of `rushhpc/store/lua` bound to one client and one network.
 
     Example:
         >>> p = Protocol(redis.Redis(decode_responses=True), Keys("sweep-1"))
@@ -193,9 +198,10 @@ class Protocol:
         dest = k.finished if state == TaskState.FINISHED else k.failed
         self._s["push_final_tasks"](keys=[dest, k.all_tasks], args=args)
 
-    def empty_queue(self, message: str) -> int:
+    def empty_queue(self, message: str, cause: CancelCause = CancelCause.REMOVED) -> int:
+        """Fail every queued task with ``message``, ``cause`` in its CANCEL_FIELD (same step); how many."""
         k = self.keys
-        return int(self._s["empty_queue"](keys=[k.queued, k.failed], args=[k.prefix, message]))
+        return int(self._s["empty_queue"](keys=[k.queued, k.failed], args=[k.prefix, message, cause.value]))
 
     # ------------------------------------------------------------------ a worker's tasks
     def pop_task(self, worker_id: str, token: str = "", count: int = 1, started: int | None = None) -> list[str]:
@@ -239,11 +245,13 @@ class Protocol:
     def stop_workers(self, state: str, items: Sequence[tuple[str, str, str]], retry: bool | Release,
                      source: str = WorkerState.RUNNING) -> list[list[Any]]:
         """Move workers from ``source`` (running or pending) to ``state``; items: (wid, reason, task message).
-        ``retry``: what happens to their running tasks (`Release`; True = RETRY, False = FAIL)."""
+        ``retry``: what happens to their running tasks (`Release`; True = RETRY, False = FAIL). The tasks
+        this fails carry the state's cancel cause, if it has one (`_CANCEL_ON_STOP`: killed workers)."""
         if not items:
             return []
         k = self.keys
-        args: list[Any] = [k.prefix, state, Release.of(retry).lua]
+        cause = _CANCEL_ON_STOP.get(state)
+        args: list[Any] = [k.prefix, state, Release.of(retry).lua, cause.value if cause is not None else ""]
         for item in items:
             args.extend(item)
         return self._s["stop_workers"](

@@ -23,18 +23,24 @@ if TYPE_CHECKING:
     from rushhpc.sweeps.state import SweepState
 
 # Tasks failed without being evaluated (the queue emptied, their worker killed): the point is done again.
-# The network records why in the task's CANCEL_FIELD (a CancelCause); a task written before it did carries
-# only the message, which is read as a fallback.
-_CANCEL_MESSAGES = {"Removed from queue": CancelCause.REMOVED, "worker was killed": CancelCause.WORKER_KILLED}
+# The store writes why in the task's CANCEL_FIELD (a CancelCause) in the same script that fails the task;
+# the message is for people and never read here (rewording it changes nothing).
 _CAUSES = frozenset(CancelCause.values())
 
 
-def cancel_cause(row: dict[str, Any], message: str) -> CancelCause | None:
-    """Why a failed task was not an evaluation, or None when it was one."""
+def cancel_cause(row: dict[str, Any]) -> CancelCause | None:
+    """Why a failed task was not an evaluation (its CANCEL_FIELD), or None when it was one.
+
+    Example:
+        >>> cancel_cause({"condition": "worker was killed", "cancel": "worker_killed"})
+        <CancelCause.WORKER_KILLED: 'worker_killed'>
+        >>> cancel_cause({"condition": "worker was killed"}) is None
+        True
+    """
     cause = row.get(CANCEL_FIELD)
     if isinstance(cause, str) and cause in _CAUSES:
         return CancelCause(cause)
-    return _CANCEL_MESSAGES.get(message)
+    return None
 
 
 def _nan(v: Any) -> bool:
@@ -86,7 +92,7 @@ class Ingest:
     def _failed_record(self, row: dict[str, Any], ev: int | None, params: dict) -> dict[str, Any] | None:
         cond = row.get("condition")
         text = TaskState.FAILED.value if _nan(cond) else str(cond)
-        if cancel_cause(row, text) is not None:
+        if cancel_cause(row) is not None:
             self.state.n_cancelled += 1
             self.schedule.give_back(ev, self.state.evals)
             return None

@@ -19,7 +19,7 @@ for _, wid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       managed[#managed + 1] = wid
     else
       out[#out + 1] = stop_worker(wid, KEYS[1], KEYS[3], 'lost', 'heartbeat_expired', mode,
-                                  'worker ' .. wid .. ' was lost (heartbeat expired)', t, K)
+                                  'worker ' .. wid .. ' was lost (heartbeat expired)', '', t, K)
     end
   end
 end

@@ -1,6 +1,6 @@
 -- Build one JSON array of task records server-side, so a client decodes thousands of
 -- tasks with a single parse. xs/ys/extras/condition are stored as JSON already; keys,
--- worker ids and states are validated plain tokens. Pieces go straight into one table
+-- worker ids, states and cancel causes are validated plain tokens. Pieces go straight into one table
 -- joined once at the end (Lua interns every string it makes: no string per record).
 -- KEYS of every fetch script: queued, running, finished, failed, workers.
 local FIELDS = {'state', 'worker_id', 'xs', 'xs_extra', 'ys', 'ys_extra', 'condition',
@@ -22,6 +22,10 @@ local function collect(keys, acc)
       for j = 3, 11 do
         local x = v[j]
         if x then acc[n] = PREFIX[j]; acc[n + 1] = x; n = n + 2 end
+      end
+      if v[1] == 'failed' then  -- why it failed unevaluated, if so (a CancelCause token): read for failed tasks only
+        local c = redis.call('HGET', tp .. k, 'cancel')
+        if c then acc[n] = ',"cancel":"'; acc[n + 1] = c; acc[n + 2] = '"'; n = n + 3 end
       end
       acc[n] = '}'
     end

@@ -11,8 +11,10 @@
 --          that gets SIGTERM cannot tell a preemption from a cancel or a time limit.
 -- A task's retries used are attempt - free (attempt stays the fencing token). Tasks a
 -- worker created itself (push_running_tasks, origin worker) fail with it in every mode.
+-- A task failed here gets `cause` in its 'cancel' field unless it is '' (a CancelCause of
+-- rushhpc/core/states.py: a killed worker's task was not evaluated; a lost worker's was).
 -- K holds the declared keys it changes: K.queued, K.running, K.failed.
-local function release_tasks(wid, mode, msg, t, K)
+local function release_tasks(wid, mode, msg, cause, t, K)
   local pend = P .. 'pending:' .. wid
   local k = redis.call('RPOP', pend)
   while k do
@@ -45,7 +47,11 @@ local function release_tasks(wid, mode, msg, t, K)
         redis.call('RPUSH', K.queued, key)
         requeued = requeued + 1
       else
-        redis.call('HSET', tk, 'state', 'failed', 'condition', cond(msg), 'finished_at', t)
+        if cause == '' then
+          redis.call('HSET', tk, 'state', 'failed', 'condition', cond(msg), 'finished_at', t)
+        else
+          redis.call('HSET', tk, 'state', 'failed', 'condition', cond(msg), 'finished_at', t, 'cancel', cause)
+        end
         redis.call('RPUSH', K.failed, key)
         failed = failed + 1
       end
@@ -54,13 +60,14 @@ local function release_tasks(wid, mode, msg, t, K)
   redis.call('DEL', wt)
   return {failed, requeued}
 end
--- A running worker becomes `new` (lost, killed, ...) with a reason; its tasks are released.
+-- A running worker becomes `new` (lost, killed, ...) with a reason; its tasks are released
+-- (`cause`: release_tasks).
 -- from_set, to_set: the declared workers:<state> sets; K: K.workers, K.queued, K.running, K.failed.
-local function stop_worker(wid, from_set, to_set, new, reason, mode, msg, t, K)
+local function stop_worker(wid, from_set, to_set, new, reason, mode, msg, cause, t, K)
   if redis.call('SMOVE', from_set, to_set, wid) == 0 then return nil end
   redis.call('SADD', K.workers, wid)
   redis.call('HSET', P .. 'worker:' .. wid, 'worker_id', wid, 'state', new, 'reason', reason, 'stopped_at', t)
   redis.call('DEL', P .. 'heartbeat:' .. wid)
-  local r = release_tasks(wid, mode, msg, t, K)
+  local r = release_tasks(wid, mode, msg, cause, t, K)
   return {wid, r[1], r[2]}
 end
