@@ -11,6 +11,8 @@ from __future__ import annotations
 HEARTBEAT_PERIOD = 10.0  # seconds between beats
 HEARTBEAT_EXPIRE = 60.0  # seconds of silence before a worker is lost (at least 3 x period)
 HEARTBEAT_REGISTER_WAIT = 120.0  # seconds a heartbeat process waits for its worker to register
+HEARTBEAT_MAX_REDIRECTS = 5  # MOVED/ASK replies a heartbeat follows for one command before it counts as an error
+HEARTBEAT_GROUP_GRACE = 5.0  # seconds a dead worker's processes get from its heartbeat between SIGTERM and SIGKILL
 
 START_WORKER_TIMEOUT = 60.0  # wait_for_workers
 MAX_OBJECT_SIZE = 512 * 1024**2  # a worker configuration larger than this goes to large_objects_path

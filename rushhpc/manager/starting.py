@@ -32,6 +32,8 @@ from rushhpc.network.view import Network
 from rushhpc.worker.main import run_worker
 
 log = logging.getLogger("rushhpc")
+# The condition field and xs_extra column a memory-retry decision is written in, named after the reason.
+_OOM_COLUMN = LostReason.OUT_OF_MEMORY.value
 
 
 class Launchers:
@@ -309,13 +311,13 @@ class Starter:
                     old = str(parsed.get("message", "") if isinstance(parsed, dict) else parsed or "")
                     message = f"{old}; no retry left, not retried: {decision}" if old else decision
                     pipe.hset(self.network.keys.task(key), "condition",
-                              codec.encode({"message": message, "out_of_memory": detail}, "condition"))
+                              codec.encode({"message": message, _OOM_COLUMN: detail}, "condition"))
                     continue
                 # requeued: a condition would mark it failed (only a failed task carries one, as in rush), so
                 # the decision goes into its xs_extra, an ``out_of_memory`` column of the task tables
                 data = codec.decode(extra) or {}
                 if isinstance(data, dict):
-                    data["out_of_memory"] = decision
+                    data[_OOM_COLUMN] = decision
                     pipe.hset(self.network.keys.task(key), "xs_extra", codec.encode_dict(data, "xs_extra"))
             pipe.execute()
         return new

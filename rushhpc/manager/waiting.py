@@ -150,11 +150,11 @@ class Waiter:
                 pipe.hmget(self.network.keys.worker(wid), ["state", "reason", "stopped_at"])
             rows = pipe.execute()
         first, (state, reason, _) = min(zip(ids, rows), key=lambda r: float(r[1][2] or "inf"))
-        lines = (reason or state or "failed").strip().splitlines() or ["failed"]
+        lines = str(reason or state or WorkerState.FAILED).strip().splitlines() or [WorkerState.FAILED.value]
         tail = "\n".join(lines[-12:])
         if state == WorkerState.LOST:  # the reason is short (process_died, heartbeat): its stderr says more
             tail = f"its stderr ends with:\n{self.launchers.stderr_tail(first, 12) or '(empty)'}"
-        states = sorted({r[0] or "failed" for r in rows})
+        states = sorted({r[0] or WorkerState.FAILED.value for r in rows})
         return RushWorkerError(
             f"{intro}: {len(ids)} worker(s) {' or '.join(states)}, the first {first} ({state}): {lines[-1]}\n{tail}\n"
             f"Fix the worker loop and start workers again (rush.worker_info or `rushhpc workers "

@@ -3,10 +3,13 @@
 A worker node runs one heartbeat process per worker, so its memory counts: with redis-py (and
 asyncio through it) and psutil it held ~34 MiB RSS; this module imports neither, nor any other
 rushhpc module than `rushhpc.processes` (standard library only too: liveness, process trees, the
-processes a worker marked) (~11 MiB; with TLS the ssl module and OpenSSL add ~5 MiB). The parent
+processes a worker marked), `rushhpc.defaults` (constants) and `rushhpc.core.states` (the worker
+states; it imports only enum, which signal loads anyway) (~11 MiB; the last two add ~84 KiB and
+~2 ms at start; with TLS the ssl module and OpenSSL add ~5 MiB). The parent
 (`rushhpc.worker.heartbeat.start_heartbeat`) resolves everything beforehand (host, port, credentials,
 TLS files, key names, the Lua source and its SHA1, the network's cluster slot) and sends it on
-stdin as JSON. It imports this file and processes.py from their folders
+stdin as JSON. It imports this file, processes.py and defaults.py from their folders and
+core/states.py from its folder beside this one
 (`rushhpc.worker.heartbeat.beat_command`: ``python -I -S``, no site packages, no rushhpc package
 import); ``python -m rushhpc.worker.beat`` works too.
 
@@ -35,12 +38,21 @@ if TYPE_CHECKING:
     from typing import Any
 
 if __package__:  # rushhpc.worker.beat: imported, or run with -m
+    from rushhpc import defaults
+    from rushhpc.core.states import WorkerState
     from rushhpc.processes import alive, kill_tree, marked
 else:  # run alone by the heartbeat command (python -I -S): the package's folder is on sys.path, not the package
+    import defaults  # type: ignore[import-not-found,no-redef]  # constants only, standard library only
     from processes import alive, kill_tree, marked  # type: ignore[import-not-found,no-redef]
 
-REGISTER_WAIT = 120.0  # seconds to wait for the worker to register (defaults.HEARTBEAT_REGISTER_WAIT)
-MAX_REDIRECTS = 5  # MOVED/ASK replies followed for one command before it counts as an error
+    # The worker states, from core/states.py beside this folder (as a top-level `states`: the package is
+    # not imported). It imports only enum, which signal has loaded already: about 1.7 ms once and 64 KiB.
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "core"))
+    from states import WorkerState  # type: ignore[import-not-found,no-redef]
+
+REGISTER_WAIT = defaults.HEARTBEAT_REGISTER_WAIT  # seconds to wait for the worker to register (the parent sends it too)
+MAX_REDIRECTS = defaults.HEARTBEAT_MAX_REDIRECTS  # MOVED/ASK replies followed for one command before it counts as an error
+_NO_WORKER = ""  # heartbeat.lua's reply when the worker has no hash (not registered yet, or the network reset)
 
 
 class RedisError(Exception):
@@ -343,18 +355,18 @@ def run(s: dict) -> int:
             return 0
         try:
             state = client.script(beat_keys, beat_args) or ""
-            if state in ("", "pending") and not seen_running:
+            if state in (_NO_WORKER, WorkerState.PENDING) and not seen_running:
                 # started just before the worker registers (so its pid is in the registration)
                 if time.monotonic() - started > register_wait:
                     return 0
                 time.sleep(min(0.05, period))
                 continue
             seen_running = True
-            if state in ("", "killed"):
+            if state in (_NO_WORKER, WorkerState.KILLED):
                 # killed by the manager, or the network was reset: stop the worker now
                 kill_tree(worker_pid, skip=me)
                 return 0
-            if state in ("terminated", "failed"):
+            if state in (WorkerState.TERMINATED, WorkerState.FAILED):
                 return 0  # the worker is ending by itself
             request = client.call("BLPOP", keys["kill"], _seconds(period))
             failures = 0
@@ -372,7 +384,7 @@ def run(s: dict) -> int:
             time.sleep(delay)
 
 
-GROUP_GRACE = 5.0  # seconds a dead worker's processes get between SIGTERM and SIGKILL
+GROUP_GRACE = defaults.HEARTBEAT_GROUP_GRACE  # seconds a dead worker's processes get between SIGTERM and SIGKILL
 
 
 def worker_gone(s: dict) -> None:

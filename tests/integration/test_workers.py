@@ -460,10 +460,14 @@ def test_the_heartbeat_imports_only_the_standard_library():
     assert argv[1:3] == ["-I", "-S"] and argv[-1].endswith("import beat; sys.exit(beat.main())")
     mods = _modules_of(argv[:-1] + [argv[-1].replace("sys.exit(beat.main())", "print(' '.join(sys.modules))")])
     assert "beat" in mods
-    assert {m for m in mods if m.split(".")[0] not in sys.stdlib_module_names} == {"__main__", "beat", "processes"}
+    # issue 18: the worker states from core/states.py (loaded from its folder: it imports only enum) and
+    # the heartbeat's defaults from defaults.py (constants): both standard library only
+    assert {m for m in mods if m.split(".")[0] not in sys.stdlib_module_names} == {"__main__", "beat", "processes",
+                                                                                  "defaults", "states"}
     assert not mods & {"ssl", "_ssl", "typing", "asyncio", "subprocess", "ctypes"}
     mods = _modules_of([sys.executable, "-c", "import sys, rushhpc.worker.beat; print(' '.join(sys.modules))"])
-    expected = {"rushhpc", "rushhpc._version", "rushhpc.processes", "rushhpc.worker", "rushhpc.worker.beat"}
+    expected = {"rushhpc", "rushhpc._version", "rushhpc.processes", "rushhpc.worker", "rushhpc.worker.beat",
+                "rushhpc.defaults", "rushhpc.core", "rushhpc.core.states"}
     assert {m for m in mods if m.startswith("rushhpc")} == expected
     assert not {m for m in mods if m.split(".")[0] in ("redis", "psutil", "jinja2", "yaml", "pandas", "orjson",
                                                          "cloudpickle", "asyncio", "ssl")}

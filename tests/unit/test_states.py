@@ -44,14 +44,6 @@ for _enum in SCANNED:
     for _m in _enum:
         VALUES[_m.value] = " or ".join(filter(None, [VALUES.get(_m.value), f"{_enum.__name__}.{_m.name}"]))
 
-# Files that still write bare states while their owners convert them to the enums (issue 18).
-# Each owner removes its paths here as it converts them; the list must end empty.
-PENDING: set[str] = {
-    "rushhpc/manager/starting.py",
-    "rushhpc/manager/waiting.py",
-    "rushhpc/worker/beat.py",
-}
-
 # A literal that is spelled like a state but means something else: (file, value) -> (how many, why).
 # The count is exact, so a state written bare beside the homonym still fails the test.
 HOMONYMS: dict[tuple[str, str], tuple[int, str]] = {
@@ -114,8 +106,6 @@ def test_no_bare_state_literals():
     found = scan_package()
     problems = []
     for rel, hits in found.items():
-        if rel in PENDING:
-            continue
         counts = Counter(v for _, v in hits)
         for value, n in sorted(counts.items()):
             allowed, _why = HOMONYMS.get((rel, value), (0, ""))
@@ -124,16 +114,9 @@ def test_no_bare_state_literals():
                 problems.append(f"{rel}: {value!r} x{n} (lines {lines}): write {VALUES[value]}"
                                 + (f" ({allowed} allowed as a homonym)" if allowed else ""))
     for (rel, value), (_n, why) in HOMONYMS.items():
-        if rel not in PENDING and Counter(v for _, v in found.get(rel, []))[value] == 0:
+        if Counter(v for _, v in found.get(rel, []))[value] == 0:
             problems.append(f"{rel}: HOMONYMS lists {value!r} ({why}) but the file no longer has it: remove the entry")
     assert not problems, "bare state strings (use the enums of rushhpc/core/states.py):\n" + "\n".join(problems)
-
-
-def test_pending_files_are_real_and_still_pending():
-    # a converted file leaves PENDING (else it could regress unseen); a moved one is renamed here
-    found = scan_package()
-    stale = sorted(p for p in PENDING if not (PKG.parent / p).exists() or p not in found)
-    assert not stale, f"remove from PENDING in tests/unit/test_states.py (converted or moved): {stale}"
 
 
 # ---------------------------------------------------------------------------------------- Lua
