@@ -9,6 +9,7 @@ import argparse
 import time
 from typing import Any
 
+from rushhpc import defaults
 from rushhpc.core.states import WorkerState
 from rushhpc.errors import RushConfigError
 from rushhpc.ui.cli.common import add_network_options, confirm, flatten_ids, network_name, print_json, redis_from_args
@@ -90,14 +91,16 @@ def _reset(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     mo = sub.add_parser("monitor", help="watch a network's workers; detect and reconcile lost ones")
     add_network_options(mo, positional=True)
-    mo.add_argument("--interval", type=float, default=5.0)
+    mo.add_argument("--interval", type=float, default=defaults.MONITOR_INTERVAL, help="seconds between two rounds")
     mo.add_argument("--once", action="store_true", help="one round, then exit")
     mo.add_argument("--keep-workers", action="store_true",
                     help="replace lost workers, started the way they were (from their launch records)")
-    mo.add_argument("--restart-budget", type=int, default=10, help="replacements at most (with --keep-workers)")
+    mo.add_argument("--restart-budget", type=int, default=defaults.RESTART_BUDGET,
+                    help="replacements at most (with --keep-workers)")
     mo.add_argument("--adapt", metavar="MIN:MAX",
                     help="keep MIN to MAX workers following the queue, started like the last launched one")
-    mo.add_argument("--idle-timeout", type=float, default=60.0, help="seconds idle before a worker is released (--adapt)")
+    mo.add_argument("--idle-timeout", type=float, default=defaults.ADAPT_IDLE_TIMEOUT,
+                    help="seconds idle before a worker is released (--adapt)")
     mo.set_defaults(func=_monitor)
 
     st = sub.add_parser("stop", help="stop workers: terminate (finish the task, then end; default) or kill")
