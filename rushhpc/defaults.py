@@ -141,6 +141,18 @@ REDIS_TLS_CERT_DAYS = 825  # a generated server or client certificate's validity
 REDIS_TLS_RENEW_DAYS = 30  # a generated certificate valid for fewer days than this is made again at start
 EMBEDDED_REDIS_START_TIMEOUT = 10.0  # seconds the embedded redis-server has to answer PING, per port tried
 
+# Redis clients and connection checks (rushhpc/store/: connection.py, diagnostics.py, wire.py, protocol.py)
+CLIENT_HEALTH_CHECK_INTERVAL = 30  # seconds a pooled connection may sit idle before redis-py PINGs it on its next use
+CLIENT_RETRIES = 12  # retries of one manager command through a Redis restart or a dropped connection (about 20 s) ...
+CLIENT_RETRY_BASE = 0.05  # ... the first after this many seconds, doubling ...
+CLIENT_RETRY_CAP = 2.0  # ... up to this many seconds between two
+PROBE_TIMEOUT = 5.0  # seconds a connection check (one PING, no retry: RedisConfig.probe_client) may take
+PORT_PROBE_TIMEOUT = 2.0  # seconds a raw TCP look at a port may take (is anything listening, does it speak RESP)
+CLUSTER_MAX_REDIRECTS = 100  # MOVED followed, or ASK/TRYAGAIN waited out, for one command of a worker
+CLUSTER_MIGRATION_WAIT = 0.05  # seconds between a worker's tries while a slot is being migrated (about 5 s in all)
+CLUSTER_RELOCATE_TIMEOUT = 30.0  # seconds a worker waits for a replica to take over a dead primary's slot
+WORKER_INFO_CHUNK = 500  # workers per pipelined round trip when the workers' hashes are read (worker_info)
+
 
 def heartbeat_expire(period: float | None = None) -> float:
     """A worker's heartbeat expiry when none is set: `HEARTBEAT_EXPIRE`, and at least 3 beats of ``period``.

@@ -149,10 +149,10 @@ class RedisConfig:
                 decode_responses=decode_responses,
                 socket_connect_timeout=kwargs.pop("socket_connect_timeout", defaults.CONNECT_TIMEOUT),
                 socket_keepalive=True,
-                health_check_interval=kwargs.pop("health_check_interval", 30),
+                health_check_interval=kwargs.pop("health_check_interval", defaults.CLIENT_HEALTH_CHECK_INTERVAL),
                 # redis-py's cluster client reads only the number of retries from it (and
                 # re-reads the slot map on a MOVED, a failover or a lost node in between)
-                retry=kwargs.pop("retry", Retry(ExponentialBackoff(cap=2.0, base=0.05), 12)),
+                retry=kwargs.pop("retry", _client_retry()),
                 **kwargs,
             )
         cls = kwargs.pop("cls", redis.Redis)
@@ -167,9 +167,9 @@ class RedisConfig:
             **({"single_connection_client": single_connection} if cls is redis.Redis else {}),
             socket_connect_timeout=kwargs.pop("socket_connect_timeout", defaults.CONNECT_TIMEOUT),
             socket_keepalive=True,
-            health_check_interval=kwargs.pop("health_check_interval", 30),
+            health_check_interval=kwargs.pop("health_check_interval", defaults.CLIENT_HEALTH_CHECK_INTERVAL),
             # through a Redis restart or a dropped connection: reconnect with backoff, about 20 s in all
-            retry=kwargs.pop("retry", Retry(ExponentialBackoff(cap=2.0, base=0.05), 12)),
+            retry=kwargs.pop("retry", _client_retry()),
             **kwargs,
         )
 
@@ -231,9 +231,14 @@ class RedisConfig:
         check_connection(self.probe_client, self, interface)
         return self.client(**kwargs)
 
-    def probe_client(self, timeout: float = 5.0) -> RedisClient:
+    def probe_client(self, timeout: float = defaults.PROBE_TIMEOUT) -> RedisClient:
         """A client that tries once: a wrong password or a closed port fails at once, not after retries."""
         return self.client(retry=Retry(NoBackoff(), 0), socket_connect_timeout=timeout, socket_timeout=timeout)
+
+
+def _client_retry() -> Retry:
+    """A manager's retries: exponential backoff through a Redis restart or a dropped connection (defaults.CLIENT_*)."""
+    return Retry(ExponentialBackoff(cap=defaults.CLIENT_RETRY_CAP, base=defaults.CLIENT_RETRY_BASE), defaults.CLIENT_RETRIES)
 
 
 def is_cluster(client: RedisClient) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 import redis
 import redis.cluster
 
+from rushhpc import defaults
 from rushhpc.errors import RushConfigError
 
 
@@ -171,7 +172,7 @@ def check_resolves(cfg: Endpoint, interface: str = "python") -> None:
         pass  # anything else: let the connection attempt report it
 
 
-def not_redis_reply(cfg: Endpoint, timeout: float = 2.0) -> str | None:
+def not_redis_reply(cfg: Endpoint, timeout: float = defaults.PORT_PROBE_TIMEOUT) -> str | None:
     """What a plain (non-TLS) port answers to ``PING``, when that is not Redis's protocol
     (e.g. ``'HTTP/1.0 400 Bad request'``); None when it speaks RESP, says nothing, or is TLS."""
     if cfg.tls:
@@ -197,7 +198,7 @@ def _not_redis(cfg: Endpoint, interface: str) -> RedisUnusableError | None:
     ), interface)
 
 
-def listens(cfg: Endpoint, timeout: float = 2.0) -> bool:
+def listens(cfg: Endpoint, timeout: float = defaults.PORT_PROBE_TIMEOUT) -> bool:
     """True when something accepts a TCP connection on ``host:port`` (a server, Redis or not)."""
     try:
         with socket.create_connection((cfg.host, cfg.port), timeout=timeout):

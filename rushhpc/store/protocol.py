@@ -31,6 +31,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import redis
 
+from rushhpc import defaults
 from rushhpc.core.states import CancelCause, Release, TaskState, WorkerState
 from rushhpc.store.connection import RedisClient, is_cluster, node_client
 from rushhpc.store.keys import Keys
@@ -287,7 +288,7 @@ class Protocol:
         k = self.keys
         return self._s["heartbeat"](keys=[k.worker(worker_id), k.heartbeat(worker_id)], args=[k.prefix, expire])
 
-    def worker_info(self, fields: Sequence[str], chunk: int = 500) -> list[dict[str, Any]]:
+    def worker_info(self, fields: Sequence[str], chunk: int = defaults.WORKER_INFO_CHUNK) -> list[dict[str, Any]]:
         """``fields`` of every worker's hash (registered or pending) and ``heartbeat_alive`` ("1"/"0"):
         one dict per worker whose hash exists.
 

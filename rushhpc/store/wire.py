@@ -38,6 +38,8 @@ from typing import Any, Callable, Sequence
 import redis
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
+from rushhpc import defaults
+
 Callback = Callable[[Any], None]
 _LOST = object()  # the reply of a command whose connection broke before it was read
 _READ_SIZE = 65536
@@ -163,9 +165,6 @@ def _parse_rare(buf: bytearray, pos: int, nl: int, t: int) -> tuple[Any, int]:
     raise redis.InvalidResponse(f"unexpected reply type {chr(t)!r} on the lean path")
 
 
-MAX_REDIRECTS = 100  # MOVED followed, or ASK/TRYAGAIN waited out, for one command
-MIGRATION_WAIT = 0.05  # seconds between tries while a slot is being migrated (at most about 5 s)
-RELOCATE_TIMEOUT = 30.0  # seconds a worker waits for a replica to take over a dead primary's slot
 _RERUN = (NoScriptError, AskError, TryAgainError)  # replies of calls that did not run (MovedError is an AskError)
 
 
@@ -364,13 +363,13 @@ class WorkerRedis(redis.Redis):
             self.drain()
         if self._buf:  # bytes nobody asked for: the connection is out of step, start afresh
             self._lean_disconnect()
-        for _ in range(MAX_REDIRECTS):
+        for _ in range(defaults.CLUSTER_MAX_REDIRECTS):
             try:
                 return super().execute_command(*args, **options)
             except MovedError as e:
                 self.follow(e)
             except (AskError, TryAgainError):
-                time.sleep(MIGRATION_WAIT)  # the slot is being migrated: nothing ran, ask again
+                time.sleep(defaults.CLUSTER_MIGRATION_WAIT)  # the slot is being migrated: nothing ran, ask again
             except redis.ConnectionError:
                 # redis-py's retries are spent: on a cluster, the primary may have died and a
                 # replica taken over its slots
@@ -380,12 +379,12 @@ class WorkerRedis(redis.Redis):
 
     def _relocate(self) -> bool:
         """Point the connection at the node `locate` names, once it differs from this one
-        (waiting up to RELOCATE_TIMEOUT for the cluster to promote a replica); False without
+        (waiting up to defaults.CLUSTER_RELOCATE_TIMEOUT for the cluster to promote a replica); False without
         `locate` or when the cluster still names the same node."""
         if self.locate is None:
             return False
         conn = self._conn()
-        deadline = time.monotonic() + RELOCATE_TIMEOUT
+        deadline = time.monotonic() + defaults.CLUSTER_RELOCATE_TIMEOUT
         while True:
             try:
                 host, port = self.locate()
