@@ -140,6 +140,10 @@ REDIS_TLS_CA_DAYS = 3650  # a generated CA's validity (kept across restarts: cli
 REDIS_TLS_CERT_DAYS = 825  # a generated server or client certificate's validity (Apple's TLS maximum)
 REDIS_TLS_RENEW_DAYS = 30  # a generated certificate valid for fewer days than this is made again at start
 EMBEDDED_REDIS_START_TIMEOUT = 10.0  # seconds the embedded redis-server has to answer PING, per port tried
+REDIS_START_PING_TIMEOUT = 0.5  # seconds one PING of a starting redis-server may take (asked again until the start timeout)
+REDIS_PING_TIMEOUT = 2.0  # seconds the PING of `rushhpc redis status` (or of a server started on another node) may take
+REDIS_START_POLL = 0.02  # seconds between two looks at a starting redis-server (its pid file, its first PING)
+REDIS_WAIT_POLL = 0.05  # seconds between two looks at a redis-server that did not answer yet or was asked to end
 
 # Redis clients and connection checks (rushhpc/store/: connection.py, diagnostics.py, wire.py, protocol.py)
 CLIENT_HEALTH_CHECK_INTERVAL = 30  # seconds a pooled connection may sit idle before redis-py PINGs it on its next use

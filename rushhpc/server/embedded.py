@@ -109,12 +109,12 @@ class EmbeddedRedis:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
-                    check_connection(cfg.probe_client(0.5), cfg)
+                    check_connection(cfg.probe_client(defaults.REDIS_START_PING_TIMEOUT), cfg)
                     self.config = cfg
                     return cfg
                 except RushConfigError as e:
                     last_error = str(e)
-                    time.sleep(0.02)
+                    time.sleep(defaults.REDIS_START_POLL)
             self.stop()
             log = self.dir / "redis.log"
             if log.exists():

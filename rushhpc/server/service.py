@@ -252,7 +252,7 @@ def _launch(paths: Paths, binary: str, state: dict[str, Any], timeout: float) ->
             try:
                 pid = int(paths.pid.read_text().strip())
             except (OSError, ValueError):
-                time.sleep(0.02)
+                time.sleep(defaults.REDIS_START_POLL)
                 continue
         try:
             p = psutil.Process(pid)
@@ -264,9 +264,9 @@ def _launch(paths: Paths, binary: str, state: dict[str, Any], timeout: float) ->
         state.update(pid=pid, create_time=p.create_time(), started_at=time.time())
         try:
             cfg = admin_config(paths, state)
-            check_connection(cfg.probe_client(0.5), cfg)
+            check_connection(cfg.probe_client(defaults.REDIS_START_PING_TIMEOUT), cfg)
         except RushConfigError:
-            time.sleep(0.05)
+            time.sleep(defaults.REDIS_WAIT_POLL)
             continue
         write_json(paths.state, state)
         return True, ""
@@ -291,7 +291,7 @@ def _elsewhere(state: dict[str, Any]) -> str | None:
 def _running_elsewhere(state: dict[str, Any]) -> bool:
     try:
         cfg = client_config(state, password=None)
-        client = cfg.probe_client(2.0)
+        client = cfg.probe_client(defaults.REDIS_PING_TIMEOUT)
         client.ping()
         return True
     except redis.AuthenticationError:
@@ -324,7 +324,7 @@ def _terminate(pid: int, timeout: float) -> bool:
     while time.monotonic() < deadline:
         if not _still_running(pid):
             return True
-        time.sleep(0.05)
+        time.sleep(defaults.REDIS_WAIT_POLL)
     return not _still_running(pid)
 
 
@@ -357,7 +357,7 @@ def status(directory: Path) -> dict[str, Any]:
         doc["pid"] = None
         try:
             cfg = admin_config(paths, st)
-            check_connection(cfg.probe_client(2.0), cfg)
+            check_connection(cfg.probe_client(defaults.REDIS_PING_TIMEOUT), cfg)
             doc["state"] = ServerState.RUNNING
             doc["note"] = f"started on {machine}: its process cannot be checked from here"
         except RushConfigError as e:
@@ -375,7 +375,7 @@ def status(directory: Path) -> dict[str, Any]:
     doc["pid"] = proc.pid
     try:
         cfg = admin_config(paths, st)
-        client = cfg.probe_client(2.0)
+        client = cfg.probe_client(defaults.REDIS_PING_TIMEOUT)
         check_connection(client, cfg)
         info = client.info()
         client.close()
