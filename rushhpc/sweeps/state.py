@@ -139,7 +139,10 @@ class SweepState:
         v = r.get("value")
         if r["state"] == TaskState.FINISHED and v is not None:
             b = self.best
-            if b is None or (v < b["value"] if self.direction == "minimize" else v > b["value"]):
+            # asha: the best result at the highest rung reached (a low rung's value is not comparable)
+            rung, brung = r.get("rung", 0), -1 if b is None else b.get("rung", 0)
+            better = b is not None and rung == brung and (v < b["value"] if self.direction == "minimize" else v > b["value"])
+            if b is None or rung > brung or better:
                 self.best = r
                 if self.journal_ is not None and self.phase != PHASE_STARTING:
                     self.write_best()
