@@ -81,6 +81,10 @@ class SweepState:
         if not has_sweep:
             self.resume = False
             return
+        if self.cfg.data.get("fidelity") is not None:  # its rungs and promotions live in the network, not the journal
+            raise SweepConfigError(
+                f"{src}: strategy: {self.cfg.strategy} sweeps cannot be resumed yet; choose another output (output=...)"
+            )
         state = read_json(state_file) or {}
         saved = state.get("fingerprint")
         if saved:
