@@ -73,6 +73,7 @@ SWEEP_NAME_CHARS = 60  # a sweep's name (and its networks' prefix) is cut to thi
 SWEEP_GRID_RESOLUTION = 5  # values per float parameter of a grid
 SWEEP_MAX_GRID_POINTS = 1_000_000  # a larger grid is refused before anything starts
 SWEEP_TPE_STARTUP_TRIALS = 10  # random proposals before TPE models
+SWEEP_ASHA_ETA = 3  # asha: each rung keeps the top 1/eta of its results for the next
 SWEEP_CHECKPOINT_INTERVAL = 30.0  # seconds between two writes of results.csv and state.json while running
 SWEEP_HEALTH_INTERVAL = 2.0  # seconds between two looks at the workers' states (replacements)
 SWEEP_DETECT_INTERVAL = 1.0  # seconds between two lost-worker detections

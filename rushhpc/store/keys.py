@@ -88,6 +88,8 @@ class Keys:
         self.log = p + "log"
         self.adapt = p + "adapt"
         self.sweep = p + "sweep"
+        self.asha_promoted = p + "asha:promoted"  # set of "<config>:<rung>" promoted from that rung
+        self.asha_configs = p + "asha:configs"  # hash config id -> its xs JSON
         self.pattern = p + "*"
 
     def workers_in(self, state: str) -> str:
@@ -95,6 +97,10 @@ class Keys:
 
     def pending(self, worker_id: str) -> str:
         return f"{self.prefix}pending:{worker_id}"
+
+    def asha_rung(self, rung: int) -> str:
+        """ASHA: the sorted set of a rung's finished results (config id, score: lower is better)."""
+        return f"{self.prefix}asha:rung:{int(rung)}"
 
     def task(self, key: str) -> str:
         return f"{self.prefix}task:{key}"

@@ -64,6 +64,8 @@ _INCLUDES: dict[str, tuple[str, ...]] = {
     "fetch": ("base", "fetch_helpers"),
     "keys_with_state": ("base", "fetch_helpers"),
     "counts": ("base",),
+    "asha_claim": ("base",),
+    "asha_finish": ("base",),
 }
 
 
@@ -226,6 +228,25 @@ class Protocol:
             args.extend(row)
         script, keys, head, n = self._bind("finish_tasks", worker_id, state)
         return Call(script, keys, args, head, n)
+
+    # ------------------------------------------------------------------ ASHA (sweeps/strategies/asha.py)
+    def asha_claim(self, worker_id: str, max_tasks: int | None, eta: int, fidelities: Sequence[int | float],
+                   new: tuple[str, str, str], promotion_key: str) -> list[str]:
+        """Promote a configuration or start ``new`` (task key, config id, xs JSON), as one claim
+        (asha_claim.lua). Reply: {worker state, terminate flag, '1' | '0', task key, xs, xs_extra}."""
+        k = self.keys
+        keys = [k.running, k.all_tasks, k.worker_tasks(worker_id), k.worker(worker_id), k.asha_promoted, k.asha_configs,
+                *(k.asha_rung(r) for r in range(len(fidelities)))]
+        args: list[Any] = [k.prefix, worker_id, "" if max_tasks is None else str(int(max_tasks)), str(int(eta)),
+                           *new, promotion_key, *(str(f) for f in fidelities)]
+        return self._s["asha_claim"](keys=keys, args=args)
+
+    def asha_finish(self, worker_id: str, key: str, ys: str, config: str, rung: int, score: float | None) -> bool:
+        """Finish one ASHA evaluation and rank it in its rung, one step (asha_finish.lua); False: discarded."""
+        k = self.keys
+        keys = [k.running, k.finished, k.worker_tasks(worker_id), k.worker(worker_id), k.asha_rung(rung)]
+        args = [k.prefix, worker_id, key, ys, config, "" if score is None else repr(float(score))]
+        return bool(int(self._s["asha_finish"](keys=keys, args=args)))
 
     # ------------------------------------------------------------------ workers
     def register_worker(self, worker_id: str, heartbeat_expire: int, fields: dict[str, str]) -> str:

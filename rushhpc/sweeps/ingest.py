@@ -141,6 +141,8 @@ class Ingest:
                    created_at=_ts(row.get("created_at")), started_at=started,
                    finished_at=finished, runtime=runtime, attempts=None if _nan(attempts) else int(attempts),
                    key=key, network=network)
+        if not _nan(row.get("rung")):  # asha: the configuration, its fidelity and rung
+            rec.update(config=row.get("config"), fidelity=row.get("fidelity"), rung=int(row["rung"]))
         st.remember(rec)
         return rec
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 META_COLUMNS = ("state", "error", "worker_id", "node", "started_at", "finished_at", "runtime", "attempts", "key")
 META_PREFIX = "sweep_"
+FIDELITY_COLUMNS = ("config", "fidelity", "rung")  # asha: one row per evaluation of a configuration at a rung
 OUTPUT_PREFIX = "out_"
 
 
@@ -138,9 +139,17 @@ def build_table(records: list[dict[str, Any]], params: list[str], metric: str) -
     outs = output_names(records, metric)
     cols = column_names(params, outs)
     meta, ocol = cols["meta"], cols["outputs"]
+    fid = [m for m in FIDELITY_COLUMNS if any(m in r for r in records)]  # asha's columns, after eval
+    for m in fid:
+        name = m
+        while name in set(params) | set(meta.values()) | set(ocol.values()):
+            name = META_PREFIX + name
+        meta[m] = name
     rows = []
     for r in records:
         row: dict[str, Any] = {meta["eval"]: r["eval"]}
+        for m in fid:
+            row[meta[m]] = r.get(m)
         ps = r.get("params") or {}
         for p in params:
             row[p] = ps.get(p)
@@ -157,7 +166,7 @@ def build_table(records: list[dict[str, Any]], params: list[str], metric: str) -
         row[meta["attempts"]] = r.get("attempts")
         row[meta["key"]] = r.get("key")
         rows.append(row)
-    order = [meta["eval"], *params, *(ocol[o] for o in outs), *(meta[m] for m in META_COLUMNS)]
+    order = [meta["eval"], *(meta[m] for m in fid), *params, *(ocol[o] for o in outs), *(meta[m] for m in META_COLUMNS)]
     df = pd.DataFrame(rows, columns=order)
     for c in [*params, *(ocol[o] for o in outs)]:
         vals = [r[c] for r in rows if r[c] is not None]
@@ -169,6 +178,8 @@ def build_table(records: list[dict[str, Any]], params: list[str], metric: str) -
         df[meta[m]] = pd.to_numeric(df[meta[m]], errors="coerce")
     df[meta["attempts"]] = df[meta["attempts"]].astype("Int64")
     df[meta["eval"]] = df[meta["eval"]].astype("int64")
+    if "rung" in fid:
+        df[meta["rung"]] = df[meta["rung"]].astype("Int64")
     return df, cols
 
 
@@ -206,6 +217,7 @@ def best_document(best: dict[str, Any] | None, metric: str, direction: str) -> d
         "eval": best["eval"], "metric": metric, "direction": direction, "value": best["value"],
         "params": best.get("params"), "outputs": best.get("outputs"), "worker_id": best.get("worker_id"),
         "finished_at": best.get("finished_at"), "key": best.get("key"),
+        **{m: best[m] for m in FIDELITY_COLUMNS if m in best},
     }
 
 

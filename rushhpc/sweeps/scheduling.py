@@ -149,7 +149,11 @@ class Schedule:
 
         args.update(space=d["space"], strategy=d["strategy"], direction=d["direction"], seed=d["seed"],
                     max_evaluations=d["budget"]["evaluations"])
-        module = strategies.get(self.cfg.strategy).module
+        strategy = strategies.get(self.cfg.strategy)
+        if strategy.loop is not None:  # a loop of its own (asha): the fidelity, and the output folder for checkpoints
+            args.update(fidelity=d["fidelity"], output=str(out.resolve()))
+            return strategy.loop, args
+        module = strategy.module
         if not module.startswith("rushhpc.sweeps.strategies."):  # registered outside rushhpc: the workers import it
             args["strategy_module"] = module
         return model_loop, args

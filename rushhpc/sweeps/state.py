@@ -81,6 +81,10 @@ class SweepState:
         if not has_sweep:
             self.resume = False
             return
+        if self.cfg.data.get("fidelity") is not None:  # its rungs and promotions live in the network, not the journal
+            raise SweepConfigError(
+                f"{src}: strategy: {self.cfg.strategy} sweeps cannot be resumed yet; choose another output (output=...)"
+            )
         state = read_json(state_file) or {}
         saved = state.get("fingerprint")
         if saved:
@@ -139,7 +143,10 @@ class SweepState:
         v = r.get("value")
         if r["state"] == TaskState.FINISHED and v is not None:
             b = self.best
-            if b is None or (v < b["value"] if self.direction == "minimize" else v > b["value"]):
+            # asha: the best result at the highest rung reached (a low rung's value is not comparable)
+            rung, brung = r.get("rung", 0), -1 if b is None else b.get("rung", 0)
+            better = b is not None and rung == brung and (v < b["value"] if self.direction == "minimize" else v > b["value"])
+            if b is None or rung > brung or better:
                 self.best = r
                 if self.journal_ is not None and self.phase != PHASE_STARTING:
                     self.write_best()

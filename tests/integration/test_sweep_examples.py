@@ -54,6 +54,17 @@ def test_tpe_example(tmp_path):
     assert 20 <= len(rows(tmp_path / "t")) <= 21
 
 
+def test_asha_example(tmp_path):
+    out = sweep("examples/sweep_asha.yaml", "budget.evaluations=60", f"output={tmp_path / 'a'}")
+    assert out.returncode == 0, out.stderr
+    r = rows(tmp_path / "a")
+    assert len(r) == 60 and list(r[0])[:4] == ["eval", "config", "fidelity", "rung"]
+    promoted = [x for x in r if x["rung"] != "0"]
+    assert promoted and all(int(x["resumed_from"]) > 0 for x in promoted)  # each resumed from its checkpoint
+    best = json.loads((tmp_path / "a" / "best.json").read_text())
+    assert best["rung"] == max(int(x["rung"]) for x in r)
+
+
 def test_slurm_example_validates(tmp_path):
     pw = tmp_path / "redis.pw"
     pw.write_text("secret\n")

@@ -143,7 +143,16 @@ def check_objective_importable(cfg: SweepConfig) -> Any:
             f"{cfg.source}: space.{missing[0]}: the objective {spec.rpartition(':')[2]}{sig} takes no parameter "
             f"{missing[0]!r} (add it to the function, or **kwargs)"
         )
-    lacking = sorted(required - set(cfg.space))
+    given = set(cfg.space)
+    fidelity = cfg.data.get("fidelity")
+    if fidelity is not None:  # asha passes the fidelity under its name
+        if fidelity["name"] not in accepted:
+            raise SweepConfigError(
+                f"{cfg.source}: fidelity.name: the objective {spec.rpartition(':')[2]}{sig} takes no parameter "
+                f"{fidelity['name']!r} (the argument that receives the fidelity)"
+            )
+        given.add(fidelity["name"])
+    lacking = sorted(required - given)
     if lacking:
         raise SweepConfigError(
             f"{cfg.source}: space: the objective {spec.rpartition(':')[2]}{sig} needs {', '.join(lacking)}, "

@@ -25,8 +25,9 @@ class SweepConfigError(RushConfigError):
 TOP_KEYS = (
     "objective", "metric", "direction", "space", "strategy", "budget", "timeout", "retries",
     "max_failures", "workers", "redis", "output", "seed", "name", "progress", "progress_interval",
-    "pythonpath",
+    "pythonpath", "fidelity",
 )
+FIDELITY_KEYS = ("name", "min", "max")
 BUDGET_KEYS = ("evaluations", "walltime", "target")
 WORKER_KEYS = (
     "n", "adapt", "launcher", "resources", "heartbeat_period", "heartbeat_expire", "restarts", "start_timeout",

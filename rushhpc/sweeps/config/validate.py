@@ -19,6 +19,7 @@ from rushhpc.sweeps.config.schema import (
     ADAPT_KEYS,
     BUDGET_KEYS,
     DEFAULTS,
+    FIDELITY_KEYS,
     LAUNCHERS,
     PROGRESS,
     REDIS_KEYS,
@@ -51,6 +52,9 @@ def validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> Sw
     out["strategy"] = _strategy(c, raw)
     _check_strategy(c, out["strategy"], out["space"])
     out["budget"] = _budget(c, raw.get("budget"), strategies.get(out["strategy"]["name"]))
+    fidelity = _fidelity(c, raw, strategies.get(out["strategy"]["name"]), kind)
+    if fidelity is not None:
+        out["fidelity"] = fidelity
     out["timeout"] = c.opt_duration("timeout", raw.get("timeout"))
     out["retries"] = c.int_("retries", raw.get("retries", DEFAULTS["retries"]), minimum=0)
     out["max_failures"] = c.opt_int("max_failures", raw.get("max_failures"), minimum=0)
@@ -142,6 +146,33 @@ def _check_strategy(c: Checker, s: dict[str, Any], space: dict) -> None:
     if missing:
         raise c.fail("strategy", missing)
     strategy.check(c, s, space)
+
+
+def _fidelity(c: Checker, raw: dict, strategy: strategies.Strategy, kind: str) -> dict[str, Any] | None:
+    """``fidelity: {name, min, max}``: the objective's argument that receives it, integers 1 <= min < max."""
+    f = raw.get("fidelity")
+    if not strategy.needs_fidelity:
+        if f is not None:
+            raise c.fail("fidelity", f"only for a strategy that uses it (asha), not {strategy.name}", f)
+        return None
+    if f is None:
+        raise c.fail("fidelity", f"missing; {strategy.name} needs fidelity: {{name: epochs, min: 1, max: 27}}")
+    c.mapping("fidelity", f, FIDELITY_KEYS)
+    for key in FIDELITY_KEYS:
+        if key not in f:
+            raise c.fail(f"fidelity.{key}", "missing; fidelity needs name, min and max")
+    if kind == "command":
+        raise c.fail("objective", f"a Python function for {strategy.name} (a program as the objective is not "
+                     "supported with a fidelity yet)")
+    name = c.string("fidelity.name", f["name"])
+    low = c.int_("fidelity.min", f["min"], minimum=1)
+    high = c.int_("fidelity.max", f["max"], minimum=1)
+    if high <= low:
+        raise c.fail("fidelity.max", f"an integer above fidelity.min ({low})", high)
+    space = raw.get("space") or {}
+    if name in space or name == "checkpoint_dir":
+        raise c.fail("fidelity.name", "a name that is not a parameter of the space nor checkpoint_dir", name)
+    return {"name": name, "min": low, "max": high}
 
 
 def _budget(c: Checker, budget: Any, strategy: strategies.Strategy) -> dict[str, Any]:

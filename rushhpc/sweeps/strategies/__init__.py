@@ -10,7 +10,7 @@ test) calls `register` itself before the sweep is loaded.
 Example:
     >>> from rushhpc.sweeps import strategies
     >>> strategies.names()
-    ('random', 'grid', 'sobol', 'halton', 'lhs', 'tpe', 'optuna')
+    ('random', 'grid', 'sobol', 'halton', 'lhs', 'tpe', 'optuna', 'asha')
     >>> strategies.get("sobol").kind
     'design'
 """
@@ -60,6 +60,8 @@ class Strategy:
     - ``finite``: its design has a size of its own, so the budget may be left out (grid);
       ``needs_evaluations``: the error when budget.evaluations is missing and the design needs it;
       ``budget_fixes_points``: a resumed sweep must keep budget.evaluations (lhs).
+    - ``loop``: a worker loop of its own (asha), called with the model loop's arguments plus ``fidelity``
+      and ``output``; ``needs_fidelity``: the sweep file must have ``fidelity:`` (and only then may).
     - ``module``: where it is defined; a model strategy's workers import it (their registry is their own).
     """
 
@@ -75,6 +77,8 @@ class Strategy:
     finite: bool = False
     needs_evaluations: str | None = None
     budget_fixes_points: bool = False
+    loop: Callable[..., None] | None = None
+    needs_fidelity: bool = False
     module: str = ""
 
     def missing_dependency(self) -> str | None:
@@ -142,5 +146,5 @@ def make_design(space: Space, strategy: dict, seed: int, evaluations: int | None
 
 
 # the built-in strategies register themselves, in the order messages list them
-for _m in ("random", "grid", "sobol", "halton", "lhs", "tpe", "optuna_sampler"):
+for _m in ("random", "grid", "sobol", "halton", "lhs", "tpe", "optuna_sampler", "asha"):
     importlib.import_module(f"{__name__}.{_m}")

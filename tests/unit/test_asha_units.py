@@ -1,0 +1,68 @@
+"""ASHA (issue 19): the rungs, and the sweep file's fidelity and strategy keys (errors name the key)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rushhpc.sweeps.config import SweepConfigError, load_config
+from rushhpc.sweeps.results import build_table
+from rushhpc.sweeps.strategies.asha import rungs
+
+
+def test_rungs_go_up_by_eta_and_end_exactly_at_max():
+    assert rungs(1, 27, 3) == [1, 3, 9, 27]
+    assert rungs(1, 10, 3) == [1, 3, 9, 10]
+    assert rungs(2, 10, 2) == [2, 4, 8, 10]
+    assert rungs(5, 6, 4) == [5, 6]
+    assert rungs(1, 81, 3) == [1, 3, 9, 27, 81]
+    with pytest.raises(ValueError):
+        rungs(1, 27, 1)
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch):
+    (tmp_path / "f.py").write_text("def train(lr, epochs, checkpoint_dir=None):\n    return lr * epochs\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _cfg(**over):
+    raw = {"objective": "f.py:train", "space": {"lr": {"type": "float", "low": 1e-4, "high": 1, "log": True}},
+           "fidelity": {"name": "epochs", "min": 1, "max": 27}, "strategy": {"name": "asha"}, "budget": 20}
+    raw.update(over)
+    return load_config({k: v for k, v in raw.items() if v is not None})
+
+
+def test_asha_config_defaults(here):
+    cfg = _cfg()
+    assert cfg.data["strategy"] == {"name": "asha", "eta": 3, "sampler": "random"}
+    assert cfg.data["fidelity"] == {"name": "epochs", "min": 1, "max": 27}
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"strategy": {"name": "asha", "eta": 1}}, "strategy.eta"),
+    ({"strategy": {"name": "asha", "eta": 2.5}}, "strategy.eta"),
+    ({"strategy": {"name": "asha", "sampler": "tpe"}}, "strategy.sampler"),
+    ({"strategy": {"name": "asha", "brackets": 2}}, "strategy"),
+    ({"fidelity": None}, "fidelity"),
+    ({"fidelity": {"name": "epochs", "min": 1}}, "fidelity.max"),
+    ({"fidelity": {"name": "epochs", "min": 0, "max": 9}}, "fidelity.min"),
+    ({"fidelity": {"name": "epochs", "min": 9, "max": 9}}, "fidelity.max"),
+    ({"fidelity": {"name": "epochs", "min": 1, "max": 9.5}}, "fidelity.max"),
+    ({"fidelity": {"name": "lr", "min": 1, "max": 9}}, "fidelity.name"),
+    ({"fidelity": {"name": "epochs", "min": 1, "max": 9, "step": 2}}, "fidelity"),
+    ({"strategy": "random"}, "fidelity"),
+    ({"fidelity": {"name": "steps", "min": 1, "max": 9}}, "fidelity.name"),  # train takes no 'steps'
+])
+def test_asha_errors_name_the_key(here, over, key):
+    with pytest.raises(SweepConfigError) as e:
+        _cfg(**over)
+    assert f": {key}:" in str(e.value) or f": {key}." in str(e.value), str(e.value)
+
+
+def test_the_table_has_config_fidelity_and_rung_after_eval():
+    recs = [{"eval": i, "state": "finished", "params": {"lr": 0.1}, "outputs": {"y": 1.0}, "value": 1.0,
+             "config": "c1", "fidelity": f, "rung": r} for i, (f, r) in enumerate([(1, 0), (3, 1)])]
+    df, _ = build_table(recs, ["lr"], "y")
+    assert list(df.columns[:5]) == ["eval", "config", "fidelity", "rung", "lr"]
+    assert df["rung"].tolist() == [0, 1]
