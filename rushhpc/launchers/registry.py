@@ -90,8 +90,22 @@ def launcher_class(name: str) -> Any:
         raise RushConfigError(f"launcher {name!r} ({target}) cannot be loaded: {e}") from None
 
 
-# Each scheduler's job environment (what a process inside one of its jobs reads), the first that applies wins.
-JOB_ENVIRONMENTS = ("rushhpc.launchers.slurm.environment:SlurmEnvironment", "rushhpc.launchers.pbs.environment:PbsEnvironment")
+def job_environment_modules() -> list[str]:
+    """Where each built-in scheduler's job environment lives: ``environment.py`` beside its ``launcher.py``.
+
+    A scheduler folder (``launchers/slurm/``) holds its launcher, states, template and environment, so
+    registering the launcher in `BUILTIN` is all it takes; the first environment that applies wins.
+
+    Example:
+        >>> job_environment_modules()
+        ['rushhpc.launchers.slurm.environment', 'rushhpc.launchers.pbs.environment']
+    """
+    out = []
+    for target in BUILTIN.values():
+        module = target.partition(":")[0]
+        if module.endswith(".launcher"):
+            out.append(module.rpartition(".")[0] + ".environment")
+    return out
 
 
 class JobEnvironment(Protocol):
@@ -109,9 +123,8 @@ def job_environment(env: Mapping[str, str] | None = None) -> JobEnvironment | No
         >>> job_environment({"PBS_JOBID": "41.pbs"}).fields()["scheduler"]
         'pbs'
     """
-    for target in JOB_ENVIRONMENTS:
-        module, _, attr = target.partition(":")
-        found = getattr(importlib.import_module(module), attr).search(env)
+    for module in job_environment_modules():
+        found = importlib.import_module(module).ENVIRONMENT.search(env)
         if found is not None:
             return found
     return None

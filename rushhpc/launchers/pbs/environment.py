@@ -52,3 +52,7 @@ class PbsEnvironment:
         """
         return {"job_id": self.job_id, "scheduler": self.scheduler, "node": self.node,
                 "array_index": self.array_index}
+
+
+# what rushhpc.launchers.registry.job_environment asks this folder for
+ENVIRONMENT = PbsEnvironment

@@ -58,3 +58,7 @@ class SlurmEnvironment:
         """
         return {"job_id": self.job_id, "scheduler": self.scheduler, "node": self.node,
                 "array_index": self.array_index, "restart": self.restart}
+
+
+# what rushhpc.launchers.registry.job_environment asks this folder for
+ENVIRONMENT = SlurmEnvironment
