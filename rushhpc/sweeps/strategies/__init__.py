@@ -4,7 +4,7 @@ Each strategy is a `Strategy`: its name, its kind (``design``: points fixed by s
 out by the manager; ``model``: each worker proposes from the tasks in Redis), the YAML keys it takes
 under ``strategy:`` and how they are validated, the optional package it needs (with the install
 hint), and its design (index -> point) or its sampler. Adding a strategy is one file here that calls
-`register` (imported below), plus docs/sweeps.md and a test; a strategy from elsewhere (a plugin, a
+`register` (every module here is imported below), plus docs/sweeps.md and a test; a strategy from elsewhere (a plugin, a
 test) calls `register` itself before the sweep is loaded.
 
 Example:
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import pkgutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -145,6 +146,9 @@ def make_design(space: Space, strategy: dict, seed: int, evaluations: int | None
     return build(space, strategy, seed, evaluations)
 
 
-# the built-in strategies register themselves, in the order messages list them
-for _m in ("random", "grid", "sobol", "halton", "lhs", "tpe", "optuna_sampler", "asha"):
+# Every module of this folder (not starting with _) is a strategy that registers itself: a new strategy
+# is one new file. These first, in the order messages list them; any other after them, by name.
+_ORDER = ("random", "grid", "sobol", "halton", "lhs", "tpe", "optuna_sampler", "asha")
+_FOUND = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+for _m in (*_ORDER, *(m for m in _FOUND if m not in _ORDER)):
     importlib.import_module(f"{__name__}.{_m}")
