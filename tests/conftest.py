@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 from support import free_port, make_test_ca, process_gone, slurm_cluster, tls_redis_binary, wait_until  # noqa: F401 (fixtures and tests use them)
+from support.batch import backend, batch  # noqa: F401 (fixtures of tests/backends)
+from support.ssh import sshd  # noqa: F401 (a fixture)
 
 import rushhpc
 from rushhpc import redis_config, remove_rush_plan
