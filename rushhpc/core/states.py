@@ -5,7 +5,7 @@ They are `str` subclasses that hash like their value: what Redis stores and what
 show is the plain value (``TaskState.FINISHED == "finished"``), a value read from Redis
 finds a member in a set or a dict (``"lost" in {WorkerState.LOST}``), and ``str()`` or an
 f-string gives the value. The Lua scripts (``store/lua/``) keep their strings;
-``tests/test_states.py`` checks each of them against these enums.
+``tests/unit/test_states.py`` checks each of them against these enums.
 
 Example:
     >>> TaskState.FINISHED == "finished", "lost" in FINAL_WORKER_STATES
