@@ -100,7 +100,11 @@ def asha_loop(rush: RushWorker, objective: str | Callable[..., Any], pythonpath:
     sp = Space(space)
     fids = rungs(fidelity["min"], fidelity["max"], strategy["eta"])
     rng = np.random.default_rng([seed, int(uuid.uuid5(uuid.NAMESPACE_OID, rush.worker_id).int % 2**32)])
-    protocol = rush._net.protocol  # the ASHA steps are sweep-only: not calls of the public worker API
+    # the ASHA steps are the sweep's, not calls of the worker API (which stays at what every loop may call):
+    # they go through a network view of the worker's own network, opened once per worker
+    from rushhpc.network.view import Network
+
+    protocol = Network.open(rush.network_id, rush.config).protocol
     out = Path(output)
     while not rush.terminated:
         config = "c" + uuid.uuid4().hex[:12]
