@@ -14,6 +14,8 @@ import pytest
 import redis
 from support import free_port, make_test_ca, process_gone, slurm_cluster, tls_redis_binary, wait_until  # noqa: F401 (fixtures and tests use them)
 from support.batch import backend, batch  # noqa: F401 (fixtures of tests/backends)
+from support.programs import programs  # noqa: F401 (a fixture: the test programs in a folder)
+from support.rendered_scripts import run_dir  # noqa: F401 (a fixture: a run folder for rendered scripts)
 from support.ssh import sshd  # noqa: F401 (a fixture)
 
 import rushhpc

@@ -31,18 +31,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 # ------------------------------------------------------------------ Python: launcher options
-class _Context:
-    """What a batch launcher needs to be built and to render (no Redis)."""
-
-    def __init__(self, run_dir: Path):
-        self.network_id = "mem-net"
-        self.run_dir = run_dir
-
-    def credentials_file(self) -> Path:
-        return self.run_dir / "credentials.json"
-
-    def signing_key_file(self) -> Path:
-        return self.run_dir / "signing.key"
 
 
 # ------------------------------------------------------------------ a sweep: YAML keys

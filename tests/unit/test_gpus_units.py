@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import os
 import stat
-import subprocess
 import sys
-import time
 
 import cloudpickle
 import pytest
-import yaml
 
 from rushhpc.launchers.gpus import GpuError, GpuPool, Visible, gpu_environment, visible_gpus
 
@@ -70,31 +65,5 @@ def test_each_worker_sees_only_its_share_in_the_variables_that_were_given():
 
 
 # ---------------------------------------------------------------------------- through a sweep and the manager
-def _gpu_sweep(tmp_path, n: int, per_worker: int, evaluations: int = 8):
-    code = "import os, json; print(json.dumps({{'y': 1, 'dev': os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}}))"
-    doc = {"objective": {"command": [sys.executable, "-c", code]}, "space": {"x": {"type": "float", "low": 0, "high": 1}},
-           "budget": {"evaluations": evaluations}, "workers": {"n": n, "launcher": "local", "gpus_per_worker": per_worker},
-           "redis": "embedded", "output": "runs/gpu"}
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(doc))
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="0,1,2,3")
-    return subprocess.run([sys.executable, "-m", "rushhpc", "sweep", "sweep.yaml"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=180)
-
-
-def _devices_by_worker(tmp_path) -> dict[str, set[str]]:
-    with open(tmp_path / "runs" / "gpu" / "results.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert rows and all(r["state"] == "finished" for r in rows)
-    seen: dict[str, set[str]] = {}
-    for r in rows:
-        seen.setdefault(r["worker_id"], set()).add(r["dev"])
-    return seen
-
-
-def gpu_loop(rush, **_):
-    # a worker loop reporting the devices it was given, then idling until stopped
-    rush.push_running_tasks([{"dev": os.environ.get("CUDA_VISIBLE_DEVICES", "unset")}])
-    while not rush.terminated:
-        time.sleep(0.05)
 
 

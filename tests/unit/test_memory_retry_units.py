@@ -9,14 +9,11 @@ finishes the task; and the growth stops at ``mem_max``, said so.
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cloudpickle
 import pytest
-from support import wait_until
 
 from rushhpc import RushConfigError
 from rushhpc.core.memory import MemoryRetry, MemorySpecError, format_memory, memory_retry, parse_memory
@@ -111,45 +108,8 @@ def test_mem_retry_and_mem_max_are_never_directives(tmp_path, cls, mem):
 
 
 # ------------------------------------------------------------------ a sweep: YAML keys
-def _sweep(tmp_path: Path, launcher: str, resources: dict) -> dict:
-    (tmp_path / "f.py").write_text("def g(x):\n    return x\n")
-    return {"objective": "f.py:g", "space": {"x": {"type": "float", "low": 0, "high": 1}}, "budget": 4,
-            "workers": {"launcher": launcher, "resources": resources}, "redis": {"url": "redis://127.0.0.1:1"}}
 
 
 # ------------------------------------------------------------------ the test cluster
-def _hog(mb: int, hold: float = 3.0):
-    """Hold ``mb`` megabytes resident (bytearray zero-fills: every page touched) long enough for a gather."""
-    block = bytearray(mb * 1024 * 1024)
-    time.sleep(hold)
-    return {"y": len(block) // (1024 * 1024)}
-
-
-def _job_mem(job_id: str) -> str:
-    """What SLURM was asked for: ``scontrol show job``'s MinMemoryNode (or ReqMem from sacct once it is gone)."""
-    out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=30)
-    for part in out.stdout.split():
-        if part.startswith("MinMemoryNode="):
-            return part.split("=", 1)[1]
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "ReqMem"], capture_output=True, text=True,
-                         timeout=30)
-    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
-
-
-def _workers(r) -> dict:
-    return {row["worker_id"]: row for row in r.worker_rows()}
-
-
-def _lineage(r, first: str, n: int, deadline: float) -> list[str]:
-    """The first worker and ``n`` replacements, each replacing the one before (mem_retry_of)."""
-    chain = [first]
-
-    def grown():
-        by_parent = {row["mem_retry_of"]: w for w, row in _workers(r).items() if row["mem_retry_of"]}
-        while chain[-1] in by_parent and len(chain) <= n:
-            chain.append(by_parent[chain[-1]])
-        return len(chain) == n + 1
-    wait_until(grown, deadline, interval=0.5, what=f"{n} replacement(s) asking more memory, after {chain}")
-    return chain
 
 
