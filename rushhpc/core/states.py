@@ -149,6 +149,9 @@ class CancelCause(_Value):
 
     REMOVED = "removed_from_queue"  # Rush.empty_queue: "Removed from queue"
     WORKER_KILLED = "worker_killed"  # Rush.stop_workers(type="kill"): "worker was killed"
+    # a worker that received SIGTERM (scancel, a time limit, preemption) and had no retry left for its task:
+    # the task was stopped, not evaluated ("worker ... received SIGTERM")
+    WORKER_SIGTERM = "worker_sigterm"
 
 
 # The task hash field (and fetched column) that holds a `CancelCause`; absent when none.

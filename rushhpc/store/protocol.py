@@ -265,14 +265,14 @@ class Protocol:
         )
 
     def stop_workers(self, state: str, items: Sequence[tuple[str, str, str]], retry: bool | Release,
-                     source: str = WorkerState.RUNNING) -> list[list[Any]]:
+                     source: str = WorkerState.RUNNING, cause: CancelCause | None = None) -> list[list[Any]]:
         """Move workers from ``source`` (running or pending) to ``state``; items: (wid, reason, task message).
         ``retry``: what happens to their running tasks (`Release`; True = RETRY, False = FAIL). The tasks
-        this fails carry the state's cancel cause, if it has one (`_CANCEL_ON_STOP`: killed workers)."""
+        this fails carry ``cause``, else the state's cancel cause, if it has one (`_CANCEL_ON_STOP`: killed workers)."""
         if not items:
             return []
         k = self.keys
-        cause = _CANCEL_ON_STOP.get(state)
+        cause = cause or _CANCEL_ON_STOP.get(state)
         args: list[Any] = [k.prefix, state, Release.of(retry).lua, cause.value if cause is not None else ""]
         for item in items:
             args.extend(item)

@@ -21,7 +21,7 @@ from rushhpc import defaults
 from rushhpc.core import codec
 from rushhpc.core.liveness import heartbeat_settings
 from rushhpc.core.spec import WorkerSpec, new_worker_id
-from rushhpc.core.states import JobState, LostReason, Release, TaskState, WorkerState
+from rushhpc.core.states import CancelCause, JobState, LostReason, Release, TaskState, WorkerState
 from rushhpc.errors import RushConfigError, RushError, RushPayloadError
 from rushhpc.launchers.registry import job_environment
 from rushhpc.network.tasks import as_list, new_keys
@@ -482,7 +482,9 @@ class WorkerSession:
     def end_lost(self, reason: str, message: str, release: Release) -> None:
         """Mark this worker lost (``reason``: it received SIGTERM); its running tasks are released as ``release`` says."""
         self._unstart_head()
-        self._mark(WorkerState.LOST, [(self.worker_id, reason, message)], retry=release)
+        # a task it fails was stopped, not evaluated: a sweep does its point again (CancelCause)
+        self._protocol.stop_workers(str(WorkerState.LOST), [(self.worker_id, reason, message)], release, source=_RUNNING,
+                                    cause=CancelCause.WORKER_SIGTERM)
 
     def end_failed(self, message: str) -> None:
         """Mark this worker failed with ``message`` (its loop raised); its running tasks fail."""

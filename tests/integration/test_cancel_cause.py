@@ -1,6 +1,6 @@
 """A task failed without being evaluated carries why, in its CANCEL_FIELD, written in the same
 script as its state (issue 18): the queue emptied (`CancelCause.REMOVED`) or its worker killed
-(`CancelCause.WORKER_KILLED`). A task of a lost worker, or one whose evaluation failed, has none.
+(`CancelCause.WORKER_KILLED`), or its worker received SIGTERM (`CancelCause.WORKER_SIGTERM`). A task of a lost worker, or one whose evaluation failed, has none.
 Readers (the sweep engine) go by this field, never by the wording of the message.
 
 On a real Redis, the scripts run strict (``#!lua``, Redis 7): every key they touch is in the
@@ -102,3 +102,31 @@ def test_the_sweep_reads_the_cause_not_the_message(strict_rush, config):
         assert cancel_cause(by_x[2]) is CancelCause.REMOVED
     finally:
         w.close()
+
+
+def _hold_one_task(rush, seconds: float = 60):
+    import time
+
+    rush.push_running_tasks([{"x": 1}])
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_worker_that_received_sigterm_fails_its_task_as_stopped_not_evaluated(strict_rush):
+    # a scancel of a whole allocation SIGTERMs the sweep's workers: their points must be done again on --resume
+    import os
+    import signal
+    import sys
+
+    import cloudpickle
+    from support import wait_until
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    rush = strict_rush
+    ids = rush.start_local_workers(_hold_one_task, n_workers=1, heartbeat_period=0.5, heartbeat_expire=5)
+    wait_until(lambda: rush.n_running_tasks == 1, 30, what="the worker's running task")
+    os.kill(int(rush.worker_info.set_index("worker_id").loc[ids[0], "pid"]), signal.SIGTERM)
+    wait_until(lambda: rush.n_failed_tasks == 1, 30, what="the task failed by the worker's SIGTERM")
+    key = rush.fetch_failed_tasks()["keys"].iloc[0]
+    assert _stored_cause(rush, key) == CancelCause.WORKER_SIGTERM

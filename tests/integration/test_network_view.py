@@ -211,6 +211,8 @@ def test_every_script_call_declares_network_keys(rush, config):
     p.keys_with_state(["queued"])
     p.counts()
     p.detect_lost()
+    reply = p.asha_claim(w.worker_id, None, 3, [1, 3], ("k5", "c1", "{}"), "p1")  # a new configuration at rung 0
+    p.asha_finish(w.worker_id, reply[3], "{}", "c1", 0, 1.0)
     p.stop_workers("killed", [(w.worker_id, "killed", "x")], retry=False)
     p.register_worker("w-other", 0, {"pid": "1"})
     p.settle_released(w.worker_id, True, "x")
