@@ -1,6 +1,7 @@
 """A task failed without being evaluated carries why, in its CANCEL_FIELD, written in the same
 script as its state (issue 18): the queue emptied (`CancelCause.REMOVED`) or its worker killed
-(`CancelCause.WORKER_KILLED`), or its worker received SIGTERM (`CancelCause.WORKER_SIGTERM`). A task of a lost worker, or one whose evaluation failed, has none.
+(`CancelCause.WORKER_KILLED`), or its worker received SIGTERM (`CancelCause.WORKER_SIGTERM`). A task of
+a lost worker, or one whose evaluation failed, has none.
 Readers (the sweep engine) go by this field, never by the wording of the message.
 
 On a real Redis, the scripts run strict (``#!lua``, Redis 7): every key they touch is in the
