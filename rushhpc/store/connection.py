@@ -139,39 +139,26 @@ class RedisConfig:
         given ``cls`` (the worker's `rushhpc.store.wire.WorkerRedis`) is a one-node client: use
         it with `node_for`.
         """
-        if self.cluster and "cls" not in kwargs:
-            return redis.cluster.RedisCluster(
-                host=self.host,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                **self.tls_options(),
-                decode_responses=decode_responses,
-                socket_connect_timeout=kwargs.pop("socket_connect_timeout", defaults.CONNECT_TIMEOUT),
-                socket_keepalive=True,
-                health_check_interval=kwargs.pop("health_check_interval", defaults.CLIENT_HEALTH_CHECK_INTERVAL),
-                # redis-py's cluster client reads only the number of retries from it (and
-                # re-reads the slot map on a MOVED, a failover or a lost node in between)
-                retry=kwargs.pop("retry", _client_retry()),
-                **kwargs,
-            )
-        cls = kwargs.pop("cls", redis.Redis)
-        return cls(
+        common: dict[str, Any] = dict(
             host=self.host,
             port=self.port,
-            db=self.db,
             username=self.username,
             password=self.password,
             **self.tls_options(),
             decode_responses=decode_responses,
-            **({"single_connection_client": single_connection} if cls is redis.Redis else {}),
             socket_connect_timeout=kwargs.pop("socket_connect_timeout", defaults.CONNECT_TIMEOUT),
             socket_keepalive=True,
             health_check_interval=kwargs.pop("health_check_interval", defaults.CLIENT_HEALTH_CHECK_INTERVAL),
-            # through a Redis restart or a dropped connection: reconnect with backoff, about 20 s in all
+            # one node: through a Redis restart or a dropped connection, reconnect with backoff, about 20 s in
+            # all; a cluster: redis-py reads only the number of retries from it (and re-reads the slot map on a
+            # MOVED, a failover or a lost node in between)
             retry=kwargs.pop("retry", _client_retry()),
-            **kwargs,
         )
+        if self.cluster and "cls" not in kwargs:
+            return redis.cluster.RedisCluster(**common, **kwargs)
+        cls = kwargs.pop("cls", redis.Redis)
+        single = {"single_connection_client": single_connection} if cls is redis.Redis else {}
+        return cls(**common, db=self.db, **single, **kwargs)
 
     def node_for(self, key: str, known: list[tuple[str, int]] | None = None) -> "RedisConfig":
         """The configuration of the one node that serves ``key``: this one without a cluster,
