@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import signal
+from typing import Callable, Iterable
 
 from rushhpc.core.records import JobStatus, Usage
 from rushhpc.core.states import JobState, LostReason
@@ -80,26 +81,34 @@ def expand_ids(job_id: str) -> list[str]:
     return out
 
 
+def _by_job(rows: Iterable[list[str]], status: Callable[[list[str]], JobStatus]) -> dict[str, JobStatus]:
+    """Each row's status under every job id its first field names (an array's ``123_[0-2]`` is three)."""
+    return {jid: status(parts) for parts in rows for jid in expand_ids(parts[0])}
+
+
+def _pipe_rows(text: str, fields: int) -> list[list[str]]:
+    """The ``|``-separated lines of ``text`` with at least ``fields`` fields."""
+    return [parts for parts in (line.strip().split("|") for line in text.splitlines()) if len(parts) >= fields]
+
+
 def parse_squeue(text: str) -> dict[str, JobStatus]:
-    """Lines of ``squeue -h -r -o '%i|%T|%r'``."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) >= 2:
-            for jid in expand_ids(parts[0]):
-                out[jid] = status_from(parts[1], parts[2] if len(parts) > 2 else "")
-    return out
+    """Lines of ``squeue -h -r -o '%i|%T|%r'``.
+
+    Example:
+        >>> parse_squeue("12_[0-1]|PENDING|JobHeldUser")["12_1"].state.name
+        'HELD'
+    """
+    return _by_job(_pipe_rows(text, 2), lambda p: status_from(p[1], p[2] if len(p) > 2 else ""))
 
 
 def parse_sacct(text: str) -> dict[str, JobStatus]:
-    """Lines of ``sacct -X -P -n -o JobID,State,ExitCode,Reason``."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) >= 3:
-            for jid in expand_ids(parts[0]):
-                out[jid] = status_from(parts[1], parts[3] if len(parts) > 3 else "", parts[2])
-    return out
+    """Lines of ``sacct -X -P -n -o JobID,State,ExitCode,Reason``.
+
+    Example:
+        >>> parse_sacct("7|OUT_OF_MEMORY|0:125|None")["7"].reason
+        <LostReason.OUT_OF_MEMORY: 'out_of_memory'>
+    """
+    return _by_job(_pipe_rows(text, 3), lambda p: status_from(p[1], p[3] if len(p) > 3 else "", p[2]))
 
 
 def parse_scontrol(text: str) -> dict[str, JobStatus]:
