@@ -1,0 +1,188 @@
+"""Issue 19 part 2: several metrics and constraints, through the real command line (``python -m rushhpc
+sweep``): pareto.csv is exactly the non-dominated set of the feasible results (recomputed here by brute
+force from results.csv), best.json and summary.json as docs/sweeps.md documents them, the designs and the
+Optuna multi-objective samplers run, and every refusal is one line, exit code 2, before anything starts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from support.sweeps import run, write_sweep
+
+SPACE = {"x1": {"type": "float", "low": 0.0, "high": 1.0}, "x2": {"type": "float", "low": 0.0, "high": 1.0}}
+MULTI = {"objective": "functions.py:zdt_constrained", "space": SPACE, "metric": ["f1", "f2"],
+         "constraints": {"mem": {"max": 14}}}
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def brute_front(results: list[dict], metrics: list[str], signs: list[float]) -> list[int]:
+    """Evals of the finished, feasible rows no other such row dominates (pairwise)."""
+    cand = [r for r in results if r["state"] == "finished" and r["feasible"] == "True"]
+    pts = {int(r["eval"]): [s * float(r[m]) for m, s in zip(metrics, signs)] for r in cand}
+
+    def dom(a, b):
+        return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+    return sorted(e for e, p in pts.items() if not any(dom(q, p) for q in pts.values()))
+
+
+def brute_hv2(points: list[list[float]], ref: list[float]) -> float:
+    """Two metrics (minimised): the area of the union of the boxes [p, ref], by the grid of coordinates."""
+    pts = [p for p in points if p[0] < ref[0] and p[1] < ref[1]]
+    xs, ys = sorted({p[0] for p in pts} | {ref[0]}), sorted({p[1] for p in pts} | {ref[1]})
+    return sum((xs[i + 1] - xs[i]) * (ys[j + 1] - ys[j]) for i in range(len(xs) - 1) for j in range(len(ys) - 1)
+               if any(p[0] <= xs[i] and p[1] <= ys[j] for p in pts))
+
+
+def check_front(out: Path, metrics: list[str], directions: list[str]) -> dict:
+    """pareto.csv, best.json and summary.json against results.csv; returns summary.json."""
+    signs = [1.0 if d == "minimize" else -1.0 for d in directions]
+    results = rows(out / "results.csv")
+    front = rows(out / "pareto.csv")
+    with open(out / "results.csv", newline="") as f, open(out / "pareto.csv", newline="") as g:
+        assert next(csv.reader(g)) == next(csv.reader(f))  # the columns of results.csv, eval included
+    by_eval = {r["eval"]: r for r in results}
+    assert [int(r["eval"]) for r in front] == brute_front(results, metrics, signs)
+    assert all(r == by_eval[r["eval"]] for r in front)  # the same rows, cell for cell
+    best = json.loads((out / "best.json").read_text())
+    assert [p["eval"] for p in best["front"]] == [int(r["eval"]) for r in front]
+    assert best["metrics"] == metrics and best["directions"] == directions and best["size"] == len(front)
+    for p in best["front"]:
+        assert p["values"] == {m: pytest.approx(float(by_eval[str(p["eval"])][m])) for m in metrics}
+    summary = json.loads((out / "summary.json").read_text())
+    pareto = summary["pareto"]
+    assert pareto["evals"] == [p["eval"] for p in best["front"]] and summary["best"]["front"] == best["front"]
+    feas = [r for r in results if r["state"] == "finished" and r["feasible"] == "True"]
+    assert pareto["feasible"] == len(feas)
+    assert pareto["infeasible"] == sum(1 for r in results if r["feasible"] == "False")
+    if pareto["reference_point_source"] == "observed":  # the worst feasible value plus 10 % of the range
+        ref = []
+        for m, d in zip(metrics, directions):
+            col = [float(r[m]) for r in feas]
+            worst = max(col) if d == "minimize" else min(col)
+            margin = 0.1 * ((max(col) - min(col)) or abs(worst) or 1.0)
+            ref.append(worst + margin if d == "minimize" else worst - margin)
+        assert pareto["reference_point"] == pytest.approx(ref)
+    ref = pareto["reference_point"]
+    hv = brute_hv2([[s * float(r[m]) for m, s in zip(metrics, signs)] for r in front], [s * x for s, x in zip(signs, ref)])
+    assert pareto["hypervolume"] == pytest.approx(hv) and best["hypervolume"] == pytest.approx(hv)
+    return summary
+
+
+def test_two_metrics_with_a_constraint_write_exactly_the_feasible_front(tmp_path):
+    write_sweep(tmp_path, **MULTI, budget={"evaluations": 40}, workers={"n": 2})
+    out = run(tmp_path, "sweep.yaml", "progress=plain")
+    assert out.returncode == 0, out.stderr
+    assert "front " in out.stderr and "hypervolume" in out.stderr and "best f1" not in out.stderr
+    assert "Pareto front of f1, f2:" in out.stdout and "pareto.csv" in out.stdout
+    folder = tmp_path / "runs" / "out"
+    results = rows(folder / "results.csv")
+    assert len(results) == 40 and list(results[0])[:6] == ["eval", "x1", "x2", "f1", "f2", "accuracy"]
+    flags = {r["feasible"] for r in results}
+    assert flags == {"True", "False"}  # infeasible evaluations are marked, not dropped
+    for r in results:  # feasible: mem present and <= 14
+        assert (r["feasible"] == "True") == (r["mem"] != "" and float(r["mem"]) <= 14)
+    summary = check_front(folder, ["f1", "f2"], ["minimize", "minimize"])
+    assert summary["pareto"]["reference_point_source"] == "observed" and summary["pareto"]["size"] >= 2
+
+
+@pytest.mark.parametrize("strategy", ["grid", "sobol", "halton", "lhs"])
+def test_designs_take_several_metrics(tmp_path, strategy):
+    fields = {**MULTI, "metric": ["f1", "accuracy"], "direction": ["minimize", "maximize"],
+              "reference_point": [1.5, -0.5]}
+    if strategy == "grid":
+        write_sweep(tmp_path, **fields, strategy={"name": "grid", "resolution": 4}, budget=None)
+    else:
+        write_sweep(tmp_path, **fields, strategy=strategy, budget={"evaluations": 16})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    summary = check_front(tmp_path / "runs" / "out", ["f1", "accuracy"], ["minimize", "maximize"])
+    assert summary["pareto"]["reference_point"] == [1.5, -0.5] and summary["pareto"]["reference_point_source"] == "given"
+    assert summary["counts"]["evaluations"] == 16
+
+
+@pytest.mark.parametrize("strategy", [{"name": "tpe", "n_startup_trials": 5},
+                                      {"name": "optuna", "sampler": "NSGAIISampler", "options": {"population_size": 6}},
+                                      {"name": "optuna", "sampler": "NSGAIIISampler", "options": {"population_size": 6}}])
+def test_optuna_multi_objective_samplers_with_a_constraint(tmp_path, strategy):
+    pytest.importorskip("optuna")
+    write_sweep(tmp_path, **MULTI, strategy=strategy, budget={"evaluations": 24}, workers={"n": 2})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    assert "Warning" not in out.stderr, out.stderr
+    summary = check_front(tmp_path / "runs" / "out", ["f1", "f2"], ["minimize", "minimize"])
+    assert summary["counts"]["finished"] == 24 and summary["pareto"]["size"] >= 1
+
+
+def test_one_metric_with_a_constraint_keeps_its_best_among_the_feasible(tmp_path):
+    write_sweep(tmp_path, objective="functions.py:zdt_constrained", space=SPACE, metric="accuracy",
+                direction="maximize", constraints={"mem": {"min": 5, "max": 12}}, budget={"evaluations": 30})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "runs" / "out"
+    results = rows(folder / "results.csv")
+    feas = [r for r in results if r["feasible"] == "True"]
+    assert 0 < len(feas) < 30 and not (folder / "pareto.csv").exists()
+    best = json.loads((folder / "best.json").read_text())
+    top = max(feas, key=lambda r: float(r["accuracy"]))
+    assert best["eval"] == int(top["eval"]) and best["metric"] == "accuracy"
+    assert best["value"] < max(float(r["accuracy"]) for r in results)  # an infeasible one was better
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["constraints"] == {"feasible": len(feas), "infeasible": 30 - len(feas)}
+
+
+def test_an_objective_without_every_metric_fails_its_evaluations(tmp_path):
+    write_sweep(tmp_path, metric=["y", "z"], budget={"evaluations": 3}, workers={"n": 1})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 3, out.stdout + out.stderr  # every evaluation failed
+    assert "must return a dict holding each of ['y', 'z']" in out.stdout
+
+
+REFUSALS = [
+    ({"metric": ["f1", "f2"], "direction": ["minimize"]}, "sweep.yaml: direction: 1 directions for 2 metric(s)"),
+    ({"metric": ["f1", "f2", "f1"]}, "sweep.yaml: metric: 'f1' is listed twice"),
+    ({"metric": ["f1", "f2"], "budget": {"evaluations": 5, "target": 0.1}}, "sweep.yaml: budget.target: stops at a value of one metric"),
+    ({"metric": ["f1", "f2"], "strategy": {"name": "asha"}, "fidelity": {"name": "epochs", "min": 1, "max": 9}},
+     "sweep.yaml: metric: several metrics are not supported by strategy asha"),
+    ({"metric": ["f1", "f2"], "constraints": {"mem": {}}}, "sweep.yaml: constraints.mem: needs min and/or max"),
+    ({"metric": ["f1", "f2"], "constraints": {"mem": {"below": 3}}}, "sweep.yaml: constraints.mem.below: unknown key"),
+    ({"metric": ["f1", "f2"], "constraints": {"mem": {"min": 3, "max": 1}}}, "sweep.yaml: constraints.mem.min: expected at most"),
+    ({"metric": ["f1", "f2"], "reference_point": [1.0]}, "sweep.yaml: reference_point: expected a list of 2 numbers"),
+    ({"metric": "f1", "reference_point": [1.0]}, "sweep.yaml: reference_point: only with several metrics"),
+    ({"metric": ["f1", "f2"], "strategy": {"name": "optuna", "sampler": "CmaEsSampler"}},
+     "sweep.yaml: strategy.sampler: CmaEsSampler optimises one metric"),
+    ({"metric": ["f1", "f2"], "constraints": {"mem": {"max": 3}}, "strategy": {"name": "optuna", "sampler": "RandomSampler"}},
+     "sweep.yaml: strategy.sampler: RandomSampler does not use constraints"),
+]
+
+
+@pytest.mark.parametrize("fields, expected", REFUSALS)
+def test_refusals_are_one_line_and_exit_2_before_anything_starts(tmp_path, fields, expected):
+    if "strategy" in fields and fields["strategy"]["name"] == "optuna":
+        pytest.importorskip("optuna")
+    write_sweep(tmp_path, **{**MULTI, "constraints": None, **fields})
+    out = run(tmp_path, "sweep.yaml", timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert expected in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rushhpc: error: ") and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_single_metric_sweep_is_unchanged(tmp_path):
+    write_sweep(tmp_path, budget={"evaluations": 6})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "runs" / "out"
+    assert not (folder / "pareto.csv").exists() and "feasible" not in rows(folder / "results.csv")[0]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert "pareto" not in summary and "constraints" not in summary and summary["best"]["metric"] == "y"
+    assert math.isfinite(summary["best"]["value"])
