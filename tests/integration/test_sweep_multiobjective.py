@@ -149,7 +149,8 @@ def test_an_objective_without_every_metric_fails_its_evaluations(tmp_path):
 REFUSALS = [
     ({"metric": ["f1", "f2"], "direction": ["minimize"]}, "sweep.yaml: direction: 1 directions for 2 metric(s)"),
     ({"metric": ["f1", "f2", "f1"]}, "sweep.yaml: metric: 'f1' is listed twice"),
-    ({"metric": ["f1", "f2"], "budget": {"evaluations": 5, "target": 0.1}}, "sweep.yaml: budget.target: stops at a value of one metric"),
+    ({"metric": ["f1", "f2"], "budget": {"evaluations": 5, "target": 0.1}},
+     "sweep.yaml: budget.target: stops at a value of one metric"),
     ({"metric": ["f1", "f2"], "strategy": {"name": "asha"}, "fidelity": {"name": "epochs", "min": 1, "max": 9}},
      "sweep.yaml: metric: several metrics are not supported by strategy asha"),
     ({"metric": ["f1", "f2"], "constraints": {"mem": {}}}, "sweep.yaml: constraints.mem: needs min and/or max"),
