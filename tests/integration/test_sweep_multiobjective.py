@@ -187,3 +187,29 @@ def test_a_single_metric_sweep_is_unchanged(tmp_path):
     summary = json.loads((folder / "summary.json").read_text())
     assert "pareto" not in summary and "constraints" not in summary and summary["best"]["metric"] == "y"
     assert math.isfinite(summary["best"]["value"])
+
+
+def test_plot_draws_the_front_and_the_hypervolume_over_evaluations(tmp_path):
+    pytest.importorskip("matplotlib")
+    import subprocess
+    import sys
+
+    from rushhpc.ui.plot import multi_objective_of, pareto_figures, records_from_folder
+
+    write_sweep(tmp_path, **MULTI, budget={"evaluations": 30})
+    assert run(tmp_path, "sweep.yaml").returncode == 0
+    folder = tmp_path / "runs" / "out"
+    out = subprocess.run([sys.executable, "-m", "rushhpc", "plot", str(folder)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    names = sorted(Path(p).name for p in out.stdout.split())
+    assert names == ["hypervolume_over_evaluations.png", "pareto_front.png", "worker_timeline.png"]
+    assert all((folder / "plots" / n).stat().st_size > 1000 for n in names)
+    summary = json.loads((folder / "summary.json").read_text())
+    (_, front), (_, hv) = pareto_figures(records_from_folder(folder)[0], multi_objective_of(folder))
+    marks = {c.get_label(): len(c.get_offsets()) for c in front.axes[0].collections}
+    assert marks["infeasible"] == summary["pareto"]["infeasible"]
+    assert marks[f"Pareto front ({summary['pareto']['size']})"] == summary["pareto"]["size"]
+    curve = hv.axes[0].lines[0].get_ydata()
+    assert len(curve) == 30 and list(curve) == sorted(curve)  # never decreases
+    assert curve[-1] == pytest.approx(summary["pareto"]["hypervolume"])
