@@ -43,6 +43,14 @@ def _joined(value: str | list[str]) -> str:
     return value if isinstance(value, str) else ",".join(value)
 
 
+def _objectives_json(d: dict[str, Any]) -> str | None:
+    """The sweep record's ``objectives`` (for the dashboard): constraints and reference point, when there are."""
+    import json
+
+    doc = {k: d[k] for k in ("constraints", "reference_point") if d.get(k) is not None}
+    return json.dumps(doc) if doc else None
+
+
 @dataclass
 class SweepResult:
     """What a sweep run ends with (`rushhpc.sweep` returns ``table``)."""
@@ -197,6 +205,7 @@ class SweepRun:
             name=self.cfg["name"], strategy=self.cfg.strategy, metric=_joined(d["metric"]), direction=_joined(d["direction"]),
             evaluations=b["evaluations"], walltime=b["walltime"], target=b["target"], seed=d["seed"],
             config=src, output=str(self.out), started_at=time.time(),
+            objectives=_objectives_json(d),
         ))
 
     def _absorb_network(self, network: str, redis_cfg: Any) -> None:
