@@ -213,3 +213,28 @@ def test_plot_draws_the_front_and_the_hypervolume_over_evaluations(tmp_path):
     curve = hv.axes[0].lines[0].get_ydata()
     assert len(curve) == 30 and list(curve) == sorted(curve)  # never decreases
     assert curve[-1] == pytest.approx(summary["pareto"]["hypervolume"])
+
+
+@pytest.mark.parametrize("strategy", ["random", {"name": "tpe", "n_startup_trials": 4}])
+def test_resume_keeps_the_front_over_both_runs(tmp_path, strategy):
+    if strategy != "random":
+        pytest.importorskip("optuna")
+    write_sweep(tmp_path, **MULTI, strategy=strategy, budget={"evaluations": 10})
+    assert run(tmp_path, "sweep.yaml").returncode == 0
+    out = run(tmp_path, "sweep.yaml", "--resume", "budget.evaluations=18")
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "runs" / "out"
+    assert len(rows(folder / "results.csv")) == 18
+    summary = check_front(folder, ["f1", "f2"], ["minimize", "minimize"])
+    assert summary["counts"]["this_run"] == 8
+
+
+def test_a_program_objective_with_several_metrics(tmp_path):
+    code = "import json, sys; x = float(sys.argv[1]); print(json.dumps({{'a': x, 'b': (1 - x) ** 2, 'mem': 10 * x}}))"
+    write_sweep(tmp_path, objective={"command": ["python3", "-c", code, "{x1}"]}, metric=["a", "b"],
+                constraints={"mem": {"max": 8}}, space={"x1": {"type": "float", "low": 0.0, "high": 1.0}},
+                strategy="sobol", budget={"evaluations": 8})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    summary = check_front(tmp_path / "runs" / "out", ["a", "b"], ["minimize", "minimize"])
+    assert summary["counts"]["finished"] == 8 and summary["pareto"]["infeasible"] >= 1
