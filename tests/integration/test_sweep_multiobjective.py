@@ -194,7 +194,8 @@ def test_plot_draws_the_front_and_the_hypervolume_over_evaluations(tmp_path):
     import subprocess
     import sys
 
-    from rushhpc.ui.plot import multi_objective_of, pareto_figures, records_from_folder
+    from rushhpc.ui.pareto_plot import multi_objective_of, pareto_figures
+    from rushhpc.ui.plot import records_from_folder
 
     write_sweep(tmp_path, **MULTI, budget={"evaluations": 30})
     assert run(tmp_path, "sweep.yaml").returncode == 0

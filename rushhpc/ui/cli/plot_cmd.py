@@ -11,7 +11,8 @@ from rushhpc.ui.cli.common import add_network_options, open_network, print_json
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from rushhpc.ui.plot import multi_objective_of, plot, plot_pareto, records_from_folder, records_from_network
+    from rushhpc.ui.pareto_plot import multi_objective_of, plot_pareto
+    from rushhpc.ui.plot import plot, records_from_folder, records_from_network
 
     if args.folder and args.network:
         raise RushConfigError("plot a sweep's output folder or a network (--network), not both")
