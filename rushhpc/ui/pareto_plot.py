@@ -65,7 +65,7 @@ def pareto_figures(records: list[dict[str, Any]], objectives: dict[str, Any], ti
         ax.scatter([v[0] for v in front], [v[1] for v in front], s=30, color="tab:blue", zorder=3,
                    label=f"Pareto front ({len(front)})")
         if len(obj.metrics) == 2:
-            ax.step([v[0] for v in front], [v[1] for v in front], where="post" if obj.directions[1] == "minimize"
+            ax.step([v[0] for v in front], [v[1] for v in front], where="post" if obj.directions[0] == "minimize"
                     else "pre", color="tab:blue", alpha=0.5)
     if ref is not None:
         ax.scatter([ref[0]], [ref[1]], marker="*", s=80, color="black", label=f"reference point ({source})")

@@ -422,7 +422,7 @@
     if (d.front.length > 1 && d.metrics.length === 2) {
       const pts = d.front.map((v) => [X(v[0]), Y(v[1])]);
       let path = `M${pts[0][0]},${pts[0][1]}`;
-      for (let i = 1; i < pts.length; i++) path += d.directions[1] === "minimize" ? `H${pts[i][0]}V${pts[i][1]}` : `V${pts[i][1]}H${pts[i][0]}`;
+      for (let i = 1; i < pts.length; i++) path += d.directions[0] === "minimize" ? `H${pts[i][0]}V${pts[i][1]}` : `V${pts[i][1]}H${pts[i][0]}`;
       root.appendChild(svg("path", { d: path, fill: "none", stroke: "#2563eb", "stroke-opacity": 0.5 }));
     }
     for (const v of d.front) { const c = svg("circle", { cx: X(v[0]), cy: Y(v[1]), r: 4.5, fill: "#2563eb", class: "front" }); c.appendChild(tip(v)); root.appendChild(c); }
