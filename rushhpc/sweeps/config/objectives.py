@@ -40,13 +40,23 @@ def metrics_of(data: dict[str, Any]) -> list[str]:
 
 
 def directions_of(data: dict[str, Any]) -> list[str]:
-    """The sweep's directions as a list, one per metric."""
+    """The sweep's directions as a list, one per metric.
+
+    Example:
+        >>> directions_of({"metric": ["a", "b"], "direction": "maximize"})
+        ['maximize', 'maximize']
+    """
     d = data["direction"]
     return [d] * len(metrics_of(data)) if isinstance(d, str) else list(d)
 
 
 def is_multi(data: dict[str, Any]) -> bool:
-    """Whether the sweep has several metrics."""
+    """Whether the sweep has several metrics.
+
+    Example:
+        >>> is_multi({"metric": "y"}), is_multi({"metric": ["a", "b"]})
+        (False, True)
+    """
     return not isinstance(data["metric"], str)
 
 
@@ -121,7 +131,15 @@ def _reference_point(c: Checker, value: Any, names: list[str]) -> list[float]:
 
 
 def check_objectives(c: Checker, out: dict[str, Any]) -> None:
-    """What several metrics or constraints rule out, once strategy and budget are validated."""
+    """What several metrics or constraints rule out, once strategy and budget are validated: raises the
+    sweep's error naming the key (``budget.target``, ``metric``, ``constraints``, ``strategy.sampler``).
+
+    Example:
+        >>> check_objectives(Checker("s.yaml"), {"metric": ["a", "b"], "strategy": {"name": "random"},
+        ...                                      "budget": {"target": 0.1}})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        rushhpc.sweeps.config.schema.SweepConfigError: s.yaml: budget.target: stops at a value of one metric; ...
+    """
     strategy = strategies.get(out["strategy"]["name"])
     multi = not isinstance(out["metric"], str)
     if multi and out["budget"].get("target") is not None:
@@ -153,7 +171,13 @@ def check_objectives(c: Checker, out: dict[str, Any]) -> None:
 
 
 def takes_constraints(cls: Any) -> bool:
-    """Whether an Optuna sampler class reads the trials' constraint values (it has ``constraints_func``)."""
+    """Whether an Optuna sampler class reads the trials' constraint values (it has ``constraints_func``).
+
+    Example:
+        >>> import optuna  # doctest: +SKIP
+        >>> takes_constraints(optuna.samplers.NSGAIISampler), takes_constraints(optuna.samplers.RandomSampler)  # doctest: +SKIP
+        (True, False)
+    """
     import inspect
 
     try:
