@@ -6,6 +6,7 @@ Optuna multi-objective samplers run, and every refusal is one line, exit code 2,
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from pathlib import Path
@@ -34,12 +35,15 @@ def brute_front(results: list[dict], metrics: list[str], signs: list[float]) -> 
     return sorted(e for e, p in pts.items() if not any(dom(q, p) for q in pts.values()))
 
 
-def brute_hv2(points: list[list[float]], ref: list[float]) -> float:
-    """Two metrics (minimised): the area of the union of the boxes [p, ref], by the grid of coordinates."""
-    pts = [p for p in points if p[0] < ref[0] and p[1] < ref[1]]
-    xs, ys = sorted({p[0] for p in pts} | {ref[0]}), sorted({p[1] for p in pts} | {ref[1]})
-    return sum((xs[i + 1] - xs[i]) * (ys[j + 1] - ys[j]) for i in range(len(xs) - 1) for j in range(len(ys) - 1)
-               if any(p[0] <= xs[i] and p[1] <= ys[j] for p in pts))
+def brute_hv(points: list[list[float]], ref: list[float]) -> float:
+    """Minimised metrics: the volume of the union of the boxes [p, ref], cell by cell of the coordinates' grid."""
+    pts = [p for p in points if all(x < r for x, r in zip(p, ref))]
+    axes = [sorted({p[k] for p in pts} | {ref[k]}) for k in range(len(ref))]
+    vol = 0.0
+    for cell in itertools.product(*(range(len(a) - 1) for a in axes)):
+        if any(all(p[k] <= axes[k][c] for k, c in enumerate(cell)) for p in pts):
+            vol += math.prod(axes[k][c + 1] - axes[k][c] for k, c in enumerate(cell))
+    return vol
 
 
 def check_front(out: Path, metrics: list[str], directions: list[str]) -> dict:
@@ -72,7 +76,7 @@ def check_front(out: Path, metrics: list[str], directions: list[str]) -> dict:
             ref.append(worst + margin if d == "minimize" else worst - margin)
         assert pareto["reference_point"] == pytest.approx(ref)
     ref = pareto["reference_point"]
-    hv = brute_hv2([[s * float(r[m]) for m, s in zip(metrics, signs)] for r in front], [s * x for s, x in zip(signs, ref)])
+    hv = brute_hv([[s * float(r[m]) for m, s in zip(metrics, signs)] for r in front], [s * x for s, x in zip(signs, ref)])
     assert pareto["hypervolume"] == pytest.approx(hv) and best["hypervolume"] == pytest.approx(hv)
     return summary
 
@@ -243,3 +247,11 @@ def test_a_program_objective_with_several_metrics(tmp_path):
     assert out.returncode == 0, out.stderr
     summary = check_front(tmp_path / "runs" / "out", ["a", "b"], ["minimize", "minimize"])
     assert summary["counts"]["finished"] == 8 and summary["pareto"]["infeasible"] >= 1
+
+
+def test_three_metrics(tmp_path):
+    write_sweep(tmp_path, **{**MULTI, "metric": ["f1", "f2", "mem"]}, strategy="halton", budget={"evaluations": 20})
+    out = run(tmp_path, "sweep.yaml")
+    assert out.returncode == 0, out.stderr
+    summary = check_front(tmp_path / "runs" / "out", ["f1", "f2", "mem"], ["minimize"] * 3)
+    assert summary["pareto"]["size"] >= 2

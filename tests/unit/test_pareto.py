@@ -72,3 +72,15 @@ def test_constraints_bound_outputs_and_a_missing_output_is_infeasible():
     assert not pareto.feasible({"mem": "big", "acc": 0.7}, cons)
     assert not pareto.feasible({"mem": float("nan"), "acc": 0.7}, cons)
     assert pareto.metric_values({"a": 1, "b": None}, ["a", "b"]) is None
+
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+def test_hypervolume_agrees_with_optunas(d):
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("optuna")
+    from optuna._hypervolume import compute_hypervolume
+
+    rng = random.Random(d)
+    pts = [tuple(rng.random() for _ in range(d)) for _ in range(25)]
+    ref = (1.1,) * d
+    assert pareto.hypervolume(pts, ref) == pytest.approx(compute_hypervolume(np.array(pts), np.array(ref)), rel=1e-9)
