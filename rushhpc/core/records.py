@@ -61,7 +61,7 @@ class JobStatus:
 
 
 SWEEP_FIELDS = ("name", "strategy", "metric", "direction", "evaluations", "walltime", "target", "seed", "config",
-                "output", "started_at")
+                "output", "started_at", "objectives")
 
 
 def _opt_float(v: str | None) -> float | None:
@@ -91,7 +91,8 @@ class SweepInfo:
 
     ``evaluations``, ``walltime`` (s) and ``target`` are the sweep's budget (None: not set);
     ``config`` is the sweep file (``<dict>`` for a sweep given as a mapping in Python),
-    ``output`` the results folder, ``started_at`` Unix seconds.
+    ``output`` the results folder, ``started_at`` Unix seconds. Several metrics: ``metric`` and ``direction``
+    joined by ``,`` (``"loss,latency"``); ``objectives`` is JSON of the constraints and reference point, if any.
 
     Example:
         >>> SweepInfo("branin", "tpe", "y", "minimize", evaluations=100).describe()
@@ -109,6 +110,7 @@ class SweepInfo:
     config: str | None = None
     output: str | None = None
     started_at: float | None = None
+    objectives: str | None = None  # several metrics or constraints: JSON {"constraints", "reference_point"}
 
     def to_hash(self) -> dict[str, str]:
         """The hash fields stored in Redis (plain strings; '' for None)."""
@@ -127,7 +129,7 @@ class SweepInfo:
             direction=h.get("direction", ""), evaluations=int(ev) if ev is not None else None,
             walltime=_opt_float(opt("walltime")), target=_opt_float(opt("target")),
             seed=int(seed) if seed is not None else None, config=opt("config"), output=opt("output"),
-            started_at=_opt_float(opt("started_at")),
+            started_at=_opt_float(opt("started_at")), objectives=opt("objectives"),
         )
 
     def describe(self) -> str:

@@ -38,6 +38,19 @@ if TYPE_CHECKING:
 
     from rushhpc.manager.rush import Rush
 
+def _joined(value: str | list[str]) -> str:
+    """One metric (or direction) as it is, several joined by ',' (the sweep's record, the progress display)."""
+    return value if isinstance(value, str) else ",".join(value)
+
+
+def _objectives_json(d: dict[str, Any]) -> str | None:
+    """The sweep record's ``objectives`` (for the dashboard): constraints and reference point, when there are."""
+    import json
+
+    doc = {k: d[k] for k in ("constraints", "reference_point") if d.get(k) is not None}
+    return json.dumps(doc) if doc else None
+
+
 @dataclass
 class SweepResult:
     """What a sweep run ends with (`rushhpc.sweep` returns ``table``)."""
@@ -75,7 +88,7 @@ class SweepRun:
         self.schedule = Schedule(cfg)
         self.ingest = Ingest(self.state, self.schedule)
         d = cfg.data
-        self.stats = Stats(metric=d["metric"], budget=None, walltime=d["budget"]["walltime"],
+        self.stats = Stats(metric=_joined(d["metric"]), budget=None, walltime=d["budget"]["walltime"],
                            workers_wanted=d["workers"]["n"])
         self.fleet = Fleet(cfg, self.schedule, self.state, self.stats, say=self._say)
         self.status: str | None = None
@@ -189,9 +202,10 @@ class SweepRun:
         if not src.startswith("<"):  # a file (not <dict>): absolute, for whoever reads it
             src = str((self.cfg.cwd / src).resolve())
         self.rush.set_sweep_info(SweepInfo(
-            name=self.cfg["name"], strategy=self.cfg.strategy, metric=d["metric"], direction=d["direction"],
+            name=self.cfg["name"], strategy=self.cfg.strategy, metric=_joined(d["metric"]), direction=_joined(d["direction"]),
             evaluations=b["evaluations"], walltime=b["walltime"], target=b["target"], seed=d["seed"],
             config=src, output=str(self.out), started_at=time.time(),
+            objectives=_objectives_json(d),
         ))
 
     def _absorb_network(self, network: str, redis_cfg: Any) -> None:
@@ -234,6 +248,7 @@ class SweepRun:
         st.done = len(ss.records)
         st.failed = ss.n_failed
         st.best = ss.best["value"] if ss.best else None
+        st.front, st.hypervolume = ss.objectives.progress()
         st.elapsed = time.monotonic() - ss.t0
         st.run_elapsed = time.monotonic() - ss.t0
         st.run_done = ss.run_done
@@ -346,6 +361,7 @@ class SweepRun:
         st, ss = self.stats, self.state
         st.done, st.failed = len(ss.records), ss.n_failed
         st.best = ss.best["value"] if ss.best else None
+        st.front, st.hypervolume = ss.objectives.progress()
         st.elapsed = st.run_elapsed = time.monotonic() - ss.t0
         st.run_done = ss.run_done
         st.phase, st.running, st.queued, st.workers_alive = self.status or "done", 0, 0, 0

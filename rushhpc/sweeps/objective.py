@@ -110,9 +110,12 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def normalise_outputs(result: Any, metric: str) -> tuple[dict[str, Any], float]:
+def normalise_outputs(result: Any, metric: str | Sequence[str]) -> tuple[dict[str, Any], float | None]:
     """The objective's return value -> (outputs, metric value). A number is output ``metric``.
-    Raises ValueError when the metric is missing or not a finite number."""
+    Raises ValueError when the metric is missing or not a finite number. Several metrics (a list):
+    the value is None, and the result must be a dict holding every metric, each a finite number."""
+    if not isinstance(metric, str):
+        return _several_outputs(result, list(metric)), None
     if isinstance(result, dict):
         outputs = {str(k): _plain(v) for k, v in result.items()}
         if metric not in outputs:
@@ -129,6 +132,23 @@ def normalise_outputs(result: Any, metric: str) -> tuple[dict[str, Any], float]:
     if not math.isfinite(value):
         raise ValueError(f"the metric {metric!r} is {value}, not a finite number")
     return outputs, value
+
+
+def _several_outputs(result: Any, metrics: list[str]) -> dict[str, Any]:
+    """The outputs of an objective with several metrics: a dict holding each, as a finite number."""
+    if not isinstance(result, dict):
+        raise ValueError(f"the objective returned {_plain(result)!r}; with several metrics it must return a dict "
+                         f"holding each of {metrics} (e.g. {{{', '.join(repr(m) + ': ...' for m in metrics)}}})")
+    outputs = {str(k): _plain(v) for k, v in result.items()}
+    missing = [m for m in metrics if m not in outputs]
+    if missing:
+        raise ValueError(f"the objective returned outputs {sorted(outputs)} without the metric(s) {missing} "
+                         "(metric: in the sweep file lists the outputs to optimise)")
+    for m in metrics:
+        value = outputs[m]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"the metric {m!r} is {value!r}, not a finite number")
+    return outputs
 
 
 class _Alarm:
@@ -154,7 +174,7 @@ class _Alarm:
 
 
 def evaluate(
-    fn: Callable[..., Any], params: dict[str, Any], metric: str, timeout: float | None, retries: int
+    fn: Callable[..., Any], params: dict[str, Any], metric: str | Sequence[str], timeout: float | None, retries: int
 ) -> tuple[bool, dict[str, Any]]:
     """Call ``fn(**params)`` up to ``1 + retries`` times.
 

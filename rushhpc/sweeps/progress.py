@@ -27,6 +27,8 @@ class Stats:
     running: int = 0
     queued: int = 0
     phase: str = SweepStatus.RUNNING.value
+    front: int | None = None  # several metrics: the Pareto front's size and hypervolume instead of the best
+    hypervolume: float | None = None
 
     @property
     def rate(self) -> float:
@@ -40,12 +42,17 @@ def _dur(s: float) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.6g}"
+
+
 def plain_line(st: Stats) -> str:
     budget = f"/{st.budget}" if st.budget is not None else ""
     best = f"{st.best:.6g}" if st.best is not None else "-"
+    shown = f"best {st.metric}={best}" if st.front is None else f"front {st.front}, hypervolume {_num(st.hypervolume)}"
     wall = f" of {_dur(st.walltime)}" if st.walltime else ""
     return (f"[{time.strftime('%H:%M:%S')}] {st.phase}: {st.done}{budget} evaluations, {st.failed} failed, "
-            f"best {st.metric}={best}, workers {st.workers_alive}/{st.workers_wanted}, "
+            f"{shown}, workers {st.workers_alive}/{st.workers_wanted}, "
             f"{st.running} running, {st.rate:.2f} eval/s, elapsed {_dur(st.elapsed)}{wall}")
 
 
@@ -89,7 +96,10 @@ class Display:
         else:
             t.add_row("evaluations", str(st.done))
         t.add_row(TaskState.FAILED.value, f"[red]{st.failed}[/red]" if st.failed else "0")
-        t.add_row(f"best {st.metric}", f"{st.best:.6g}" if st.best is not None else "-")
+        if st.front is None:
+            t.add_row(f"best {st.metric}", f"{st.best:.6g}" if st.best is not None else "-")
+        else:
+            t.add_row(f"Pareto front ({st.metric})", f"{st.front} evaluation(s), hypervolume {_num(st.hypervolume)}")
         t.add_row("workers alive", f"{st.workers_alive}/{st.workers_wanted}  ({st.running} running, {st.queued} queued)")
         t.add_row("evaluations/s", f"{st.rate:.2f}")
         wall = f" of {_dur(st.walltime)}" if st.walltime else ""

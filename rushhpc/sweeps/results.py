@@ -119,19 +119,21 @@ def column_names(params: list[str], outputs: list[str]) -> dict[str, dict[str, s
     return {"parameters": {p: p for p in params}, "meta": meta, "outputs": outs}
 
 
-def output_names(records: list[dict[str, Any]], metric: str) -> list[str]:
+def output_names(records: list[dict[str, Any]], metric: str | list[str]) -> list[str]:
+    """The output columns: the metric (or the metrics, in their order) first, then the others as they appear."""
+    metrics = [metric] if isinstance(metric, str) else list(metric)
     names: dict[str, None] = {}
-    seen_metric = False
+    seen: set[str] = set()
     for r in records:
         for k in r.get("outputs") or {}:
-            if k == metric:
-                seen_metric = True
+            if k in metrics:
+                seen.add(k)
             else:
                 names.setdefault(k, None)
-    return ([metric] if seen_metric else []) + list(names)
+    return [m for m in metrics if m in seen] + list(names)
 
 
-def build_table(records: list[dict[str, Any]], params: list[str], metric: str) -> tuple["pd.DataFrame", dict]:
+def build_table(records: list[dict[str, Any]], params: list[str], metric: str | list[str]) -> tuple["pd.DataFrame", dict]:
     """The results table (one row per evaluation, by eval id) and its column map."""
     import pandas as pd
 

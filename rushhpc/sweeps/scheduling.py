@@ -156,4 +156,6 @@ class Schedule:
         module = strategy.module
         if not module.startswith("rushhpc.sweeps.strategies."):  # registered outside rushhpc: the workers import it
             args["strategy_module"] = module
+        if d.get("constraints"):  # their values on each trial, for the samplers that read them
+            args["constraints"] = d["constraints"]
         return model_loop, args

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from rushhpc.core.states import SweepStatus, TaskState
 from rushhpc.sweeps.config import SweepConfig, SweepConfigError
+from rushhpc.sweeps.front import Objectives
 from rushhpc.sweeps.results import Journal, best_document, build_table, read_json, write_json, write_tables
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class SweepState:
         self.next_eval = 0  # eval id of the next model-based result
         self.phase: str = PHASE_STARTING  # then running, stopping, done; best.json follows the best once running
         self.journal_: Journal | None = None
+        self.objectives = Objectives(cfg.data)  # several metrics: the front; constraints: feasibility
 
     @property
     def journal(self) -> Journal:
@@ -141,7 +143,9 @@ class SweepState:
         if r["state"] == TaskState.FAILED:
             self.n_failed += 1
         v = r.get("value")
-        if r["state"] == TaskState.FINISHED and v is not None:
+        if self.objectives.add(r) and self.journal_ is not None and self.phase != PHASE_STARTING:
+            self.write_best()  # several metrics: best.json follows the front
+        if r["state"] == TaskState.FINISHED and v is not None and self.objectives.feasible(r):
             b = self.best
             # asha: the best result at the highest rung reached (a low rung's value is not comparable)
             rung, brung = r.get("rung", 0), -1 if b is None else b.get("rung", 0)
@@ -153,14 +157,19 @@ class SweepState:
         self.next_eval = max(self.next_eval, r["eval"] + 1)
 
     def write_best(self) -> None:
+        if self.objectives.multi:
+            write_json(self.out / "best.json", self.objectives.front_document())
+            return
         doc = best_document(self.best, self.metric, self.direction)
         if doc is not None:
             write_json(self.out / "best.json", doc)
 
     def checkpoint(self) -> None:
         self.write_state()
-        df, _ = build_table(self.records, list(self.cfg.space), self.metric)
+        df, cols = build_table(self.records, list(self.cfg.space), self.metric)
+        self.objectives.add_feasible(df, cols, self.records)
         write_tables(self.out, df)
+        self.objectives.write_pareto(self.out, df, cols)
 
     def all_failed(self) -> bool:
         return bool(self.records) and all(r["state"] == TaskState.FAILED for r in self.records)
@@ -169,8 +178,9 @@ class SweepState:
                   run_elapsed: float) -> tuple["pd.DataFrame", dict, list[str], dict[str, int], dict[str, Any]]:
         """The tables, best.json, summary.json and the final state.json; closes the journal."""
         df, cols = build_table(self.records, list(self.cfg.space), self.metric)
-        files = write_tables(self.out, df)
-        if self.best is not None:
+        self.objectives.add_feasible(df, cols, self.records)
+        files = write_tables(self.out, df) + self.objectives.write_pareto(self.out, df, cols)
+        if self.best is not None or self.objectives.multi:
             self.write_best()
             files.append("best.json")
         n_fin = sum(1 for r in self.records if r["state"] == TaskState.FINISHED)
@@ -180,6 +190,10 @@ class SweepState:
                    "budget": self.cfg.data["budget"], "elapsed": run_elapsed, "elapsed_total": self.elapsed(),
                    "networks": self.doc.get("networks", []),
                    "best": best_document(self.best, self.metric, self.direction), "columns": cols}
+        if self.objectives.multi:  # best.json's front, and the hypervolume with its reference point
+            summary.update(best=self.objectives.front_document(), pareto=self.objectives.summary(self.records))
+        elif self.objectives.constraints:
+            summary["constraints"] = self.objectives.summary(self.records)
         write_json(self.out / "summary.json", summary)
         self.doc["status"] = str(status)
         self.write_state()
@@ -195,7 +209,9 @@ class SweepState:
         rate = self.run_done / max(time.monotonic() - self.t0, 1e-9)
         lines.append(f"  {counts['evaluations']} evaluations: {counts[FIN_KEY]} finished, {counts[FAIL_KEY]} failed"
                      f" ({counts['this_run']} in this run, {rate:.2f}/s)")
-        if self.best is not None:
+        if self.objectives.multi:
+            lines.append(self.objectives.text())
+        elif self.best is not None:
             ps = ", ".join(f"{k}={v!r}" if not isinstance(v, float) else f"{k}={v:.6g}"
                            for k, v in (self.best.get("params") or {}).items())
             lines.append(f"  best {self.metric} = {self.best['value']:.6g} (eval {self.best['eval']}): {ps}")

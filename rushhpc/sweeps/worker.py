@@ -79,14 +79,31 @@ def distributions(space: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
-def make_sampler(strategy: dict, seed: int, module: str = "") -> Any:
-    """The Optuna sampler of a model strategy (from the registry; ``module`` registers one defined elsewhere)."""
+def make_sampler(strategy: dict, seed: int, module: str = "", constrained: bool = False) -> Any:
+    """The Optuna sampler of a model strategy (from the registry; ``module`` registers one defined elsewhere).
+
+    ``constrained``: Optuna before 5 reads the trials' constraint values only when the sampler has a
+    ``constraints_func``; one that returns them is passed (Optuna 5 reads them without it)."""
     from rushhpc.sweeps import strategies
 
     build = strategies.load(strategy["name"], module).sampler
     if build is None:
         raise ValueError(f"strategy {strategy['name']} is a design: its points come from the manager")
+    if constrained and strategy["name"] in ("tpe", "optuna") and _optuna_major() < 5:
+        options = {**(strategy.get("options") or {}), "constraints_func": _stored_constraints}
+        strategy = {**strategy, "options": options}
     return build(strategy, seed)
+
+
+def _optuna_major() -> int:
+    import optuna
+
+    return int(optuna.__version__.split(".")[0])
+
+
+def _stored_constraints(trial: Any) -> Any:
+    """The constraint values `History` stored on a trial (Optuna before 5)."""
+    return trial.system_attrs.get("constraints", ())
 
 
 def suggest(trial: Any, space: Space) -> dict[str, Any]:
@@ -124,23 +141,51 @@ class History:
     200 trials, 6-D).
     """
 
-    def __init__(self, dists: dict[str, Any], direction: str, sampler: Any):
+    def __init__(self, dists: dict[str, Any], direction: str | Sequence[str], sampler: Any,
+                 metrics: Sequence[str] | None = None, constraints: dict[str, dict[str, float]] | None = None):
         import optuna
 
         self.dists = dists
         self.storage = optuna.storages.InMemoryStorage()
-        self.study = optuna.create_study(storage=self.storage, sampler=sampler,
-                                         direction="maximize" if direction == "maximize" else "minimize")
+        if isinstance(direction, str):
+            self.study = optuna.create_study(storage=self.storage, sampler=sampler,
+                                             direction="maximize" if direction == "maximize" else "minimize")
+        else:  # several metrics: one value per metric, read from the outputs (`values_of`)
+            self.study = optuna.create_study(storage=self.storage, sampler=sampler, directions=list(direction))  # type: ignore[arg-type]
+        self.metrics = list(metrics) if metrics is not None and not isinstance(direction, str) else None
+        self.constraints = constraints or None
         self.study_id = self.storage.get_study_id_from_name(self.study.study_name)
         self.trials: dict[str, int] = {}  # task key -> trial id
         self.running: set[str] = set()  # task keys whose trial is running
 
-    def _add(self, key: str, params: dict, state: Any, value: float | None = None) -> None:
+    def _add(self, key: str, params: dict, state: Any, values: list[float] | None = None,
+             attrs: dict[str, Any] | None = None) -> None:
         from optuna.trial import create_trial
 
         ps = {k: v for k, v in params.items() if k in self.dists}
-        t = create_trial(params=ps, distributions={k: self.dists[k] for k in ps}, value=value, state=state)
+        t = create_trial(params=ps, distributions={k: self.dists[k] for k in ps}, values=values, state=state,
+                         system_attrs=attrs)
         self.trials[key] = self.storage.create_new_trial(self.study_id, template_trial=t)
+
+    def values_of(self, row: dict[str, Any]) -> tuple[list[float] | None, dict[str, Any] | None]:
+        """A finished row's values for the study (None: no usable value) and its constraint values,
+        stored on the trial the way Optuna's samplers read them (``system_attrs["constraints"]``)."""
+        from rushhpc.sweeps import pareto
+
+        outputs = row.get("outputs") if isinstance(row.get("outputs"), dict) else {}
+        if self.metrics is not None:
+            values = pareto.metric_values(outputs, self.metrics)
+        else:
+            try:
+                values = [float(row["value"])]
+            except (KeyError, TypeError, ValueError):
+                values = None
+        if values is None or not self.constraints:
+            return values, None
+        viol = pareto.violations(outputs, self.constraints)
+        if any(v == float("inf") for v in viol):  # a constrained output missing: the samplers do not learn from it
+            return None, None
+        return values, {"constraints": viol}
 
     def update(self, rows: Sequence[dict[str, Any]]) -> None:
         """Bring the study in step with these task rows (running and finished, as `task_rows` gives)."""
@@ -156,21 +201,20 @@ class History:
             if row.get("state") == TaskState.FINISHED:
                 if known and key not in self.running:
                     continue  # complete (or failed) already
-                try:
-                    value: float | None = float(row["value"])
-                except (KeyError, TypeError, ValueError):
-                    value = None
+                values, attrs = self.values_of(row)
                 if not known:
-                    if value is not None:
-                        self._add(key, params, TrialState.COMPLETE, value)
+                    if values is not None:
+                        self._add(key, params, TrialState.COMPLETE, values, attrs)
                     else:
                         self.trials[key] = -1  # no usable value: never a trial
                     continue
                 self.running.discard(key)
-                if value is None:
+                if values is None:
                     self.storage.set_trial_state_values(self.trials[key], TrialState.FAIL)
                 else:
-                    self.storage.set_trial_state_values(self.trials[key], TrialState.COMPLETE, [value])
+                    for k, v in (attrs or {}).items():  # before it completes: a finished trial is read-only
+                        self.storage.set_trial_system_attr(self.trials[key], k, v)
+                    self.storage.set_trial_state_values(self.trials[key], TrialState.COMPLETE, values)
             elif not known:
                 self._add(key, params, TrialState.RUNNING)
                 self.running.add(key)
@@ -195,10 +239,12 @@ class History:
         self.storage.set_trial_state_values(tid, TrialState.FAIL)
 
 
-def model_loop(rush: RushWorker, objective: str | dict[str, Any] | Callable[..., Any], pythonpath: Sequence[str], metric: str,
-               timeout: float | None, retries: int, space: dict[str, dict], strategy: dict, direction: str,
-               seed: int, max_evaluations: int | None, strategy_module: str = "") -> None:
-    """Propose, evaluate and report until terminated or ``max_evaluations`` tasks exist."""
+def model_loop(rush: RushWorker, objective: str | dict[str, Any] | Callable[..., Any], pythonpath: Sequence[str],
+               metric: str | list[str], timeout: float | None, retries: int, space: dict[str, dict], strategy: dict,
+               direction: str | list[str], seed: int, max_evaluations: int | None, strategy_module: str = "",
+               constraints: dict[str, dict[str, float]] | None = None) -> None:
+    """Propose, evaluate and report until terminated or ``max_evaluations`` tasks exist. Several metrics
+    (lists): a multi-objective study; ``constraints``: their values on each trial, for the samplers that read them."""
     import optuna
 
     from rushhpc.sweeps.space import Space  # noqa: F811 - at run time too
@@ -209,7 +255,8 @@ def model_loop(rush: RushWorker, objective: str | dict[str, Any] | Callable[...,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sp = Space(space)
-    history = History(distributions(space), direction, make_sampler(strategy, worker_seed(seed, rush.worker_id), strategy_module))
+    sampler = make_sampler(strategy, worker_seed(seed, rush.worker_id), strategy_module, constrained=bool(constraints))
+    history = History(distributions(space), direction, sampler, [metric] if isinstance(metric, str) else metric, constraints)
 
     while not rush.terminated:
         if max_evaluations is not None and rush.n_tasks >= max_evaluations:

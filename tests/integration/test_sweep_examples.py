@@ -111,3 +111,20 @@ def test_program_example(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     best = json.loads((tmp_path / "p" / "best.json").read_text())
     assert best["value"] < 50 and (tmp_path / "p" / "trials" / "0" / "result.json").exists()
+
+
+def test_multiobjective_example(tmp_path):
+    pytest.importorskip("optuna")
+    out = sweep("examples/sweep_multiobjective.yaml", "budget.evaluations=30", f"output={tmp_path / 'm'}")
+    assert out.returncode == 0, out.stderr
+    r = rows(tmp_path / "m")
+    front = list(csv.DictReader(open(tmp_path / "m" / "pareto.csv", newline="")))
+    feasible = [x for x in r if x["feasible"] == "True"]
+    assert len(r) == 30 and 0 < len(feasible) < 30 and front
+    assert all(x["feasible"] == "True" and float(x["memory_gb"]) <= 16 for x in front)
+    pts = [(float(x["loss"]), float(x["latency"])) for x in feasible]
+    for x in front:  # nothing feasible dominates a point of the front
+        p = (float(x["loss"]), float(x["latency"]))
+        assert not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in pts)
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert summary["pareto"]["reference_point"] == [1.1, 11.0] and summary["pareto"]["hypervolume"] > 0

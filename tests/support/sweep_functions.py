@@ -110,3 +110,13 @@ def quadratic(x):
     """One minimum at x = 0.3; a little sleep so that both workers take part."""
     time.sleep(0.05)
     return (x - 0.3) ** 2
+
+
+def zdt_constrained(x1, x2):
+    """Two metrics against each other (ZDT1 in two variables) and an output a constraint bounds (mem <= 14
+    is x1 <= 0.625 at x2 = 0); ``x2 > 0.9`` leaves ``mem`` out (infeasible: a constrained output missing)."""
+    g = 1 + 9 * x2
+    out = {"f1": x1, "f2": g * (1 - math.sqrt(x1 / g)), "accuracy": 1 - x1}
+    if x2 <= 0.9:
+        out["mem"] = 4 + 16 * x1 + 2 * x2
+    return out

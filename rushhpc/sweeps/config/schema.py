@@ -22,7 +22,7 @@ class SweepConfigError(RushConfigError):
     what was expected; the command line prints it as one line and exits with code 2."""
 
 
-TOP_KEYS = (
+TOP_KEYS: tuple[str, ...] = (
     "objective", "metric", "direction", "space", "strategy", "budget", "timeout", "retries",
     "max_failures", "workers", "redis", "output", "seed", "name", "progress", "progress_interval",
     "pythonpath", "fidelity",
@@ -45,6 +45,7 @@ PARAM_KEYS = {
 ALL_PARAM_KEYS = ("type", "low", "high", "log", "step", "choices", "value", "when", "resolution")
 LAUNCHERS = ("local", "srun", "slurm", "pbs", "submitit", "ssh")
 PROGRESS = ("auto", "rich", "plain", "none")
+TOP_KEYS += ("constraints", "reference_point")  # several metrics (rushhpc.sweeps.config.objectives)
 
 # Keys whose value is free-form (no schema below them).
 FREE_FORM = {("workers", "resources"), ("strategy", "options")}

@@ -14,6 +14,7 @@ from typing import Any
 from rushhpc import defaults
 from rushhpc.sweeps import strategies
 from rushhpc.sweeps.config.checker import Checker
+from rushhpc.sweeps.config.objectives import check_objectives, objectives
 from rushhpc.sweeps.config.params import validate_space
 from rushhpc.sweeps.config.schema import (
     ADAPT_KEYS,
@@ -46,8 +47,7 @@ def validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> Sw
     warnings: list[str] = []
     pythonpath = _pythonpath(c, raw.get("pythonpath"), base_dir, cwd)
     out["objective"], kind, fn = _objective(c, raw["objective"], base_dir, cwd)
-    out["metric"] = c.string("metric", raw.get("metric", DEFAULTS["metric"]))
-    out["direction"] = c.choice("direction", raw.get("direction", DEFAULTS["direction"]), ("minimize", "maximize"))
+    out.update(objectives(c, raw))  # metric, direction (one or several), constraints, reference_point
     out["space"] = validate_space(c, raw["space"])
     out["strategy"] = _strategy(c, raw)
     _check_strategy(c, out["strategy"], out["space"])
@@ -55,6 +55,7 @@ def validate(raw: dict, source: str, base_dir: Path, cwd: Path, stem: str) -> Sw
     fidelity = _fidelity(c, raw, strategies.get(out["strategy"]["name"]), kind)
     if fidelity is not None:
         out["fidelity"] = fidelity
+    check_objectives(c, out)  # several metrics: no budget.target, no fidelity; a sampler that handles them
     out["timeout"] = c.opt_duration("timeout", raw.get("timeout"))
     out["retries"] = c.int_("retries", raw.get("retries", DEFAULTS["retries"]), minimum=0)
     out["max_failures"] = c.opt_int("max_failures", raw.get("max_failures"), minimum=0)

@@ -11,6 +11,7 @@ from rushhpc.ui.cli.common import add_network_options, open_network, print_json
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from rushhpc.ui.pareto_plot import multi_objective_of, plot_pareto
     from rushhpc.ui.plot import plot, records_from_folder, records_from_network
 
     if args.folder and args.network:
@@ -29,7 +30,11 @@ def _plot(args: argparse.Namespace) -> int:
         records = records_from_network(net, metric)
         out = Path(args.out or f"{net.network_id}-plots")
         title = net.network_id
-    paths = plot(records, metric, direction, out, title=title, yscale=args.yscale)
+    multi = multi_objective_of(Path(args.folder)) if args.folder and not args.metric else None
+    if multi is not None:  # several metrics: the front and the hypervolume over evaluations
+        paths = plot_pareto(records, multi, out, title=title, yscale=args.yscale)
+    else:
+        paths = plot(records, metric, direction, out, title=title, yscale=args.yscale)
     if args.json:
         print_json({"files": [str(p) for p in paths]})
     else:

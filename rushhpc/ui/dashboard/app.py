@@ -21,6 +21,7 @@ Endpoints (``{net}`` is a network id):
 ``GET /api/{net}/results.csv`` the same table as CSV (``state``, ``sort``, ``order``)
 ``GET /api/{net}/logs``        ``?level=WARNING&after=STREAM_ID&limit=N``
 ``GET /api/{net}/best``        best-so-far series: ``?column=y&direction=minimize|maximize``
+``GET /api/{net}/pareto``      a sweep with several metrics: its front (first two metrics), hypervolume
 ``GET /api/{net}/timeline``    worker lifetimes and task run times
 ``POST /api/{net}/stop``       ``{"type": "terminate"|"kill", "workers": [ids] | "all"}``
 =============================  ====================================================================
@@ -227,6 +228,9 @@ class Api:
         q = request.query_params
         return _json(self.net_of(request).best(q.get("column") or None, q.get("direction") or None))
 
+    def pareto(self, request: Request) -> Response:
+        return _json(self.net_of(request).pareto())
+
     def timeline(self, request: Request) -> Response:
         return _json(self.net_of(request).timeline(_int(request, "limit", 2000, 1, 20_000)))
 
@@ -290,6 +294,7 @@ class Api:
             Route("/api/{net}/results.csv", self.results_csv),
             Route("/api/{net}/logs", self.logs),
             Route("/api/{net}/best", self.best),
+            Route("/api/{net}/pareto", self.pareto),
             Route("/api/{net}/timeline", self.timeline),
             Route("/api/{net}/stop", self.stop, methods=["POST"]),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),

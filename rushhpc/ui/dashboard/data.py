@@ -390,6 +390,57 @@ class NetworkData:
         return {"network": self.network_id, "rows": [jsonable(r) for r in kept[-limit:]], "last_id": last,
                 "omitted": max(0, len(kept) - limit)}
 
+    def pareto(self) -> dict[str, Any]:
+        """The Pareto front of a sweep with several metrics (`pareto_front` of the finished tasks)."""
+        with self._lock:
+            rows = list(self.refresh())
+        return {"network": self.network_id, **pareto_front(rows, self.net.sweep_record())}
+
+
+def pareto_front(rows: Sequence[dict[str, Any]], sweep: dict[str, Any] | None) -> dict[str, Any]:
+    """The front of the first two metrics of a sweep with several (its record: ``metric: "a,b"``,
+    ``direction``, ``objectives``: constraints and reference point): every finished task with both metrics as
+    feasible, infeasible or on the front (the feasible tasks no other dominates, by all metrics), the
+    hypervolume and its reference point (given, or observed as `rushhpc.sweeps.pareto.reference_point`).
+    ``multi`` is False for a network that is not such a sweep's.
+
+    Example:
+        >>> pareto_front([{"a": 1, "b": 2}, {"a": 2, "b": 1}, {"a": 2, "b": 2}],
+        ...              {"metric": "a,b", "direction": "minimize,minimize"})["front"]
+        [[1.0, 2.0], [2.0, 1.0]]
+    """
+    from rushhpc.sweeps import pareto
+
+    metrics = str((sweep or {}).get("metric") or "").split(",")
+    if len(metrics) < 2:
+        return {"multi": False, "metrics": metrics}
+    directions = str(sweep.get("direction") or "").split(",") if sweep else []
+    if len(directions) != len(metrics) or any(d not in DIRECTIONS for d in directions):
+        directions = ["minimize"] * len(metrics)
+    try:
+        extra = json.loads(str((sweep or {}).get("objectives") or "{}"))
+    except ValueError:
+        extra = {}
+    constraints = extra.get("constraints") or {}
+    vals, ok = [], []
+    for r in rows:  # a sweep's task holds its outputs under "outputs"; other tasks hold them as columns
+        out = r["outputs"] if isinstance(r.get("outputs"), dict) else r
+        v = pareto.metric_values(out, metrics)
+        if v is not None:
+            vals.append(v)
+            ok.append(pareto.feasible(out, constraints) if constraints else True)
+    feas = [v for v, f in zip(vals, ok) if f]
+    on = set(pareto.non_dominated([pareto.to_min(v, directions) for v in feas]))
+    ref = extra.get("reference_point") or pareto.reference_point(feas, directions)
+    hv = pareto.hypervolume([pareto.to_min(feas[i], directions) for i in on], pareto.to_min(ref, directions)) if ref else None
+    front = sorted((feas[i][:2] for i in on), key=lambda v: (v[0], v[1]))
+    others = [v[:2] for i, v in enumerate(feas) if i not in on][-MAX_PLOT_POINTS:]
+    return {"multi": True, "metrics": metrics, "directions": directions, "constraints": constraints or None,
+            "front": front, "feasible": others, "infeasible": [v[:2] for v, f in zip(vals, ok) if not f][-MAX_PLOT_POINTS:],
+            "hypervolume": hv, "reference_point": ref, "reference_point_source": "given" if extra.get("reference_point")
+            else "observed", "n_finished": len(rows), "n_front": len(front)}
+
 
 __all__ = ["NetworkData", "best_so_far", "choose_objective", "jsonable", "network_summaries", "sort_rows", "thin",
            "to_csv"]
+__all__ += ["pareto_front"]

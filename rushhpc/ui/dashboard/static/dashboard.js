@@ -201,6 +201,7 @@
     S.lastRefresh = Date.now();
     loadBest().catch((e) => banner(e.message));
     loadTimeline().catch((e) => banner(e.message));
+    loadPareto().catch((e) => banner(e.message));
     loadResults().catch((e) => banner(e.message));
     if (first) loadLogs(true).catch((e) => banner(e.message));
   }
@@ -376,6 +377,59 @@
     const legend = $("timeline-legend");
     legend.textContent = "";
     for (const [name, color] of [["task", "#2563eb"], ["running task", "#f59e0b"], ["worker alive", "#86efac"]]) {
+      const s = el("span"); const i = el("i"); i.style.background = color; s.appendChild(i); s.appendChild(document.createTextNode(name)); legend.appendChild(s);
+    }
+  }
+
+  // ------------------------------------------------------------------ Pareto front (SVG; sweeps with several metrics)
+  async function loadPareto() {
+    const d = await api(netPath("/pareto"));
+    if (d.network !== S.network) return;
+    const panel = $("pareto-panel");
+    panel.hidden = !d.multi;
+    if (!d.multi) return;
+    const box = $("pareto-chart");
+    box.textContent = "";
+    const all = d.front.concat(d.feasible, d.infeasible);
+    const [m0, m1] = d.metrics;
+    $("pareto-summary").textContent = `${d.n_front} on the front of ${d.metrics.join(", ")} (${d.directions.join(", ")})` +
+      ` · hypervolume ${fmtNum(d.hypervolume)} (reference point ${d.reference_point ? d.reference_point.map(fmtNum).join(", ") : "–"}, ${d.reference_point_source})` +
+      ` · ${d.infeasible.length} infeasible · ${d.n_finished} finished tasks` + (d.metrics.length > 2 ? ` · first two of ${d.metrics.length} metrics shown` : "");
+    if (!all.length) { box.appendChild(el("p", { class: "muted" }, "no finished task with every metric yet")); return; }
+    const xs = all.map((v) => v[0]), ys = all.map((v) => v[1]);
+    let x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+    if (x1 === x0) { x0 -= 0.5; x1 += 0.5; }
+    if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
+    const W = Math.max(300, box.clientWidth || 600), H = 260, left = 56, right = 26, top = 8, bottom = 34;
+    const X = (v) => left + ((v - x0) / (x1 - x0)) * (W - left - right);
+    const Y = (v) => top + (1 - (v - y0) / (y1 - y0)) * (H - top - bottom);
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": "Pareto front" });
+    root.appendChild(svg("line", { x1: left, x2: W - right, y1: H - bottom, y2: H - bottom, stroke: "#cbd5e1" }));
+    root.appendChild(svg("line", { x1: left, x2: left, y1: top, y2: H - bottom, stroke: "#cbd5e1" }));
+    for (let i = 0; i <= 4; i++) {
+      const vx = x0 + ((x1 - x0) * i) / 4, vy = y0 + ((y1 - y0) * i) / 4;
+      root.appendChild(svg("text", { x: X(vx), y: H - bottom + 13, "font-size": 10, fill: "#6b7280", "text-anchor": "middle" }, fmtNum(vx)));
+      root.appendChild(svg("text", { x: left - 4, y: Y(vy) + 3, "font-size": 10, fill: "#6b7280", "text-anchor": "end" }, fmtNum(vy)));
+    }
+    root.appendChild(svg("text", { x: (left + W - right) / 2, y: H - 4, "font-size": 11, fill: "#374151", "text-anchor": "middle" }, `${m0} (${d.directions[0]})`));
+    root.appendChild(svg("text", { x: 10, y: top + (H - top - bottom) / 2, "font-size": 11, fill: "#374151", "text-anchor": "middle", transform: `rotate(-90 10 ${top + (H - top - bottom) / 2})` }, `${m1} (${d.directions[1]})`));
+    const tip = (v) => svg("title", {}, `${m0}=${fmtNum(v[0])}, ${m1}=${fmtNum(v[1])}`);
+    for (const v of d.feasible) { const c = svg("circle", { cx: X(v[0]), cy: Y(v[1]), r: 3, fill: "#94a3b8", class: "feasible" }); c.appendChild(tip(v)); root.appendChild(c); }
+    for (const v of d.infeasible) {
+      const g = svg("path", { d: `M${X(v[0]) - 3},${Y(v[1]) - 3}l6,6m0,-6l-6,6`, stroke: "#dc2626", "stroke-width": 1.5, class: "infeasible" });
+      g.appendChild(tip(v)); root.appendChild(g);
+    }
+    if (d.front.length > 1 && d.metrics.length === 2) {
+      const pts = d.front.map((v) => [X(v[0]), Y(v[1])]);
+      let path = `M${pts[0][0]},${pts[0][1]}`;
+      for (let i = 1; i < pts.length; i++) path += d.directions[0] === "minimize" ? `H${pts[i][0]}V${pts[i][1]}` : `V${pts[i][1]}H${pts[i][0]}`;
+      root.appendChild(svg("path", { d: path, fill: "none", stroke: "#2563eb", "stroke-opacity": 0.5 }));
+    }
+    for (const v of d.front) { const c = svg("circle", { cx: X(v[0]), cy: Y(v[1]), r: 4.5, fill: "#2563eb", class: "front" }); c.appendChild(tip(v)); root.appendChild(c); }
+    box.appendChild(root);
+    const legend = $("pareto-legend");
+    legend.textContent = "";
+    for (const [name, color] of [["front", "#2563eb"], ["feasible", "#94a3b8"], ["infeasible", "#dc2626"]]) {
       const s = el("span"); const i = el("i"); i.style.background = color; s.appendChild(i); s.appendChild(document.createTextNode(name)); legend.appendChild(s);
     }
   }
