@@ -62,7 +62,8 @@ class Strategy:
       ``needs_evaluations``: the error when budget.evaluations is missing and the design needs it;
       ``budget_fixes_points``: a resumed sweep must keep budget.evaluations (lhs).
     - ``loop``: a worker loop of its own (asha), called with the model loop's arguments plus ``fidelity``
-      and ``output``; ``needs_fidelity``: the sweep file must have ``fidelity:`` (and only then may).
+      and ``output``; ``needs_fidelity``: the sweep file must have ``fidelity:`` (and only then may);
+      ``resume(cfg, records, rush)``: a resumed run's network gets the strategy's state from the journal (asha).
     - ``module``: where it is defined; a model strategy's workers import it (their registry is their own).
     """
 
@@ -80,6 +81,7 @@ class Strategy:
     budget_fixes_points: bool = False
     loop: Callable[..., None] | None = None
     needs_fidelity: bool = False
+    resume: Callable[[Any, Any, Any], None] | None = None  # (cfg, journal records, rush): seed a resumed run's network
     module: str = ""
 
     def missing_dependency(self) -> str | None:
