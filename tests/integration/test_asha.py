@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support.asha_checks import check_promotions
 
 import rushhpc
 from rushhpc.sweeps.strategies.asha import rungs
@@ -59,37 +60,8 @@ def _sweep(tmp_path: Path, redis_server, metric: str, direction: str, evaluation
     return df
 
 
-def _in_top(row, lower: pd.DataFrame, metric: str, sign: float) -> str:
-    """'' when ``row``'s configuration is in the top floor(n/eta) of these n results of the rung below, else why not."""
-    n = len(lower)
-    top = n // ETA
-    mine = lower[lower["config"] == row.config]
-    if top < 1:
-        return f"config {row.config} promoted to rung {row.rung} when the rung below had {n} results"
-    if len(mine) != 1:
-        return f"config {row.config} at rung {row.rung} without a finished result at the rung below"
-    if sign * float(mine[metric].iloc[0]) > sorted(sign * lower[metric])[top - 1]:
-        return f"config {row.config}: promoted to rung {row.rung} though not in the top {top} of {n}"
-    return ""
-
-
 def _check_promotions(df: pd.DataFrame, metric: str, direction: str) -> int:
-    """Every evaluation above the lowest rung against the lower rung's results finished by its claim; the count."""
-    fids = rungs(FMIN, FMAX, ETA)
-    sign = 1.0 if direction == "minimize" else -1.0
-    fin = df[df["state"] == "finished"]
-    promoted = 0
-    for row in fin[fin["rung"] > 0].itertuples():
-        below = fin[fin["rung"] == row.rung - 1]
-        # the Redis clock has microseconds: a result finished in the claim's microsecond may have come before or
-        # after it, so the rule must hold with or without such results
-        verdicts = [_in_top(row, below[before], metric, sign)
-                    for before in (below["finished_at"] < row.started_at, below["finished_at"] <= row.started_at)]
-        assert "" in verdicts, verdicts[0]
-        assert row.fidelity == fids[row.rung]
-        assert row.found == fids[row.rung - 1], f"config {row.config} did not find its rung {row.rung - 1} checkpoint"
-        promoted += 1
-    return promoted
+    return check_promotions(df, metric, direction, ETA, rungs(FMIN, FMAX, ETA))
 
 
 @pytest.mark.parametrize("metric, direction", [("loss", "minimize"), ("score", "maximize")])
