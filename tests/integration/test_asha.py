@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def train(lr, width, epochs, checkpoint_dir=None):
 ETA, FMIN, FMAX = 3, 1, 27
 
 
-def _sweep(tmp_path: Path, redis_server, metric: str, direction: str, evaluations: int) -> pd.DataFrame:
+def _sweep(tmp_path: Path, redis_server, metric: str, direction: str, evaluations: int | None,
+           strategy: str = "asha", budget: dict | None = None) -> pd.DataFrame:
     (tmp_path / "asha_objective.py").write_text(OBJECTIVE)
     pw = tmp_path / "redis.pw"
     pw.write_text(redis_server.password)
@@ -51,8 +53,8 @@ def _sweep(tmp_path: Path, redis_server, metric: str, direction: str, evaluation
     df = rushhpc.sweep({
         "objective": str(tmp_path / "asha_objective.py") + ":train", "metric": metric, "direction": direction,
         "space": {"lr": {"type": "float", "low": 1e-4, "high": 1, "log": True}, "width": {"type": "int", "low": 1, "high": 6}},
-        "fidelity": {"name": "epochs", "min": FMIN, "max": FMAX}, "strategy": {"name": "asha", "eta": ETA},
-        "budget": {"evaluations": evaluations}, "workers": {"n": 4, "launcher": "local"}, "progress": "none", "seed": 7,
+        "fidelity": {"name": "epochs", "min": FMIN, "max": FMAX}, "strategy": {"name": strategy, "eta": ETA},
+        "budget": budget or {"evaluations": evaluations}, "workers": {"n": 4, "launcher": "local"}, "progress": "none", "seed": 7,
         "redis": {"url": f"redis://127.0.0.1:{redis_server.port}", "password_file": str(pw)},
         "output": str(tmp_path / "out"),
     })
@@ -86,3 +88,32 @@ def test_asha_promotions_follow_the_rule_and_resume_from_checkpoints(tmp_path, r
     top = df[df["rung"] == df["rung"].max()]
     want = top[metric].min() if direction == "minimize" else top[metric].max()
     assert best["rung"] == df["rung"].max() and best["value"] == pytest.approx(want)
+
+
+def test_hyperband_runs_successive_halving_in_each_bracket(tmp_path, redis_server):
+    df = _sweep(tmp_path, redis_server, "loss", "minimize", 90, strategy="hyperband")
+    assert len(df) == 90 and (df["state"] == "finished").all()
+    assert not df.duplicated(["config", "rung"]).any()
+    # a configuration stays in its bracket, which starts at rung = bracket, from scratch at that rung's fidelity
+    fids = rungs(FMIN, FMAX, ETA)
+    assert (df.groupby("config")["bracket"].nunique() == 1).all()
+    first = df.sort_values("rung").groupby("config").first()
+    assert (first["rung"] == first["bracket"]).all() and (first["found"] == 0).all()
+    assert (first["fidelity"] == [fids[b] for b in first["bracket"]]).all()
+    # Hyperband's proportions: most new configurations in bracket 0, the others used too
+    counts = first["bracket"].value_counts()
+    assert counts.idxmax() == 0 and len(counts) >= 2
+    # the rule, per bracket and rung, at each claim; each promotion found its lower rung's checkpoint
+    assert check_promotions(df, "loss", "minimize", ETA, fids) >= 5
+
+
+def test_budget_fidelity_ends_the_sweep_without_a_claim_beyond_it(tmp_path, redis_server):
+    df = _sweep(tmp_path, redis_server, "loss", "minimize", None, budget={"fidelity": 150})
+    assert df.attrs["status"] == "completed" and "fidelity" in df.attrs["reason"], df.attrs
+    fids = rungs(FMIN, FMAX, ETA)
+    # the objective resumes from its checkpoint: a promotion spends the increment over the rung below
+    spent = sum(f - (fids[r - 1] if r > 0 else 0) for f, r in zip(df["fidelity"], df["rung"]))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert spent == pytest.approx(summary["fidelity_spent"]) and 150 - FMAX < spent <= 150
+    assert summary["budget"]["fidelity"] == 150
+    assert check_promotions(df, "loss", "minimize", ETA, fids) >= 3

@@ -153,7 +153,7 @@ def _fidelity(c: Checker, raw: dict, strategy: strategies.Strategy, kind: str) -
     f = raw.get("fidelity")
     if not strategy.needs_fidelity:
         if f is not None:
-            raise c.fail("fidelity", f"only for a strategy that uses it (asha), not {strategy.name}", f)
+            raise c.fail("fidelity", f"only for a strategy that uses it (asha, hyperband), not {strategy.name}", f)
         return None
     if f is None:
         raise c.fail("fidelity", f"missing; {strategy.name} needs fidelity: {{name: epochs, min: 1, max: 27}}")

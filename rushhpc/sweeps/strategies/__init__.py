@@ -10,7 +10,7 @@ test) calls `register` itself before the sweep is loaded.
 Example:
     >>> from rushhpc.sweeps import strategies
     >>> strategies.names()
-    ('random', 'grid', 'sobol', 'halton', 'lhs', 'tpe', 'optuna', 'asha')
+    ('random', 'grid', 'sobol', 'halton', 'lhs', 'tpe', 'optuna', 'asha', 'hyperband')
     >>> strategies.get("sobol").kind
     'design'
 """
@@ -150,7 +150,7 @@ def make_design(space: Space, strategy: dict, seed: int, evaluations: int | None
 
 # Every module of this folder (not starting with _) is a strategy that registers itself: a new strategy
 # is one new file. These first, in the order messages list them; any other after them, by name.
-_ORDER = ("random", "grid", "sobol", "halton", "lhs", "tpe", "optuna_sampler", "asha")
+_ORDER = ("random", "grid", "sobol", "halton", "lhs", "tpe", "optuna_sampler", "asha", "hyperband")
 _FOUND = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 for _m in (*_ORDER, *(m for m in _FOUND if m not in _ORDER)):
     importlib.import_module(f"{__name__}.{_m}")

@@ -10,10 +10,16 @@ evaluated at the next rung); else a new random configuration starts at the lowes
 claim are that one step, so two workers never promote the same configuration, and the evaluation's
 ``started_at`` is the claim's server time. A result enters its rung's sorted set in the script that
 finishes it (``asha_finish.lua``). A promoted evaluation whose worker is lost fails like any task a worker
-created (it is not requeued) and its configuration is not promoted from that rung again.
+created (it is not requeued: a failed evaluation in the results) and its configuration may be promoted from that
+rung again, at most ``retries`` times, if it is still in the top at a later claim; one whose objective failed is
+not promoted again. ``budget.fidelity`` is decided in the same claim (`rushhpc.store.lua` asha_claim.lua).
+A resumed sweep's network gets the state from the journal (`resume_state`). ``hyperband`` (hyperband.py) is this
+loop with a bracket drawn per claim (`bracket_weights`).
 
 The objective receives the fidelity under its name (``epochs=9``) and, when its signature takes it,
-``checkpoint_dir``: ``OUTPUT/checkpoints/<config>/``, the same folder at every rung.
+``checkpoint_dir``: ``OUTPUT/checkpoints/<config>/``, the same folder at every rung. A program objective gets
+them as the placeholders ``{fidelity}`` (or ``{epochs}``) and ``{checkpoint_dir}``; its trial folder is
+``OUTPUT/trials/<config>-r<rung>/``.
 """
 
 from __future__ import annotations
