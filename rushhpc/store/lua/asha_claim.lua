@@ -53,14 +53,14 @@ local function extra(config, r, cost)
   return '{"config":"' .. config .. '","rung":' .. (offset + r) .. ',"fidelity":' .. ARGV[F + 1 + r] ..
          ',"cost":' .. cost .. b .. '}'
 end
--- a promotion of c from its bracket's rung r: new, or again after its task was lost (not evaluated); else nil
+-- a promotion of c from its bracket's rung r: 1 new, 2 again after its task was lost (not evaluated); else nil
 local function promotable(id)
-  if redis.call('SISMEMBER', KEYS[5], id) == 0 then return 'new' end
+  if redis.call('SISMEMBER', KEYS[5], id) == 0 then return 1 end
   local tk = redis.call('HGET', KEYS[7], id)
   if not tk then return nil end
   local v = redis.call('HMGET', P .. 'task:' .. tk, 'state', 'asha_done')
   if v[1] == 'failed' and v[2] ~= '1' and tonumber(redis.call('HGET', KEYS[8], id) or '0') < retries then
-    return 'again'
+    return 2
   end
   return nil
 end
@@ -77,7 +77,7 @@ for r = nrungs - 2, 0, -1 do
         if how then
           redis.call('SADD', KEYS[5], id)
           redis.call('HSET', KEYS[7], id, ARGV[8])
-          if how == 'again' then redis.call('HINCRBY', KEYS[8], id, 1) end
+          if how == 2 then redis.call('HINCRBY', KEYS[8], id, 1) end
           return create(ARGV[8], redis.call('HGET', KEYS[6], c), extra(c, r + 1, cost), cost)
         end
       end
