@@ -1,4 +1,4 @@
-"""ASHA through the real CLI, killed and resumed (issue 19, part 1): ``rushhpc sweep --resume`` after SIGKILL of the
+"""ASHA and Hyperband through the real CLI, killed and resumed (issue 19, part 1): ``rushhpc sweep --resume`` after SIGKILL of the
 manager's process group re-evaluates nothing that finished, and the resumed sweep still obeys the rule.
 
 The resumed run's fresh network gets the ASHA state from the journal before its workers start (each finished
@@ -15,6 +15,7 @@ import subprocess
 
 import pandas as pd
 import psutil
+import pytest
 import yaml
 from support import wait_until
 from support.asha_checks import check_promotions
@@ -46,7 +47,7 @@ def train(lr, width, epochs, checkpoint_dir=None):
 ETA, FMIN, FMAX, EVALS = 3, 1, 27, 60
 
 
-def _write(tmp_path, redis_server) -> None:
+def _write(tmp_path, redis_server, strategy: str) -> None:
     (tmp_path / "objective.py").write_text(OBJECTIVE)
     pw = tmp_path / "redis.pw"
     pw.write_text(redis_server.password + "\n")
@@ -54,7 +55,7 @@ def _write(tmp_path, redis_server) -> None:
     doc = {
         "objective": "objective.py:train", "metric": "loss", "direction": "minimize",
         "space": {"lr": {"type": "float", "low": 1e-4, "high": 1, "log": True}, "width": {"type": "int", "low": 1, "high": 6}},
-        "fidelity": {"name": "epochs", "min": FMIN, "max": FMAX}, "strategy": {"name": "asha", "eta": ETA},
+        "fidelity": {"name": "epochs", "min": FMIN, "max": FMAX}, "strategy": {"name": strategy, "eta": ETA},
         "budget": {"evaluations": EVALS}, "seed": 3, "output": "runs/out",
         "workers": {"n": 3, "launcher": "local", "heartbeat_period": 1, "heartbeat_expire": 3},
         "redis": {"url": f"redis://127.0.0.1:{redis_server.port}/0", "password_file": str(pw)},
@@ -78,8 +79,9 @@ def _calls(tmp_path) -> list[tuple[str, int]]:
     return [(d["config"], d["epochs"]) for d in map(json.loads, p.read_text().splitlines())] if p.exists() else []
 
 
-def test_asha_resume_after_sigkill_reevaluates_nothing_finished(tmp_path, redis_server):
-    _write(tmp_path, redis_server)
+@pytest.mark.parametrize("strategy", ["asha", "hyperband"])
+def test_asha_resume_after_sigkill_reevaluates_nothing_finished(tmp_path, redis_server, strategy):
+    _write(tmp_path, redis_server, strategy)
     env = dict(os.environ, ASHA_CALLS=str(tmp_path / "calls.jsonl"))
     proc = subprocess.Popen(sweep_cmd("sweep.yaml"), cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -87,7 +89,7 @@ def test_asha_resume_after_sigkill_reevaluates_nothing_finished(tmp_path, redis_
     try:
         wait_until(lambda: len(journal(out)) >= 20 or proc.poll() is not None, 90, what="20 results in the journal")
         assert proc.poll() is None, "the sweep ended before it could be killed"
-        promoted_before = [r for r in journal(out) if r.get("rung", 0) > 0]
+        promoted_before = [r for r in journal(out) if r.get("rung", 0) > r.get("bracket", 0)]
     finally:
         if proc.poll() is None:
             _kill_group(proc)
@@ -112,11 +114,12 @@ def test_asha_resume_after_sigkill_reevaluates_nothing_finished(tmp_path, redis_
     for col in ("started_at", "finished_at"):
         df[col] = pd.to_datetime(df[col]) if df[col].dtype == object else df[col]
     assert check_promotions(df, "loss", "minimize", ETA, fids, found=False) >= EVALS // 6
-    assert (df[df["rung"] > 0]["config"].isin(df[df["rung"] == 0]["config"])).all()
+    low = df["bracket"] if strategy == "hyperband" else 0
+    assert (df[df["rung"] > low]["config"].isin(df[df["rung"] == low]["config"])).all()
     # the resumed run promoted configurations whose lower rung finished before the kill (the seeded rankings)
     recs = journal(out)
     first = {(r["config"], r["rung"]): r["network"] for r in recs}
     later = [r for r in recs if r["network"] != recs[0]["network"]]
-    assert any(r["rung"] > 0 and first[(r["config"], r["rung"] - 1)] == recs[0]["network"] for r in later)
+    assert any(r["rung"] > r.get("bracket", 0) and first[(r["config"], r["rung"] - 1)] == recs[0]["network"] for r in later)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["evaluations"] == EVALS and summary["fidelity_spent"] > 0
