@@ -272,6 +272,23 @@ class Protocol:
             pipe.set(k.asha_spent, repr(float(spent)))
             pipe.execute()
 
+    def asha_model_data(self, rungs: Sequence[int], bracket: int | None, min_results: int) -> list[tuple[str, float]]:
+        """(xs JSON, score) of every finished result of the highest of ``rungs`` (of ``bracket``) with at least
+        ``min_results`` of them; [] when none has that many (asha's ``sampler: tpe``). Two round trips, reads only."""
+        k = self.keys
+        with self.client.pipeline(transaction=False) as pipe:
+            for r in rungs:
+                pipe.zcard(k.asha_rung(r, bracket))
+            sizes = pipe.execute()
+        best = next((r for r, n in sorted(zip(rungs, sizes), reverse=True) if int(n) >= min_results), None)
+        if best is None:
+            return []
+        ranked = self.client.zrange(k.asha_rung(best, bracket), 0, -1, withscores=True)
+        if not ranked:
+            return []
+        xss = self.client.hmget(k.asha_configs, [c for c, _ in ranked])
+        return [(x.decode() if isinstance(x, bytes) else x, float(s)) for (_, s), x in zip(ranked, xss) if x]
+
     def asha_budget(self) -> tuple[float, bool]:
         """The fidelity claimed so far, and whether a claim was refused for ``budget.fidelity``."""
         k = self.keys

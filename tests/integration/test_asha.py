@@ -45,7 +45,7 @@ ETA, FMIN, FMAX = 3, 1, 27
 
 
 def _sweep(tmp_path: Path, redis_server, metric: str, direction: str, evaluations: int | None,
-           strategy: str = "asha", budget: dict | None = None) -> pd.DataFrame:
+           strategy: str = "asha", budget: dict | None = None, sampler: str = "random") -> pd.DataFrame:
     (tmp_path / "asha_objective.py").write_text(OBJECTIVE)
     pw = tmp_path / "redis.pw"
     pw.write_text(redis_server.password)
@@ -53,7 +53,7 @@ def _sweep(tmp_path: Path, redis_server, metric: str, direction: str, evaluation
     df = rushhpc.sweep({
         "objective": str(tmp_path / "asha_objective.py") + ":train", "metric": metric, "direction": direction,
         "space": {"lr": {"type": "float", "low": 1e-4, "high": 1, "log": True}, "width": {"type": "int", "low": 1, "high": 6}},
-        "fidelity": {"name": "epochs", "min": FMIN, "max": FMAX}, "strategy": {"name": strategy, "eta": ETA},
+        "fidelity": {"name": "epochs", "min": FMIN, "max": FMAX}, "strategy": {"name": strategy, "eta": ETA, "sampler": sampler},
         "budget": budget or {"evaluations": evaluations}, "workers": {"n": 4, "launcher": "local"}, "progress": "none", "seed": 7,
         "redis": {"url": f"redis://127.0.0.1:{redis_server.port}", "password_file": str(pw)},
         "output": str(tmp_path / "out"),
@@ -117,3 +117,11 @@ def test_budget_fidelity_ends_the_sweep_without_a_claim_beyond_it(tmp_path, redi
     assert spent == pytest.approx(summary["fidelity_spent"]) and 150 - FMAX < spent <= 150
     assert summary["budget"]["fidelity"] == 150
     assert check_promotions(df, "loss", "minimize", ETA, fids) >= 3
+
+
+def test_tpe_sampler_keeps_the_rule(tmp_path, redis_server):
+    pytest.importorskip("optuna")
+    df = _sweep(tmp_path, redis_server, "loss", "minimize", 70, sampler="tpe")
+    assert len(df) == 70 and (df["state"] == "finished").all()
+    assert not df.duplicated(["config", "rung"]).any()
+    assert check_promotions(df, "loss", "minimize", ETA, rungs(FMIN, FMAX, ETA)) >= 70 // 6

@@ -103,3 +103,30 @@ def test_hyperband_brackets_rank_apart(rush, config):
     _, extra = _claim(p, w, 11, fids=FIDS, bracket=0, rung_offset=0)
     assert (extra["config"], extra["rung"], extra["bracket"]) == ("c0", 1, 0)
     w.close()
+
+
+def test_tpe_sampler_proposes_from_the_highest_rung_with_enough_results(rush, config):
+    """sampler: tpe (BOHB's idea): with 30 results at rung 1 that are good near x = 0.8, the proposals gather there;
+    with too few results anywhere they are random."""
+    import numpy as np
+
+    from rushhpc.core import codec
+    from rushhpc.sweeps.config import load_config
+    from rushhpc.sweeps.space import Space
+    from rushhpc.sweeps.strategies._asha_tpe import TpeProposer
+
+    space = load_config({"objective": lambda x: x, "space": {"x": {"type": "float", "low": 0, "high": 1}},
+                         "budget": 5}).space  # as the workers get it
+    sp = Space(space)
+    p = Protocol(config.client(), rush.keys)
+    prop = TpeProposer(space, sp, p)
+    rng = np.random.default_rng(1)
+    assert prop.propose(rng, [0, 1, 2], None) is not None and prop.modelled == 0  # nothing ranked yet: random
+    xs = np.random.default_rng(2).random(30)
+    configs = {f"c{i}": codec.encode_dict({"params": {"x": float(x)}}, "xs") for i, x in enumerate(xs)}
+    ranked = [(None, 1, f"c{i}", abs(float(x) - 0.8)) for i, x in enumerate(xs)]
+    ranked += [(None, 0, f"c{i}", 1.0 - float(x)) for i, x in enumerate(xs[:5])]  # rung 0: another story, too few
+    p.asha_seed(ranked, configs, [], 0.0)
+    got = [prop.propose(rng, [0, 1, 2], None)["x"] for _ in range(60)]
+    assert prop.modelled >= 30  # two thirds of the proposals, minus chance
+    assert np.median(np.abs(np.array(got) - 0.8)) < 0.15  # uniform proposals: about 0.3

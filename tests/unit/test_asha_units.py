@@ -37,12 +37,14 @@ def test_asha_config_defaults(here):
     cfg = _cfg()
     assert cfg.data["strategy"] == {"name": "asha", "eta": 3, "sampler": "random"}
     assert cfg.data["fidelity"] == {"name": "epochs", "min": 1, "max": 27}
+    assert _cfg(strategy={"name": "hyperband", "sampler": "tpe"}).data["strategy"] == {
+        "name": "hyperband", "eta": 3, "sampler": "tpe"}
 
 
 @pytest.mark.parametrize("over, key", [
     ({"strategy": {"name": "asha", "eta": 1}}, "strategy.eta"),
     ({"strategy": {"name": "asha", "eta": 2.5}}, "strategy.eta"),
-    ({"strategy": {"name": "asha", "sampler": "tpe"}}, "strategy.sampler"),
+    ({"strategy": {"name": "asha", "sampler": "sobol"}}, "strategy.sampler"),
     ({"strategy": {"name": "asha", "brackets": 2}}, "strategy"),
     ({"fidelity": None}, "fidelity"),
     ({"fidelity": {"name": "epochs", "min": 1}}, "fidelity.max"),

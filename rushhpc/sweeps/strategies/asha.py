@@ -24,6 +24,7 @@ them as the placeholders ``{fidelity}`` (or ``{epochs}``) and ``{checkpoint_dir}
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 import uuid
@@ -38,7 +39,7 @@ from rushhpc.sweeps.strategies import MODEL, Checks, Strategy, register
 if TYPE_CHECKING:
     from rushhpc.worker.api import RushWorker
 
-SAMPLERS = ("random",)
+SAMPLERS = ("random", "tpe")
 
 
 def rungs(low: int, high: int, eta: int) -> list[int]:
@@ -65,8 +66,11 @@ def options(c: Checks, raw: dict[str, Any]) -> dict[str, Any]:
     eta = c.int_("strategy.eta", raw.get("eta", defaults.SWEEP_ASHA_ETA), minimum=2)
     sampler = c.string("strategy.sampler", raw.get("sampler", "random"))
     if sampler not in SAMPLERS:
-        raise c.fail("strategy.sampler", f"one of {', '.join(SAMPLERS)} (asha proposes new configurations at random "
-                     "for now)", sampler)
+        raise c.fail("strategy.sampler", f"one of {', '.join(SAMPLERS)}", sampler)
+    if sampler == "tpe" and importlib.util.find_spec("optuna") is None:
+        from rushhpc.sweeps.strategies._optuna import OPTUNA_HINT
+
+        raise c.fail("strategy.sampler", f"tpe needs optuna: {OPTUNA_HINT}", sampler)
     return {"eta": eta, "sampler": sampler}
 
 
@@ -152,11 +156,17 @@ def asha_loop(rush: RushWorker, objective: str | dict[str, Any] | Callable[..., 
     from rushhpc.network.view import Network
 
     protocol = Network.open(rush.network_id, rush.config).protocol
+    tpe = None
+    if strategy.get("sampler") == "tpe":
+        from rushhpc.sweeps.strategies._asha_tpe import TpeProposer
+
+        tpe = TpeProposer(space, sp, protocol)
     while not rush.terminated:
         config = "c" + uuid.uuid4().hex[:12]
-        xs = codec.encode_dict({"params": sp.from_unit(rng.random(sp.n_dims))}, "xs")
         bracket = None if weights is None else int(rng.choice(len(weights), p=weights))
         low = bracket or 0
+        params = sp.from_unit(rng.random(sp.n_dims)) if tpe is None else tpe.propose(rng, range(low, len(fids)), bracket)
+        xs = codec.encode_dict({"params": params}, "xs")
         reply = protocol.asha_claim(rush.worker_id, max_evaluations, strategy["eta"], fids[low:],
                                     (uuid.uuid4().hex, config, xs), uuid.uuid4().hex, retries=retries,
                                     max_fidelity=fidelity.get("budget"), incremental=obj.resumes, rung_offset=low,
