@@ -95,7 +95,7 @@ class TrialContext:
     seed: int | None
     worker_id: str
     base_dir: Path  # the sweep file's folder: the program's working folder with cwd "sweep"
-    extra: Mapping[str, Any] = field(default_factory=dict)  # more placeholders: asha's {fidelity}, {checkpoint_dir}
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)  # more placeholders: asha's {fidelity}, {checkpoint_dir}
 
 
 @dataclass(frozen=True)
