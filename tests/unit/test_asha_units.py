@@ -57,6 +57,7 @@ def test_asha_config_defaults(here):
     ({"fidelity": {"name": "steps", "min": 1, "max": 9}}, "fidelity.name"),  # train takes no 'steps'
     ({"budget": {"fidelity": -5}}, "budget.fidelity"),
     ({"budget": {"fidelity": 0}}, "budget.fidelity"),
+    ({"budget": {"fidelity": 0.5}}, "budget.fidelity"),  # below fidelity.min
     ({"budget": {"fidelity": "lots"}}, "budget.fidelity"),
     ({"strategy": "random", "fidelity": None, "budget": {"evaluations": 5, "fidelity": 10}}, "budget.fidelity"),
     ({"strategy": {"name": "hyperband", "eta": 1}}, "strategy.eta"),

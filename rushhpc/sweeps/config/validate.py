@@ -166,6 +166,9 @@ def _fidelity(c: Checker, raw: dict, strategy: strategies.Strategy, kind: str) -
     high = c.int_("fidelity.max", f["max"], minimum=1)
     if high <= low:
         raise c.fail("fidelity.max", f"an integer above fidelity.min ({low})", high)
+    b = raw.get("budget")
+    if isinstance(b, dict) and isinstance(b.get("fidelity"), (int, float)) and 0 < b["fidelity"] < low:
+        raise c.fail("budget.fidelity", f"at least fidelity.min ({low}): no evaluation would fit", b["fidelity"])
     space = raw.get("space") or {}
     if name in space or name == "checkpoint_dir":
         raise c.fail("fidelity.name", "a name that is not a parameter of the space nor checkpoint_dir", name)
