@@ -90,6 +90,10 @@ class Keys:
         self.sweep = p + "sweep"
         self.asha_promoted = p + "asha:promoted"  # set of "<config>:<rung>" promoted from that rung
         self.asha_configs = p + "asha:configs"  # hash config id -> its xs JSON
+        self.asha_promotions = p + "asha:promotions"  # hash "<config>:<rung>" -> the task key of that promotion
+        self.asha_lost = p + "asha:lost"  # hash "<config>:<rung>" -> times promoted again after a lost task
+        self.asha_spent = p + "asha:spent"  # the fidelity claimed so far (budget.fidelity)
+        self.asha_refused = p + "asha:refused"  # set when a claim was refused for budget.fidelity
         self.pattern = p + "*"
 
     def workers_in(self, state: str) -> str:
@@ -98,9 +102,12 @@ class Keys:
     def pending(self, worker_id: str) -> str:
         return f"{self.prefix}pending:{worker_id}"
 
-    def asha_rung(self, rung: int) -> str:
-        """ASHA: the sorted set of a rung's finished results (config id, score: lower is better)."""
-        return f"{self.prefix}asha:rung:{int(rung)}"
+    def asha_rung(self, rung: int, bracket: int | None = None) -> str:
+        """ASHA: the sorted set of a rung's finished results (config id, score: lower is better); Hyperband: of
+        a bracket's rung."""
+        if bracket is None:
+            return f"{self.prefix}asha:rung:{int(rung)}"
+        return f"{self.prefix}asha:bracket:{int(bracket)}:rung:{int(rung)}"
 
     def task(self, key: str) -> str:
         return f"{self.prefix}task:{key}"

@@ -231,22 +231,69 @@ class Protocol:
 
     # ------------------------------------------------------------------ ASHA (sweeps/strategies/asha.py)
     def asha_claim(self, worker_id: str, max_tasks: int | None, eta: int, fidelities: Sequence[int | float],
-                   new: tuple[str, str, str], promotion_key: str) -> list[str]:
+                   new: tuple[str, str, str], promotion_key: str, retries: int = 0, max_fidelity: float | None = None,
+                   incremental: bool = False, rung_offset: int = 0, bracket: int | None = None) -> list[str]:
         """Promote a configuration or start ``new`` (task key, config id, xs JSON), as one claim
-        (asha_claim.lua). Reply: {worker state, terminate flag, '1' | '0', task key, xs, xs_extra}."""
+        (asha_claim.lua). ``fidelities``: those of the bracket's rungs, from its lowest (global rung
+        ``rung_offset``); ASHA has one bracket (None). Reply: {worker state, terminate flag, '1' | '0', task key,
+        xs, xs_extra}."""
         k = self.keys
         keys = [k.running, k.all_tasks, k.worker_tasks(worker_id), k.worker(worker_id), k.asha_promoted, k.asha_configs,
-                *(k.asha_rung(r) for r in range(len(fidelities)))]
+                k.asha_promotions, k.asha_lost, k.asha_spent, k.asha_refused,
+                *(k.asha_rung(rung_offset + r, bracket) for r in range(len(fidelities)))]
         args: list[Any] = [k.prefix, worker_id, "" if max_tasks is None else str(int(max_tasks)), str(int(eta)),
-                           *new, promotion_key, *(str(f) for f in fidelities)]
+                           *new, promotion_key, str(int(retries)), "" if max_fidelity is None else repr(float(max_fidelity)),
+                           "1" if incremental else "0", str(int(rung_offset)), "" if bracket is None else str(int(bracket)),
+                           *(str(f) for f in fidelities)]
         return self._s["asha_claim"](keys=keys, args=args)
 
-    def asha_finish(self, worker_id: str, key: str, ys: str, config: str, rung: int, score: float | None) -> bool:
-        """Finish one ASHA evaluation and rank it in its rung, one step (asha_finish.lua); False: discarded."""
+    def asha_finish(self, worker_id: str, key: str, ys: str, config: str, rung: int, score: float | None,
+                    bracket: int | None = None, state: str = TaskState.FINISHED) -> bool:
+        """End one ASHA evaluation (``state`` finished with ``ys``, or failed with ``ys`` the condition JSON) and rank a
+        finished one in its rung, one step (asha_finish.lua); False: discarded."""
         k = self.keys
-        keys = [k.running, k.finished, k.worker_tasks(worker_id), k.worker(worker_id), k.asha_rung(rung)]
-        args = [k.prefix, worker_id, key, ys, config, "" if score is None else repr(float(score))]
+        keys = [k.running, k.task_list(state), k.worker_tasks(worker_id), k.worker(worker_id), k.asha_rung(rung, bracket)]
+        args = [k.prefix, worker_id, key, ys, config, "" if score is None else repr(float(score)), str(state)]
         return bool(int(self._s["asha_finish"](keys=keys, args=args)))
+
+    def asha_seed(self, ranked: Sequence[tuple[int | None, int, str, float]], configs: dict[str, str],
+                  promoted: Sequence[str], spent: float) -> None:
+        """A resumed ASHA sweep's state in a fresh network, before its workers start: the finished results in their
+        rungs ((bracket, rung, config, score)), the configurations' xs, the promotions made ("<config>:<rung>")
+        and the fidelity spent. One pipeline (nothing else writes them yet)."""
+        k = self.keys
+        with self.client.pipeline(transaction=False) as pipe:
+            for bracket, rung, config, score in ranked:
+                pipe.zadd(k.asha_rung(rung, bracket), {config: float(score)})
+            if configs:
+                pipe.hset(k.asha_configs, mapping=dict(configs))
+            if promoted:
+                pipe.sadd(k.asha_promoted, *promoted)
+            pipe.set(k.asha_spent, repr(float(spent)))
+            pipe.execute()
+
+    def asha_model_data(self, rungs: Sequence[int], bracket: int | None, min_results: int) -> list[tuple[str, float]]:
+        """(xs JSON, score) of every finished result of the highest of ``rungs`` (of ``bracket``) with at least
+        ``min_results`` of them; [] when none has that many (asha's ``sampler: tpe``). Two round trips, reads only."""
+        k = self.keys
+        with self.client.pipeline(transaction=False) as pipe:
+            for r in rungs:
+                pipe.zcard(k.asha_rung(r, bracket))
+            sizes = pipe.execute()
+        best = next((r for r, n in sorted(zip(rungs, sizes), reverse=True) if int(n) >= min_results), None)
+        if best is None:
+            return []
+        ranked = self.client.zrange(k.asha_rung(best, bracket), 0, -1, withscores=True)
+        if not ranked:
+            return []
+        xss = self.client.hmget(k.asha_configs, [c for c, _ in ranked])
+        return [(x.decode() if isinstance(x, bytes) else x, float(s)) for (_, s), x in zip(ranked, xss) if x]
+
+    def asha_budget(self) -> tuple[float, bool]:
+        """The fidelity claimed so far, and whether a claim was refused for ``budget.fidelity``."""
+        k = self.keys
+        spent, refused = self.client.mget([k.asha_spent, k.asha_refused])
+        return float(spent or 0.0), bool(refused)
 
     # ------------------------------------------------------------------ workers
     def register_worker(self, worker_id: str, heartbeat_expire: int, fields: dict[str, str]) -> str:

@@ -88,6 +88,7 @@ class Ingest:
         self.cfg = state.cfg
         self.failed_seen = 0
         self.nodes: dict[str, str | None] = {}  # worker id -> the node it runs on (results' node column)
+        self.fidelity_spent: str | None = None  # why budget.fidelity ends the run, once it does
 
     def _failed_record(self, row: dict[str, Any], ev: int | None, params: dict) -> dict[str, Any] | None:
         cond = row.get("condition")
@@ -143,6 +144,10 @@ class Ingest:
                    key=key, network=network)
         if not _nan(row.get("rung")):  # asha: the configuration, its fidelity and rung
             rec.update(config=row.get("config"), fidelity=row.get("fidelity"), rung=int(row["rung"]))
+            if not _nan(row.get("bracket")):  # hyperband
+                rec["bracket"] = int(row["bracket"])
+            if not _nan(row.get("cost")):  # the fidelity its claim spent (budget.fidelity)
+                rec["cost"] = float(row["cost"])
         st.remember(rec)
         return rec
 
@@ -172,7 +177,17 @@ class Ingest:
         new = [rec for rec in (self.record(r, rush.network_id, rush) for r in rows) if rec is not None]
         self.state.journal.append(new)
         self.state.run_done += len(new)
+        self._check_fidelity(rush)
         return len(new)
+
+    def _check_fidelity(self, rush: Rush) -> None:
+        """budget.fidelity (asha, hyperband) is spent when a claim was refused for it and nothing runs any more."""
+        limit = self.cfg.data["budget"].get("fidelity")
+        if limit is None or self.fidelity_spent is not None:
+            return
+        spent, refused = rush.protocol.asha_budget()
+        if refused and rush.n_running_tasks == 0:
+            self.fidelity_spent = f"budget of {limit:g} fidelity reached ({spent:g} claimed; no claim fits in the rest)"
 
     def budget_reached(self) -> str | None:
         """Why the budget ends the run (evaluations, target, walltime), or None."""
@@ -184,6 +199,8 @@ class Ingest:
             ):
                 return f"all {sch.design.size} points of the {self.cfg.strategy} evaluated"
             return f"budget of {sch.limit} evaluations reached"
+        if self.fidelity_spent is not None:
+            return self.fidelity_spent
         if b["target"] is not None and st.best is not None:
             v = st.best["value"]
             if (v <= b["target"]) if st.direction == "minimize" else (v >= b["target"]):

@@ -234,12 +234,13 @@ class CommandObjective:
         self.timeout = ctx.get("timeout")
         self.worker_id = worker_id
 
-    def bind(self, eval_id: int | str) -> Callable[..., Any]:
-        """The function of the parameters that runs evaluation ``eval_id`` in ``trials/<eval_id>/``."""
+    def bind(self, eval_id: int | str, extra: dict[str, Any] | None = None) -> Callable[..., Any]:
+        """The function of the parameters that runs evaluation ``eval_id`` in ``trials/<eval_id>/``; ``extra``: more
+        placeholder values (asha: the fidelity, checkpoint_dir)."""
         def call(**params: Any) -> Any:
             inactive = [n for n in self.names if n not in params]
             seed = self.seed + eval_id if isinstance(self.seed, int) and isinstance(eval_id, int) else self.seed
-            trial = TrialContext(self.trials / str(eval_id), eval_id, seed, self.worker_id, self.base_dir)
+            trial = TrialContext(self.trials / str(eval_id), eval_id, seed, self.worker_id, self.base_dir, dict(extra or {}))
             return run_command(self.spec, params, trial, self.timeout, inactive)
 
         return call

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 META_COLUMNS = ("state", "error", "worker_id", "node", "started_at", "finished_at", "runtime", "attempts", "key")
 META_PREFIX = "sweep_"
-FIDELITY_COLUMNS = ("config", "fidelity", "rung")  # asha: one row per evaluation of a configuration at a rung
+FIDELITY_COLUMNS = ("config", "fidelity", "rung", "bracket")  # asha: one row per evaluation of a configuration at a rung
 OUTPUT_PREFIX = "out_"
 
 

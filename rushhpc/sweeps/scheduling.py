@@ -80,6 +80,9 @@ class Schedule:
                     conditions=[{"message": r.get("error") or TaskState.FAILED.value} for r in bad],
                 )
                 state.seen_keys.update(keys)
+        resume = strategies.get(self.cfg.strategy).resume
+        if state.records and resume is not None:  # asha: rankings, promotions, fidelity spent
+            resume(self.cfg, state.records, rush)
         # a program's evaluation is numbered by its task's place in the network (see model_loop): the
         # numbers of a resumed sweep go on after its history's
         self.eval_offset = state.next_eval - rush.n_tasks
@@ -151,7 +154,7 @@ class Schedule:
                     max_evaluations=d["budget"]["evaluations"])
         strategy = strategies.get(self.cfg.strategy)
         if strategy.loop is not None:  # a loop of its own (asha): the fidelity, and the output folder for checkpoints
-            args.update(fidelity=d["fidelity"], output=str(out.resolve()))
+            args.update(fidelity={**d["fidelity"], "budget": d["budget"].get("fidelity")}, output=str(out.resolve()))
             return strategy.loop, args
         module = strategy.module
         if not module.startswith("rushhpc.sweeps.strategies."):  # registered outside rushhpc: the workers import it

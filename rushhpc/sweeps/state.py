@@ -83,17 +83,13 @@ class SweepState:
         if not has_sweep:
             self.resume = False
             return
-        if self.cfg.data.get("fidelity") is not None:  # its rungs and promotions live in the network, not the journal
-            raise SweepConfigError(
-                f"{src}: strategy: {self.cfg.strategy} sweeps cannot be resumed yet; choose another output (output=...)"
-            )
         state = read_json(state_file) or {}
         saved = state.get("fingerprint")
         if saved:
             if self.cfg.seed_was_chosen:
                 self.cfg.data["seed"] = saved.get("seed", self.cfg.data["seed"])
             now = json.loads(json.dumps(self.cfg.fingerprint()))
-            for key in ("space", "strategy", "seed", "evaluations"):
+            for key in ("space", "strategy", "seed", "evaluations", "fidelity"):
                 if now.get(key) != saved.get(key):
                     where = "budget.evaluations" if key == "evaluations" else key
                     raise SweepConfigError(
@@ -194,6 +190,8 @@ class SweepState:
             summary.update(best=self.objectives.front_document(), pareto=self.objectives.summary(self.records))
         elif self.objectives.constraints:
             summary["constraints"] = self.objectives.summary(self.records)
+        if self.cfg.data.get("fidelity") is not None:  # asha, hyperband: the fidelity the evaluations' claims spent
+            summary["fidelity_spent"] = sum(float(r.get("cost") or 0.0) for r in self.records)
         write_json(self.out / "summary.json", summary)
         self.doc["status"] = str(status)
         self.write_state()

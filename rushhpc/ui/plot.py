@@ -1,6 +1,7 @@
 """``rushhpc plot``: PNG files of a sweep or a network, with matplotlib (the ``plot`` extra).
 
-Three figures: the best value over wall time, the best value over evaluations (every
+Three figures (four for results with a fidelity, asha and hyperband: each configuration's curve over fidelity,
+`fidelity_figure`): the best value over wall time, the best value over evaluations (every
 finished evaluation a point, failures red marks at the foot; a log or symlog axis when the
 values span decades, `choose_scale`), and a worker timeline (one row per worker with its
 number of evaluations, one bar per evaluation from its start to its end, at least `defaults.PLOT_MIN_BAR`
@@ -215,8 +216,73 @@ def plot(records: list[dict[str, Any]], metric: str, direction: str, out_dir: Pa
         raise RushConfigError("nothing to plot: no finished or failed evaluation yet")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, fig in figures(records, metric, direction, title=title, yscale=yscale):
+    figs = figures(records, metric, direction, title=title, yscale=yscale)
+    curves = fidelity_figure(records, metric, title=title)  # asha, hyperband: each configuration over fidelity
+    figs += [curves] if curves is not None else []
+    for name, fig in figs:
         fig.savefig(out_dir / name)
         plt.close(fig)
         paths.append(out_dir / name)
     return paths
+
+
+FIDELITY_FIGURE = "curves_over_fidelity.png"
+
+
+def fidelity_figure(records: list[dict[str, Any]], metric: str, title: str = "") -> tuple[str, Any] | None:
+    """Each configuration's curve of the metric over fidelity, for results with ``config`` and ``fidelity`` (asha,
+    hyperband): one line per configuration through its finished evaluations, coloured by the highest rung it
+    reached; failed evaluations are red marks at the foot of the axis. None for other results.
+
+    Example:
+        >>> name, fig = fidelity_figure(records, "loss")   # doctest: +SKIP
+        >>> name
+        'curves_over_fidelity.png'
+    """
+    if not any(r.get("config") is not None and r.get("fidelity") is not None for r in records):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, list[tuple[float, float, int]]] = {}
+    failed: list[float] = []
+    for r in records:
+        if r.get("config") is None or r.get("fidelity") is None:
+            continue
+        v = _value(r)
+        if v is None:
+            if r.get("state") == TaskState.FAILED:
+                failed.append(float(r["fidelity"]))
+            continue
+        curves.setdefault(str(r["config"]), []).append((float(r["fidelity"]), v, int(r.get("rung") or 0)))
+    top = max((p[2] for pts in curves.values() for p in pts), default=0)
+    cmap = plt.get_cmap("viridis")
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    shown: set[int] = set()
+    for config, pts in sorted(curves.items(), key=lambda kv: max(p[2] for p in kv[1])):
+        pts.sort()
+        reached = max(p[2] for p in pts)
+        label = f"reached rung {reached}" if reached not in shown else None
+        shown.add(reached)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, linewidth=1,
+                color=cmap(reached / max(top, 1)), alpha=0.8, label=label, gid=config)
+    if failed:
+        ax.scatter(failed, [0.02] * len(failed), marker="x", color="tab:red", s=20, transform=ax.get_xaxis_transform(),
+                   label=str(TaskState.FAILED), clip_on=False)
+    fids = sorted({p[0] for pts in curves.values() for p in pts})
+    if len(fids) > 1 and fids[-1] / max(fids[0], 1e-12) > 10:
+        ax.set_xscale("log")
+    scale, linthresh = choose_scale([p[1] for pts in curves.values() for p in pts])
+    if scale == "symlog":
+        ax.set_yscale("symlog", linthresh=linthresh)
+    else:
+        ax.set_yscale(scale)
+    ax.set_xlabel("fidelity")
+    ax.set_ylabel(metric + ("" if scale == "linear" else f" ({scale} scale)"))
+    ax.set_title(title or f"{metric} over fidelity: {len(curves)} configurations")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return FIDELITY_FIGURE, fig

@@ -95,6 +95,7 @@ class TrialContext:
     seed: int | None
     worker_id: str
     base_dir: Path  # the sweep file's folder: the program's working folder with cwd "sweep"
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)  # more placeholders: asha's {fidelity}, {checkpoint_dir}
 
 
 @dataclass(frozen=True)
@@ -425,6 +426,7 @@ def run_command(spec: CommandSpec, params: Mapping[str, Any], ctx: TrialContext,
     trial.mkdir(parents=True)
     values: dict[str, Any] = dict(params)
     values.update(trial_dir=str(trial), eval=ctx.eval, seed=ctx.seed, worker_id=ctx.worker_id)
+    values.update(ctx.extra)
     argv = render_argv(spec, values, inactive)
     env = _environment(spec, params, ctx, values)
     cwd = trial if spec.cwd == "trial" else Path(ctx.base_dir)

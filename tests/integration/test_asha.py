@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from support.asha_checks import check_promotions
 
 import rushhpc
 from rushhpc.sweeps.strategies.asha import rungs
@@ -42,7 +44,8 @@ def train(lr, width, epochs, checkpoint_dir=None):
 ETA, FMIN, FMAX = 3, 1, 27
 
 
-def _sweep(tmp_path: Path, redis_server, metric: str, direction: str, evaluations: int) -> pd.DataFrame:
+def _sweep(tmp_path: Path, redis_server, metric: str, direction: str, evaluations: int | None,
+           strategy: str = "asha", budget: dict | None = None, sampler: str = "random") -> pd.DataFrame:
     (tmp_path / "asha_objective.py").write_text(OBJECTIVE)
     pw = tmp_path / "redis.pw"
     pw.write_text(redis_server.password)
@@ -50,8 +53,8 @@ def _sweep(tmp_path: Path, redis_server, metric: str, direction: str, evaluation
     df = rushhpc.sweep({
         "objective": str(tmp_path / "asha_objective.py") + ":train", "metric": metric, "direction": direction,
         "space": {"lr": {"type": "float", "low": 1e-4, "high": 1, "log": True}, "width": {"type": "int", "low": 1, "high": 6}},
-        "fidelity": {"name": "epochs", "min": FMIN, "max": FMAX}, "strategy": {"name": "asha", "eta": ETA},
-        "budget": {"evaluations": evaluations}, "workers": {"n": 4, "launcher": "local"}, "progress": "none", "seed": 7,
+        "fidelity": {"name": "epochs", "min": FMIN, "max": FMAX}, "strategy": {"name": strategy, "eta": ETA, "sampler": sampler},
+        "budget": budget or {"evaluations": evaluations}, "workers": {"n": 4, "launcher": "local"}, "progress": "none", "seed": 7,
         "redis": {"url": f"redis://127.0.0.1:{redis_server.port}", "password_file": str(pw)},
         "output": str(tmp_path / "out"),
     })
@@ -59,37 +62,8 @@ def _sweep(tmp_path: Path, redis_server, metric: str, direction: str, evaluation
     return df
 
 
-def _in_top(row, lower: pd.DataFrame, metric: str, sign: float) -> str:
-    """'' when ``row``'s configuration is in the top floor(n/eta) of these n results of the rung below, else why not."""
-    n = len(lower)
-    top = n // ETA
-    mine = lower[lower["config"] == row.config]
-    if top < 1:
-        return f"config {row.config} promoted to rung {row.rung} when the rung below had {n} results"
-    if len(mine) != 1:
-        return f"config {row.config} at rung {row.rung} without a finished result at the rung below"
-    if sign * float(mine[metric].iloc[0]) > sorted(sign * lower[metric])[top - 1]:
-        return f"config {row.config}: promoted to rung {row.rung} though not in the top {top} of {n}"
-    return ""
-
-
 def _check_promotions(df: pd.DataFrame, metric: str, direction: str) -> int:
-    """Every evaluation above the lowest rung against the lower rung's results finished by its claim; the count."""
-    fids = rungs(FMIN, FMAX, ETA)
-    sign = 1.0 if direction == "minimize" else -1.0
-    fin = df[df["state"] == "finished"]
-    promoted = 0
-    for row in fin[fin["rung"] > 0].itertuples():
-        below = fin[fin["rung"] == row.rung - 1]
-        # the Redis clock has microseconds: a result finished in the claim's microsecond may have come before or
-        # after it, so the rule must hold with or without such results
-        verdicts = [_in_top(row, below[before], metric, sign)
-                    for before in (below["finished_at"] < row.started_at, below["finished_at"] <= row.started_at)]
-        assert "" in verdicts, verdicts[0]
-        assert row.fidelity == fids[row.rung]
-        assert row.found == fids[row.rung - 1], f"config {row.config} did not find its rung {row.rung - 1} checkpoint"
-        promoted += 1
-    return promoted
+    return check_promotions(df, metric, direction, ETA, rungs(FMIN, FMAX, ETA))
 
 
 @pytest.mark.parametrize("metric, direction", [("loss", "minimize"), ("score", "maximize")])
@@ -114,3 +88,40 @@ def test_asha_promotions_follow_the_rule_and_resume_from_checkpoints(tmp_path, r
     top = df[df["rung"] == df["rung"].max()]
     want = top[metric].min() if direction == "minimize" else top[metric].max()
     assert best["rung"] == df["rung"].max() and best["value"] == pytest.approx(want)
+
+
+def test_hyperband_runs_successive_halving_in_each_bracket(tmp_path, redis_server):
+    df = _sweep(tmp_path, redis_server, "loss", "minimize", 90, strategy="hyperband")
+    assert len(df) == 90 and (df["state"] == "finished").all()
+    assert not df.duplicated(["config", "rung"]).any()
+    # a configuration stays in its bracket, which starts at rung = bracket, from scratch at that rung's fidelity
+    fids = rungs(FMIN, FMAX, ETA)
+    assert (df.groupby("config")["bracket"].nunique() == 1).all()
+    first = df.sort_values("rung").groupby("config").first()
+    assert (first["rung"] == first["bracket"]).all() and (first["found"] == 0).all()
+    assert (first["fidelity"] == [fids[b] for b in first["bracket"]]).all()
+    # Hyperband's proportions: most new configurations in bracket 0, the others used too
+    counts = first["bracket"].value_counts()
+    assert counts.idxmax() == 0 and len(counts) >= 2
+    # the rule, per bracket and rung, at each claim; each promotion found its lower rung's checkpoint
+    assert check_promotions(df, "loss", "minimize", ETA, fids) >= 5
+
+
+def test_budget_fidelity_ends_the_sweep_without_a_claim_beyond_it(tmp_path, redis_server):
+    df = _sweep(tmp_path, redis_server, "loss", "minimize", None, budget={"fidelity": 150})
+    assert df.attrs["status"] == "completed" and "fidelity" in df.attrs["reason"], df.attrs
+    fids = rungs(FMIN, FMAX, ETA)
+    # the objective resumes from its checkpoint: a promotion spends the increment over the rung below
+    spent = sum(f - (fids[r - 1] if r > 0 else 0) for f, r in zip(df["fidelity"], df["rung"]))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert spent == pytest.approx(summary["fidelity_spent"]) and 150 - FMAX < spent <= 150
+    assert summary["budget"]["fidelity"] == 150
+    assert check_promotions(df, "loss", "minimize", ETA, fids) >= 3
+
+
+def test_tpe_sampler_keeps_the_rule(tmp_path, redis_server):
+    pytest.importorskip("optuna")
+    df = _sweep(tmp_path, redis_server, "loss", "minimize", 70, sampler="tpe")
+    assert len(df) == 70 and (df["state"] == "finished").all()
+    assert not df.duplicated(["config", "rung"]).any()
+    assert check_promotions(df, "loss", "minimize", ETA, rungs(FMIN, FMAX, ETA)) >= 70 // 6

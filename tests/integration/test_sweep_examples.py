@@ -65,6 +65,18 @@ def test_asha_example(tmp_path):
     assert best["rung"] == max(int(x["rung"]) for x in r)
 
 
+def test_hyperband_example(tmp_path):
+    out = sweep("examples/sweep_hyperband.yaml", "budget.evaluations=60", "budget.fidelity=300", f"output={tmp_path / 'h'}")
+    assert out.returncode == 0, out.stderr
+    r = rows(tmp_path / "h")
+    assert 0 < len(r) <= 60 and list(r[0])[:5] == ["eval", "config", "fidelity", "rung", "bracket"]
+    assert all(int(x["rung"]) >= int(x["bracket"]) for x in r)
+    promoted = [x for x in r if x["rung"] != x["bracket"]]
+    assert promoted and all(int(x["resumed_from"]) > 0 for x in promoted)  # each resumed from its checkpoint
+    summary = json.loads((tmp_path / "h" / "summary.json").read_text())
+    assert 0 < summary["fidelity_spent"] <= 300
+
+
 def test_slurm_example_validates(tmp_path):
     pw = tmp_path / "redis.pw"
     pw.write_text("secret\n")

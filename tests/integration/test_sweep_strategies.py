@@ -74,7 +74,7 @@ def test_a_registered_strategys_options_are_validated_in_the_yaml_words(tmp_path
     with pytest.raises(SweepConfigError, match=r"strategy\.size: unknown key; strategy takes name, steps"):
         load_config(_sweep(tmp_path, redis_server, {"name": "diagonal", "size": 3}), cwd=tmp_path)
     with pytest.raises(SweepConfigError, match=r"strategy\.name: expected one of random, grid, sobol, halton, lhs, "
-                                               r"tpe, optuna, asha, diagonal, got 'diagonals'"):
+                                               r"tpe, optuna, asha, hyperband, diagonal, got 'diagonals'"):
         load_config(_sweep(tmp_path, redis_server, {"name": "diagonals"}, budget=4), cwd=tmp_path)
 
 

@@ -37,12 +37,14 @@ def test_asha_config_defaults(here):
     cfg = _cfg()
     assert cfg.data["strategy"] == {"name": "asha", "eta": 3, "sampler": "random"}
     assert cfg.data["fidelity"] == {"name": "epochs", "min": 1, "max": 27}
+    assert _cfg(strategy={"name": "hyperband", "sampler": "tpe"}).data["strategy"] == {
+        "name": "hyperband", "eta": 3, "sampler": "tpe"}
 
 
 @pytest.mark.parametrize("over, key", [
     ({"strategy": {"name": "asha", "eta": 1}}, "strategy.eta"),
     ({"strategy": {"name": "asha", "eta": 2.5}}, "strategy.eta"),
-    ({"strategy": {"name": "asha", "sampler": "tpe"}}, "strategy.sampler"),
+    ({"strategy": {"name": "asha", "sampler": "sobol"}}, "strategy.sampler"),
     ({"strategy": {"name": "asha", "brackets": 2}}, "strategy"),
     ({"fidelity": None}, "fidelity"),
     ({"fidelity": {"name": "epochs", "min": 1}}, "fidelity.max"),
@@ -53,6 +55,12 @@ def test_asha_config_defaults(here):
     ({"fidelity": {"name": "epochs", "min": 1, "max": 9, "step": 2}}, "fidelity"),
     ({"strategy": "random"}, "fidelity"),
     ({"fidelity": {"name": "steps", "min": 1, "max": 9}}, "fidelity.name"),  # train takes no 'steps'
+    ({"budget": {"fidelity": -5}}, "budget.fidelity"),
+    ({"budget": {"fidelity": 0}}, "budget.fidelity"),
+    ({"budget": {"fidelity": 0.5}}, "budget.fidelity"),  # below fidelity.min
+    ({"budget": {"fidelity": "lots"}}, "budget.fidelity"),
+    ({"strategy": "random", "fidelity": None, "budget": {"evaluations": 5, "fidelity": 10}}, "budget.fidelity"),
+    ({"strategy": {"name": "hyperband", "eta": 1}}, "strategy.eta"),
 ])
 def test_asha_errors_name_the_key(here, over, key):
     with pytest.raises(SweepConfigError) as e:
@@ -66,3 +74,18 @@ def test_the_table_has_config_fidelity_and_rung_after_eval():
     df, _ = build_table(recs, ["lr"], "y")
     assert list(df.columns[:5]) == ["eval", "config", "fidelity", "rung", "lr"]
     assert df["rung"].tolist() == [0, 1]
+
+
+def test_budget_fidelity_alone_is_a_budget(here):
+    cfg = _cfg(budget={"fidelity": 100})
+    assert cfg.data["budget"]["fidelity"] == 100.0 and cfg.data["budget"]["evaluations"] is None
+    assert "fidelity" not in load_config({"objective": "f.py:train", "space": {"lr": [1, 2], "epochs": [1]},
+                                          "budget": 3})["budget"]  # only a fidelity strategy has it
+
+
+def test_a_program_takes_fidelity_and_checkpoint_dir_placeholders(here):
+    cfg = _cfg(objective={"command": ["python3", "t.py", "--lr", "{lr}", "--epochs", "{fidelity}", "--ckpt",
+                                      "{checkpoint_dir}", "--e2", "{epochs}"]})
+    assert cfg.objective_kind == "command"
+    with pytest.raises(SweepConfigError, match="objective.command: unknown placeholder {fidelity}"):
+        load_config({"objective": {"command": "python3 t.py {x} {fidelity}"}, "space": {"x": [1, 2]}, "budget": 2})

@@ -138,6 +138,7 @@ LUA_WORDS: dict[str, str] = {
     "worker": "the value of a task's origin field (pushed by a worker)",
     "keys": "a fetch.lua mode / the JSON field", "range": "a fetch.lua mode", "range_n": "a fetch.lua mode",
     "states": "a fetch.lua mode",
+    "asha_done": "an asha task hash field (asha_finish.lua: evaluated, never promoted again)",
 }
 # Release modes reach the scripts as ARGV; helpers.lua compares them ('1' retry, '0' fail, 'free', 'hold').
 

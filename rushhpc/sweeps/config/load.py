@@ -94,7 +94,8 @@ def check_command(cfg: SweepConfig) -> None:
 
     spec = CommandSpec.from_mapping(cfg["objective"], "objective")
     try:
-        spec.check(cfg.space)
+        fidelity = cfg.data.get("fidelity")  # asha, hyperband: {fidelity} (or its name) and {checkpoint_dir} too
+        spec.check(list(cfg.space) + ([] if fidelity is None else ["fidelity", fidelity["name"], "checkpoint_dir"]))
     except CommandSpecError as e:
         raise SweepConfigError(f"{cfg.source}: {e}") from None
     program = spec.argv_template[0] if spec.argv_template else None

@@ -28,7 +28,7 @@ TOP_KEYS: tuple[str, ...] = (
     "pythonpath", "fidelity",
 )
 FIDELITY_KEYS = ("name", "min", "max")
-BUDGET_KEYS = ("evaluations", "walltime", "target")
+BUDGET_KEYS = ("evaluations", "walltime", "target", "fidelity")
 WORKER_KEYS = (
     "n", "adapt", "launcher", "resources", "heartbeat_period", "heartbeat_expire", "restarts", "start_timeout",
     "stop_grace", "gpus_per_worker",
@@ -130,6 +130,8 @@ class SweepConfig:
         fp = {"space": d["space"], "strategy": d["strategy"], "seed": d["seed"]}
         if strategies.get(d["strategy"]["name"]).budget_fixes_points:
             fp["evaluations"] = d["budget"]["evaluations"]
+        if d.get("fidelity") is not None:  # asha, hyperband: the rungs
+            fp["fidelity"] = d["fidelity"]
         return fp
 
     def to_yaml(self) -> str:

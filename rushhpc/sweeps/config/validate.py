@@ -154,7 +154,7 @@ def _fidelity(c: Checker, raw: dict, strategy: strategies.Strategy, kind: str) -
     f = raw.get("fidelity")
     if not strategy.needs_fidelity:
         if f is not None:
-            raise c.fail("fidelity", f"only for a strategy that uses it (asha), not {strategy.name}", f)
+            raise c.fail("fidelity", f"only for a strategy that uses it (asha, hyperband), not {strategy.name}", f)
         return None
     if f is None:
         raise c.fail("fidelity", f"missing; {strategy.name} needs fidelity: {{name: epochs, min: 1, max: 27}}")
@@ -162,14 +162,14 @@ def _fidelity(c: Checker, raw: dict, strategy: strategies.Strategy, kind: str) -
     for key in FIDELITY_KEYS:
         if key not in f:
             raise c.fail(f"fidelity.{key}", "missing; fidelity needs name, min and max")
-    if kind == "command":
-        raise c.fail("objective", f"a Python function for {strategy.name} (a program as the objective is not "
-                     "supported with a fidelity yet)")
     name = c.string("fidelity.name", f["name"])
     low = c.int_("fidelity.min", f["min"], minimum=1)
     high = c.int_("fidelity.max", f["max"], minimum=1)
     if high <= low:
         raise c.fail("fidelity.max", f"an integer above fidelity.min ({low})", high)
+    b = raw.get("budget")
+    if isinstance(b, dict) and isinstance(b.get("fidelity"), (int, float)) and 0 < b["fidelity"] < low:
+        raise c.fail("budget.fidelity", f"at least fidelity.min ({low}): no evaluation would fit", b["fidelity"])
     space = raw.get("space") or {}
     if name in space or name == "checkpoint_dir":
         raise c.fail("fidelity.name", "a name that is not a parameter of the space nor checkpoint_dir", name)
@@ -187,9 +187,14 @@ def _budget(c: Checker, budget: Any, strategy: strategies.Strategy) -> dict[str,
         "walltime": c.opt_duration("budget.walltime", budget.get("walltime")),
         "target": c.opt_float("budget.target", budget.get("target")),
     }
+    if "fidelity" in budget or strategy.needs_fidelity:  # asha, hyperband: the sum of the fidelity claimed
+        if not strategy.needs_fidelity:
+            raise c.fail("budget.fidelity", f"only for a strategy with a fidelity (asha, hyperband), not {strategy.name}",
+                         budget["fidelity"])
+        b["fidelity"] = c.opt_float("budget.fidelity", budget.get("fidelity"), positive=True)
     if strategy.needs_evaluations and b["evaluations"] is None:
         raise c.fail("budget.evaluations", strategy.needs_evaluations)
-    if not strategy.finite and b["evaluations"] is None and b["walltime"] is None:
+    if not strategy.finite and b["evaluations"] is None and b["walltime"] is None and b.get("fidelity") is None:
         raise c.fail("budget", "needs evaluations or walltime (or both; target stops earlier when reached)", budget or None)
     return b
 

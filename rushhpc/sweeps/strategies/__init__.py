@@ -10,7 +10,7 @@ test) calls `register` itself before the sweep is loaded.
 Example:
     >>> from rushhpc.sweeps import strategies
     >>> strategies.names()
-    ('random', 'grid', 'sobol', 'halton', 'lhs', 'tpe', 'optuna', 'asha')
+    ('random', 'grid', 'sobol', 'halton', 'lhs', 'tpe', 'optuna', 'asha', 'hyperband')
     >>> strategies.get("sobol").kind
     'design'
 """
@@ -62,7 +62,8 @@ class Strategy:
       ``needs_evaluations``: the error when budget.evaluations is missing and the design needs it;
       ``budget_fixes_points``: a resumed sweep must keep budget.evaluations (lhs).
     - ``loop``: a worker loop of its own (asha), called with the model loop's arguments plus ``fidelity``
-      and ``output``; ``needs_fidelity``: the sweep file must have ``fidelity:`` (and only then may).
+      and ``output``; ``needs_fidelity``: the sweep file must have ``fidelity:`` (and only then may);
+      ``resume(cfg, records, rush)``: a resumed run's network gets the strategy's state from the journal (asha).
     - ``module``: where it is defined; a model strategy's workers import it (their registry is their own).
     """
 
@@ -80,6 +81,7 @@ class Strategy:
     budget_fixes_points: bool = False
     loop: Callable[..., None] | None = None
     needs_fidelity: bool = False
+    resume: Callable[[Any, Any, Any], None] | None = None  # (cfg, journal records, rush): seed a resumed run's network
     module: str = ""
 
     def missing_dependency(self) -> str | None:
@@ -148,7 +150,7 @@ def make_design(space: Space, strategy: dict, seed: int, evaluations: int | None
 
 # Every module of this folder (not starting with _) is a strategy that registers itself: a new strategy
 # is one new file. These first, in the order messages list them; any other after them, by name.
-_ORDER = ("random", "grid", "sobol", "halton", "lhs", "tpe", "optuna_sampler", "asha")
+_ORDER = ("random", "grid", "sobol", "halton", "lhs", "tpe", "optuna_sampler", "asha", "hyperband")
 _FOUND = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 for _m in (*_ORDER, *(m for m in _FOUND if m not in _ORDER)):
     importlib.import_module(f"{__name__}.{_m}")
