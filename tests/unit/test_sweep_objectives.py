@@ -89,3 +89,14 @@ def test_the_workers_study_has_one_value_per_metric_and_the_constraint_values():
     t = h.ask()  # TPE proposes from the multi-objective, constrained history
     assert 0.0 <= t.suggest_float("x", 0.0, 1.0) <= 1.0
     assert h.study.directions == [optuna.study.StudyDirection.MINIMIZE, optuna.study.StudyDirection.MAXIMIZE]
+
+
+def test_a_sampler_whose_package_is_missing_is_refused_before_the_sweep_starts():
+    # GPSampler imports torch only when it first samples, in every worker: the sweep file is refused instead
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed here: GPSampler can run")
+    with pytest.raises(SweepConfigError) as e:
+        cfg(strategy={"name": "optuna", "sampler": "GPSampler"})
+    assert "strategy.sampler" in str(e.value) and "GPSampler needs torch (pip install torch)" in str(e.value)

@@ -135,7 +135,7 @@ def thin(xs: list[int], ys: list[float], best: list[float], at_most: int) -> tup
 
     Example:
         >>> thin([1, 2, 3, 4, 5], [5, 6, 4, 7, 8], [5, 5, 4, 4, 4], 2)
-        ([1, 3, 5], [5, 4, 8], [5, 4, 4])
+        ([1, 3, 4, 5], [5, 4, 7, 8], [5, 4, 4, 4])
     """
     n = len(xs)
     if n <= at_most:
