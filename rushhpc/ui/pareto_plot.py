@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rushhpc.errors import RushConfigError
-from rushhpc.ui.plot import FIGURES, _in_order, figures
+from rushhpc.ui.plot import FIGURES, _in_order, figures, pyplot_for
 
 PARETO_FIGURES = ("pareto_front.png", "hypervolume_over_evaluations.png")
 
@@ -99,16 +98,7 @@ def plot_pareto(records: list[dict[str, Any]], objectives: dict[str, Any], out_d
     Example:
         >>> plot_pareto(records, multi_objective_of(Path("runs/mo")), Path("runs/mo/plots"))  # doctest: +SKIP
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RushConfigError("rushhpc plot needs matplotlib: pip install 'rushhpc[plot]'") from None
-    if not records:
-        raise RushConfigError("nothing to plot: no finished or failed evaluation yet")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    plt = pyplot_for(records, out_dir)
     paths = []
     figs = pareto_figures(records, objectives, title=title)
     for name, fig in figures(records, str(objectives["metric"][0]), "minimize", title, yscale):

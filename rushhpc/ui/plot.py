@@ -198,12 +198,11 @@ def figures(records: list[dict[str, Any]], metric: str, direction: str, title: s
     return out
 
 
-def plot(records: list[dict[str, Any]], metric: str, direction: str, out_dir: Path, title: str = "",
-         yscale: str = "auto") -> list[Path]:
-    """Write the three PNG files of `figures` into ``out_dir``; returns their paths.
+def pyplot_for(records: list[dict[str, Any]], out_dir: Path) -> Any:
+    """matplotlib's pyplot drawing to files (no display), once there is something to plot; ``out_dir`` made.
 
     Example:
-        >>> plot(*records_from_folder(Path("runs/branin"))[:1], "y", "minimize", Path("runs/branin/plots"))
+        >>> plt = pyplot_for(records, Path("runs/branin/plots"))  # doctest: +SKIP
     """
     try:
         import matplotlib
@@ -215,6 +214,17 @@ def plot(records: list[dict[str, Any]], metric: str, direction: str, out_dir: Pa
     if not records:
         raise RushConfigError("nothing to plot: no finished or failed evaluation yet")
     out_dir.mkdir(parents=True, exist_ok=True)
+    return plt
+
+
+def plot(records: list[dict[str, Any]], metric: str, direction: str, out_dir: Path, title: str = "",
+         yscale: str = "auto") -> list[Path]:
+    """Write the three PNG files of `figures` into ``out_dir``; returns their paths.
+
+    Example:
+        >>> plot(*records_from_folder(Path("runs/branin"))[:1], "y", "minimize", Path("runs/branin/plots"))
+    """
+    plt = pyplot_for(records, out_dir)
     paths = []
     figs = figures(records, metric, direction, title=title, yscale=yscale)
     curves = fidelity_figure(records, metric, title=title)  # asha, hyperband: each configuration over fidelity

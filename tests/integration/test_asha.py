@@ -16,30 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support.asha_checks import check_promotions
+from support.asha_checks import check_promotions, checkpoint_objective
 
 import rushhpc
 from rushhpc.sweeps.strategies.asha import rungs
 
-OBJECTIVE = '''
-import json
-import math
-import os
-import time
-
-
-def train(lr, width, epochs, checkpoint_dir=None):
-    path = os.path.join(checkpoint_dir, "state.json")
-    found = 0
-    if os.path.exists(path):
-        with open(path) as f:
-            found = json.load(f)["epochs"]
-    time.sleep(0.003 * (epochs - found))  # the epochs left: workers overlap
-    with open(path, "w") as f:
-        json.dump({"epochs": epochs}, f)
-    loss = (math.log10(lr) + 2) ** 2 + abs(width - 3) / 4 + 1 / (1 + epochs)
-    return {"loss": loss, "score": -loss, "found": found}
-'''
+OBJECTIVE = checkpoint_objective(0.003)
 
 ETA, FMIN, FMAX = 3, 1, 27
 

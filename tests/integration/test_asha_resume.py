@@ -18,31 +18,12 @@ import psutil
 import pytest
 import yaml
 from support import wait_until
-from support.asha_checks import check_promotions
+from support.asha_checks import check_promotions, checkpoint_objective
 from support.sweeps import journal, run, sweep_cmd
 
 from rushhpc.sweeps.strategies.asha import rungs
 
-OBJECTIVE = '''
-import json
-import math
-import os
-import time
-
-
-def train(lr, width, epochs, checkpoint_dir=None):
-    path = os.path.join(checkpoint_dir, "state.json")
-    found = 0
-    if os.path.exists(path):
-        with open(path) as f:
-            found = json.load(f)["epochs"]
-    time.sleep(0.06 * (epochs - found))
-    with open(path, "w") as f:
-        json.dump({"epochs": epochs}, f)
-    with open(os.environ["ASHA_CALLS"], "a") as f:  # one line per evaluation that ran to its end
-        f.write(json.dumps({"config": os.path.basename(checkpoint_dir), "epochs": epochs}) + "\\n")
-    return {"loss": (math.log10(lr) + 2) ** 2 + abs(width - 3) / 4 + 1 / (1 + epochs), "found": found}
-'''
+OBJECTIVE = checkpoint_objective(0.06)
 
 ETA, FMIN, FMAX, EVALS = 3, 1, 27, 60
 

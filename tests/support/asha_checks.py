@@ -8,6 +8,37 @@ from __future__ import annotations
 
 import pandas as pd
 
+# An objective that resumes from its checkpoint: it sleeps SLEEP seconds per epoch left (so workers overlap), reports
+# the epochs it found in its checkpoint (``found``), and with ASHA_CALLS set appends one line per evaluation that ran
+# to its end. A test writes it with checkpoint_objective(sleep) into its tmp_path.
+_OBJECTIVE = '''
+import json
+import math
+import os
+import time
+
+
+def train(lr, width, epochs, checkpoint_dir=None):
+    path = os.path.join(checkpoint_dir, "state.json")
+    found = 0
+    if os.path.exists(path):
+        with open(path) as f:
+            found = json.load(f)["epochs"]
+    time.sleep(SLEEP * (epochs - found))
+    with open(path, "w") as f:
+        json.dump({"epochs": epochs}, f)
+    if "ASHA_CALLS" in os.environ:
+        with open(os.environ["ASHA_CALLS"], "a") as f:
+            f.write(json.dumps({"config": os.path.basename(checkpoint_dir), "epochs": epochs}) + "\\n")
+    loss = (math.log10(lr) + 2) ** 2 + abs(width - 3) / 4 + 1 / (1 + epochs)
+    return {"loss": loss, "score": -loss, "found": found}
+'''
+
+
+def checkpoint_objective(sleep_per_epoch: float) -> str:
+    """The source of the checkpointing test objective ``train(lr, width, epochs, checkpoint_dir)``."""
+    return _OBJECTIVE.replace("SLEEP", repr(sleep_per_epoch))
+
 
 def _in_top(row, lower: pd.DataFrame, metric: str, sign: float, eta: int) -> str:
     """'' when ``row``'s configuration is in the top floor(n/eta) of these n results of the rung below, else why not."""
