@@ -1,7 +1,7 @@
 """``asha``: asynchronous successive halving (Li et al., MLSys 2020), decided by each free worker.
 
-Options: ``eta`` (an integer >= 2, default 3), ``sampler`` (``random`` only for now). The sweep file's
-``fidelity: {name, min, max}`` names the objective's argument that receives the fidelity; the rungs are
+Options: ``eta`` (an integer >= 2, default 3), ``sampler`` (``random``, the default, or ``tpe``: _asha_tpe.py).
+The sweep file's ``fidelity: {name, min, max}`` names the objective's argument that receives the fidelity; the rungs are
 ``min, min*eta, ...`` below ``max``, then ``max`` (`rungs`).
 
 A free worker runs one Redis script (``asha_claim.lua``): highest rung first, a configuration in the top

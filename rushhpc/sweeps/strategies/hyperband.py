@@ -1,6 +1,6 @@
 """``hyperband``: asynchronous Hyperband (Li et al., JMLR 2018 and MLSys 2020; as Syne Tune's and Ray Tune's).
 
-Options as `asha` (``eta``, ``sampler: random``) and the same ``fidelity: {name, min, max}`` and rungs. Bracket ``b``
+Options as `asha` (``eta``, ``sampler``: random or tpe) and the same ``fidelity: {name, min, max}`` and rungs. Bracket ``b``
 (``0 .. len(rungs) - 1``) starts at rung ``b``: its configurations begin at that rung's fidelity, and the bracket
 runs successive halving from there, with rankings of its own per rung. A free worker draws a bracket for its claim,
 seeded, with Hyperband's proportions (`asha.bracket_weights`: bracket ``b`` as often as synchronous Hyperband
