@@ -22,6 +22,7 @@ Endpoints (``{net}`` is a network id):
 ``GET /api/{net}/logs``        ``?level=WARNING&after=STREAM_ID&limit=N``
 ``GET /api/{net}/best``        best-so-far series: ``?column=y&direction=minimize|maximize``
 ``GET /api/{net}/pareto``      a sweep with several metrics: its front (first two metrics), hypervolume
+``GET /api/{net}/fidelity``    an asha/hyperband sweep: each configuration's curve over fidelity, per rung counts
 ``GET /api/{net}/timeline``    worker lifetimes and task run times
 ``POST /api/{net}/stop``       ``{"type": "terminate"|"kill", "workers": [ids] | "all"}``
 =============================  ====================================================================
@@ -231,6 +232,9 @@ class Api:
     def pareto(self, request: Request) -> Response:
         return _json(self.net_of(request).pareto())
 
+    def fidelity(self, request: Request) -> Response:
+        return _json(self.net_of(request).fidelity())
+
     def timeline(self, request: Request) -> Response:
         return _json(self.net_of(request).timeline(_int(request, "limit", 2000, 1, 20_000)))
 
@@ -295,6 +299,7 @@ class Api:
             Route("/api/{net}/logs", self.logs),
             Route("/api/{net}/best", self.best),
             Route("/api/{net}/pareto", self.pareto),
+            Route("/api/{net}/fidelity", self.fidelity),
             Route("/api/{net}/timeline", self.timeline),
             Route("/api/{net}/stop", self.stop, methods=["POST"]),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 from rushhpc.core.states import CANCEL_FIELD, TERMINAL_TASK_STATES, TaskState
 from rushhpc.errors import RushConfigError
 from rushhpc.network.view import Network, list_networks
+from rushhpc.ui.dashboard.sweep_views import fidelity_curves, lift_outputs, sweep_metrics
 
 META_COLUMNS = ("condition", CANCEL_FIELD, "worker_id", "state", "keys", "created_at", "started_at", "finished_at",
                 "attempt")
@@ -266,11 +267,12 @@ class NetworkData:
         meta = [c for c in META_COLUMNS if c in seen]
         return params + outs + meta
 
-    def numeric_columns(self) -> list[str]:
+    def numeric_columns(self, rows: Sequence[dict[str, Any]] | None = None, outputs: Sequence[str] | None = None) -> list[str]:
         """Columns with a number in at least one finished task (outputs first)."""
-        rows = self.rows
+        rows = self.rows if rows is None else rows
+        outputs = self.outputs if outputs is None else outputs
         found = {c for r in rows for c, v in r.items() if c not in META_COLUMNS and is_number(v)}
-        return [c for c in self.outputs if c in found] + sorted(found - set(self.outputs))
+        return [c for c in outputs if c in found] + sorted(found - set(outputs))
 
     # ------------------------------------------------------------------ live view
     def workers(self) -> list[dict[str, Any]]:
@@ -347,11 +349,18 @@ class NetworkData:
             raise RushConfigError(f"direction must be minimize or maximize, got {direction!r}")
         with self._lock:
             rows = list(self.refresh())
-            numeric = self.numeric_columns()
             outputs = list(self.outputs)
+        sweep = self.net.sweep_record()
+        rows, lifted = lift_outputs(rows)  # a sweep's outputs are nested under "outputs": its metric as a column
+        outputs = lifted or outputs
+        numeric = self.numeric_columns(rows, outputs)
+        metrics = sweep_metrics(sweep)
+        if len(metrics) > 1 and not column:  # several metrics: no single best (the Pareto panel shows the front)
+            return {"network": self.network_id, "columns": numeric, "outputs": outputs, "column": None,
+                    "direction": direction or "minimize", "source": "sweep", "metrics": metrics, "x": [], "y": [],
+                    "best": [], "best_row": None, "n_points": 0, "n_finished": len(rows)}
         if column and column not in numeric:
             raise RushConfigError(f"no numeric column {column!r} in the finished tasks (columns: {', '.join(numeric)})")
-        sweep = self.net.sweep_record()
         col, d, source = choose_objective(outputs, numeric, sweep, column, direction)
         xs, ys, best = best_so_far((r.get(col) for r in rows), d) if col else ([], [], [])
         best_row = None
@@ -360,8 +369,14 @@ class NetworkData:
         n_points = len(xs)
         xs, ys, best = thin(xs, ys, best, MAX_PLOT_POINTS)
         return {"network": self.network_id, "columns": numeric, "outputs": outputs, "column": col,
-                "direction": d, "source": source, "x": xs, "y": ys, "best": best, "best_row": best_row,
-                "n_points": n_points, "n_finished": len(rows)}
+                "direction": d, "source": source, "metrics": metrics, "x": xs, "y": ys, "best": best,
+                "best_row": best_row, "n_points": n_points, "n_finished": len(rows)}
+
+    def fidelity(self) -> dict[str, Any]:
+        """Each configuration's curve over fidelity (an asha or hyperband sweep: `fidelity_curves`)."""
+        with self._lock:
+            rows = list(self.refresh())
+        return {"network": self.network_id, **fidelity_curves(rows, self.net.sweep_record())}
 
     def timeline(self, limit: int = 2000) -> dict[str, Any]:
         """Worker lifetimes and their tasks' run times (the last ``limit`` finished, and the

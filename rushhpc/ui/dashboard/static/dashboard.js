@@ -202,6 +202,7 @@
     loadBest().catch((e) => banner(e.message));
     loadTimeline().catch((e) => banner(e.message));
     loadPareto().catch((e) => banner(e.message));
+    loadFidelity().catch((e) => banner(e.message));
     loadResults().catch((e) => banner(e.message));
     if (first) loadLogs(true).catch((e) => banner(e.message));
   }
@@ -289,11 +290,22 @@
     const sel = $("objective-select");
     sel.textContent = "";
     for (const c of d.columns) sel.appendChild(el("option", { value: c }, c + (d.outputs.includes(c) ? "" : " (param)")));
-    if (d.column) sel.value = d.column;
+    if (d.column) sel.value = d.column; else if (d.metrics && d.metrics.length > 1) { sel.insertBefore(el("option", { value: "" }, "(several metrics)"), sel.firstChild); sel.value = ""; }
     $("direction-select").value = d.direction;
     sel.title = d.source === "sweep" ? "from the sweep's settings" : d.source === "user" ? "your choice" : "default";
-    drawBest(d);
     const sum = $("best-summary");
+    if (d.metrics && d.metrics.length > 1 && !d.column) {
+      // several metrics have no single best: the Pareto front panel shows the trade-off
+      if (S.plot) { S.plot.destroy(); S.plot = null; }
+      S.plotKey = "";
+      const box = $("best-chart");
+      box.textContent = "";
+      const msg = `this sweep has several metrics (${d.metrics.join(", ")}): no single best, see the Pareto front panel (or choose one objective above)`;
+      box.appendChild(el("p", { class: "muted several-metrics" }, msg));
+      sum.textContent = `${d.n_finished} finished tasks`;
+      return;
+    }
+    drawBest(d);
     if (d.best.length) {
       const b = d.best[d.best.length - 1];
       const row = d.best_row || {};
@@ -432,6 +444,73 @@
     for (const [name, color] of [["front", "#2563eb"], ["feasible", "#94a3b8"], ["infeasible", "#dc2626"]]) {
       const s = el("span"); const i = el("i"); i.style.background = color; s.appendChild(i); s.appendChild(document.createTextNode(name)); legend.appendChild(s);
     }
+  }
+
+  // ------------------------------------------------------------------ curves over fidelity (SVG; asha, hyperband)
+  // colour of the highest rung reached: viridis as in `rushhpc plot`, reversed so that the top rung is darkest on white
+  const VIRIDIS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
+  function rungColor(r, top) {
+    const t = top > 0 ? r / top : 1;
+    const i = Math.min(VIRIDIS.length - 1, Math.round((1 - t) * (VIRIDIS.length - 1)));
+    return VIRIDIS[i];
+  }
+
+  async function loadFidelity() {
+    const d = await api(netPath("/fidelity"));
+    if (d.network !== S.network) return;
+    const panel = $("fidelity-panel");
+    panel.hidden = !d.fidelity;
+    if (!d.fidelity) return;
+    const box = $("fidelity-chart");
+    box.textContent = "";
+    const top = d.rungs.length ? d.rungs[d.rungs.length - 1].rung : 0;
+    $("fidelity-summary").textContent = `${d.n_configs} configurations, ${d.n_evaluations} evaluations of ${d.metric} (${d.direction})` +
+      (d.hyperband ? " · hyperband" : "") + " · per rung (fidelity): " +
+      d.rungs.map((r) => `rung ${r.rung} (${fmtNum(r.fidelity)}): ${r.configs} evaluated, ${r.reached} stopped there`).join(" · ");
+    const legend = $("fidelity-legend");
+    legend.textContent = "";
+    for (const r of d.rungs) {
+      const s = el("span", { class: "rung-count", "data-rung": r.rung, "data-configs": r.configs, "data-reached": r.reached });
+      const i = el("i"); i.style.background = rungColor(r.rung, top); s.appendChild(i);
+      s.appendChild(document.createTextNode(`rung ${r.rung}: ${r.configs}`));
+      s.title = `${r.configs} configurations evaluated at fidelity ${fmtNum(r.fidelity)}; ${r.reached} reached no higher rung`;
+      legend.appendChild(s);
+    }
+    if (!d.curves.length) { box.appendChild(el("p", { class: "muted" }, `no finished evaluation with ${d.metric} yet`)); return; }
+    const pts = d.curves.flatMap((c) => c.points);
+    const fx = pts.map((p) => p[0]), fy = pts.map((p) => p[1]);
+    const logX = Math.min(...fx) > 0 && Math.max(...fx) / Math.min(...fx) > 10;
+    const tx = (v) => (logX ? Math.log10(v) : v);
+    let x0 = tx(Math.min(...fx)), x1 = tx(Math.max(...fx)), y0 = Math.min(...fy), y1 = Math.max(...fy);
+    if (x1 === x0) { x0 -= 0.5; x1 += 0.5; }
+    if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
+    const W = Math.max(300, box.clientWidth || 600), H = 260, left = 56, right = 14, top_ = 8, bottom = 34;
+    const X = (v) => left + ((tx(v) - x0) / (x1 - x0)) * (W - left - right);
+    const Y = (v) => top_ + (1 - (v - y0) / (y1 - y0)) * (H - top_ - bottom);
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": "curves over fidelity" });
+    root.appendChild(svg("line", { x1: left, x2: W - right, y1: H - bottom, y2: H - bottom, stroke: "#cbd5e1" }));
+    root.appendChild(svg("line", { x1: left, x2: left, y1: top_, y2: H - bottom, stroke: "#cbd5e1" }));
+    for (const r of d.rungs) {  // one tick per rung's fidelity
+      root.appendChild(svg("text", { x: X(r.fidelity), y: H - bottom + 13, "font-size": 10, fill: "#6b7280", "text-anchor": "middle" }, fmtNum(r.fidelity)));
+    }
+    for (let i = 0; i <= 4; i++) {
+      const vy = y0 + ((y1 - y0) * i) / 4;
+      root.appendChild(svg("text", { x: left - 4, y: Y(vy) + 3, "font-size": 10, fill: "#6b7280", "text-anchor": "end" }, fmtNum(vy)));
+    }
+    root.appendChild(svg("text", { x: (left + W - right) / 2, y: H - 4, "font-size": 11, fill: "#374151", "text-anchor": "middle" }, "fidelity" + (logX ? " (log scale)" : "")));
+    root.appendChild(svg("text", { x: 10, y: top_ + (H - top_ - bottom) / 2, "font-size": 11, fill: "#374151", "text-anchor": "middle", transform: `rotate(-90 10 ${top_ + (H - top_ - bottom) / 2})` }, `${d.metric} (${d.direction})`));
+    for (const c of d.curves) {  // lowest rungs first: the curves that went furthest are drawn on top
+      const color = rungColor(c.rung, top);
+      const g = svg("g", { class: "curve", "data-config": c.config, "data-rung": c.rung });
+      g.appendChild(svg("title", {}, `${c.config}: highest rung ${c.rung}` + (c.bracket !== null && c.bracket !== undefined ? `, bracket ${c.bracket}` : "") +
+        " · " + c.points.map((p) => `${fmtNum(p[0])}: ${fmtNum(p[1])}`).join(", ")));
+      if (c.points.length > 1) {
+        g.appendChild(svg("polyline", { points: c.points.map((p) => `${X(p[0])},${Y(p[1])}`).join(" "), fill: "none", stroke: color, "stroke-width": 1.2, "stroke-opacity": 0.85 }));
+      }
+      for (const p of c.points) g.appendChild(svg("circle", { cx: X(p[0]), cy: Y(p[1]), r: 2.5, fill: color }));
+      root.appendChild(g);
+    }
+    box.appendChild(root);
   }
 
   // ------------------------------------------------------------------ results table
