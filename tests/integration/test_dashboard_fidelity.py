@@ -3,11 +3,12 @@
 against the sweep's own results.csv.
 
 The sweep is examples/sweep_asha.yaml with a small budget, run through the real CLI on the test Redis. A sweep
-deletes its network at its end, so the test stops the manager (SIGSTOP, by pid) once its workers run: ASHA's
-workers claim their evaluations themselves and stop at the budget, so the whole budget finishes in Redis while the
-manager waits. The dashboard (a subprocess, by pid) and headless Chromium look at that network; then the manager
-continues (SIGCONT), ingests the same evaluations and writes results.csv, which the test compares with what the
-page showed. Every process started here is stopped by pid or process group.
+deletes its network at its end, so the test stops the manager (SIGSTOP, by pid) once its workers run, then opens
+the gate the example's objective waits behind here: ASHA's workers claim their evaluations themselves and stop at
+the budget, so the whole budget finishes in Redis while the manager waits. The dashboard (a subprocess, by pid)
+and headless Chromium look at that network; then the manager continues (SIGCONT), ingests the same evaluations
+and writes results.csv, which the test compares with what the page showed. Every process started here is
+stopped by pid or process group.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import uuid
@@ -34,6 +34,15 @@ import rushhpc
 from rushhpc.network.view import Network
 
 EVALS = 40
+GATED = """
+
+def train(lr, layers, epochs, checkpoint_dir=None):
+    gate = Path({gate!r})
+    deadline = time.monotonic() + 120
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _train(lr, layers, epochs, checkpoint_dir)
+"""
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
@@ -49,13 +58,19 @@ def _stop_group(proc: subprocess.Popen) -> None:
         c.kill()
 
 
-@pytest.fixture
-def paused_asha_sweep(tmp_path, config, password_file):  # noqa: F811
-    """examples/sweep_asha.yaml (2 workers, 40 evaluations) on the test Redis, its manager stopped once its
-    workers run; yields (network id, resume): resume() continues the manager and returns its results.csv."""
+@pytest.fixture(params=["asha", "hyperband"])
+def paused_asha_sweep(request, tmp_path, config, password_file):  # noqa: F811
+    """examples/sweep_asha.yaml (2 workers, 40 evaluations; its strategy asha or hyperband) on the test Redis, its
+    manager stopped once its workers run; yields (strategy, network id, resume): resume() continues the manager
+    and returns its results.csv."""
     doc = yaml.safe_load((REPO / "examples" / "sweep_asha.yaml").read_text())
-    shutil.copy(REPO / "examples" / "asha_functions.py", tmp_path / "asha_functions.py")
-    doc.update(budget={"evaluations": EVALS}, output="runs/asha",
+    doc["strategy"]["name"] = request.param
+    # the example's objective, gated: no evaluation starts before the manager is stopped (else 40 quick
+    # evaluations could all finish, and the network be deleted, before the test stops it)
+    gate = tmp_path / "go"
+    example = (REPO / "examples" / "asha_functions.py").read_text().replace("def train(", "def _train(")
+    (tmp_path / "gated.py").write_text(example + GATED.format(gate=str(gate)))
+    doc.update(objective="gated.py:train", budget={"evaluations": EVALS}, output="runs/asha",
                workers={"n": 2, "launcher": "local", "heartbeat_period": 1, "heartbeat_expire": 30},
                redis={"url": f"redis://127.0.0.1:{config.port}/0", "password_file": str(password_file)})
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -83,15 +98,16 @@ def paused_asha_sweep(tmp_path, config, password_file):  # noqa: F811
         net = Network.open(nid, config)
         wait_until(lambda: net.worker_counts().get("running", 0) == 2, 60, what="the sweep's 2 workers")
         os.kill(proc.pid, signal.SIGSTOP)  # the manager only: its workers go on and stop at the budget
+        gate.touch()
         wait_until(lambda: net.n_finished_tasks == EVALS and net.worker_counts().get("running", 0) == 0, 120,
                    what=f"{EVALS} evaluations finished in Redis")
-        yield nid, resume
+        yield request.param, nid, resume
     finally:
         _stop_group(proc)
 
 
 def test_asha_sweep_curves_over_fidelity_and_best_so_far(paused_asha_sweep, start_dashboard, browser):  # noqa: F811
-    nid, resume = paused_asha_sweep
+    strategy, nid, resume = paused_asha_sweep
     d = start_dashboard("--network", nid)
     fid = get_json(d.base + f"/api/{nid}/fidelity")
     best = get_json(d.base + f"/api/{nid}/best")
@@ -107,7 +123,8 @@ def test_asha_sweep_curves_over_fidelity_and_best_so_far(paused_asha_sweep, star
               for s in page.locator("#fidelity-legend span.rung-count").all()}
     summary = page.text_content("#best-summary") or ""
     assert not page.errors  # type: ignore[attr-defined]
-    shot(page, "fidelity")
+    if strategy == "asha":
+        shot(page, "fidelity")
 
     df = resume()  # the manager goes on and writes the results of the same evaluations
     assert len(df) == EVALS and (df["state"] == "finished").all()
@@ -116,7 +133,7 @@ def test_asha_sweep_curves_over_fidelity_and_best_so_far(paused_asha_sweep, star
     reached = configs.value_counts().to_dict()
 
     # the endpoint: one curve per configuration, its points the configuration's results, the counts per rung
-    assert fid["fidelity"] is True and fid["metric"] == "loss" and fid["hyperband"] is False
+    assert fid["fidelity"] is True and fid["metric"] == "loss" and fid["hyperband"] is (strategy == "hyperband")
     assert fid["n_configs"] == len(configs) and fid["n_evaluations"] == EVALS
     assert {r["rung"]: r["configs"] for r in fid["rungs"]} == per_rung
     assert {r["rung"]: r["reached"] for r in fid["rungs"] if r["reached"]} == reached
@@ -124,6 +141,8 @@ def test_asha_sweep_curves_over_fidelity_and_best_so_far(paused_asha_sweep, star
     for c in fid["curves"]:
         rows = df[df["config"] == c["config"]].sort_values("fidelity")
         assert c["rung"] == configs[c["config"]]
+        if strategy == "hyperband":
+            assert c["bracket"] == rows["bracket"].iloc[0]
         assert [p[0] for p in c["points"]] == rows["fidelity"].tolist()
         assert [p[1] for p in c["points"]] == pytest.approx(rows["loss"].tolist())
     assert max(configs) > 0, "no configuration was promoted: the sweep is too small to show curves"
