@@ -8,7 +8,8 @@ noise seeded, every epoch a sleep of ``--cost`` s, max 27 epochs, eta 3, random 
 
 - ``rushhpc``: ``python -m rushhpc sweep`` through the real CLI, ``strategy: {name: asha, eta: 3}``,
   ``fidelity: {name: epochs, min: 1, max: 27}``, local workers, embedded Redis, ``budget.walltime``. Its objective
-  takes ``checkpoint_dir`` and trains only the epochs its lower rung did not.
+  takes ``checkpoint_dir`` and trains only the epochs its lower rung did not. ``rushhpc-hb``: the same with
+  ``strategy: {name: hyperband, eta: 3}`` (for information; the targets are asha's).
 - ``optuna-hb`` / ``optuna-sha``: N processes on one ``JournalStorage`` (file backend), ``HyperbandPruner`` /
   ``SuccessiveHalvingPruner``; ``ray``: ``ASHAScheduler``; ``syne-tune``: ``ASHA`` with the local backend (see
   ``sweep_algorithms_peers``). These stop a trial at a rung or let it continue in its process, so no tool ever
@@ -53,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sweep_algorithms_functions as fx  # noqa: E402
 import sweep_algorithms_run as rn  # noqa: E402
 
-TOOLS = ("rushhpc", "optuna-hb", "optuna-sha", "ray", "syne-tune")
-NEEDS = {"rushhpc": "rushhpc", "optuna-hb": "optuna", "optuna-sha": "optuna", "ray": "ray.tune",
+TOOLS = ("rushhpc", "rushhpc-hb", "optuna-hb", "optuna-sha", "ray", "syne-tune")
+NEEDS = {"rushhpc": "rushhpc", "rushhpc-hb": "rushhpc", "optuna-hb": "optuna", "optuna-sha": "optuna", "ray": "ray.tune",
          "syne-tune": "syne_tune"}
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 MAX = fx.MAX_EPOCHS
@@ -65,13 +66,13 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ runs
-def rushhpc_yaml(out: Path, a: argparse.Namespace, seed: int) -> str:
+def rushhpc_yaml(out: Path, a: argparse.Namespace, seed: int, strategy: str = "asha") -> str:
     space = {"lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
              "layers": {"type": "int", "low": 1, "high": 8},
              "dropout": {"type": "float", "low": 0.0, "high": 0.9},
              "wd": {"type": "float", "low": 1e-6, "high": 0.1, "log": True}}
     cfg = {"objective": f"{fx.__file__}:train", "metric": "loss", "space": space,
-           "fidelity": {"name": "epochs", "min": 1, "max": MAX}, "strategy": {"name": "asha", "eta": 3},
+           "fidelity": {"name": "epochs", "min": 1, "max": MAX}, "strategy": {"name": strategy, "eta": 3},
            "budget": {"walltime": a.walltime}, "workers": {"n": a.workers}, "redis": "embedded",
            "output": str(out), "seed": seed, "progress": "none"}
     return json.dumps(cfg)  # JSON is YAML
@@ -89,9 +90,9 @@ def launch_mf(tool: str, a: argparse.Namespace, seed: int, work: Path) -> dict[s
     py = sys.executable
     common = {"cost": a.cost, "fseed": seed, "max": MAX, "workers": a.workers, "logdir": str(logdir),
               "work": str(run_dir)}
-    if tool == "rushhpc":
+    if tool.startswith("rushhpc"):
         yaml = run_dir / "sweep.yaml"
-        yaml.write_text(rushhpc_yaml(run_dir / "out", a, seed))
+        yaml.write_text(rushhpc_yaml(run_dir / "out", a, seed, "hyperband" if tool == "rushhpc-hb" else "asha"))
         argvs = [[py, "-m", "rushhpc", "sweep", str(yaml)]]
     elif tool.startswith("optuna"):
         import optuna
@@ -113,7 +114,7 @@ def launch_mf(tool: str, a: argparse.Namespace, seed: int, work: Path) -> dict[s
     res["t_launch"] = t0
     res["records"] = rn.read_log(logdir)
     res["errors"] = [rn.tail(lg) for lg, c in zip(logs, res["codes"]) if c not in (0,)]
-    if tool == "rushhpc":
+    if tool.startswith("rushhpc"):
         res["results_rows"] = _count_rows(run_dir / "out" / "results.csv")
     return res
 
@@ -183,7 +184,7 @@ def mf_tables(runs: dict[str, list[dict[str, Any]]], a: argparse.Namespace) -> t
                    f" | {fmt(100 * med([r['util_span'] for r in rs]), '.1f')} %"
                    f" | {fmt(med([r['first_start'] for r in rs]), '.1f')} |")
     verdict: dict[str, Any] = {}
-    peers = [t for t in runs if t != "rushhpc" and runs[t]]
+    peers = [t for t in runs if not t.startswith("rushhpc") and runs[t]]
     if "rushhpc" in runs and peers:
         best_peer = min(peers, key=lambda t: med([r["best"] for r in runs[t]]))
         per_peer = {}
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"epochs, eta 3, seeds {a.seed_list} (medians over seeds)", ""] + table + [""] + skipped
         for t, rs in runs.items():
             for i, r in enumerate(rs):
-                if r["errors"] or r["strays"] or (t == "rushhpc" and r["results_rows"] != r["evaluations"]):
+                if r["errors"] or r["strays"] or (t.startswith("rushhpc") and r["results_rows"] != r["evaluations"]):
                     body.append(f"- {t} seed {a.seed_list[i]}: exit codes {r['codes'][:4]}, {r['strays']} stray "
                                 f"processes killed, finished rows of results.csv {r['results_rows']}, logged evaluations "
                                 f"{r['evaluations']}" + (f"; {r['errors'][0]}" if r["errors"] else ""))

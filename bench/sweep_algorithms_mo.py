@@ -97,7 +97,7 @@ def run_mo(a: argparse.Namespace, work: Path, log: Callable[[str], None]) -> tup
     """The multi-objective tables (Markdown lines) and their numbers."""
     problems = "/".join(p.upper() for p in a.problems)
     title = (f"### Several objectives: hypervolume after {a.mo_evaluations} evaluations, {problems} with {N_VAR} variables, "
-             f" reference point {REF}, {a.workers} workers, {a.mo_cost:g} s per evaluation, seeds {a.seed_list}")
+             f"reference point {REF}, {a.workers} workers, {a.mo_cost:g} s per evaluation, seeds {a.seed_list}")
     why = rn.importable("optuna")
     if why:
         return [title, "", f"Skipped: optuna does not import here ({why})."], {}
