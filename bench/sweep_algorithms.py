@@ -42,6 +42,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -112,6 +113,7 @@ def launch_mf(tool: str, a: argparse.Namespace, seed: int, work: Path) -> dict[s
     logs = [run_dir / f"proc-{i}.log" for i in range(len(argvs))]
     res = rn.run_group(argvs, env, run_dir, logs, min(t0 + a.walltime + a.grace, a.end_by), token)
     res["t_launch"] = t0
+    shutil.rmtree(Path(tempfile.gettempdir()) / f"ray-{token[:8]}", ignore_errors=True)  # Ray's session files, if any
     res["records"] = rn.read_log(logdir)
     res["errors"] = [rn.tail(lg) for lg, c in zip(logs, res["codes"]) if c not in (0,)]
     if tool.startswith("rushhpc"):
