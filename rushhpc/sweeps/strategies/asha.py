@@ -101,7 +101,7 @@ def bracket_weights(n_rungs: int, eta: int) -> list[float]:
 
     Example:
         >>> [round(w, 3) for w in bracket_weights(4, 3)]
-        [0.692, 0.231, 0.058, 0.019]
+        [0.551, 0.245, 0.122, 0.082]
     """
     smax = n_rungs - 1
     raw = [(smax + 1) / (smax - b + 1) * eta ** (smax - b) for b in range(n_rungs)]
