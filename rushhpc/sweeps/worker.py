@@ -79,6 +79,9 @@ def distributions(space: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
+MISSING_VIOLATION = 1e100  # the constraint violation a sampler sees for a constrained output that is missing
+
+
 def make_sampler(strategy: dict, seed: int, module: str = "", constrained: bool = False) -> Any:
     """The Optuna sampler of a model strategy (from the registry; ``module`` registers one defined elsewhere).
 
@@ -182,9 +185,10 @@ class History:
                 values = None
         if values is None or not self.constraints:
             return values, None
-        viol = pareto.violations(outputs, self.constraints)
-        if any(v == float("inf") for v in viol):  # a constrained output missing: the samplers do not learn from it
-            return None, None
+        # a constrained output missing (or not a number) is infeasible, and the samplers must learn that: hidden from
+        # them, a sampler whose other trials are all infeasible keeps proposing where the output goes missing. Optuna
+        # sums violations, so a large finite one (not inf: inf - inf is NaN) ranks it below every measured violation.
+        viol = [MISSING_VIOLATION if v == float("inf") else v for v in pareto.violations(outputs, self.constraints)]
         return values, {"constraints": viol}
 
     def update(self, rows: Sequence[dict[str, Any]]) -> None:

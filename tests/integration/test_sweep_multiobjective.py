@@ -67,6 +67,10 @@ def check_front(out: Path, metrics: list[str], directions: list[str]) -> dict:
     feas = [r for r in results if r["state"] == "finished" and r["feasible"] == "True"]
     assert pareto["feasible"] == len(feas)
     assert pareto["infeasible"] == sum(1 for r in results if r["feasible"] == "False")
+    if not feas:  # nothing feasible: an empty front, no observed reference point, no hypervolume
+        assert front == [] and pareto["size"] == 0 and pareto["hypervolume"] is None
+        assert pareto["reference_point_source"] == "given" or pareto["reference_point"] is None
+        return summary
     if pareto["reference_point_source"] == "observed":  # the worst feasible value plus 10 % of the range
         ref = []
         for m, d in zip(metrics, directions):

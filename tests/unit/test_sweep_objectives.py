@@ -66,7 +66,7 @@ def test_the_workers_study_has_one_value_per_metric_and_the_constraint_values():
     optuna = pytest.importorskip("optuna")
     from optuna.trial import TrialState
 
-    from rushhpc.sweeps.worker import History, distributions, make_sampler
+    from rushhpc.sweeps.worker import MISSING_VIOLATION, History, distributions, make_sampler
 
     space = {"x": {"type": "float", "low": 0.0, "high": 1.0, "log": False, "step": None}}
     sampler = make_sampler({"name": "tpe", "n_startup_trials": 2, "options": {}}, 1, constrained=True)
@@ -84,7 +84,9 @@ def test_the_workers_study_has_one_value_per_metric_and_the_constraint_values():
     trials = {t.params["x"]: t for t in h.study.get_trials(deepcopy=False)}
     assert trials[0.1].values == [0.1, 2.0] and list(trials[0.1].constraints.values()) == [-0.5]
     assert list(trials[0.2].constraints.values()) == [2.0]  # infeasible: the samplers know it
-    assert 0.3 not in trials  # a constrained output missing: no trial the samplers learn from
+    # a constrained output missing: infeasible, shown to the samplers with a violation above any measured one (a
+    # sampler that never saw such trials kept proposing where the output goes missing: every point infeasible)
+    assert list(trials[0.3].constraints.values()) == [MISSING_VIOLATION] and trials[0.3].values == [0.3, 1.0]
     assert trials[0.4].state == TrialState.COMPLETE and list(trials[0.4].constraints.values()) == [0.0]
     t = h.ask()  # TPE proposes from the multi-objective, constrained history
     assert 0.0 <= t.suggest_float("x", 0.0, 1.0) <= 1.0
